@@ -1,0 +1,173 @@
+//! Process wiring: the shared [`AppState`], start-up checks, the HTTP server and graceful
+//! shutdown.
+//!
+//! Owns the lifetime of every long-lived resource (pools, Redis connections, background
+//! listeners). Start-up fails fast with a message naming the unreachable dependency; shutdown
+//! stops accepting, lets in-flight requests finish within the grace period, then closes pools.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use salvo::conn::{Acceptor, TcpListener};
+use salvo::prelude::*;
+use salvo::server::ServerHandle;
+
+use crate::config::Config;
+use crate::db::{self, PgPool, PoolSettings, Pools};
+use crate::metrics::Metrics;
+use crate::tenancy::cache::{self, TenantCache};
+
+/// Everything a request may need, shared by all requests.
+pub struct AppState {
+    pub config: Config,
+    /// The platform registry database.
+    pub registry: PgPool,
+    /// Tenant databases, one pool per physical database.
+    pub pools: Pools,
+    pub redis: redis::aio::ConnectionManager,
+    pub redis_client: redis::Client,
+    pub metrics: Metrics,
+    pub tenant_cache: Arc<TenantCache>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("PostgreSQL at database.url is unreachable or refused the login: {0}")]
+    Postgres(String),
+    #[error("Redis at redis.url is unreachable: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("cannot listen on server.bind {addr}: {message}")]
+    Bind { addr: SocketAddr, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl AppState {
+    /// Connects to PostgreSQL (registry) and Redis, checking both answer.
+    pub async fn connect(config: Config) -> Result<Arc<Self>, StartError> {
+        let settings = PoolSettings::from(&config.database);
+        let registry_url = db::database_url(
+            config.database.url.expose(),
+            &config.database.registry_database,
+        );
+        let registry = db::build_pool(&registry_url, &settings);
+        registry
+            .get()
+            .await
+            .map_err(|e| StartError::Postgres(e.to_string()))?;
+        let redis_client = redis::Client::open(config.redis.url.expose())?;
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2);
+        let redis = tokio::time::timeout(
+            Duration::from_secs(5),
+            redis_client.get_connection_manager_with_config(manager_config),
+        )
+        .await
+        .map_err(|_| StartError::Other("Redis at redis.url did not answer within 5 s".into()))??;
+        let tenant_cache = Arc::new(TenantCache::new(
+            Duration::from_secs(config.tenancy.cache_ttl_secs),
+            redis.clone(),
+        ));
+        Ok(Arc::new(Self {
+            pools: Pools::new(settings),
+            registry,
+            redis,
+            redis_client,
+            metrics: Metrics::new(),
+            tenant_cache,
+            config,
+        }))
+    }
+}
+
+/// A running HTTP server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    handle: ServerHandle,
+    task: tokio::task::JoinHandle<()>,
+    stop_background: tokio::sync::watch::Sender<bool>,
+}
+
+/// Connects, binds `config.server.bind` (port 0 picks a free port) and serves in the background.
+pub async fn start(config: Config) -> Result<Server, StartError> {
+    let bind = config.server.bind;
+    let state = AppState::connect(config).await?;
+    let acceptor = TcpListener::new(bind)
+        .try_bind()
+        .await
+        .map_err(|e| StartError::Bind {
+            addr: bind,
+            message: e.to_string(),
+        })?;
+    let addr = acceptor
+        .holdings()
+        .first()
+        .and_then(|h| h.local_addr.clone().into_std())
+        .ok_or_else(|| StartError::Other("listener has no address".into()))?;
+    let (stop_background, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(cache::listen(
+        state.redis_client.clone(),
+        state.tenant_cache.clone(),
+        stop_rx,
+    ));
+    let service = crate::http::service(state.clone());
+    let server = salvo::Server::new(acceptor);
+    let handle = server.handle();
+    let task = tokio::spawn(server.serve(service));
+    tracing::info!(%addr, "listening");
+    Ok(Server {
+        addr,
+        state,
+        handle,
+        task,
+        stop_background,
+    })
+}
+
+impl Server {
+    /// Stops accepting, waits for in-flight requests (up to the grace period), closes pools.
+    pub async fn shutdown(self) {
+        let grace = Duration::from_secs(self.state.config.server.shutdown_grace_secs);
+        tracing::info!(grace_secs = grace.as_secs(), "shutting down");
+        self.handle.stop_graceful(grace);
+        let _ = self.task.await;
+        let _ = self.stop_background.send(true);
+        self.state.pools.close_all();
+        tracing::info!("stopped");
+    }
+}
+
+/// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn serve_until_signal(config: Config) -> Result<(), StartError> {
+    let server = start(config).await?;
+    shutdown_signal().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,439 @@
+//! Configuration: a TOML file overlaid by `NEOTENANT_*` environment variables, validated once
+//! at start-up.
+//!
+//! Owns the shape of every setting, its default and its validation. A nested key maps to an
+//! environment variable by upper-casing and joining sections with a double underscore:
+//! `server.max_body_bytes` is `NEOTENANT_SERVER__MAX_BODY_BYTES`. Every setting is documented
+//! in `docs/CONFIGURATION.md`. This module never logs secret values: [`Secret`] redacts itself.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::tenancy::model::Region;
+
+/// A string that must never appear in logs or debug output.
+#[derive(Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret value; call only where it is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub tenancy: TenancyConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// Tenants are addressed as `<slug>.<base_domain>`.
+    pub base_domain: String,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+    /// Directory of static assets (the Scalar script for `/docs`).
+    pub assets_dir: PathBuf,
+    /// Whether the `X-Tenant` header may select a tenant (local use; the Host subdomain always can).
+    pub allow_tenant_header: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".parse().expect("valid default address"),
+            base_domain: "localhost".into(),
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace_secs: 20,
+            assets_dir: PathBuf::from(".devstack/assets"),
+            allow_tenant_header: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `json` (one object per line) or `pretty`.
+    pub format: LogFormat,
+    /// A tracing filter directive, e.g. `info` or `neotenant=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Server URL without a database name: `postgres://user:password@host:port`.
+    /// Used for the registry database and as the default server of every region.
+    pub url: Secret,
+    /// Name of the platform registry database.
+    #[serde(default = "default_registry_db")]
+    pub registry_database: String,
+    /// Per-region server URL overrides (`regions.eu = "postgres://…"`); absent regions use `url`.
+    #[serde(default)]
+    pub regions: BTreeMap<String, Secret>,
+    /// Maximum connections per physical database pool.
+    #[serde(default = "default_pool_max")]
+    pub pool_max_size: u32,
+    /// Milliseconds to wait for a pooled connection before answering 503.
+    #[serde(default = "default_pool_timeout")]
+    pub pool_timeout_ms: u64,
+    /// Server-side statement timeout for pooled connections, in milliseconds.
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout_ms: u64,
+}
+
+fn default_registry_db() -> String {
+    "neofast_admin".into()
+}
+fn default_pool_max() -> u32 {
+    16
+}
+fn default_pool_timeout() -> u64 {
+    5_000
+}
+fn default_statement_timeout() -> u64 {
+    15_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]`.
+    pub url: Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token for the platform-admin API (`/admin/v1/...`); at least 32 characters.
+    pub token: Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenancyConfig {
+    /// Seconds a resolved tenant stays in the in-process cache (changes are also broadcast).
+    pub cache_ttl_secs: u64,
+}
+
+impl Default for TenancyConfig {
+    fn default() -> Self {
+        Self { cache_ttl_secs: 30 }
+    }
+}
+
+/// A configuration problem that stops start-up; names the offending setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("invalid setting `{key}`: {message}")]
+    Setting { key: String, message: String },
+}
+
+fn bad(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Setting {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Loads `path` (if it exists; a missing file that was asked for explicitly is an error)
+    /// and overlays `NEOTENANT_*` variables from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse {
+                        path: path.into(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("NEOTENANT_") else {
+                continue;
+            };
+            if rest == "CONFIG" {
+                continue;
+            }
+            let keys: Vec<String> = rest.split("__").map(|k| k.to_ascii_lowercase()).collect();
+            set_path(&mut table, &keys, env_value(&value))
+                .map_err(|m| bad(&format!("NEOTENANT_{rest}"), m))?;
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                let message = e.into_inner().message().to_string();
+                if key == "." {
+                    ConfigError::Invalid(message)
+                } else {
+                    bad(&key, message)
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Semantic checks that the types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.max_body_bytes < 1024 || self.server.max_body_bytes > 256 * 1024 * 1024 {
+            return Err(bad(
+                "server.max_body_bytes",
+                "must be between 1024 and 268435456",
+            ));
+        }
+        let domain = &self.server.base_domain;
+        if domain.is_empty()
+            || !domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return Err(bad("server.base_domain", "must be a DNS name"));
+        }
+        if self.server.shutdown_grace_secs > 600 {
+            return Err(bad("server.shutdown_grace_secs", "must be at most 600"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| bad("log.level", e.to_string()))?;
+        check_pg_url("database.url", self.database.url.expose())?;
+        for (region, url) in &self.database.regions {
+            let key = format!("database.regions.{region}");
+            if region.parse::<Region>().is_err() {
+                return Err(bad(&key, "unknown region (known: us, eu)"));
+            }
+            check_pg_url(&key, url.expose())?;
+        }
+        if !crate::db::is_identifier(&self.database.registry_database) {
+            return Err(bad(
+                "database.registry_database",
+                "must be a lower-case identifier",
+            ));
+        }
+        if !(1..=1000).contains(&self.database.pool_max_size) {
+            return Err(bad("database.pool_max_size", "must be between 1 and 1000"));
+        }
+        if !(10..=120_000).contains(&self.database.pool_timeout_ms) {
+            return Err(bad(
+                "database.pool_timeout_ms",
+                "must be between 10 and 120000",
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.database.statement_timeout_ms) {
+            return Err(bad(
+                "database.statement_timeout_ms",
+                "must be between 100 and 3600000",
+            ));
+        }
+        let redis = url::Url::parse(self.redis.url.expose())
+            .map_err(|e| bad("redis.url", e.to_string()))?;
+        if !matches!(redis.scheme(), "redis" | "rediss") {
+            return Err(bad("redis.url", "scheme must be redis:// or rediss://"));
+        }
+        if self.admin.token.expose().len() < 32 {
+            return Err(bad("admin.token", "must be at least 32 characters"));
+        }
+        if self.tenancy.cache_ttl_secs > 3600 {
+            return Err(bad("tenancy.cache_ttl_secs", "must be at most 3600"));
+        }
+        Ok(())
+    }
+
+    /// Server URL (no database name) of a region.
+    pub fn region_server_url(&self, region: Region) -> &str {
+        self.database
+            .regions
+            .get(region.as_str())
+            .unwrap_or(&self.database.url)
+            .expose()
+    }
+}
+
+fn check_pg_url(key: &str, raw: &str) -> Result<(), ConfigError> {
+    let url = url::Url::parse(raw).map_err(|e| bad(key, e.to_string()))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(bad(key, "scheme must be postgres://"));
+    }
+    if url.host_str().is_none() {
+        return Err(bad(key, "needs a host"));
+    }
+    if !matches!(url.path(), "" | "/") {
+        return Err(bad(
+            key,
+            "must not name a database (databases are chosen per tenant)",
+        ));
+    }
+    Ok(())
+}
+
+/// Environment values are typed the way TOML would read them, so `NEOTENANT_SERVER__MAX_BODY_BYTES=4096`
+/// is an integer and `...=true` a boolean; anything else is a string.
+fn env_value(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match raw {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = keys.split_last().ok_or("empty key")?;
+    let mut cursor = table;
+    for key in parents {
+        let entry = cursor
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cursor = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{key}` is not a section"))?;
+    }
+    cursor.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base_env() -> Vec<(String, String)> {
+        vec![
+            (
+                "NEOTENANT_DATABASE__URL".into(),
+                "postgres://u:p@127.0.0.1:5432".into(),
+            ),
+            (
+                "NEOTENANT_REDIS__URL".into(),
+                "redis://127.0.0.1:6379".into(),
+            ),
+            ("NEOTENANT_ADMIN__TOKEN".into(), "x".repeat(40)),
+        ]
+    }
+
+    #[test]
+    fn env_overrides_and_types() {
+        let mut env = base_env();
+        env.push(("NEOTENANT_SERVER__MAX_BODY_BYTES".into(), "4096".into()));
+        env.push((
+            "NEOTENANT_SERVER__ALLOW_TENANT_HEADER".into(),
+            "false".into(),
+        ));
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.server.max_body_bytes, 4096);
+        assert!(!c.server.allow_tenant_header);
+        assert_eq!(
+            c.region_server_url(Region::Eu),
+            "postgres://u:p@127.0.0.1:5432"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let cases = [
+            (
+                "NEOTENANT_SERVER__MAX_BODY_BYTES",
+                "12",
+                "server.max_body_bytes",
+            ),
+            ("NEOTENANT_ADMIN__TOKEN", "short", "admin.token"),
+            ("NEOTENANT_DATABASE__URL", "mysql://x", "database.url"),
+            ("NEOTENANT_DATABASE__URL", "postgres://h/db", "database.url"),
+            ("NEOTENANT_REDIS__URL", "http://x", "redis.url"),
+            ("NEOTENANT_LOG__LEVEL", "[[[", "log.level"),
+            (
+                "NEOTENANT_DATABASE__REGIONS__MARS",
+                "postgres://h",
+                "database.regions.mars",
+            ),
+        ];
+        for (var, value, key) in cases {
+            let mut env = base_env();
+            env.push((var.into(), value.into()));
+            let err = Config::load(None, env).unwrap_err().to_string();
+            assert!(err.contains(key), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_refused() {
+        let mut env = base_env();
+        env.push(("NEOTENANT_SERVER__BINDD".into(), "x".into()));
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("bindd"), "{err}");
+        let mut env = base_env();
+        env.push(("NEOTENANT_SERVER__BIND".into(), "not an address".into()));
+        assert!(Config::load(None, env).is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let c = Config::load(None, base_env()).unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("u:p@"), "{debug}");
+        assert!(!debug.contains(&"x".repeat(40)));
+    }
+}

@@ -1,0 +1,367 @@
+//! Typed extractors whose failures are problem responses: a JSON body, a typed path
+//! parameter, and list parameters (limit + cursor).
+//!
+//! Owns the mapping of every input failure to a precise 4xx: wrong content type → 415,
+//! too large → 413, not JSON → 400 `malformed-json` with line and column, JSON of the wrong
+//! shape → 422 `validation` with a pointer to the field, bad path or query value → 400
+//! `invalid-parameter`. Never panics on input and never lets salvo's generic error through.
+
+use std::str::FromStr;
+
+use salvo::extract::{Extractible, Metadata};
+use salvo::http::ParseError;
+use salvo::oapi::{
+    self, Components, EndpointArgRegister, Operation, Parameter, ParameterIn, ToSchema,
+};
+use salvo::prelude::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, ErrorCode, FieldError};
+
+/// A JSON request body of type `T`.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+static JSON_METADATA: Metadata = Metadata::new("JsonBody");
+
+fn is_json(mime: &mime::Mime) -> bool {
+    (mime.type_() == mime::APPLICATION && mime.subtype() == mime::JSON)
+        || mime.suffix() == Some(mime::JSON)
+}
+
+/// Parses `bytes` as a `T`, classifying the failure.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            ErrorCode::MalformedJson,
+            "the request body is empty",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+    let value = parsed.map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => ApiError::validation(vec![FieldError {
+                pointer: json_pointer(&path),
+                message: strip_position(&inner.to_string()),
+            }]),
+            _ => ApiError::new(
+                ErrorCode::MalformedJson,
+                format!(
+                    "invalid JSON at line {} column {}: {}",
+                    inner.line(),
+                    inner.column(),
+                    strip_position(&inner.to_string())
+                ),
+            ),
+        }
+    })?;
+    de.end().map_err(|e| {
+        ApiError::new(
+            ErrorCode::MalformedJson,
+            format!(
+                "trailing characters after the JSON value at line {} column {}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    Ok(value)
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// `a.b[0].c` (serde_path_to_error's notation) → `/a/b/0/c`; `.` (the root) → ``.
+fn json_pointer(path: &str) -> String {
+    if path == "." {
+        return String::new();
+    }
+    let mut out = String::new();
+    for part in path.split(['.', '[']) {
+        let part = part.trim_end_matches(']');
+        if !part.is_empty() {
+            out.push('/');
+            out.push_str(&part.replace('~', "~0").replace('/', "~1"));
+        }
+    }
+    out
+}
+
+impl<'ex, T> Extractible<'ex> for JsonBody<T>
+where
+    T: DeserializeOwned + Send,
+{
+    fn metadata() -> &'static Metadata {
+        &JSON_METADATA
+    }
+
+    #[allow(refining_impl_trait)]
+    async fn extract(req: &'ex mut Request, _depot: &'ex mut Depot) -> Result<Self, ApiError> {
+        match req.content_type() {
+            Some(mime) if is_json(&mime) => {}
+            Some(mime) => {
+                return Err(ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    format!("Content-Type {mime} is not supported; send application/json"),
+                ));
+            }
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    "missing Content-Type; send application/json",
+                ));
+            }
+        }
+        let max = req.secure_max_size();
+        let bytes = req.payload_with_max_size(max).await.map_err(|e| match e {
+            ParseError::PayloadTooLarge => ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the body may be at most {max} bytes"),
+            ),
+            other => ApiError::new(
+                ErrorCode::BadRequest,
+                format!("cannot read the body: {other}"),
+            ),
+        })?;
+        parse_json(bytes).map(JsonBody)
+    }
+}
+
+impl<T: ToSchema> EndpointArgRegister for JsonBody<T> {
+    fn register(components: &mut Components, operation: &mut Operation, _arg: &str) {
+        let schema = T::to_schema(components);
+        operation.request_body = Some(
+            oapi::RequestBody::new()
+                .required(oapi::Required::True)
+                .add_content("application/json", oapi::Content::new(schema)),
+        );
+    }
+}
+
+/// A path parameter parsed with `FromStr`; the handler argument's name is the parameter's.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+static PATH_METADATA: Metadata = Metadata::new("Path");
+
+impl<'ex, T> Extractible<'ex> for Path<T>
+where
+    T: FromStr + Send,
+    T::Err: std::fmt::Display,
+{
+    fn metadata() -> &'static Metadata {
+        &PATH_METADATA
+    }
+
+    #[allow(refining_impl_trait)]
+    async fn extract(_req: &'ex mut Request, _depot: &'ex mut Depot) -> Result<Self, ApiError> {
+        Err(ApiError::internal("Path<T> needs the parameter name"))
+    }
+
+    #[allow(refining_impl_trait)]
+    async fn extract_with_arg(
+        req: &'ex mut Request,
+        _depot: &'ex mut Depot,
+        arg: &str,
+    ) -> Result<Self, ApiError> {
+        let raw: String = req.param(arg).unwrap_or_default();
+        raw.parse::<T>().map(Path).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidParameter,
+                format!("path parameter `{arg}` is invalid: {e}"),
+            )
+        })
+    }
+}
+
+impl<T: ToSchema> EndpointArgRegister for Path<T> {
+    fn register(components: &mut Components, operation: &mut Operation, arg: &str) {
+        operation.parameters.insert(
+            Parameter::new(arg)
+                .location(ParameterIn::Path)
+                .required(oapi::Required::True)
+                .schema(T::to_schema(components)),
+        );
+    }
+}
+
+/// Smallest and largest page size; the default when `limit` is absent.
+pub const LIMIT_DEFAULT: u32 = 50;
+pub const LIMIT_MAX: u32 = 200;
+
+/// `?limit=&cursor=` for every list endpoint. The cursor is opaque to clients.
+#[derive(Debug, Clone)]
+pub struct ListParams<K> {
+    pub limit: u32,
+    pub after: Option<K>,
+}
+
+impl<'ex, K> Extractible<'ex> for ListParams<K>
+where
+    K: DeserializeOwned + Send,
+{
+    fn metadata() -> &'static Metadata {
+        static METADATA: Metadata = Metadata::new("ListParams");
+        &METADATA
+    }
+
+    #[allow(refining_impl_trait)]
+    async fn extract(req: &'ex mut Request, _depot: &'ex mut Depot) -> Result<Self, ApiError> {
+        let limit = match req.queries().get("limit") {
+            None => LIMIT_DEFAULT,
+            Some(raw) => raw
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=LIMIT_MAX).contains(n))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::InvalidParameter,
+                        format!("query parameter `limit` must be an integer from 1 to {LIMIT_MAX}"),
+                    )
+                })?,
+        };
+        let after = req
+            .queries()
+            .get("cursor")
+            .map(|c| decode_cursor::<K>(c))
+            .transpose()?;
+        Ok(Self { limit, after })
+    }
+}
+
+impl<K> EndpointArgRegister for ListParams<K> {
+    fn register(_components: &mut Components, operation: &mut Operation, _arg: &str) {
+        operation.parameters.insert(
+            Parameter::new("limit")
+                .location(ParameterIn::Query)
+                .required(oapi::Required::False)
+                .description(format!(
+                    "Page size, 1-{LIMIT_MAX} (default {LIMIT_DEFAULT})."
+                ))
+                .schema(oapi::Object::new().schema_type(oapi::schema::BasicType::Integer)),
+        );
+        operation.parameters.insert(
+            Parameter::new("cursor")
+                .location(ParameterIn::Query)
+                .required(oapi::Required::False)
+                .description("Opaque `next_cursor` of the previous page.")
+                .schema(oapi::Object::new().schema_type(oapi::schema::BasicType::String)),
+        );
+    }
+}
+
+/// Encodes a position in a list as an opaque string.
+pub fn encode_cursor<K: Serialize>(key: &K) -> String {
+    use base64::Engine;
+    let json = serde_json::to_vec(key).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+pub fn decode_cursor<K: DeserializeOwned>(raw: &str) -> Result<K, ApiError> {
+    use base64::Engine;
+    let invalid = || {
+        ApiError::new(
+            ErrorCode::InvalidCursor,
+            "the cursor is not one this API issued",
+        )
+    };
+    if raw.len() > 512 {
+        return Err(invalid());
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .map_err(|_| invalid())?;
+    serde_json::from_slice(&bytes).map_err(|_| invalid())
+}
+
+/// One page of a list, in a stable order, with the cursor of the next page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T: ToSchema + 'static> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+impl<T: ToSchema + 'static> Page<T> {
+    /// Builds a page from up to `limit + 1` rows fetched in order: the extra row only tells
+    /// that another page exists. `key` gives the sort key of a row.
+    pub fn from_rows<K: Serialize>(mut rows: Vec<T>, limit: u32, key: impl Fn(&T) -> K) -> Self {
+        let has_more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = if has_more {
+            rows.last().map(|last| encode_cursor(&key(last)))
+        } else {
+            None
+        };
+        Self {
+            items: rows,
+            next_cursor,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct In {
+        #[allow(dead_code)]
+        title: String,
+        #[allow(dead_code)]
+        tags: Vec<u32>,
+    }
+
+    #[test]
+    fn json_failures_are_classified() {
+        let e = parse_json::<In>(b"{\"title\": ").unwrap_err();
+        assert_eq!(e.code, ErrorCode::MalformedJson);
+        let e = parse_json::<In>(b"").unwrap_err();
+        assert_eq!(e.code, ErrorCode::MalformedJson);
+        let e = parse_json::<In>(b"{\"title\": 5, \"tags\": []}").unwrap_err();
+        assert_eq!(e.code, ErrorCode::Validation);
+        assert_eq!(e.errors[0].pointer, "/title");
+        let e = parse_json::<In>(b"{\"title\": \"x\", \"tags\": [1, \"a\"]}").unwrap_err();
+        assert_eq!(e.errors[0].pointer, "/tags/1");
+        let e = parse_json::<In>(b"{\"title\": \"x\", \"tags\": []} []").unwrap_err();
+        assert_eq!(e.code, ErrorCode::MalformedJson);
+        assert!(parse_json::<In>(b"{\"title\": \"x\", \"tags\": [1]}").is_ok());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let c = encode_cursor(&("a", 5));
+        assert_eq!(
+            decode_cursor::<(String, i32)>(&c).unwrap(),
+            ("a".to_string(), 5)
+        );
+        for bad in ["!!", "aGVsbG8", &"A".repeat(600)] {
+            assert_eq!(
+                decode_cursor::<(String, i32)>(bad).unwrap_err().code,
+                ErrorCode::InvalidCursor
+            );
+        }
+    }
+
+    #[test]
+    fn pages() {
+        let page = Page::from_rows(vec![1, 2, 3], 2, |x| *x);
+        assert_eq!(page.items, vec![1, 2]);
+        assert_eq!(
+            decode_cursor::<i32>(page.next_cursor.as_deref().unwrap()).unwrap(),
+            2
+        );
+        let page = Page::from_rows(vec![1, 2], 2, |x| *x);
+        assert!(page.next_cursor.is_none());
+    }
+}

@@ -1,0 +1,81 @@
+//! Success responses with an explicit status: `200`/`201` with a JSON body, or `204`.
+//!
+//! Owns nothing but serialisation; a body that fails to serialise is an internal error.
+
+use salvo::http::header::{CONTENT_TYPE, HeaderValue, LOCATION};
+use salvo::oapi::{self, Components, EndpointOutRegister, Operation, ToSchema};
+use salvo::prelude::*;
+use serde::Serialize;
+
+use crate::error::ApiError;
+
+/// A JSON body with a status (and, for a creation, its `Location`).
+pub struct Reply<T> {
+    status: StatusCode,
+    location: Option<String>,
+    body: T,
+}
+
+impl<T> Reply<T> {
+    pub fn ok(body: T) -> Self {
+        Self {
+            status: StatusCode::OK,
+            location: None,
+            body,
+        }
+    }
+    pub fn created(body: T, location: String) -> Self {
+        Self {
+            status: StatusCode::CREATED,
+            location: Some(location),
+            body,
+        }
+    }
+}
+
+#[async_trait]
+impl<T: Serialize + Send> Writer for Reply<T> {
+    async fn write(self, req: &mut Request, depot: &mut Depot, res: &mut Response) {
+        match serde_json::to_vec(&self.body) {
+            Ok(bytes) => {
+                res.status_code(self.status);
+                res.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+                    res.headers_mut().insert(LOCATION, location);
+                }
+                res.body(bytes);
+            }
+            Err(e) => ApiError::internal(e).render(req, depot, res),
+        }
+    }
+}
+
+impl<T: ToSchema> EndpointOutRegister for Reply<T> {
+    fn register(components: &mut Components, operation: &mut Operation) {
+        let schema = T::to_schema(components);
+        operation.responses.insert(
+            "200",
+            oapi::Response::new("Success")
+                .add_content("application/json", oapi::Content::new(schema)),
+        );
+    }
+}
+
+/// `204 No Content`.
+pub struct NoContent;
+
+#[async_trait]
+impl Writer for NoContent {
+    async fn write(self, _req: &mut Request, _depot: &mut Depot, res: &mut Response) {
+        res.status_code(StatusCode::NO_CONTENT);
+    }
+}
+
+impl EndpointOutRegister for NoContent {
+    fn register(_components: &mut Components, operation: &mut Operation) {
+        operation
+            .responses
+            .insert("204", oapi::Response::new("Done"));
+    }
+}

@@ -1,0 +1,19 @@
+//! NeoTenantApi host: a multi-tenant API kernel (tenancy, and in later modules auth, RBAC,
+//! audit) on salvo, diesel-async and Redis.
+//!
+//! Map: `config` (settings) · `app` (wiring, server lifecycle) · `http` (router, conventions)
+//! · `error` (problem responses) · `db` (pools, tenant transactions, migrations) · `tenancy`
+//! (registry, provisioning, resolution, admin API) · `notes` (first tenant-scoped feature)
+//! · `metrics` · `telemetry` · `ids` · `schema`. See docs/ARCHITECTURE.md.
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod notes;
+pub mod schema;
+pub mod telemetry;
+pub mod tenancy;

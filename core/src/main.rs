@@ -1,0 +1,220 @@
+//! The `neotenant` command: serve the API, migrate, and administer tenants.
+//!
+//! Owns argument parsing and exit codes only; every action calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use neotenant::config::Config;
+use neotenant::tenancy::model::{CreateTenant, Isolation, Region, TenantView};
+use neotenant::tenancy::service;
+
+#[derive(Parser)]
+#[command(
+    name = "neotenant",
+    version,
+    about = "NeoTenantApi: multi-tenant API platform"
+)]
+struct Cli {
+    /// Configuration file (TOML). Defaults to ./neotenant.toml when present.
+    #[arg(long, env = "NEOTENANT_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API until SIGTERM/SIGINT.
+    Serve,
+    /// Create missing databases, migrate the registry and every tenant's schema.
+    Migrate,
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Validate the configuration and print it (secrets redacted).
+    CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant (idempotent; resumes an interrupted creation).
+    Create {
+        slug: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        region: Region,
+        #[arg(long, default_value = "schema")]
+        isolation: Isolation,
+    },
+    /// List tenants.
+    List,
+    /// Show one tenant as JSON.
+    Show { slug: String },
+    /// Suspend a tenant.
+    Suspend { slug: String },
+    /// Resume a suspended tenant.
+    Resume { slug: String },
+    /// Delete a tenant and all its data; `--confirm` must repeat the slug.
+    Delete {
+        slug: String,
+        #[arg(long)]
+        confirm: Option<String>,
+    },
+}
+
+fn load_config(path: Option<PathBuf>) -> Result<Config, String> {
+    let path = path.or_else(|| {
+        let default = PathBuf::from("neotenant.toml");
+        default.exists().then_some(default)
+    });
+    Config::load(path.as_deref(), std::env::vars()).map_err(|e| e.to_string())
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    if let Command::Openapi = cli.command {
+        println!(
+            "{}",
+            neotenant::http::openapi()
+                .to_pretty_json()
+                .map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    let config = load_config(cli.config)?;
+    neotenant::telemetry::init(&config.log);
+    match cli.command {
+        Command::Openapi => unreachable!("handled above"),
+        Command::CheckConfig => {
+            println!("{config:#?}");
+            Ok(())
+        }
+        Command::Serve => neotenant::app::serve_until_signal(config)
+            .await
+            .map_err(|e| e.to_string()),
+        Command::Migrate => {
+            service::migrate_platform(&config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let state = neotenant::app::AppState::connect(config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let report = service::migrate_all(&state)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "registry at version {}; {} tenant(s) migrated, {} failed",
+                report.registry_version,
+                report.tenants_migrated,
+                report.tenants_failed.len()
+            );
+            for (slug, error) in &report.tenants_failed {
+                eprintln!("  {slug}: {error}");
+            }
+            if report.tenants_failed.is_empty() {
+                Ok(())
+            } else {
+                Err("some tenants were not migrated".into())
+            }
+        }
+        Command::Tenant { command } => {
+            let state = neotenant::app::AppState::connect(config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let fail = |e: neotenant::error::ApiError| {
+                let mut text = format!("{}: {}", e.code.slug(), e.detail);
+                for f in &e.errors {
+                    text.push_str(&format!("\n  {}: {}", f.pointer, f.message));
+                }
+                text
+            };
+            match command {
+                TenantCommand::Create {
+                    slug,
+                    name,
+                    region,
+                    isolation,
+                } => {
+                    let input = CreateTenant {
+                        slug,
+                        display_name: name,
+                        region,
+                        isolation,
+                    };
+                    let (tenant, created) = service::create(&state, &input).await.map_err(fail)?;
+                    eprintln!("{}", if created { "created" } else { "already exists" });
+                    print_json(&TenantView::from(&tenant));
+                }
+                TenantCommand::List => {
+                    let mut after = None;
+                    println!(
+                        "{:<40} {:<6} {:<9} {:<12} {:<28} SCHEMA",
+                        "SLUG", "REGION", "ISOLATION", "STATUS", "DATABASE"
+                    );
+                    loop {
+                        let page = service::list(&state, after, 500).await.map_err(fail)?;
+                        let Some(last) = page.last() else { break };
+                        after = Some(last.id.0);
+                        for t in &page {
+                            println!(
+                                "{:<40} {:<6} {:<9} {:<12} {:<28} {}",
+                                t.slug,
+                                t.region,
+                                t.isolation,
+                                t.status,
+                                t.database_name,
+                                t.schema_name
+                            );
+                        }
+                    }
+                }
+                TenantCommand::Show { slug } => {
+                    print_json(&TenantView::from(
+                        &service::get(&state, &slug).await.map_err(fail)?,
+                    ));
+                }
+                TenantCommand::Suspend { slug } => {
+                    print_json(&TenantView::from(
+                        &service::suspend(&state, &slug).await.map_err(fail)?,
+                    ));
+                }
+                TenantCommand::Resume { slug } => {
+                    print_json(&TenantView::from(
+                        &service::resume(&state, &slug).await.map_err(fail)?,
+                    ));
+                }
+                TenantCommand::Delete { slug, confirm } => {
+                    service::delete(&state, &slug, confirm.as_deref())
+                        .await
+                        .map_err(fail)?;
+                    eprintln!("deleted {slug}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("neotenant: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

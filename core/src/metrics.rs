@@ -1,0 +1,119 @@
+//! Prometheus metrics: request counts and latency by route and status, and pool statistics.
+//!
+//! Owns metric names and labels (stable: dashboards depend on them). Labels are bounded:
+//! `route` is the matched route pattern (or `unmatched`), never the raw path.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::db::PoolStats;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    pool_connections: IntGaugeVec,
+    pool_idle: IntGaugeVec,
+    pool_max: IntGaugeVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("neotenant".into()), None).expect("valid prefix");
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by method, route and status",
+            ),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency by method, route and status",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric");
+        let pool_connections = IntGaugeVec::new(
+            Opts::new("db_pool_connections", "Open connections per database pool"),
+            &["database"],
+        )
+        .expect("valid metric");
+        let pool_idle = IntGaugeVec::new(
+            Opts::new(
+                "db_pool_idle_connections",
+                "Idle connections per database pool",
+            ),
+            &["database"],
+        )
+        .expect("valid metric");
+        let pool_max = IntGaugeVec::new(
+            Opts::new(
+                "db_pool_max_connections",
+                "Configured maximum connections per database pool",
+            ),
+            &["database"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(pool_connections.clone()),
+            Box::new(pool_idle.clone()),
+            Box::new(pool_max.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        Self {
+            registry,
+            requests,
+            latency,
+            pool_connections,
+            pool_idle,
+            pool_max,
+        }
+    }
+
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let status = status.to_string();
+        let labels = [method, route, status.as_str()];
+        self.requests.with_label_values(&labels).inc();
+        self.latency
+            .with_label_values(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition, with pool gauges refreshed from `pools`.
+    pub fn render(&self, pools: &[PoolStats]) -> String {
+        for p in pools {
+            self.pool_connections
+                .with_label_values(&[p.database.as_str()])
+                .set(i64::from(p.connections));
+            self.pool_idle
+                .with_label_values(&[p.database.as_str()])
+                .set(i64::from(p.idle));
+            self.pool_max
+                .with_label_values(&[p.database.as_str()])
+                .set(i64::from(p.max_size));
+        }
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("prometheus text is utf-8")
+    }
+}

@@ -1,0 +1,51 @@
+//! diesel table definitions. Registry tables are schema-qualified (`admin.*`); tenant tables
+//! are deliberately unqualified so that they resolve only inside a tenant transaction
+//! (see `db::TenantDb`). Keep in step with `migrations/`.
+
+pub mod admin {
+    diesel::table! {
+        admin.database_connections (id) {
+            id -> Uuid,
+            region -> Text,
+            kind -> Text,
+            host -> Text,
+            port -> Integer,
+            database_name -> Text,
+            created_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        admin.tenants (id) {
+            id -> Uuid,
+            slug -> Text,
+            display_name -> Text,
+            region -> Text,
+            isolation -> Text,
+            status -> Text,
+            connection_id -> Uuid,
+            schema_name -> Text,
+            schema_version -> BigInt,
+            last_error -> Nullable<Text>,
+            created_at -> Timestamptz,
+            updated_at -> Timestamptz,
+            suspended_at -> Nullable<Timestamptz>,
+        }
+    }
+
+    diesel::joinable!(tenants -> database_connections (connection_id));
+    diesel::allow_tables_to_appear_in_same_query!(tenants, database_connections);
+}
+
+pub mod tenant {
+    diesel::table! {
+        notes (id) {
+            id -> Uuid,
+            title -> Text,
+            body -> Text,
+            external_id -> Nullable<Text>,
+            created_at -> Timestamptz,
+            updated_at -> Timestamptz,
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! In-process cache of resolved tenants (slug → tenant + its database handle), kept coherent
+//! across instances by a Redis pub/sub broadcast.
+//!
+//! Owns: entry lifetimes (a TTL bounds staleness even if a broadcast is missed), the
+//! broadcast on change, and the listener that applies other instances' broadcasts. A listener
+//! that loses Redis clears the whole cache when it reconnects, since it may have missed
+//! messages. Unknown slugs are cached briefly too, so a flood of random subdomains does not
+//! become a flood of registry queries. Never caches across a status change it has been told of.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::model::Tenant;
+use crate::db::TenantDb;
+
+/// Redis channel carrying the slug of every tenant that changed.
+pub const CHANNEL: &str = "neotenant:tenant-changed";
+const MAX_ENTRIES: usize = 100_000;
+const NEGATIVE_TTL: Duration = Duration::from_secs(2);
+
+/// A tenant and the handle to its rows.
+#[derive(Debug)]
+pub struct ResolvedTenant {
+    pub tenant: Tenant,
+    pub db: TenantDb,
+}
+
+struct Entry {
+    at: Instant,
+    value: Option<Arc<ResolvedTenant>>,
+}
+
+pub struct TenantCache {
+    ttl: Duration,
+    entries: RwLock<HashMap<String, Entry>>,
+    redis: redis::aio::ConnectionManager,
+}
+
+impl TenantCache {
+    pub fn new(ttl: Duration, redis: redis::aio::ConnectionManager) -> Self {
+        Self {
+            ttl,
+            entries: RwLock::new(HashMap::new()),
+            redis,
+        }
+    }
+
+    /// `Some(hit)` when a fresh entry exists (`hit` is `None` for a known-unknown slug).
+    pub fn get(&self, slug: &str) -> Option<Option<Arc<ResolvedTenant>>> {
+        let entries = self.entries.read().expect("tenant cache lock");
+        let entry = entries.get(slug)?;
+        let ttl = if entry.value.is_some() {
+            self.ttl
+        } else {
+            NEGATIVE_TTL
+        };
+        (entry.at.elapsed() < ttl).then(|| entry.value.clone())
+    }
+
+    pub fn put(&self, slug: &str, value: Option<Arc<ResolvedTenant>>) {
+        let mut entries = self.entries.write().expect("tenant cache lock");
+        if entries.len() >= MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(
+            slug.to_string(),
+            Entry {
+                at: Instant::now(),
+                value,
+            },
+        );
+    }
+
+    pub fn evict(&self, slug: &str) {
+        self.entries
+            .write()
+            .expect("tenant cache lock")
+            .remove(slug);
+    }
+
+    pub fn clear(&self) {
+        self.entries.write().expect("tenant cache lock").clear();
+    }
+
+    /// Drops the local entry and tells every other instance to drop theirs. A failed
+    /// broadcast is logged; the TTL then bounds how long others serve the old state.
+    pub async fn invalidate(&self, slug: &str) {
+        self.evict(slug);
+        let mut redis = self.redis.clone();
+        let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(CHANNEL)
+            .arg(slug)
+            .query_async(&mut redis)
+            .await;
+        if let Err(error) = sent {
+            tracing::warn!(tenant = slug, %error, "tenant change broadcast failed; other instances catch up within the cache TTL");
+        }
+    }
+}
+
+/// Applies other instances' broadcasts until `shutdown` fires; reconnects with backoff.
+pub async fn listen(
+    client: redis::Client,
+    cache: Arc<TenantCache>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let session = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(CHANNEL).await?;
+            // Anything may have changed while we were not listening.
+            cache.clear();
+            let mut messages = pubsub.on_message();
+            while let Some(msg) = messages.next().await {
+                if let Ok(slug) = msg.get_payload::<String>() {
+                    cache.evict(&slug);
+                }
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        tokio::select! {
+            result = session => {
+                match result {
+                    Ok(()) => tracing::warn!("tenant change listener lost Redis; reconnecting"),
+                    Err(error) => tracing::warn!(%error, "tenant change listener cannot reach Redis; retrying"),
+                }
+                cache.clear();
+            }
+            _ = shutdown.changed() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,178 @@
+//! Platform-admin HTTP API for tenants (`/admin/v1/tenants`), behind the platform token.
+//!
+//! Translates HTTP to `service` calls and back; no SQL and no business rules here.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use salvo::oapi::extract::QueryParam;
+use salvo::oapi::{self, endpoint};
+use salvo::prelude::*;
+use sha2::{Digest, Sha256};
+
+use super::model::{CreateTenant, TenantView, validate_slug};
+use super::service;
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::http::extract::{JsonBody, ListParams, Page, Path};
+use crate::http::reply::{NoContent, Reply};
+
+fn state(depot: &Depot) -> ApiResult<Arc<AppState>> {
+    depot
+        .get_typed::<Arc<AppState>>()
+        .cloned()
+        .map_err(|_| ApiError::internal("state missing"))
+}
+
+/// A syntactically valid tenant slug in a path.
+#[derive(Debug, Clone)]
+pub struct Slug(pub String);
+
+impl FromStr for Slug {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        validate_slug(s).map(|()| Slug(s.to_string()))
+    }
+}
+
+impl oapi::ToSchema for Slug {
+    fn to_schema(_c: &mut oapi::Components) -> oapi::RefOr<oapi::schema::Schema> {
+        oapi::Object::new()
+            .schema_type(oapi::schema::BasicType::String)
+            .pattern("^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
+            .into()
+    }
+}
+
+/// Hoop: the platform token as a bearer token, compared in constant time.
+pub struct AdminAuth;
+
+#[async_trait]
+impl Handler for AdminAuth {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        depot: &mut Depot,
+        res: &mut Response,
+        ctrl: &mut FlowCtrl,
+    ) {
+        let Ok(state) = state(depot) else {
+            ctrl.skip_rest();
+            return;
+        };
+        let presented = req
+            .headers()
+            .get(salvo::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let expected = state.config.admin.token.expose();
+        let ok = presented.is_some_and(|p| {
+            // Equal-length digests compared without early exit: no timing oracle on the token.
+            let a = Sha256::digest(p.as_bytes());
+            let b = Sha256::digest(expected.as_bytes());
+            a.iter()
+                .zip(b.iter())
+                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                == 0
+        });
+        if !ok {
+            res.headers_mut().insert(
+                salvo::http::header::WWW_AUTHENTICATE,
+                salvo::http::HeaderValue::from_static("Bearer realm=\"neotenant-admin\""),
+            );
+            let detail = if presented.is_some() {
+                "the platform token is not valid"
+            } else {
+                "send the platform token as `Authorization: Bearer <token>`"
+            };
+            ApiError::new(ErrorCode::Unauthorized, detail).render(req, depot, res);
+            ctrl.skip_rest();
+        }
+    }
+}
+
+/// Create a tenant (idempotent: repeating a create finishes an interrupted one).
+#[endpoint(
+    tags("admin: tenants"),
+    status_codes(200, 201, 400, 401, 409, 422, 503)
+)]
+pub async fn create_tenant(
+    body: JsonBody<CreateTenant>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<TenantView>> {
+    let state = state(depot)?;
+    let (tenant, created) = service::create(&state, &body.0).await?;
+    let view = TenantView::from(&tenant);
+    Ok(if created {
+        Reply::created(view, format!("/admin/v1/tenants/{}", tenant.slug))
+    } else {
+        Reply::ok(view)
+    })
+}
+
+/// List tenants, oldest first.
+#[endpoint(tags("admin: tenants"), status_codes(200, 400, 401))]
+pub async fn list_tenants(
+    page: ListParams<uuid::Uuid>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Page<TenantView>>> {
+    let state = state(depot)?;
+    let rows = service::list(&state, page.after, i64::from(page.limit) + 1).await?;
+    let views: Vec<TenantView> = rows.iter().map(TenantView::from).collect();
+    Ok(Reply::ok(Page::from_rows(views, page.limit, |t| t.id.0)))
+}
+
+/// Show one tenant.
+#[endpoint(tags("admin: tenants"), status_codes(200, 400, 401, 404))]
+pub async fn show_tenant(slug: Path<Slug>, depot: &mut Depot) -> ApiResult<Reply<TenantView>> {
+    let state = state(depot)?;
+    Ok(Reply::ok(TenantView::from(
+        &service::get(&state, &slug.0.0).await?,
+    )))
+}
+
+/// Suspend a tenant: its API answers 403 `tenant-suspended` until resumed.
+#[endpoint(tags("admin: tenants"), status_codes(200, 400, 401, 404, 409))]
+pub async fn suspend_tenant(slug: Path<Slug>, depot: &mut Depot) -> ApiResult<Reply<TenantView>> {
+    let state = state(depot)?;
+    Ok(Reply::ok(TenantView::from(
+        &service::suspend(&state, &slug.0.0).await?,
+    )))
+}
+
+/// Resume a suspended tenant.
+#[endpoint(tags("admin: tenants"), status_codes(200, 400, 401, 404, 409))]
+pub async fn resume_tenant(slug: Path<Slug>, depot: &mut Depot) -> ApiResult<Reply<TenantView>> {
+    let state = state(depot)?;
+    Ok(Reply::ok(TenantView::from(
+        &service::resume(&state, &slug.0.0).await?,
+    )))
+}
+
+/// Delete a tenant and all its data. Requires `?confirm=<slug>`; without it answers 428.
+#[endpoint(tags("admin: tenants"), status_codes(204, 400, 401, 404, 428, 503))]
+pub async fn delete_tenant(
+    slug: Path<Slug>,
+    confirm: QueryParam<String, false>,
+    depot: &mut Depot,
+) -> ApiResult<NoContent> {
+    let state = state(depot)?;
+    service::delete(&state, &slug.0.0, confirm.as_deref()).await?;
+    Ok(NoContent)
+}
+
+/// The `/admin/v1` router.
+pub fn router() -> Router {
+    Router::with_path("admin/v1/tenants")
+        .hoop(AdminAuth)
+        .get(list_tenants)
+        .post(create_tenant)
+        .push(
+            Router::with_path("{slug}")
+                .get(show_tenant)
+                .delete(delete_tenant)
+                .push(Router::with_path("suspend").post(suspend_tenant))
+                .push(Router::with_path("resume").post(resume_tenant)),
+        )
+}

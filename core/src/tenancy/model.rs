@@ -1,0 +1,228 @@
+//! Tenancy domain types: regions, isolation modes, statuses, slugs and the tenant record.
+//!
+//! Owns the naming rules that turn a slug into a schema or database name. Pure data: no I/O.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use salvo::oapi::ToSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ConnectionId, TenantId};
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "unknown {} {s:?} (expected one of: {})",
+                        stringify!($name).to_lowercase(),
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// A data-residency region; a tenant's rows live only in its region's databases.
+    Region { Us => "us", Eu => "eu" }
+);
+string_enum!(
+    /// `schema`: a schema in the region's shared database; `database`: a database of its own.
+    Isolation { Schema => "schema", Database => "database" }
+);
+string_enum!(
+    /// Lifecycle: `provisioning` until its schema exists, then `active`/`suspended`;
+    /// `deleting` while its data is being removed.
+    TenantStatus {
+        Provisioning => "provisioning",
+        Active => "active",
+        Suspended => "suspended",
+        Deleting => "deleting",
+    }
+);
+
+/// Validates a tenant slug: 3–40 characters of `a-z`, `0-9` and single hyphens, starting with a
+/// letter and not ending with a hyphen.
+pub fn validate_slug(slug: &str) -> Result<(), String> {
+    let ok_len = (3..=40).contains(&slug.len());
+    let mut chars = slug.chars();
+    let ok_first = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    let ok_chars = slug
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let ok_end = !slug.ends_with('-');
+    let ok_hyphens = !slug.contains("--");
+    if ok_len && ok_first && ok_chars && ok_end && ok_hyphens {
+        Ok(())
+    } else {
+        Err("must be 3-40 characters of a-z, 0-9 and single hyphens, start with a letter and not end with a hyphen".into())
+    }
+}
+
+/// Schema holding a tenant's tables (in the shared or in its dedicated database).
+pub fn schema_name(slug: &str) -> String {
+    format!("t_{}", slug.replace('-', "_"))
+}
+
+/// Name of a tenant's dedicated database.
+pub fn dedicated_database_name(slug: &str) -> String {
+    format!("tenant_{}", slug.replace('-', "_"))
+}
+
+/// Name of a region's shared database.
+pub fn shared_database_name(region: Region) -> String {
+    format!("neofast_shared_{}", region.as_str())
+}
+
+/// A tenant as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub slug: String,
+    pub display_name: String,
+    pub region: Region,
+    pub isolation: Isolation,
+    pub status: TenantStatus,
+    pub connection_id: ConnectionId,
+    pub database_name: String,
+    pub schema_name: String,
+    pub schema_version: i64,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub suspended_at: Option<DateTime<Utc>>,
+}
+
+/// The public representation of a tenant (admin API and CLI output).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantView {
+    pub id: TenantId,
+    pub slug: String,
+    pub display_name: String,
+    pub region: Region,
+    pub isolation: Isolation,
+    pub status: TenantStatus,
+    /// Database holding the tenant's schema.
+    pub database: String,
+    pub schema: String,
+    /// Highest tenant-template migration applied.
+    pub schema_version: i64,
+    /// Why provisioning last failed, if it did (re-run create to resume).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspended_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Tenant> for TenantView {
+    fn from(t: &Tenant) -> Self {
+        Self {
+            id: t.id,
+            slug: t.slug.clone(),
+            display_name: t.display_name.clone(),
+            region: t.region,
+            isolation: t.isolation,
+            status: t.status,
+            database: t.database_name.clone(),
+            schema: t.schema_name.clone(),
+            schema_version: t.schema_version,
+            last_error: t.last_error.clone(),
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+            suspended_at: t.suspended_at,
+        }
+    }
+}
+
+/// Input for creating a tenant.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Lower-case DNS label used in `<slug>.<base-domain>`.
+    pub slug: String,
+    pub display_name: String,
+    pub region: Region,
+    #[serde(default = "default_isolation")]
+    pub isolation: Isolation,
+}
+
+fn default_isolation() -> Isolation {
+    Isolation::Schema
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        for ok in ["acme", "demo-us", "a1b", "x-2-y"] {
+            assert!(validate_slug(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ab",
+            "1abc",
+            "Acme",
+            "acme-",
+            "ac--me",
+            "ac_me",
+            "ac me",
+            "ac.me",
+            &"a".repeat(41),
+            "ac\"me",
+        ] {
+            assert!(validate_slug(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_are_identifiers_and_injective() {
+        assert_eq!(schema_name("demo-us"), "t_demo_us");
+        assert_eq!(dedicated_database_name("demo-eu"), "tenant_demo_eu");
+        assert!(crate::db::is_identifier(&schema_name(
+            &"a-"
+                .repeat(19)
+                .to_string()
+                .trim_end_matches('-')
+                .to_string()
+        )));
+        assert_eq!(shared_database_name(Region::Eu), "neofast_shared_eu");
+    }
+
+    #[test]
+    fn enums_parse() {
+        assert_eq!("eu".parse::<Region>().unwrap(), Region::Eu);
+        assert!("EU".parse::<Region>().is_err());
+        assert_eq!(
+            "database".parse::<Isolation>().unwrap(),
+            Isolation::Database
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! Tenant resolution for tenant-scoped routes: from the Host subdomain
+//! (`<slug>.<base-domain>`) or, where allowed, the `X-Tenant` header; checked against each
+//! other; then looked up through the tenant cache.
+//!
+//! Owns the rule that a request reaches tenant data only with an `active` tenant in its depot,
+//! through the [`CurrentTenant`] extractor. Unknown → 404 `tenant-not-found`, suspended → 403
+//! `tenant-suspended`, still provisioning or being deleted → 503 `tenant-unavailable`. Later the
+//! token issuer will be checked against the tenant resolved here.
+
+use std::sync::Arc;
+
+use salvo::extract::{Extractible, Metadata};
+use salvo::oapi::{self, Components, EndpointArgRegister, Operation, Parameter, ParameterIn};
+use salvo::prelude::*;
+
+use super::cache::ResolvedTenant;
+use super::model::{TenantStatus, validate_slug};
+use super::{repo, service};
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult, ErrorCode};
+
+pub const X_TENANT: &str = "x-tenant";
+
+/// The slug named by the Host header, if the host is `<slug>.<base_domain>` (any port).
+pub fn slug_from_host<'a>(host: &'a str, base_domain: &str) -> Option<&'a str> {
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    let prefix = host.strip_suffix(base_domain)?.strip_suffix('.')?;
+    (!prefix.is_empty() && !prefix.contains('.')).then_some(prefix)
+}
+
+/// Which slug the request names; both sources must agree when both are present.
+pub fn requested_slug<'a>(
+    host: Option<&'a str>,
+    header: Option<&'a str>,
+    base_domain: &str,
+    allow_header: bool,
+) -> ApiResult<&'a str> {
+    let from_host = host.and_then(|h| slug_from_host(h, base_domain));
+    let from_header = if allow_header {
+        header.map(str::trim)
+    } else {
+        None
+    };
+    match (from_host, from_header) {
+        (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b) => Err(ApiError::new(
+            ErrorCode::TenantMismatch,
+            format!("Host names tenant {a:?} but X-Tenant names {b:?}"),
+        )),
+        (Some(slug), _) | (None, Some(slug)) => Ok(slug),
+        (None, None) => Err(ApiError::new(
+            ErrorCode::TenantRequired,
+            if allow_header {
+                "address the tenant as <slug>.<base-domain> or send an X-Tenant header"
+            } else {
+                "address the tenant as <slug>.<base-domain>"
+            },
+        )),
+    }
+}
+
+/// Looks a tenant up (cache first) and checks that it may serve requests.
+pub async fn resolve(state: &AppState, slug: &str) -> ApiResult<Arc<ResolvedTenant>> {
+    let unknown = || ApiError::new(ErrorCode::TenantNotFound, format!("no tenant {slug:?}"));
+    let slug = slug.to_ascii_lowercase();
+    if validate_slug(&slug).is_err() {
+        return Err(unknown());
+    }
+    let resolved = match state.tenant_cache.get(&slug) {
+        Some(hit) => hit,
+        None => {
+            let mut conn = state.registry.get_owned().await?;
+            let found = repo::find_by_slug(&mut conn, &slug).await?.map(|tenant| {
+                let db = service::tenant_db(state, &tenant);
+                Arc::new(ResolvedTenant { tenant, db })
+            });
+            state.tenant_cache.put(&slug, found.clone());
+            found
+        }
+    };
+    let resolved = resolved.ok_or_else(unknown)?;
+    match resolved.tenant.status {
+        TenantStatus::Active => Ok(resolved),
+        TenantStatus::Suspended => Err(ApiError::new(
+            ErrorCode::TenantSuspended,
+            format!("tenant {slug:?} is suspended"),
+        )),
+        TenantStatus::Provisioning | TenantStatus::Deleting => Err(ApiError::new(
+            ErrorCode::TenantUnavailable,
+            format!("tenant {slug:?} is {}", resolved.tenant.status),
+        )),
+    }
+}
+
+/// Hoop for tenant-scoped routers: resolves the tenant or answers with a problem.
+pub struct ResolveTenant;
+
+#[async_trait]
+impl Handler for ResolveTenant {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        depot: &mut Depot,
+        res: &mut Response,
+        ctrl: &mut FlowCtrl,
+    ) {
+        let Ok(state) = depot.get_typed::<Arc<AppState>>().cloned() else {
+            ApiError::internal("state missing").render(req, depot, res);
+            ctrl.skip_rest();
+            return;
+        };
+        let host = req
+            .headers()
+            .get(salvo::http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let header = req.headers().get(X_TENANT).and_then(|v| v.to_str().ok());
+        let server = &state.config.server;
+        let outcome = match requested_slug(
+            host,
+            header,
+            &server.base_domain,
+            server.allow_tenant_header,
+        ) {
+            Ok(slug) => resolve(&state, slug).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(tenant) => {
+                tracing::Span::current().record("tenant", tenant.tenant.slug.as_str());
+                depot.insert_typed(CurrentTenant(tenant));
+            }
+            Err(e) => {
+                e.render(req, depot, res);
+                ctrl.skip_rest();
+            }
+        }
+    }
+}
+
+/// The active tenant of this request; only present behind [`ResolveTenant`].
+#[derive(Debug, Clone)]
+pub struct CurrentTenant(pub Arc<ResolvedTenant>);
+
+static METADATA: Metadata = Metadata::new("CurrentTenant");
+
+impl<'ex> Extractible<'ex> for CurrentTenant {
+    fn metadata() -> &'static Metadata {
+        &METADATA
+    }
+
+    #[allow(refining_impl_trait)]
+    async fn extract(_req: &'ex mut Request, depot: &'ex mut Depot) -> Result<Self, ApiError> {
+        depot
+            .get_typed::<CurrentTenant>()
+            .cloned()
+            .map_err(|_| ApiError::internal("tenant-scoped handler mounted without ResolveTenant"))
+    }
+}
+
+impl EndpointArgRegister for CurrentTenant {
+    fn register(_components: &mut Components, operation: &mut Operation, _arg: &str) {
+        operation.parameters.insert(
+            Parameter::new("X-Tenant")
+                .location(ParameterIn::Header)
+                .required(oapi::Required::False)
+                .description("Tenant slug, when the tenant is not addressed by the Host subdomain.")
+                .schema(oapi::Object::new().schema_type(oapi::schema::BasicType::String)),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_parsing() {
+        assert_eq!(slug_from_host("acme.localhost", "localhost"), Some("acme"));
+        assert_eq!(
+            slug_from_host("acme.localhost:8080", "localhost"),
+            Some("acme")
+        );
+        assert_eq!(
+            slug_from_host("acme.api.example.com", "api.example.com"),
+            Some("acme")
+        );
+        assert_eq!(slug_from_host("localhost:8080", "localhost"), None);
+        assert_eq!(slug_from_host("a.b.localhost", "localhost"), None);
+        assert_eq!(slug_from_host("acmelocalhost", "localhost"), None);
+        assert_eq!(slug_from_host("127.0.0.1:8080", "localhost"), None);
+    }
+
+    #[test]
+    fn header_and_host_must_agree() {
+        assert_eq!(
+            requested_slug(Some("a-1.localhost"), None, "localhost", true).unwrap(),
+            "a-1"
+        );
+        assert_eq!(
+            requested_slug(Some("127.0.0.1"), Some("b-2"), "localhost", true).unwrap(),
+            "b-2"
+        );
+        assert_eq!(
+            requested_slug(Some("a-1.localhost"), Some("b-2"), "localhost", true)
+                .unwrap_err()
+                .code,
+            ErrorCode::TenantMismatch
+        );
+        assert_eq!(
+            requested_slug(Some("127.0.0.1"), Some("b-2"), "localhost", false)
+                .unwrap_err()
+                .code,
+            ErrorCode::TenantRequired
+        );
+        assert_eq!(
+            requested_slug(None, None, "localhost", true)
+                .unwrap_err()
+                .code,
+            ErrorCode::TenantRequired
+        );
+    }
+}

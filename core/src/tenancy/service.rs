@@ -1,0 +1,400 @@
+//! Tenant provisioning and lifecycle: create, suspend, resume, delete, migrate.
+//!
+//! Business rules live here; SQL lives in `repo` and `db::migrate`. **Invariants:**
+//! creation is idempotent and resumable — the registry row is written first as
+//! `provisioning`, the database and schema are made idempotently, and only then is the row
+//! `active`, so a failure half-way leaves a row that re-running `create` finishes and no tenant
+//! that requests can reach half-made. A tenant's schema is created only in its region's
+//! database. Every status change is broadcast so other instances drop their cached copy.
+
+use diesel_async::AsyncPgConnection;
+use uuid::Uuid;
+
+use super::model::{
+    self, CreateTenant, Isolation, Region, Tenant, TenantStatus, dedicated_database_name,
+    schema_name, shared_database_name, validate_slug,
+};
+use super::repo::{self, ConnectionRow, NewTenantRow};
+use crate::app::AppState;
+use crate::db::{self, TenantDb, migrate};
+use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
+use crate::ids::{ConnectionId, TenantId};
+
+/// Checks a create request and lists every problem at once.
+pub fn validate_create(input: &CreateTenant) -> ApiResult<()> {
+    let mut errors = Vec::new();
+    if let Err(message) = validate_slug(&input.slug) {
+        errors.push(FieldError {
+            pointer: "/slug".into(),
+            message,
+        });
+    }
+    let name_len = input.display_name.trim().chars().count();
+    if !(1..=200).contains(&name_len) {
+        errors.push(FieldError {
+            pointer: "/display_name".into(),
+            message: "must be 1-200 characters".into(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+async fn registry_conn(state: &AppState) -> ApiResult<crate::db::PooledConn> {
+    Ok(state.registry.get_owned().await?)
+}
+
+/// Host and port of a server URL, for the registry's (non-secret) record of a connection.
+fn host_port(server_url: &str) -> (String, i32) {
+    let url = url::Url::parse(server_url).ok();
+    let host = url
+        .as_ref()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    let port = url.and_then(|u| u.port()).unwrap_or(5432);
+    (host, i32::from(port))
+}
+
+async fn ensure_connection(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    region: Region,
+    isolation: Isolation,
+    database_name: &str,
+) -> ApiResult<ConnectionRow> {
+    if let Some(row) = repo::find_connection(conn, region, database_name).await? {
+        return Ok(row);
+    }
+    let (host, port) = host_port(state.config.region_server_url(region));
+    let row = ConnectionRow {
+        id: ConnectionId::generate().0,
+        region: region.as_str().into(),
+        kind: repo::kind_for(isolation).into(),
+        host,
+        port,
+        database_name: database_name.into(),
+        created_at: chrono::Utc::now(),
+    };
+    Ok(repo::upsert_connection(conn, &row).await?)
+}
+
+/// Creates a tenant, or finishes one whose creation was interrupted. Returns the tenant and
+/// whether this call created its registry row.
+pub async fn create(state: &AppState, input: &CreateTenant) -> ApiResult<(Tenant, bool)> {
+    validate_create(input)?;
+    let mut conn = registry_conn(state).await?;
+    let (tenant, created) = match repo::find_by_slug(&mut conn, &input.slug).await? {
+        Some(existing) => {
+            if existing.region != input.region || existing.isolation != input.isolation {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "tenant {} already exists in region {} with isolation {}",
+                        existing.slug, existing.region, existing.isolation
+                    ),
+                ));
+            }
+            if existing.status == TenantStatus::Deleting {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "tenant {} is being deleted; finish the deletion first",
+                        existing.slug
+                    ),
+                ));
+            }
+            (existing, false)
+        }
+        None => {
+            let database_name = match input.isolation {
+                Isolation::Schema => shared_database_name(input.region),
+                Isolation::Database => dedicated_database_name(&input.slug),
+            };
+            let connection = ensure_connection(
+                &mut conn,
+                state,
+                input.region,
+                input.isolation,
+                &database_name,
+            )
+            .await?;
+            let schema = schema_name(&input.slug);
+            let row = NewTenantRow {
+                id: TenantId::generate().0,
+                slug: &input.slug,
+                display_name: input.display_name.trim(),
+                region: input.region.as_str(),
+                isolation: input.isolation.as_str(),
+                status: TenantStatus::Provisioning.as_str(),
+                connection_id: connection.id,
+                schema_name: &schema,
+            };
+            match repo::insert_tenant(&mut conn, &row).await {
+                Ok(()) => {}
+                // A concurrent create of the same slug won the insert: continue with its row.
+                Err(diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::UniqueViolation,
+                    _,
+                )) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let tenant = repo::find_by_slug(&mut conn, &input.slug)
+                .await?
+                .ok_or_else(|| ApiError::internal("tenant row vanished after insert"))?;
+            let created = tenant.id.0 == row.id;
+            (tenant, created)
+        }
+    };
+    if tenant.status != TenantStatus::Provisioning {
+        return Ok((tenant, created));
+    }
+    if let Err(err) = provision(state, &tenant).await {
+        let message = err.to_string();
+        let _ = repo::set_error(&mut conn, tenant.id, &message).await;
+        tracing::warn!(tenant = %tenant.slug, error = %message, "tenant provisioning failed; re-run create to resume");
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "provisioning did not finish; repeat the same request to resume it",
+        )
+        .with_source(err));
+    }
+    let tenant = repo::find_by_slug(&mut conn, &tenant.slug)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant"))?;
+    state.tenant_cache.invalidate(&tenant.slug).await;
+    tracing::info!(tenant = %tenant.slug, region = %tenant.region, isolation = %tenant.isolation, "tenant provisioned");
+    Ok((tenant, created))
+}
+
+/// Makes the tenant's database (dedicated isolation) and schema, then marks it active.
+async fn provision(state: &AppState, tenant: &Tenant) -> Result<(), migrate::MigrateError> {
+    let server = state.config.region_server_url(tenant.region);
+    if tenant.isolation == Isolation::Database {
+        migrate::ensure_database(server, &tenant.database_name).await?;
+    }
+    let version = migrate_tenant(state, tenant).await?;
+    let mut conn = state.registry.get_owned().await?;
+    repo::mark_provisioned(&mut conn, tenant.id, version).await?;
+    Ok(())
+}
+
+/// Applies the tenant template to one tenant's schema; returns its version.
+async fn migrate_tenant(state: &AppState, tenant: &Tenant) -> Result<i64, migrate::MigrateError> {
+    use diesel_async::AsyncConnection;
+    let url = db::database_url(
+        state.config.region_server_url(tenant.region),
+        &tenant.database_name,
+    );
+    let mut conn = AsyncPgConnection::establish(&url).await?;
+    migrate::apply(&mut conn, &tenant.schema_name, &migrate::set("tenant")).await
+}
+
+pub async fn get(state: &AppState, slug: &str) -> ApiResult<Tenant> {
+    let mut conn = registry_conn(state).await?;
+    repo::find_by_slug(&mut conn, slug)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, format!("no tenant {slug:?}")))
+}
+
+pub async fn list(state: &AppState, after: Option<Uuid>, limit: i64) -> ApiResult<Vec<Tenant>> {
+    let mut conn = registry_conn(state).await?;
+    Ok(repo::list(&mut conn, after, limit).await?)
+}
+
+async fn transition(
+    state: &AppState,
+    slug: &str,
+    to: TenantStatus,
+    from: &[TenantStatus],
+) -> ApiResult<Tenant> {
+    let tenant = get(state, slug).await?;
+    if tenant.status != to {
+        let mut conn = registry_conn(state).await?;
+        if !repo::set_status(&mut conn, tenant.id, to, from).await? {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("tenant {slug} is {}; cannot become {to}", tenant.status),
+            ));
+        }
+        state.tenant_cache.invalidate(slug).await;
+        tracing::info!(tenant = slug, status = %to, "tenant status changed");
+    }
+    get(state, slug).await
+}
+
+pub async fn suspend(state: &AppState, slug: &str) -> ApiResult<Tenant> {
+    transition(
+        state,
+        slug,
+        TenantStatus::Suspended,
+        &[TenantStatus::Active],
+    )
+    .await
+}
+
+pub async fn resume(state: &AppState, slug: &str) -> ApiResult<Tenant> {
+    transition(
+        state,
+        slug,
+        TenantStatus::Active,
+        &[TenantStatus::Suspended],
+    )
+    .await
+}
+
+/// Deletes a tenant and all its data. `confirm` must repeat the slug. Idempotent: an
+/// interrupted deletion (status `deleting`) finishes when called again.
+pub async fn delete(state: &AppState, slug: &str, confirm: Option<&str>) -> ApiResult<()> {
+    if confirm != Some(slug) {
+        return Err(ApiError::new(
+            ErrorCode::ConfirmationRequired,
+            format!("deleting a tenant destroys its data; repeat the request with confirm={slug}"),
+        ));
+    }
+    let tenant = get(state, slug).await?;
+    let mut conn = registry_conn(state).await?;
+    repo::set_status(
+        &mut conn,
+        tenant.id,
+        TenantStatus::Deleting,
+        &[
+            TenantStatus::Provisioning,
+            TenantStatus::Active,
+            TenantStatus::Suspended,
+            TenantStatus::Deleting,
+        ],
+    )
+    .await?;
+    // Stop serving it everywhere before the data goes.
+    state.tenant_cache.invalidate(slug).await;
+    let server = state.config.region_server_url(tenant.region);
+    let result = match tenant.isolation {
+        Isolation::Database => {
+            state.pools.remove(tenant.connection_id);
+            migrate::drop_database(server, &tenant.database_name).await
+        }
+        Isolation::Schema => drop_schema(server, &tenant).await,
+    };
+    result.map_err(|e| ApiError::unavailable("the tenant's database", e))?;
+    repo::delete_tenant(&mut conn, tenant.id).await?;
+    if tenant.isolation == Isolation::Database {
+        repo::delete_connection(&mut conn, tenant.connection_id).await?;
+    }
+    state.tenant_cache.invalidate(slug).await;
+    tracing::info!(tenant = slug, "tenant deleted");
+    Ok(())
+}
+
+async fn drop_schema(server: &str, tenant: &Tenant) -> Result<(), migrate::MigrateError> {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let url = db::database_url(server, &tenant.database_name);
+    let mut conn = AsyncPgConnection::establish(&url).await?;
+    // schema_name passed is_identifier when the row was written (CHECK constraint too).
+    conn.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+        tenant.schema_name
+    ))
+    .await?;
+    Ok(())
+}
+
+/// What `neotenant migrate` did.
+#[derive(Debug, Default)]
+pub struct MigrateReport {
+    pub registry_version: i64,
+    pub tenants_migrated: usize,
+    pub tenants_failed: Vec<(String, String)>,
+}
+
+/// Creates the registry and shared databases if missing, migrates the registry, then applies
+/// the tenant template to every tenant. Safe to run from several processes at once.
+pub async fn migrate_platform(
+    config: &crate::config::Config,
+) -> Result<i64, migrate::MigrateError> {
+    use diesel_async::AsyncConnection;
+    let registry_db = &config.database.registry_database;
+    migrate::ensure_database(config.database.url.expose(), registry_db).await?;
+    for region in Region::ALL {
+        migrate::ensure_database(
+            config.region_server_url(*region),
+            &shared_database_name(*region),
+        )
+        .await?;
+    }
+    let mut conn =
+        AsyncPgConnection::establish(&db::database_url(config.database.url.expose(), registry_db))
+            .await?;
+    migrate::apply(&mut conn, "admin", &migrate::set("registry")).await
+}
+
+pub async fn migrate_all(state: &AppState) -> ApiResult<MigrateReport> {
+    let mut report = MigrateReport {
+        registry_version: migrate_platform(&state.config)
+            .await
+            .map_err(|e| ApiError::unavailable("the registry database", e))?,
+        ..Default::default()
+    };
+    {
+        let mut conn = registry_conn(state).await?;
+        for region in Region::ALL {
+            ensure_connection(
+                &mut conn,
+                state,
+                *region,
+                Isolation::Schema,
+                &shared_database_name(*region),
+            )
+            .await?;
+        }
+    }
+    let mut after = None;
+    loop {
+        let page = list(state, after, 500).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.0);
+        for tenant in page.iter().filter(|t| t.status != TenantStatus::Deleting) {
+            let outcome = if tenant.status == TenantStatus::Provisioning {
+                provision(state, tenant).await
+            } else {
+                match migrate_tenant(state, tenant).await {
+                    Ok(version) => {
+                        let mut conn = registry_conn(state).await?;
+                        repo::mark_provisioned(&mut conn, tenant.id, version)
+                            .await
+                            .map_err(migrate::MigrateError::from)
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            match outcome {
+                Ok(()) => report.tenants_migrated += 1,
+                Err(e) => {
+                    tracing::error!(tenant = %tenant.slug, error = %e, "tenant migration failed");
+                    report
+                        .tenants_failed
+                        .push((tenant.slug.clone(), e.to_string()));
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The scoped database handle of an active tenant.
+pub fn tenant_db(state: &AppState, tenant: &Tenant) -> TenantDb {
+    let pool = state
+        .pools
+        .get_or_create(tenant.connection_id, &tenant.database_name, || {
+            db::database_url(
+                state.config.region_server_url(tenant.region),
+                &tenant.database_name,
+            )
+        });
+    TenantDb::new(pool, &tenant.schema_name)
+}
+
+/// `model` re-exported for callers that only need the types.
+pub use model::TenantView;

