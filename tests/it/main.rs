@@ -1,1 +1,9 @@
+//! One integration-test binary: every test boots the real server against the real local
+//! PostgreSQL and Redis (`make up`) and works on tenants of its own.
 
+mod conventions;
+mod isolation;
+mod lifecycle;
+mod migrations;
+mod ops;
+mod pinning;

@@ -1,0 +1,368 @@
+//! HTTP conventions: every kind of bad input gets a precise problem response.
+
+use neotenant_tests::{TestApp, expect_problem};
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test]
+async fn bad_input_gets_precise_problems() {
+    let app = TestApp::start().await;
+    let t = app.with_tenant("us", "schema").await;
+    let post = |body: &'static str, ct: Option<&'static str>| {
+        let mut r = app
+            .tenant_req(Method::POST, &t.slug, "/v1/notes")
+            .body(body);
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        r.send()
+    };
+
+    expect_problem(
+        post("{\"title\": ", Some("application/json"))
+            .await
+            .unwrap(),
+        400,
+        "malformed-json",
+    )
+    .await;
+    expect_problem(
+        post("", Some("application/json")).await.unwrap(),
+        400,
+        "malformed-json",
+    )
+    .await;
+    expect_problem(
+        post("{\"title\":\"a\"} x", Some("application/json"))
+            .await
+            .unwrap(),
+        400,
+        "malformed-json",
+    )
+    .await;
+    expect_problem(
+        post("{\"title\":\"a\"}", Some("text/plain")).await.unwrap(),
+        415,
+        "unsupported-media-type",
+    )
+    .await;
+    expect_problem(
+        post("{\"title\":\"a\"}", None).await.unwrap(),
+        415,
+        "unsupported-media-type",
+    )
+    .await;
+
+    let body = expect_problem(
+        post("{\"title\": 7}", Some("application/json"))
+            .await
+            .unwrap(),
+        422,
+        "validation",
+    )
+    .await;
+    assert_eq!(body["errors"][0]["pointer"], "/title");
+    let body = expect_problem(
+        post(
+            "{\"title\": \"a\", \"colour\": 1}",
+            Some("application/json"),
+        )
+        .await
+        .unwrap(),
+        422,
+        "validation",
+    )
+    .await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("colour"),
+        "{body}"
+    );
+
+    // Every field error at once.
+    let res = app
+        .tenant_req(Method::POST, &t.slug, "/v1/notes/batch")
+        .json(&json!({"items": [{"title": ""}, {"title": "ok"}, {"title": "x".repeat(201), "external_id": ""}]}))
+        .send()
+        .await
+        .unwrap();
+    let body = expect_problem(res, 422, "validation").await;
+    let pointers: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pointers,
+        ["/items/0/title", "/items/2/title", "/items/2/external_id"]
+    );
+
+    // Oversized bodies: declared length and streamed (chunked) without a length.
+    let big = "x".repeat(2 * 1024 * 1024);
+    let res = app
+        .tenant_req(Method::POST, &t.slug, "/v1/notes")
+        .header("content-type", "application/json")
+        .body(format!("{{\"title\":\"{big}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 413, "payload-too-large").await;
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = (0..40)
+        .map(|_| Ok(bytes::Bytes::from(vec![b' '; 64 * 1024])))
+        .collect();
+    let res = app
+        .tenant_req(Method::POST, &t.slug, "/v1/notes")
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(tokio_stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 413, "payload-too-large").await;
+
+    // Routing and parameters.
+    expect_problem(
+        app.client
+            .get(app.url("/no/such/route"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "route-not-found",
+    )
+    .await;
+    let res = app
+        .tenant_req(Method::PUT, &t.slug, "/v1/notes")
+        .send()
+        .await
+        .unwrap();
+    let allow = res
+        .headers()
+        .get("allow")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    expect_problem(res, 405, "method-not-allowed").await;
+    assert!(
+        allow.contains("GET") && allow.contains("POST"),
+        "Allow: {allow}"
+    );
+    expect_problem(
+        app.tenant_req(Method::GET, &t.slug, "/v1/notes/not-an-id")
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid-parameter",
+    )
+    .await;
+    expect_problem(
+        app.tenant_req(
+            Method::GET,
+            &t.slug,
+            "/v1/notes/ten_0193a8c5e1f27b3c9d4e5f6a7b8c9d0e",
+        )
+        .send()
+        .await
+        .unwrap(),
+        400,
+        "invalid-parameter",
+    )
+    .await;
+    expect_problem(
+        app.tenant_req(
+            Method::GET,
+            &t.slug,
+            "/v1/notes/note_0193a8c5e1f27b3c9d4e5f6a7b8c9d0e",
+        )
+        .send()
+        .await
+        .unwrap(),
+        404,
+        "not-found",
+    )
+    .await;
+    for q in ["limit=0", "limit=201", "limit=abc", "limit=-1"] {
+        expect_problem(
+            app.tenant_req(Method::GET, &t.slug, &format!("/v1/notes?{q}"))
+                .send()
+                .await
+                .unwrap(),
+            400,
+            "invalid-parameter",
+        )
+        .await;
+    }
+    for c in ["garbage!", "eyJ4IjoxfQ", "AAAA"] {
+        expect_problem(
+            app.tenant_req(Method::GET, &t.slug, &format!("/v1/notes?cursor={c}"))
+                .send()
+                .await
+                .unwrap(),
+            400,
+            "invalid-cursor",
+        )
+        .await;
+    }
+
+    // Uniqueness.
+    let ok = app
+        .tenant_req(Method::POST, &t.slug, "/v1/notes")
+        .json(&json!({"title": "a", "external_id": "k"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 201);
+    let dup = app
+        .tenant_req(Method::POST, &t.slug, "/v1/notes")
+        .json(&json!({"title": "b", "external_id": "k"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(dup, 409, "conflict").await;
+
+    // The server is still healthy after all of that.
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_created() {
+    let app = TestApp::start().await;
+    let res = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "abc-123");
+    let res = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "bad id <script>")
+        .send()
+        .await
+        .unwrap();
+    let generated = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_ne!(generated, "bad id <script>");
+    assert_eq!(generated.len(), 32);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn tenant_resolution_from_host_and_header() {
+    let app = TestApp::start().await;
+    let a = app.with_tenant("us", "schema").await;
+    let b = app.with_tenant("eu", "schema").await;
+    let port = app.base.rsplit(':').next().unwrap().to_string();
+
+    let res = app
+        .client
+        .post(app.url("/v1/notes"))
+        .header("host", format!("{}.localhost:{port}", a.slug))
+        .json(&json!({"title": "via host"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let listed: serde_json::Value = app
+        .tenant_req(Method::GET, &a.slug, "/v1/notes")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"][0]["title"], "via host");
+
+    let res = app
+        .client
+        .get(app.url("/v1/notes"))
+        .header("host", format!("{}.localhost:{port}", a.slug))
+        .header("x-tenant", &b.slug)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 400, "tenant-mismatch").await;
+    expect_problem(
+        app.client.get(app.url("/v1/notes")).send().await.unwrap(),
+        400,
+        "tenant-required",
+    )
+    .await;
+    expect_problem(
+        app.tenant_req(Method::GET, "no-such-tenant", "/v1/notes")
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "tenant-not-found",
+    )
+    .await;
+    expect_problem(
+        app.tenant_req(Method::GET, "Bad Slug!", "/v1/notes")
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "tenant-not-found",
+    )
+    .await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn pagination_is_stable_and_complete() {
+    let app = TestApp::start().await;
+    let t = app.with_tenant("eu", "schema").await;
+    let items: Vec<_> = (0..25)
+        .map(|i| json!({"title": format!("n{i:02}")}))
+        .collect();
+    let res = app
+        .tenant_req(Method::POST, &t.slug, "/v1/notes/batch")
+        .json(&json!({"items": items}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/notes?limit=7&cursor={c}"),
+            None => "/v1/notes?limit=7".to_string(),
+        };
+        let page: serde_json::Value = app
+            .tenant_req(Method::GET, &t.slug, &path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 7);
+        seen.extend(
+            items
+                .iter()
+                .map(|n| n["title"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("n{i:02}")).collect();
+    assert_eq!(seen, expected, "every note exactly once, in creation order");
+    app.cleanup().await;
+}

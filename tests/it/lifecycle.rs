@@ -1,0 +1,354 @@
+//! Tenant provisioning and lifecycle through the platform-admin API.
+
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+use neotenant_tests::{TestApp, direct, expect_problem, random_slug, test_config};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn admin_api_requires_the_platform_token() {
+    let app = TestApp::start().await;
+    let res = app
+        .client
+        .get(app.url("/admin/v1/tenants"))
+        .send()
+        .await
+        .unwrap();
+    let www = res
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string());
+    expect_problem(res, 401, "unauthorized").await;
+    assert_eq!(www.as_deref(), Some("Bearer realm=\"neotenant-admin\""));
+    for token in ["wrong", "", "dev-platform-token-0123456789abcdeF"] {
+        let res = app
+            .client
+            .get(app.url("/admin/v1/tenants"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        expect_problem(res, 401, "unauthorized").await;
+    }
+    let res = app
+        .client
+        .post(app.url("/admin/v1/tenants"))
+        .header("authorization", format!("Basic {}", app.admin_token()))
+        .json(&json!({"slug": random_slug("x"), "display_name": "x", "region": "us"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 401, "unauthorized").await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn create_is_validated_idempotent_and_conflicts_on_different_placement() {
+    let app = TestApp::start().await;
+    let slug = random_slug("life");
+    let body =
+        json!({"slug": slug, "display_name": "Life", "region": "eu", "isolation": "database"});
+    let res = app
+        .admin(Method::POST, "/admin/v1/tenants")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(
+        res.headers()["location"],
+        format!("/admin/v1/tenants/{slug}")
+    );
+    app.track(&slug);
+    let first: Value = res.json().await.unwrap();
+    assert_eq!(first["status"], "active");
+    assert_eq!(first["schema_version"], 1);
+
+    let res = app
+        .admin(Method::POST, "/admin/v1/tenants")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "repeating a create is not an error");
+    let again: Value = res.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+
+    let moved =
+        json!({"slug": slug, "display_name": "Life", "region": "us", "isolation": "database"});
+    expect_problem(
+        app.admin(Method::POST, "/admin/v1/tenants")
+            .json(&moved)
+            .send()
+            .await
+            .unwrap(),
+        409,
+        "conflict",
+    )
+    .await;
+
+    let res = app
+        .admin(Method::POST, "/admin/v1/tenants")
+        .json(&json!({"slug": "Bad_Slug", "display_name": "", "region": "us"}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(res, 422, "validation").await;
+    let pointers: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(pointers, ["/slug", "/display_name"]);
+    let res = app
+        .admin(Method::POST, "/admin/v1/tenants")
+        .json(&json!({"slug": random_slug("x"), "display_name": "x", "region": "mars"}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(res, 422, "validation").await;
+    assert_eq!(problem["errors"][0]["pointer"], "/region");
+
+    let shown: Value = app
+        .admin(Method::GET, &format!("/admin/v1/tenants/{slug}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        shown["database"],
+        format!("tenant_{}", slug.replace('-', "_"))
+    );
+    expect_problem(
+        app.admin(Method::GET, "/admin/v1/tenants/nobody-here")
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "tenant-not-found",
+    )
+    .await;
+    expect_problem(
+        app.admin(Method::GET, "/admin/v1/tenants/NOT_A_SLUG")
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid-parameter",
+    )
+    .await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn suspend_resume_and_delete_with_confirmation() {
+    let app = TestApp::start().await;
+    let t = app.with_tenant("us", "database").await;
+    let note = app
+        .tenant_req(Method::POST, &t.slug, "/v1/notes")
+        .json(&json!({"title": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(note.status(), 201);
+
+    let res = app
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/{}/suspend", t.slug),
+        )
+        .send()
+        .await
+        .unwrap();
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["status"], "suspended");
+    assert!(v["suspended_at"].is_string());
+    expect_problem(
+        app.tenant_req(Method::GET, &t.slug, "/v1/notes")
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "tenant-suspended",
+    )
+    .await;
+    // Suspending twice is a no-op, not an error.
+    let res = app
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/{}/suspend", t.slug),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = app
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/{}/resume", t.slug),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        app.tenant_req(Method::GET, &t.slug, "/v1/notes")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let res = app
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/{}/resume", t.slug),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "resuming an active tenant is a no-op");
+
+    // Deleting needs the slug repeated.
+    let path = format!("/admin/v1/tenants/{}", t.slug);
+    expect_problem(
+        app.admin(Method::DELETE, &path).send().await.unwrap(),
+        428,
+        "confirmation-required",
+    )
+    .await;
+    expect_problem(
+        app.admin(Method::DELETE, &format!("{path}?confirm=other"))
+            .send()
+            .await
+            .unwrap(),
+        428,
+        "confirmation-required",
+    )
+    .await;
+    let res = app
+        .admin(Method::DELETE, &format!("{path}?confirm={}", t.slug))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    expect_problem(
+        app.admin(Method::GET, &path).send().await.unwrap(),
+        404,
+        "tenant-not-found",
+    )
+    .await;
+    expect_problem(
+        app.tenant_req(Method::GET, &t.slug, "/v1/notes")
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "tenant-not-found",
+    )
+    .await;
+
+    // Its database is gone too.
+    let config = test_config();
+    let mut pg = direct(&config, "postgres").await;
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let n: N = diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
+        .bind::<diesel::sql_types::Text, _>(&t.database)
+        .get_result(&mut pg)
+        .await
+        .unwrap();
+    assert_eq!(n.n, 0);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn interrupted_provisioning_is_invisible_and_resumes() {
+    let app = TestApp::start().await;
+    let t = app.with_tenant("eu", "schema").await;
+    let config = test_config();
+    // Simulate a crash after the registry row was written but before the schema existed.
+    let mut registry = direct(&config, &config.database.registry_database).await;
+    diesel::sql_query("UPDATE admin.tenants SET status = 'provisioning' WHERE slug = $1")
+        .bind::<diesel::sql_types::Text, _>(&t.slug)
+        .execute(&mut registry)
+        .await
+        .unwrap();
+    let mut shared = direct(&config, &t.database).await;
+    shared
+        .batch_execute(&format!("DROP SCHEMA \"{}\" CASCADE", t.schema))
+        .await
+        .unwrap();
+    app.state().tenant_cache.invalidate(&t.slug).await;
+
+    expect_problem(
+        app.tenant_req(Method::GET, &t.slug, "/v1/notes")
+            .send()
+            .await
+            .unwrap(),
+        503,
+        "tenant-unavailable",
+    )
+    .await;
+
+    // Re-running the same create finishes the job.
+    let res = app
+        .admin(Method::POST, "/admin/v1/tenants")
+        .json(&json!({"slug": t.slug, "display_name": "again", "region": "eu", "isolation": "schema"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["status"], "active");
+    let res = app
+        .tenant_req(Method::POST, &t.slug, "/v1/notes")
+        .json(&json!({"title": "back"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn list_pages_through_tenants() {
+    let app = TestApp::start().await;
+    for _ in 0..3 {
+        app.with_tenant("us", "schema").await;
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/admin/v1/tenants?limit=2&cursor={c}"),
+            None => "/admin/v1/tenants?limit=2".into(),
+        };
+        let page: Value = app
+            .admin(Method::GET, &path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for t in page["items"].as_array().unwrap() {
+            assert!(
+                seen.insert(t["slug"].as_str().unwrap().to_string()),
+                "no tenant twice"
+            );
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.into()),
+            None => break,
+        }
+    }
+    assert!(seen.len() >= 3);
+    app.cleanup().await;
+}

@@ -1,0 +1,141 @@
+//! The schema-pinning mechanism itself, below HTTP: what a pooled connection can see outside
+//! a tenant transaction, after an error, and after a transaction is abandoned half-way.
+
+use std::time::Duration;
+
+use diesel::QueryableByName;
+use diesel::sql_types::{Bool, Text};
+use diesel_async::RunQueryDsl;
+use neotenant::db::{PoolSettings, TenantDb, build_pool, database_url};
+use neotenant::error::ApiError;
+use neotenant_tests::{TestApp, test_config};
+
+#[derive(QueryableByName)]
+struct Setting {
+    #[diesel(sql_type = Text)]
+    path: String,
+    #[diesel(sql_type = Bool)]
+    in_tx: bool,
+}
+
+async fn session_state(pool: &neotenant::db::PgPool) -> Setting {
+    let mut conn = pool.get().await.unwrap();
+    let mut state: Setting =
+        diesel::sql_query("SELECT current_setting('search_path') AS path, false AS in_tx")
+            .get_result(&mut *conn)
+            .await
+            .unwrap();
+    // SAVEPOINT succeeds only inside an open transaction block.
+    state.in_tx = diesel::sql_query("SAVEPOINT probe")
+        .execute(&mut *conn)
+        .await
+        .is_ok();
+    state
+}
+
+#[tokio::test]
+async fn pooled_connections_never_keep_a_tenant() {
+    let app = TestApp::start().await;
+    let a = app.with_tenant("us", "schema").await;
+    let b = app.with_tenant("us", "schema").await;
+    let config = test_config();
+    // A single-connection pool: whatever one use leaves behind, the next use sees.
+    let settings = PoolSettings {
+        max_size: 1,
+        timeout: Duration::from_secs(5),
+        statement_timeout_ms: 10_000,
+    };
+    let pool = build_pool(
+        &database_url(config.database.url.expose(), "neofast_shared_us"),
+        &settings,
+    );
+    let db_a = TenantDb::new(pool.clone(), &a.schema);
+    let db_b = TenantDb::new(pool.clone(), &b.schema);
+
+    // Outside a tenant transaction, tenant tables do not resolve at all.
+    {
+        let mut conn = pool.get().await.unwrap();
+        let err = diesel::sql_query("SELECT count(*) FROM notes")
+            .execute(&mut *conn)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    // Write in A, then read in B through the same single connection: B sees nothing of A.
+    let mut tx = db_a.begin().await.unwrap();
+    diesel::sql_query("INSERT INTO notes (id, title) VALUES (gen_random_uuid(), 'from-a')")
+        .execute(tx.conn())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let state = session_state(&pool).await;
+    assert_eq!(state.path, "\"\"", "search_path resets after commit");
+    assert!(!state.in_tx);
+    let mut tx = db_b.begin().await.unwrap();
+    let titles: Vec<Setting> = diesel::sql_query("SELECT title AS path, false AS in_tx FROM notes")
+        .load(tx.conn())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(titles.is_empty(), "tenant B read tenant A's row");
+
+    // An error inside the transaction, then rollback: the connection is clean.
+    let mut tx = db_a.begin().await.unwrap();
+    let failed = diesel::sql_query("SELECT 1/0")
+        .execute(tx.conn())
+        .await
+        .map_err(ApiError::from);
+    assert!(tx.finish(failed).await.is_err());
+    let state = session_state(&pool).await;
+    assert_eq!(state.path, "\"\"");
+    assert!(!state.in_tx);
+
+    // A transaction abandoned mid-statement (the request future is dropped): the pool must
+    // not hand the half-open transaction, still pinned to A, to the next user.
+    let abandoned = async {
+        let mut tx = db_a.begin().await.unwrap();
+        diesel::sql_query("SELECT pg_sleep(5)")
+            .execute(tx.conn())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    };
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), abandoned)
+            .await
+            .is_err()
+    );
+    let state = session_state(&pool).await;
+    assert_eq!(
+        state.path, "\"\"",
+        "abandoned transaction leaked its search_path"
+    );
+    assert!(!state.in_tx, "abandoned transaction was reused");
+
+    // Dropped without finishing (no statement in flight): also never reused.
+    {
+        let mut tx = db_a.begin().await.unwrap();
+        diesel::sql_query("INSERT INTO notes (id, title) VALUES (gen_random_uuid(), 'never')")
+            .execute(tx.conn())
+            .await
+            .unwrap();
+    }
+    let state = session_state(&pool).await;
+    assert_eq!(state.path, "\"\"");
+    assert!(!state.in_tx);
+    let mut tx = db_a.begin().await.unwrap();
+    let rows: Vec<Setting> =
+        diesel::sql_query("SELECT title AS path, false AS in_tx FROM notes ORDER BY title")
+            .load(tx.conn())
+            .await
+            .unwrap();
+    tx.commit().await.unwrap();
+    let titles: Vec<String> = rows.into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        titles,
+        vec!["from-a".to_string()],
+        "the dropped transaction's row must not exist"
+    );
+    app.cleanup().await;
+}
