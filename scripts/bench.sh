@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# HTTP load on loopback against tenant-scoped reads, with a release build of the server.
+# Prints requests/s and latency p50/p99 per scenario. Bounded: each run lasts BENCH_SECS.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PORT="${BENCH_PORT:-18080}"
+SECS="${BENCH_SECS:-15}"
+CONNS="${BENCH_CONNECTIONS:-64}"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+BIN="$TARGET_DIR/release/neotenant"
+TOKEN="$(grep -E '^token' neotenant.toml | cut -d'"' -f2)"
+TOKEN="${NEOTENANT_ADMIN__TOKEN:-$TOKEN}"
+
+if ! command -v wrk >/dev/null; then
+  echo "[bench] installing wrk (Debian)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+
+cargo build --release -q -p neotenant
+export NEOTENANT_SERVER__BIND="127.0.0.1:$PORT" NEOTENANT_LOG__LEVEL=warn NEOTENANT_DATABASE__POOL_MAX_SIZE=32
+"$BIN" migrate >/dev/null
+"$BIN" tenant create bench-us --name "Bench US" --region us --isolation schema >/dev/null 2>&1
+"$BIN" serve &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+
+count="$(curl -s "http://127.0.0.1:$PORT/v1/notes?limit=200" -H 'X-Tenant: bench-us' | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')"
+if [ "$count" -lt 50 ]; then
+  python3 - "$PORT" <<'PY'
+import json, sys, urllib.request
+items = [{"title": f"bench note {i}", "body": "x" * 200} for i in range(50)]
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/notes/batch", data=json.dumps({"items": items}).encode(),
+                             headers={"Content-Type": "application/json", "X-Tenant": "bench-us"}, method="POST")
+urllib.request.urlopen(req).read()
+PY
+fi
+ID="$(curl -s "http://127.0.0.1:$PORT/v1/notes?limit=1" -H 'X-Tenant: bench-us' | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')"
+
+run() {
+  local name="$1" path="$2"
+  local out
+  out="$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -H 'X-Tenant: bench-us' "http://127.0.0.1:$PORT$path")"
+  local rps p50 p99 errors
+  rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+  p50="$(awk '$1=="50%" {print $2}' <<<"$out")"
+  p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
+  errors="$(awk '/Non-2xx/ {print $NF}' <<<"$out")"
+  printf '%-34s %10s req/s   p50 %-9s p99 %-9s non-2xx %s\n' "$name" "$rps" "$p50" "$p99" "${errors:-0}"
+}
+
+echo "wrk: 2 threads, $CONNS connections, ${SECS}s per scenario, release build, 127.0.0.1:$PORT"
+run "GET /healthz (no tenant, no DB)" "/healthz"
+run "GET /v1/notes/{id} (one row)" "/v1/notes/$ID"
+run "GET /v1/notes?limit=20 (page)" "/v1/notes?limit=20"
