@@ -178,17 +178,15 @@ impl ApiError {
             .map(|r| r.0.clone())
             .unwrap_or_default();
         let status = self.code.status();
+        // Once per failure, where it is rendered: internal errors as errors, a dependency or
+        // tenant being unavailable as a warning.
         if status.is_server_error() {
-            match &self.source {
-                Some(source) => tracing::error!(
-                    code = self.code.slug(),
-                    error = %source,
-                    request_id = %request_id,
-                    "request failed"
-                ),
-                None => {
-                    tracing::error!(code = self.code.slug(), detail = %self.detail, request_id = %request_id, "request failed")
-                }
+            let source = self.source.as_ref().map(|s| s.to_string());
+            let source = source.as_deref().unwrap_or(&self.detail);
+            if self.code == ErrorCode::Internal {
+                tracing::error!(code = self.code.slug(), error = %source, request_id = %request_id, "request failed");
+            } else {
+                tracing::warn!(code = self.code.slug(), error = %source, request_id = %request_id, "request failed");
             }
         }
         let body = ProblemBody {

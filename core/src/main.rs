@@ -10,6 +10,9 @@ use neotenant::config::Config;
 use neotenant::tenancy::model::{CreateTenant, Isolation, Region, TenantView};
 use neotenant::tenancy::service;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "neotenant",

@@ -15,8 +15,12 @@ const TENANTS: usize = 24;
 const WRITERS_PER_TENANT: usize = 12;
 
 fn layout(i: usize) -> (&'static str, &'static str) {
-    let region = if i % 2 == 0 { "us" } else { "eu" };
-    let isolation = if i % 3 == 0 { "database" } else { "schema" };
+    let region = if i.is_multiple_of(2) { "us" } else { "eu" };
+    let isolation = if i.is_multiple_of(3) {
+        "database"
+    } else {
+        "schema"
+    };
     (region, isolation)
 }
 

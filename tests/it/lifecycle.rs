@@ -352,3 +352,76 @@ async fn list_pages_through_tenants() {
     assert!(seen.len() >= 3);
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_of_one_tenant_make_it_once() {
+    let app = TestApp::start().await;
+    let slug = random_slug("race");
+    app.track(&slug);
+    let body =
+        json!({"slug": slug, "display_name": "Race", "region": "eu", "isolation": "database"});
+    let sends = (0..6).map(|_| {
+        app.admin(Method::POST, "/admin/v1/tenants")
+            .json(&body)
+            .send()
+    });
+    let statuses: Vec<u16> = futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 200),
+        "{statuses:?}"
+    );
+    let res = app
+        .tenant_req(Method::POST, &slug, "/v1/notes")
+        .json(&json!({"title": "ok"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletion_racing_a_migration_leaves_nothing_behind() {
+    let app = TestApp::start().await;
+    let config = test_config();
+    for round in 0..8 {
+        let t = app.with_tenant("us", "schema").await;
+        let state = app.state();
+        // Start the migration a little earlier or later each round to hit both orders.
+        let stagger = std::time::Duration::from_millis(round % 4);
+        let (deleted, _migrated) = tokio::join!(
+            neotenant::tenancy::service::delete(state, &t.slug, Some(&t.slug)),
+            async {
+                tokio::time::sleep(stagger).await;
+                neotenant::tenancy::service::migrate_one(state, &t.slug).await
+            },
+        );
+        deleted.unwrap();
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut shared = direct(&config, "neofast_shared_us").await;
+        let n: N = diesel::sql_query("SELECT count(*) AS n FROM pg_namespace WHERE nspname = $1")
+            .bind::<diesel::sql_types::Text, _>(&t.schema)
+            .get_result(&mut shared)
+            .await
+            .unwrap();
+        assert_eq!(
+            n.n, 0,
+            "a migration resurrected the schema of deleted tenant {}",
+            t.slug
+        );
+    }
+    app.cleanup().await;
+}

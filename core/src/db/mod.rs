@@ -204,22 +204,29 @@ impl TenantDb {
 
     /// Opens a transaction pinned to this tenant's schema. All tenant-scoped SQL runs
     /// through the returned [`TenantTx`]; there is no other way to reach a tenant's tables.
-    pub async fn begin(&self) -> Result<TenantTx, crate::error::ApiError> {
-        let mut conn = self.pool.get_owned().await?;
+    pub async fn begin(&self) -> Result<Tx, crate::error::ApiError> {
         let sql = format!("BEGIN; SET LOCAL search_path TO \"{}\"", self.schema);
-        AnsiTransactionManager::begin_transaction_sql(&mut *conn, &sql).await?;
-        Ok(TenantTx { conn })
+        Tx::begin(&self.pool, &sql).await
     }
 }
 
-/// An open transaction on one tenant's schema. Finish it with [`TenantTx::finish`]; if it is
-/// dropped instead, the connection still has an open transaction and the pool discards it
-/// (the server rolls back), so an abandoned transaction can never serve another request.
-pub struct TenantTx {
+/// An open transaction on a pooled connection (a tenant's, from [`TenantDb::begin`], or the
+/// registry's). Finish it with [`Tx::finish`]; if it is dropped instead, the connection still
+/// has an open transaction and the pool discards it (the server rolls back), so an abandoned
+/// transaction can never serve another request.
+pub struct Tx {
     conn: PooledConn,
 }
 
-impl TenantTx {
+impl Tx {
+    /// Checks out a connection and runs `begin_sql` (which must start a transaction) on it,
+    /// tracked by diesel's transaction manager.
+    pub async fn begin(pool: &PgPool, begin_sql: &str) -> Result<Tx, crate::error::ApiError> {
+        let mut conn = pool.get_owned().await?;
+        AnsiTransactionManager::begin_transaction_sql(&mut *conn, begin_sql).await?;
+        Ok(Tx { conn })
+    }
+
     pub fn conn(&mut self) -> &mut AsyncPgConnection {
         &mut self.conn
     }

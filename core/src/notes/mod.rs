@@ -2,7 +2,7 @@
 //! (tenant resolution → tenant transaction → problem responses → pagination).
 //!
 //! Shape: `handlers` (HTTP) → `service` (validation, transactions) → `repo` (SQL on the
-//! tenant's schema). Every query runs inside a `TenantTx`, so it can only see the current
+//! tenant's schema). Every query runs inside a `Tx`, so it can only see the current
 //! tenant's `notes` table.
 
 pub mod handlers;

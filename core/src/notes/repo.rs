@@ -1,4 +1,4 @@
-//! SQL for notes. Runs only on a connection inside a `TenantTx`: the table name is
+//! SQL for notes. Runs only on a connection inside a `Tx`: the table name is
 //! unqualified and resolves to the current tenant's schema.
 
 use chrono::{DateTime, Utc};

@@ -7,7 +7,9 @@
 //! that requests can reach half-made. A tenant's schema is created only in its region's
 //! database. Every status change is broadcast so other instances drop their cached copy.
 
-use diesel_async::AsyncPgConnection;
+use diesel::sql_query;
+use diesel::sql_types::Text;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::model::{
@@ -16,7 +18,7 @@ use super::model::{
 };
 use super::repo::{self, ConnectionRow, NewTenantRow};
 use crate::app::AppState;
-use crate::db::{self, TenantDb, migrate};
+use crate::db::{self, TenantDb, Tx, migrate};
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use crate::ids::{ConnectionId, TenantId};
 
@@ -151,33 +153,60 @@ pub async fn create(state: &AppState, input: &CreateTenant) -> ApiResult<(Tenant
     if tenant.status != TenantStatus::Provisioning {
         return Ok((tenant, created));
     }
-    if let Err(err) = provision(state, &tenant).await {
-        let message = err.to_string();
-        let _ = repo::set_error(&mut conn, tenant.id, &message).await;
-        tracing::warn!(tenant = %tenant.slug, error = %message, "tenant provisioning failed; re-run create to resume");
+    let mut lock = lock_tenant(state, &tenant.slug).await?;
+    // Re-read under the lock: another process may have finished (or deleted) it meanwhile.
+    let Some(tenant) = repo::find_by_slug(lock.conn(), &input.slug).await? else {
         return Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "provisioning did not finish; repeat the same request to resume it",
-        )
-        .with_source(err));
+            ErrorCode::Conflict,
+            "the tenant was deleted while being created",
+        ));
+    };
+    if tenant.status == TenantStatus::Provisioning {
+        if let Err(err) = provision(state, &tenant, lock.conn()).await {
+            let message = err.to_string();
+            repo::set_error(lock.conn(), tenant.id, &message).await?;
+            lock.commit().await?;
+            tracing::warn!(tenant = %tenant.slug, error = %message, "tenant provisioning failed; re-run create to resume");
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "provisioning did not finish; repeat the same request to resume it",
+            )
+            .with_source(err));
+        }
+        tracing::info!(tenant = %tenant.slug, region = %tenant.region, isolation = %tenant.isolation, "tenant provisioned");
     }
-    let tenant = repo::find_by_slug(&mut conn, &tenant.slug)
-        .await?
-        .ok_or_else(|| ApiError::not_found("tenant"))?;
+    let tenant = repo::find_by_slug(lock.conn(), &tenant.slug).await?;
+    lock.commit().await?;
+    let tenant = tenant.ok_or_else(|| ApiError::not_found("tenant"))?;
     state.tenant_cache.invalidate(&tenant.slug).await;
-    tracing::info!(tenant = %tenant.slug, region = %tenant.region, isolation = %tenant.isolation, "tenant provisioned");
     Ok((tenant, created))
 }
 
+/// Takes the registry-side lock that serialises provisioning, migration and deletion of one
+/// tenant across all processes. It is a transaction-scoped advisory lock: it is released when
+/// the returned transaction ends, including when a cancelled caller drops it.
+async fn lock_tenant(state: &AppState, slug: &str) -> ApiResult<Tx> {
+    let mut tx = Tx::begin(&state.registry, "BEGIN").await?;
+    sql_query("SELECT pg_advisory_xact_lock(hashtextextended('neotenant-tenant:' || $1, 0))")
+        .bind::<Text, _>(slug)
+        .execute(tx.conn())
+        .await?;
+    Ok(tx)
+}
+
 /// Makes the tenant's database (dedicated isolation) and schema, then marks it active.
-async fn provision(state: &AppState, tenant: &Tenant) -> Result<(), migrate::MigrateError> {
+/// Runs under the tenant's lock; `registry` is the lock's transaction.
+async fn provision(
+    state: &AppState,
+    tenant: &Tenant,
+    registry: &mut AsyncPgConnection,
+) -> Result<(), migrate::MigrateError> {
     let server = state.config.region_server_url(tenant.region);
     if tenant.isolation == Isolation::Database {
         migrate::ensure_database(server, &tenant.database_name).await?;
     }
     let version = migrate_tenant(state, tenant).await?;
-    let mut conn = state.registry.get_owned().await?;
-    repo::mark_provisioned(&mut conn, tenant.id, version).await?;
+    repo::mark_provisioned(registry, tenant.id, version).await?;
     Ok(())
 }
 
@@ -255,36 +284,51 @@ pub async fn delete(state: &AppState, slug: &str, confirm: Option<&str>) -> ApiR
         ));
     }
     let tenant = get(state, slug).await?;
-    let mut conn = registry_conn(state).await?;
-    repo::set_status(
-        &mut conn,
-        tenant.id,
-        TenantStatus::Deleting,
-        &[
-            TenantStatus::Provisioning,
-            TenantStatus::Active,
-            TenantStatus::Suspended,
+    {
+        let mut conn = registry_conn(state).await?;
+        repo::set_status(
+            &mut conn,
+            tenant.id,
             TenantStatus::Deleting,
-        ],
-    )
-    .await?;
+            &[
+                TenantStatus::Provisioning,
+                TenantStatus::Active,
+                TenantStatus::Suspended,
+                TenantStatus::Deleting,
+            ],
+        )
+        .await?;
+    }
     // Stop serving it everywhere before the data goes.
     state.tenant_cache.invalidate(slug).await;
+    // Wait for any provisioning or migration of this tenant to finish, then remove it.
+    let mut lock = lock_tenant(state, slug).await?;
+    let Some(tenant) = repo::find_by_slug(lock.conn(), slug).await? else {
+        return lock.finish(Ok(())).await;
+    };
     let server = state.config.region_server_url(tenant.region);
-    let result = match tenant.isolation {
+    let dropped = match tenant.isolation {
         Isolation::Database => {
             state.pools.remove(tenant.connection_id);
             migrate::drop_database(server, &tenant.database_name).await
         }
         Isolation::Schema => drop_schema(server, &tenant).await,
     };
-    result.map_err(|e| ApiError::unavailable("the tenant's database", e))?;
-    repo::delete_tenant(&mut conn, tenant.id).await?;
-    if tenant.isolation == Isolation::Database {
-        repo::delete_connection(&mut conn, tenant.connection_id).await?;
-    }
+    let result = match dropped {
+        Err(e) => Err(ApiError::unavailable("the tenant's database", e)),
+        Ok(()) => remove_rows(lock.conn(), &tenant).await,
+    };
+    lock.finish(result).await?;
     state.tenant_cache.invalidate(slug).await;
     tracing::info!(tenant = slug, "tenant deleted");
+    Ok(())
+}
+
+async fn remove_rows(conn: &mut AsyncPgConnection, tenant: &Tenant) -> ApiResult<()> {
+    repo::delete_tenant(conn, tenant.id).await?;
+    if tenant.isolation == Isolation::Database {
+        repo::delete_connection(conn, tenant.connection_id).await?;
+    }
     Ok(())
 }
 
@@ -355,32 +399,44 @@ pub async fn migrate_all(state: &AppState) -> ApiResult<MigrateReport> {
         let page = list(state, after, 500).await?;
         let Some(last) = page.last() else { break };
         after = Some(last.id.0);
-        for tenant in page.iter().filter(|t| t.status != TenantStatus::Deleting) {
-            let outcome = if tenant.status == TenantStatus::Provisioning {
-                provision(state, tenant).await
-            } else {
-                match migrate_tenant(state, tenant).await {
-                    Ok(version) => {
-                        let mut conn = registry_conn(state).await?;
-                        repo::mark_provisioned(&mut conn, tenant.id, version)
-                            .await
-                            .map_err(migrate::MigrateError::from)
-                    }
-                    Err(e) => Err(e),
-                }
-            };
-            match outcome {
-                Ok(()) => report.tenants_migrated += 1,
+        for listed in page.iter().filter(|t| t.status != TenantStatus::Deleting) {
+            match migrate_one(state, &listed.slug).await {
+                Ok(true) => report.tenants_migrated += 1,
+                Ok(false) => {}
                 Err(e) => {
-                    tracing::error!(tenant = %tenant.slug, error = %e, "tenant migration failed");
+                    tracing::error!(tenant = %listed.slug, error = %e, "tenant migration failed");
                     report
                         .tenants_failed
-                        .push((tenant.slug.clone(), e.to_string()));
+                        .push((listed.slug.clone(), e.to_string()));
                 }
             }
         }
     }
     Ok(report)
+}
+
+/// Migrates (or finishes provisioning) one tenant under its lock; `false` when it was deleted
+/// or is being deleted meanwhile.
+pub async fn migrate_one(state: &AppState, slug: &str) -> ApiResult<bool> {
+    let mut lock = lock_tenant(state, slug).await?;
+    let tenant = match repo::find_by_slug(lock.conn(), slug).await? {
+        Some(t) if t.status != TenantStatus::Deleting => t,
+        _ => return lock.finish(Ok(false)).await,
+    };
+    let outcome = if tenant.status == TenantStatus::Provisioning {
+        provision(state, &tenant, lock.conn()).await
+    } else {
+        match migrate_tenant(state, &tenant).await {
+            Ok(version) => repo::mark_provisioned(lock.conn(), tenant.id, version)
+                .await
+                .map_err(migrate::MigrateError::from),
+            Err(e) => Err(e),
+        }
+    };
+    let outcome = outcome
+        .map(|()| true)
+        .map_err(|e| ApiError::unavailable("the tenant's database", e));
+    lock.finish(outcome).await
 }
 
 /// The scoped database handle of an active tenant.
