@@ -425,3 +425,46 @@ async fn deletion_racing_a_migration_leaves_nothing_behind() {
     }
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_changes_reach_other_instances_through_the_broadcast() {
+    // Instance B caches tenants for an hour: only the Redis broadcast can make it notice.
+    let a = TestApp::start().await;
+    let mut config = test_config();
+    config.tenancy.cache_ttl_secs = 3600;
+    let b = TestApp::start_with(config).await;
+    let t = a.with_tenant("eu", "schema").await;
+    assert_eq!(
+        b.tenant_req(Method::GET, &t.slug, "/v1/notes")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    a.admin(
+        Method::POST,
+        &format!("/admin/v1/tenants/{}/suspend", t.slug),
+    )
+    .send()
+    .await
+    .unwrap();
+    let mut seen = 0;
+    for _ in 0..50 {
+        seen = b
+            .tenant_req(Method::GET, &t.slug, "/v1/notes")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if seen == 403 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, 403, "instance B never learned of the suspension");
+    b.cleanup().await;
+    a.cleanup().await;
+}

@@ -159,3 +159,62 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     app2.track(&t.slug);
     app2.cleanup().await;
 }
+
+#[tokio::test]
+async fn readiness_fails_with_a_problem_when_redis_goes_away() {
+    // A Redis of this test's own, so stopping it disturbs no other test.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut redis = std::process::Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server is installed by `make up`");
+    let mut config = test_config();
+    let url = format!("redis://127.0.0.1:{port}");
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    config.redis.url = neotenant::config::Secret::new(url);
+    let app = TestApp::start_with(config).await;
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    let res = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let body = neotenant_tests::expect_problem(res, 503, "unavailable").await;
+    assert!(body["detail"].as_str().unwrap().contains("redis"), "{body}");
+    // Liveness is unaffected.
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    app.cleanup().await;
+}
