@@ -169,6 +169,34 @@ impl TestApp {
     }
 }
 
+/// Follows `next_cursor` from `path` (which already holds `?limit=…`) to the last page and
+/// returns every page's `items`, checking each page respects the limit. `request` builds the
+/// request for a path (tenant or admin).
+pub async fn all_pages(
+    limit: usize,
+    path: &str,
+    request: impl Fn(&str) -> reqwest::RequestBuilder,
+) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}&cursor={c}"),
+            None => path.to_string(),
+        };
+        let res = request(&url).send().await.expect("list request");
+        assert_eq!(res.status(), 200, "listing {url}");
+        let page: Value = res.json().await.expect("list is JSON");
+        let batch = page["items"].as_array().expect("items").clone();
+        assert!(batch.len() <= limit, "page larger than its limit");
+        items.extend(batch);
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return items,
+        }
+    }
+}
+
 /// A direct connection to one database of the local server, for assertions that bypass the API.
 pub async fn direct(config: &Config, database: &str) -> diesel_async::AsyncPgConnection {
     use diesel_async::AsyncConnection;

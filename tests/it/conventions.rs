@@ -1,6 +1,6 @@
 //! HTTP conventions: every kind of bad input gets a precise problem response.
 
-use neotenant_tests::{TestApp, expect_problem};
+use neotenant_tests::{TestApp, all_pages, expect_problem};
 use reqwest::Method;
 use serde_json::json;
 
@@ -335,33 +335,13 @@ async fn pagination_is_stable_and_complete() {
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/notes?limit=7&cursor={c}"),
-            None => "/v1/notes?limit=7".to_string(),
-        };
-        let page: serde_json::Value = app
-            .tenant_req(Method::GET, &t.slug, &path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let items = page["items"].as_array().unwrap();
-        assert!(items.len() <= 7);
-        seen.extend(
-            items
-                .iter()
-                .map(|n| n["title"].as_str().unwrap().to_string()),
-        );
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
-    }
+    let seen: Vec<String> = all_pages(7, "/v1/notes?limit=7", |p| {
+        app.tenant_req(Method::GET, &t.slug, p)
+    })
+    .await
+    .iter()
+    .map(|n| n["title"].as_str().unwrap().to_string())
+    .collect();
     let expected: Vec<String> = (0..25).map(|i| format!("n{i:02}")).collect();
     assert_eq!(seen, expected, "every note exactly once, in creation order");
     app.cleanup().await;

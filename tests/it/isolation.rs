@@ -6,7 +6,7 @@ use std::time::Duration;
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
 use futures::StreamExt;
-use neotenant_tests::{TestApp, TestTenant, direct, expect_problem, test_config};
+use neotenant_tests::{TestApp, TestTenant, all_pages, direct, expect_problem, test_config};
 use rand::Rng;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -102,33 +102,13 @@ async fn work(app: &TestApp, t: &TestTenant, n: usize, foreign: &[String]) -> Ve
 }
 
 async fn all_titles(app: &TestApp, slug: &str) -> Vec<String> {
-    let mut titles = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/notes?limit=200&cursor={c}"),
-            None => "/v1/notes?limit=200".into(),
-        };
-        let page: Value = app
-            .tenant_req(Method::GET, slug, &path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        titles.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|n| n["title"].as_str().unwrap().to_string()),
-        );
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.into()),
-            None => return titles,
-        }
-    }
+    all_pages(200, "/v1/notes?limit=200", |p| {
+        app.tenant_req(Method::GET, slug, p)
+    })
+    .await
+    .iter()
+    .map(|n| n["title"].as_str().unwrap().to_string())
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,7 +1,7 @@
 //! Tenant provisioning and lifecycle through the platform-admin API.
 
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
-use neotenant_tests::{TestApp, direct, expect_problem, random_slug, test_config};
+use neotenant_tests::{TestApp, all_pages, direct, expect_problem, random_slug, test_config};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -324,30 +324,15 @@ async fn list_pages_through_tenants() {
         app.with_tenant("us", "schema").await;
     }
     let mut seen = std::collections::HashSet::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/admin/v1/tenants?limit=2&cursor={c}"),
-            None => "/admin/v1/tenants?limit=2".into(),
-        };
-        let page: Value = app
-            .admin(Method::GET, &path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for t in page["items"].as_array().unwrap() {
-            assert!(
-                seen.insert(t["slug"].as_str().unwrap().to_string()),
-                "no tenant twice"
-            );
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.into()),
-            None => break,
-        }
+    for t in all_pages(2, "/admin/v1/tenants?limit=2", |p| {
+        app.admin(Method::GET, p)
+    })
+    .await
+    {
+        assert!(
+            seen.insert(t["slug"].as_str().unwrap().to_string()),
+            "no tenant twice"
+        );
     }
     assert!(seen.len() >= 3);
     app.cleanup().await;
