@@ -97,7 +97,7 @@ pg_up() {
   if [ ! -f "$data/PG_VERSION" ]; then
     log "initialising PostgreSQL cluster in $data"
     mkdir -p "$data"
-    if [ "$(id -u)" -eq 0 ]; then chown postgres "$data" "$(dirname "$data")"; fi
+    if [ "$(id -u)" -eq 0 ]; then chown postgres "$data"; fi
     chmod 700 "$data"
     local pwfile; pwfile="$(mktemp)"
     echo "$PG_PASSWORD" >"$pwfile"
