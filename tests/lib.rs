@@ -5,6 +5,7 @@
 //! Configuration is `../neotenant.toml` overlaid by `NEOTENANT_*` variables, exactly as the
 //! binary reads it.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -57,6 +58,11 @@ pub struct TestTenant {
     pub isolation: String,
     pub database: String,
     pub schema: String,
+    /// Keycloak realm of its users, and (organization mode) its organization alias.
+    pub realm: String,
+    pub organization: Option<String>,
+    /// An access token of a member of this tenant.
+    pub token: String,
 }
 
 pub struct TestApp {
@@ -64,7 +70,12 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub server: Option<Server>,
     created: Mutex<Vec<String>>,
+    tokens: Mutex<HashMap<String, String>>,
+    users: Mutex<Vec<(String, String)>>,
 }
+
+/// The password every test user gets.
+pub const TEST_PASSWORD: &str = "test-Password-123";
 
 impl TestApp {
     pub async fn start() -> Self {
@@ -87,6 +98,8 @@ impl TestApp {
                 .expect("client"),
             server: Some(server),
             created: Mutex::new(Vec::new()),
+            tokens: Mutex::new(HashMap::new()),
+            users: Mutex::new(Vec::new()),
         }
     }
 
@@ -109,8 +122,23 @@ impl TestApp {
             .bearer_auth(self.admin_token())
     }
 
-    /// A request on behalf of `tenant` (X-Tenant header).
+    /// A request on behalf of `tenant` (X-Tenant header), with the token of its test member
+    /// when the tenant was made by [`TestApp::with_tenant`].
     pub fn tenant_req(
+        &self,
+        method: reqwest::Method,
+        tenant: &str,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let req = self.anonymous(method, tenant, path);
+        match self.tokens.lock().unwrap().get(tenant) {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        }
+    }
+
+    /// A request naming `tenant` without any credentials.
+    pub fn anonymous(
         &self,
         method: reqwest::Method,
         tenant: &str,
@@ -121,14 +149,25 @@ impl TestApp {
             .header("x-tenant", tenant)
     }
 
-    /// Creates a tenant through the admin API; it is deleted by [`TestApp::cleanup`].
+    /// Creates a tenant (organization mode) and a member with a token; deleted by cleanup.
     pub async fn with_tenant(&self, region: &str, isolation: &str) -> TestTenant {
+        self.with_tenant_identity(region, isolation, "organization")
+            .await
+    }
+
+    /// Creates a tenant whose users live in `identity` mode (`realm` or `organization`).
+    pub async fn with_tenant_identity(
+        &self,
+        region: &str,
+        isolation: &str,
+        identity: &str,
+    ) -> TestTenant {
         let slug = random_slug("t");
         let res = self
             .admin(reqwest::Method::POST, "/admin/v1/tenants")
             .json(&json!({
                 "slug": slug, "display_name": format!("Tenant {slug}"),
-                "region": region, "isolation": isolation
+                "region": region, "isolation": isolation, "identity": {"mode": identity}
             }))
             .send()
             .await
@@ -137,13 +176,125 @@ impl TestApp {
         let body: Value = res.json().await.expect("json");
         assert_eq!(status, 201, "create tenant: {body}");
         self.created.lock().unwrap().push(slug.clone());
+        let realm = body["identity"]["realm"]
+            .as_str()
+            .expect("identity realm")
+            .to_string();
+        let organization = body["identity"]["organization"]
+            .as_str()
+            .map(str::to_string);
+        let user = format!("u-{slug}");
+        let token = self
+            .member_token(&realm, organization.as_deref(), &user)
+            .await;
+        self.tokens
+            .lock()
+            .unwrap()
+            .insert(slug.clone(), token.clone());
         TestTenant {
             slug,
             region: region.into(),
             isolation: isolation.into(),
             database: body["database"].as_str().unwrap().into(),
             schema: body["schema"].as_str().unwrap().into(),
+            realm,
+            organization,
+            token,
         }
+    }
+
+    /// Makes `username` a member (of `organization`, if given) in `realm` and logs it in.
+    pub async fn member_token(
+        &self,
+        realm: &str,
+        organization: Option<&str>,
+        username: &str,
+    ) -> String {
+        let kc = &self.state().keycloak;
+        let user_id = kc
+            .ensure_user(
+                realm,
+                username,
+                &format!("{username}@example.test"),
+                TEST_PASSWORD,
+            )
+            .await
+            .expect("test user");
+        self.users
+            .lock()
+            .unwrap()
+            .push((realm.to_string(), user_id.clone()));
+        if let Some(alias) = organization {
+            let (org_id, _) = kc
+                .find_organization(realm, alias)
+                .await
+                .unwrap()
+                .expect("organization exists");
+            kc.add_organization_member(realm, &org_id, &user_id)
+                .await
+                .expect("membership");
+        }
+        self.login(realm, username, organization)
+            .await
+            .expect("login")
+    }
+
+    /// Password login through the end-user client; `organization` asks for a token scoped to it.
+    pub async fn login(
+        &self,
+        realm: &str,
+        username: &str,
+        organization: Option<&str>,
+    ) -> Result<String, Value> {
+        let state = self.state();
+        let scope = match organization {
+            Some(alias) => format!("openid organization:{alias}"),
+            None => "openid".to_string(),
+        };
+        let res = self
+            .client
+            .post(state.keycloak.token_endpoint(realm))
+            .form(&[
+                ("grant_type", "password"),
+                ("client_id", state.config.auth.app_client_id.as_str()),
+                ("username", username),
+                ("password", TEST_PASSWORD),
+                ("scope", scope.as_str()),
+            ])
+            .send()
+            .await
+            .expect("token endpoint");
+        let body: Value = res.json().await.expect("token JSON");
+        body["access_token"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or(body)
+    }
+
+    /// Makes [`TestApp::tenant_req`] send `token` for `slug` (a tenant another app made).
+    pub fn use_token(&self, slug: &str, token: &str) {
+        self.tokens
+            .lock()
+            .unwrap()
+            .insert(slug.to_string(), token.to_string());
+    }
+
+    /// Gives a tenant made another way a member with a token, used by `tenant_req`.
+    pub async fn add_member(&self, slug: &str) {
+        let shown: Value = self
+            .admin(reqwest::Method::GET, &format!("/admin/v1/tenants/{slug}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let realm = shown["identity"]["realm"].as_str().expect("realm");
+        let organization = shown["identity"]["organization"].as_str();
+        let token = self
+            .member_token(realm, organization, &format!("u-{slug}"))
+            .await;
+        self.use_token(slug, &token);
     }
 
     /// Registers a tenant created another way so that cleanup deletes it.
@@ -162,6 +313,10 @@ impl TestApp {
                 )
                 .send()
                 .await;
+        }
+        let users: Vec<(String, String)> = self.users.lock().unwrap().drain(..).collect();
+        for (realm, id) in users {
+            let _ = self.state().keycloak.delete_user(&realm, &id).await;
         }
         if let Some(server) = self.server.take() {
             server.shutdown().await;

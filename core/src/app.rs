@@ -29,6 +29,10 @@ pub struct AppState {
     pub redis_client: redis::Client,
     pub metrics: Metrics,
     pub tenant_cache: Arc<TenantCache>,
+    /// Keycloak admin API (provisioning, users); never used on the request path.
+    pub keycloak: Arc<crate::auth::keycloak::KeycloakAdmin>,
+    /// Signing keys per realm, for token validation.
+    pub jwks: Arc<crate::auth::jwks::JwksCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,12 +77,23 @@ impl AppState {
             Duration::from_secs(config.tenancy.cache_ttl_secs),
             redis.clone(),
         ));
+        let metrics = Metrics::new();
+        let keycloak = Arc::new(crate::auth::keycloak::KeycloakAdmin::new(
+            &config.keycloak,
+            &config.auth,
+        ));
+        let jwks = Arc::new(crate::auth::jwks::JwksCache::new(
+            &config.auth,
+            metrics.jwks_fetches.clone(),
+        ));
         Ok(Arc::new(Self {
+            keycloak,
+            jwks,
             pools: Pools::new(settings),
             registry,
             redis,
             redis_client,
-            metrics: Metrics::new(),
+            metrics,
             tenant_cache,
             config,
         }))

@@ -48,6 +48,9 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub tenancy: TenancyConfig,
+    pub keycloak: KeycloakConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +168,67 @@ pub struct TenancyConfig {
 impl Default for TenancyConfig {
     fn default() -> Self {
         Self { cache_ttl_secs: 30 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeycloakConfig {
+    /// Base URL of Keycloak, e.g. `http://127.0.0.1:18180`; realms live under `/realms/<name>`.
+    pub url: String,
+    /// Realm of the administrator account used to provision tenants.
+    #[serde(default = "default_admin_realm")]
+    pub admin_realm: String,
+    /// Client the administrator logs in with (`admin-cli`).
+    #[serde(default = "default_admin_client")]
+    pub admin_client_id: String,
+    pub admin_username: String,
+    pub admin_password: Secret,
+    /// Seconds a Keycloak admin call may take before it counts as failed.
+    #[serde(default = "default_kc_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_admin_realm() -> String {
+    "master".into()
+}
+fn default_admin_client() -> String {
+    "admin-cli".into()
+}
+fn default_kc_timeout() -> u64 {
+    10
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The audience every access token must carry (the API's client id in each realm).
+    pub audience: String,
+    /// Client that end users log in through; tokens it issues carry `audience`.
+    pub app_client_id: String,
+    /// Clock leeway for `exp`/`nbf`, in seconds.
+    pub leeway_secs: u64,
+    /// Largest accepted bearer token, in bytes.
+    pub max_token_bytes: usize,
+    /// Seconds after which a realm's signing keys are refreshed (in the background).
+    pub jwks_refresh_secs: u64,
+    /// Seconds cached keys keep validating while Keycloak cannot be reached.
+    pub jwks_max_staleness_secs: u64,
+    /// Minimum milliseconds between two key fetches of one realm triggered by unknown `kid`s.
+    pub unknown_kid_refetch_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            audience: "neotenant-api".into(),
+            app_client_id: "neotenant-app".into(),
+            leeway_secs: 30,
+            max_token_bytes: 8192,
+            jwks_refresh_secs: 300,
+            jwks_max_staleness_secs: 86_400,
+            unknown_kid_refetch_ms: 10_000,
+        }
     }
 }
 
@@ -295,6 +359,52 @@ impl Config {
         if self.admin.token.expose().len() < 32 {
             return Err(bad("admin.token", "must be at least 32 characters"));
         }
+        let kc =
+            url::Url::parse(&self.keycloak.url).map_err(|e| bad("keycloak.url", e.to_string()))?;
+        if !matches!(kc.scheme(), "http" | "https") || kc.host_str().is_none() {
+            return Err(bad("keycloak.url", "must be an http(s) URL with a host"));
+        }
+        if self.keycloak.admin_username.is_empty() {
+            return Err(bad("keycloak.admin_username", "must not be empty"));
+        }
+        if !(1..=120).contains(&self.keycloak.timeout_secs) {
+            return Err(bad("keycloak.timeout_secs", "must be between 1 and 120"));
+        }
+        for (key, value) in [
+            ("auth.audience", &self.auth.audience),
+            ("auth.app_client_id", &self.auth.app_client_id),
+        ] {
+            if value.is_empty() || value.len() > 100 {
+                return Err(bad(key, "must be 1-100 characters"));
+            }
+        }
+        if self.auth.leeway_secs > 300 {
+            return Err(bad("auth.leeway_secs", "must be at most 300"));
+        }
+        if !(1024..=65536).contains(&self.auth.max_token_bytes) {
+            return Err(bad(
+                "auth.max_token_bytes",
+                "must be between 1024 and 65536",
+            ));
+        }
+        if !(10..=86_400).contains(&self.auth.jwks_refresh_secs) {
+            return Err(bad(
+                "auth.jwks_refresh_secs",
+                "must be between 10 and 86400",
+            ));
+        }
+        if self.auth.jwks_max_staleness_secs < self.auth.jwks_refresh_secs {
+            return Err(bad(
+                "auth.jwks_max_staleness_secs",
+                "must be at least auth.jwks_refresh_secs",
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.auth.unknown_kid_refetch_ms) {
+            return Err(bad(
+                "auth.unknown_kid_refetch_ms",
+                "must be between 100 and 3600000",
+            ));
+        }
         if self.tenancy.cache_ttl_secs > 3600 {
             return Err(bad("tenancy.cache_ttl_secs", "must be at most 3600"));
         }
@@ -371,6 +481,15 @@ mod tests {
                 "redis://127.0.0.1:6379".into(),
             ),
             ("NEOTENANT_ADMIN__TOKEN".into(), "x".repeat(40)),
+            (
+                "NEOTENANT_KEYCLOAK__URL".into(),
+                "http://127.0.0.1:1".into(),
+            ),
+            ("NEOTENANT_KEYCLOAK__ADMIN_USERNAME".into(), "admin".into()),
+            (
+                "NEOTENANT_KEYCLOAK__ADMIN_PASSWORD".into(),
+                "kc-secret".into(),
+            ),
         ]
     }
 
@@ -435,5 +554,6 @@ mod tests {
         let debug = format!("{c:?}");
         assert!(!debug.contains("u:p@"), "{debug}");
         assert!(!debug.contains(&"x".repeat(40)));
+        assert!(!debug.contains("kc-secret"));
     }
 }

@@ -50,6 +50,18 @@ error_codes! {
     TenantMismatch => (BAD_REQUEST, "tenant-mismatch", "The request names two different tenants"),
     TenantRequired => (BAD_REQUEST, "tenant-required", "The request does not name a tenant"),
     Unauthorized => (UNAUTHORIZED, "unauthorized", "Authentication is required"),
+    TokenMissing => (UNAUTHORIZED, "token-missing", "A bearer token is required"),
+    TokenMalformed => (UNAUTHORIZED, "token-malformed", "The token is not a well-formed JWT"),
+    TokenTooLarge => (UNAUTHORIZED, "token-too-large", "The token is too large"),
+    TokenAlgorithm => (UNAUTHORIZED, "token-algorithm", "The token's signing algorithm is not accepted"),
+    TokenIssuer => (UNAUTHORIZED, "token-issuer", "The token was not issued for this tenant"),
+    TokenUnknownKey => (UNAUTHORIZED, "token-unknown-key", "The token's signing key is unknown"),
+    TokenSignature => (UNAUTHORIZED, "token-signature", "The token's signature is invalid"),
+    TokenExpired => (UNAUTHORIZED, "token-expired", "The token has expired"),
+    TokenNotYetValid => (UNAUTHORIZED, "token-not-yet-valid", "The token is not valid yet"),
+    TokenAudience => (UNAUTHORIZED, "token-audience", "The token is not meant for this API"),
+    TokenType => (UNAUTHORIZED, "token-type", "The token is not an access token"),
+    TokenTenant => (UNAUTHORIZED, "token-tenant", "The token is for another tenant"),
     Forbidden => (FORBIDDEN, "forbidden", "The credentials do not allow this action"),
     TenantSuspended => (FORBIDDEN, "tenant-suspended", "The tenant is suspended"),
     NotFound => (NOT_FOUND, "not-found", "The resource does not exist"),
@@ -66,6 +78,7 @@ error_codes! {
     Internal => (INTERNAL_SERVER_ERROR, "internal", "Internal error"),
     Unavailable => (SERVICE_UNAVAILABLE, "unavailable", "A dependency is temporarily unavailable"),
     TenantUnavailable => (SERVICE_UNAVAILABLE, "tenant-unavailable", "The tenant is not ready"),
+    IdentityUnavailable => (SERVICE_UNAVAILABLE, "identity-unavailable", "The identity provider is unavailable"),
 }
 
 impl ErrorCode {
@@ -199,7 +212,7 @@ impl ApiError {
             errors: self.errors,
         };
         res.status_code(status);
-        if self.code == ErrorCode::Unauthorized && !res.headers().contains_key(WWW_AUTHENTICATE) {
+        if status == StatusCode::UNAUTHORIZED && !res.headers().contains_key(WWW_AUTHENTICATE) {
             res.headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -7,6 +7,7 @@
 //! · `metrics` · `telemetry` · `ids` · `schema`. See docs/ARCHITECTURE.md.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;

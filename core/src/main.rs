@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use neotenant::config::Config;
-use neotenant::tenancy::model::{CreateTenant, Isolation, Region, TenantView};
+use neotenant::tenancy::model::{
+    CreateTenant, IdentityMode, IdentityRequest, Isolation, Region, TenantView,
+};
 use neotenant::tenancy::service;
 
 #[global_allocator]
@@ -55,6 +57,12 @@ enum TenantCommand {
         region: Region,
         #[arg(long, default_value = "schema")]
         isolation: Isolation,
+        /// Where its users live: `organization` (in the region's shared realm) or `realm`.
+        #[arg(long, default_value = "organization")]
+        identity: IdentityMode,
+        /// Link an existing realm (realm mode) or organization alias (organization mode).
+        #[arg(long)]
+        link: Option<String>,
     },
     /// List tenants.
     List,
@@ -150,12 +158,18 @@ async fn run(cli: Cli) -> Result<(), String> {
                     name,
                     region,
                     isolation,
+                    identity,
+                    link,
                 } => {
                     let input = CreateTenant {
                         slug,
                         display_name: name,
                         region,
                         isolation,
+                        identity: IdentityRequest {
+                            mode: identity,
+                            link,
+                        },
                     };
                     let (tenant, created) = service::create(&state, &input).await.map_err(fail)?;
                     eprintln!("{}", if created { "created" } else { "already exists" });

@@ -18,6 +18,8 @@ pub struct Metrics {
     pool_connections: IntGaugeVec,
     pool_idle: IntGaugeVec,
     pool_max: IntGaugeVec,
+    /// Signing-key fetches from the identity provider, by outcome.
+    pub jwks_fetches: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -69,8 +71,17 @@ impl Metrics {
             &["database"],
         )
         .expect("valid metric");
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new(
+                "jwks_fetches_total",
+                "Signing-key fetches from the identity provider by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(jwks_fetches.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(pool_connections.clone()),
             Box::new(pool_idle.clone()),
@@ -85,6 +96,7 @@ impl Metrics {
             pool_connections,
             pool_idle,
             pool_max,
+            jwks_fetches,
         }
     }
 

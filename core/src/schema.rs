@@ -30,6 +30,13 @@ pub mod admin {
             created_at -> Timestamptz,
             updated_at -> Timestamptz,
             suspended_at -> Nullable<Timestamptz>,
+            identity_mode -> Text,
+            identity_realm -> Nullable<Text>,
+            identity_org_alias -> Nullable<Text>,
+            identity_org_id -> Nullable<Text>,
+            identity_linked -> Bool,
+            identity_created -> Array<Text>,
+            identity_ready -> Bool,
         }
     }
 

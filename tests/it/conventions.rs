@@ -270,6 +270,7 @@ async fn tenant_resolution_from_host_and_header() {
         .client
         .post(app.url("/v1/notes"))
         .header("host", format!("{}.localhost:{port}", a.slug))
+        .bearer_auth(&a.token)
         .json(&json!({"title": "via host"}))
         .send()
         .await
@@ -289,6 +290,7 @@ async fn tenant_resolution_from_host_and_header() {
         .client
         .get(app.url("/v1/notes"))
         .header("host", format!("{}.localhost:{port}", a.slug))
+        .bearer_auth(&a.token)
         .header("x-tenant", &b.slug)
         .send()
         .await

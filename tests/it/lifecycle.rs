@@ -364,6 +364,7 @@ async fn concurrent_creates_of_one_tenant_make_it_once() {
         statuses.iter().all(|s| *s == 201 || *s == 200),
         "{statuses:?}"
     );
+    app.add_member(&slug).await;
     let res = app
         .tenant_req(Method::POST, &slug, "/v1/notes")
         .json(&json!({"title": "ok"}))
@@ -419,6 +420,7 @@ async fn status_changes_reach_other_instances_through_the_broadcast() {
     config.tenancy.cache_ttl_secs = 3600;
     let b = TestApp::start_with(config).await;
     let t = a.with_tenant("eu", "schema").await;
+    b.use_token(&t.slug, &t.token);
     assert_eq!(
         b.tenant_req(Method::GET, &t.slug, "/v1/notes")
             .send()

@@ -147,6 +147,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
 
     // The note was committed; clean up through a fresh server.
     let app2 = TestApp::start_with(test_config()).await;
+    app2.use_token(&t.slug, &t.token);
     let page: Value = app2
         .tenant_req(Method::GET, &t.slug, "/v1/notes")
         .send()

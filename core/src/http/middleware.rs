@@ -60,6 +60,7 @@ impl Handler for Observe {
             method = %req.method(),
             path = %req.uri().path(),
             tenant = tracing::field::Empty,
+            user = tracing::field::Empty,
         );
         let max_body = self.state.config.server.max_body_bytes;
         req.set_secure_max_size(max_body);

@@ -28,6 +28,7 @@ use crate::error::{ApiError, ErrorCode};
 fn tenant_api() -> Router {
     Router::with_path("v1")
         .hoop(crate::tenancy::resolve::ResolveTenant)
+        .hoop(crate::auth::Authenticate)
         .push(crate::notes::handlers::router())
 }
 
@@ -42,6 +43,14 @@ pub fn api_router() -> Router {
 pub fn openapi() -> OpenApi {
     OpenApi::new("NeoTenantApi", env!("CARGO_PKG_VERSION"))
         .openapi_version(salvo::oapi::OpenApiVersion::Version3_1)
+        .add_security_scheme(
+            "bearer",
+            salvo::oapi::security::SecurityScheme::Http(
+                salvo::oapi::security::Http::new(salvo::oapi::security::HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description("An access token from the tenant's Keycloak realm"),
+            ),
+        )
         .merge_router(&api_router())
 }
 

@@ -4,6 +4,7 @@ use salvo::oapi::endpoint;
 use salvo::prelude::*;
 
 use super::{NewNote, NewNotes, Note, service};
+use crate::auth::CurrentPrincipal;
 use crate::error::ApiResult;
 use crate::http::extract::{JsonBody, ListParams, Page, Path};
 use crate::http::reply::{NoContent, Reply};
@@ -11,16 +12,21 @@ use crate::ids::NoteId;
 use crate::tenancy::resolve::CurrentTenant;
 
 /// Create a note.
-#[endpoint(tags("notes"), status_codes(201, 400, 404, 409, 413, 415, 422))]
-pub async fn create_note(tenant: CurrentTenant, body: JsonBody<NewNote>) -> ApiResult<Reply<Note>> {
+#[endpoint(tags("notes"), status_codes(201, 400, 401, 404, 409, 413, 415, 422))]
+pub async fn create_note(
+    _caller: CurrentPrincipal,
+    tenant: CurrentTenant,
+    body: JsonBody<NewNote>,
+) -> ApiResult<Reply<Note>> {
     let note = service::create(&tenant.0.db, &body.0).await?;
     let location = format!("/v1/notes/{}", note.id);
     Ok(Reply::created(note, location))
 }
 
 /// Create up to 100 notes at once; all or nothing.
-#[endpoint(tags("notes"), status_codes(201, 400, 404, 409, 413, 415, 422))]
+#[endpoint(tags("notes"), status_codes(201, 400, 401, 404, 409, 413, 415, 422))]
 pub async fn create_notes(
+    _caller: CurrentPrincipal,
     tenant: CurrentTenant,
     body: JsonBody<NewNotes>,
 ) -> ApiResult<Reply<Vec<Note>>> {
@@ -29,8 +35,9 @@ pub async fn create_notes(
 }
 
 /// List notes, oldest first.
-#[endpoint(tags("notes"), status_codes(200, 400, 404))]
+#[endpoint(tags("notes"), status_codes(200, 400, 401, 404))]
 pub async fn list_notes(
+    _caller: CurrentPrincipal,
     tenant: CurrentTenant,
     page: ListParams<NoteId>,
 ) -> ApiResult<Reply<Page<Note>>> {
@@ -39,14 +46,22 @@ pub async fn list_notes(
 }
 
 /// Get one note.
-#[endpoint(tags("notes"), status_codes(200, 400, 404))]
-pub async fn get_note(tenant: CurrentTenant, id: Path<NoteId>) -> ApiResult<Reply<Note>> {
+#[endpoint(tags("notes"), status_codes(200, 400, 401, 404))]
+pub async fn get_note(
+    _caller: CurrentPrincipal,
+    tenant: CurrentTenant,
+    id: Path<NoteId>,
+) -> ApiResult<Reply<Note>> {
     Ok(Reply::ok(service::get(&tenant.0.db, id.0).await?))
 }
 
 /// Delete one note.
-#[endpoint(tags("notes"), status_codes(204, 400, 404))]
-pub async fn delete_note(tenant: CurrentTenant, id: Path<NoteId>) -> ApiResult<NoContent> {
+#[endpoint(tags("notes"), status_codes(204, 400, 401, 404))]
+pub async fn delete_note(
+    _caller: CurrentPrincipal,
+    tenant: CurrentTenant,
+    id: Path<NoteId>,
+) -> ApiResult<NoContent> {
     service::delete(&tenant.0.db, id.0).await?;
     Ok(NoContent)
 }

@@ -26,6 +26,11 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(2);
 pub struct ResolvedTenant {
     pub tenant: Tenant,
     pub db: TenantDb,
+    /// The `iss` its tokens must carry; `None` until its identity home is provisioned, and
+    /// then every token is refused.
+    pub issuer: Option<String>,
+    /// Organization mode: the one organization its tokens must name.
+    pub org_alias: Option<String>,
 }
 
 struct Entry {

@@ -66,6 +66,37 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// Where a tenant's users live: `realm` — a Keycloak realm of its own (strict isolation);
+    /// `organization` — an organization in its region's shared realm (scales to many tenants).
+    IdentityMode { Realm => "realm", Organization => "organization" }
+);
+
+/// The shared realm of a region (organization-mode tenants).
+pub fn shared_realm_name(region: Region) -> String {
+    format!("neotenant-{}", region.as_str())
+}
+
+/// The realm a realm-mode tenant gets when it does not link an existing one.
+pub fn tenant_realm_name(slug: &str) -> String {
+    format!("tenant-{slug}")
+}
+
+/// Where a tenant's identities live, as recorded in the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub mode: IdentityMode,
+    pub realm: Option<String>,
+    pub org_alias: Option<String>,
+    pub org_id: Option<String>,
+    /// Linked to a realm or organization that existed before; we never delete it.
+    pub linked: bool,
+    /// What provisioning created in Keycloak (`realm`, `organization`, `client:<id>`, `role:<name>`).
+    pub created: Vec<String>,
+    /// Provisioning in Keycloak has finished.
+    pub ready: bool,
+}
+
 /// Validates a tenant slug: 3–40 characters of `a-z`, `0-9` and single hyphens, starting with a
 /// letter and not ending with a hyphen.
 pub fn validate_slug(slug: &str) -> Result<(), String> {
@@ -116,6 +147,7 @@ pub struct Tenant {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub suspended_at: Option<DateTime<Utc>>,
+    pub identity: Identity,
 }
 
 /// The public representation of a tenant (admin API and CLI output).
@@ -139,6 +171,22 @@ pub struct TenantView {
     pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suspended_at: Option<DateTime<Utc>>,
+    pub identity: IdentityView,
+}
+
+/// Where the tenant's users sign in.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IdentityView {
+    pub mode: IdentityMode,
+    /// Keycloak realm holding the tenant's users.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
+    /// Organization alias (organization mode): tokens must be requested with scope
+    /// `organization:<alias>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    pub linked: bool,
+    pub ready: bool,
 }
 
 impl From<&Tenant> for TenantView {
@@ -157,6 +205,13 @@ impl From<&Tenant> for TenantView {
             created_at: t.created_at,
             updated_at: t.updated_at,
             suspended_at: t.suspended_at,
+            identity: IdentityView {
+                mode: t.identity.mode,
+                realm: t.identity.realm.clone(),
+                organization: t.identity.org_alias.clone(),
+                linked: t.identity.linked,
+                ready: t.identity.ready,
+            },
         }
     }
 }
@@ -171,6 +226,29 @@ pub struct CreateTenant {
     pub region: Region,
     #[serde(default = "default_isolation")]
     pub isolation: Isolation,
+    #[serde(default)]
+    pub identity: IdentityRequest,
+}
+
+/// Where the tenant's users should live.
+#[derive(Debug, Clone, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityRequest {
+    /// `organization` (default) or `realm`.
+    #[serde(default)]
+    pub mode: IdentityMode,
+    /// Link an existing realm (realm mode) or organization alias in the region's shared realm
+    /// (organization mode) instead of creating one.
+    #[serde(default)]
+    pub link: Option<String>,
+}
+
+// The enum comes from `string_enum!`, which cannot mark a default variant.
+#[allow(clippy::derivable_impls)]
+impl Default for IdentityMode {
+    fn default() -> Self {
+        IdentityMode::Organization
+    }
 }
 
 fn default_isolation() -> Isolation {

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::model::{Isolation, Region, Tenant, TenantStatus};
+use super::model::{Identity, Isolation, Region, Tenant, TenantStatus};
 use crate::ids::{ConnectionId, TenantId};
 use crate::schema::admin::{database_connections as dc, tenants as t};
 
@@ -40,6 +40,13 @@ struct TenantRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     suspended_at: Option<DateTime<Utc>>,
+    identity_mode: String,
+    identity_realm: Option<String>,
+    identity_org_alias: Option<String>,
+    identity_org_id: Option<String>,
+    identity_linked: bool,
+    identity_created: Vec<String>,
+    identity_ready: bool,
 }
 
 #[derive(Insertable)]
@@ -53,6 +60,10 @@ pub struct NewTenantRow<'a> {
     pub status: &'a str,
     pub connection_id: Uuid,
     pub schema_name: &'a str,
+    pub identity_mode: &'a str,
+    pub identity_realm: Option<&'a str>,
+    pub identity_org_alias: Option<&'a str>,
+    pub identity_linked: bool,
 }
 
 fn corrupt(what: &str, e: String) -> diesel::result::Error {
@@ -75,6 +86,18 @@ fn to_tenant((row, database_name): (TenantRow, String)) -> QueryResult<Tenant> {
         created_at: row.created_at,
         updated_at: row.updated_at,
         suspended_at: row.suspended_at,
+        identity: Identity {
+            mode: row
+                .identity_mode
+                .parse()
+                .map_err(|e| corrupt("identity_mode", e))?,
+            realm: row.identity_realm,
+            org_alias: row.identity_org_alias,
+            org_id: row.identity_org_id,
+            linked: row.identity_linked,
+            created: row.identity_created,
+            ready: row.identity_ready,
+        },
     })
 }
 
@@ -162,6 +185,27 @@ pub async fn mark_provisioned(
             t::status.eq(diesel::dsl::sql::<diesel::sql_types::Text>(
                 "CASE WHEN status = 'provisioning' THEN 'active' ELSE status END",
             )),
+            t::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records what identity provisioning produced and whether it finished.
+pub async fn set_identity(
+    conn: &mut AsyncPgConnection,
+    id: TenantId,
+    org_id: Option<&str>,
+    created: &[String],
+    ready: bool,
+) -> QueryResult<()> {
+    diesel::update(t::table)
+        .filter(t::id.eq(id.0))
+        .set((
+            t::identity_org_id.eq(org_id),
+            t::identity_created.eq(created),
+            t::identity_ready.eq(ready),
             t::updated_at.eq(diesel::dsl::now),
         ))
         .execute(conn)

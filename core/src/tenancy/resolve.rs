@@ -75,10 +75,9 @@ pub async fn resolve(state: &AppState, slug: &str) -> ApiResult<Arc<ResolvedTena
         Some(hit) => hit,
         None => {
             let mut conn = state.registry.get_owned().await?;
-            let found = repo::find_by_slug(&mut conn, &slug).await?.map(|tenant| {
-                let db = service::tenant_db(state, &tenant);
-                Arc::new(ResolvedTenant { tenant, db })
-            });
+            let found = repo::find_by_slug(&mut conn, &slug)
+                .await?
+                .map(|tenant| Arc::new(service::resolved(state, tenant)));
             state.tenant_cache.put(&slug, found.clone());
             found
         }

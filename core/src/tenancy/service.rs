@@ -12,12 +12,15 @@ use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use super::cache::ResolvedTenant;
 use super::model::{
-    self, CreateTenant, Isolation, Region, Tenant, TenantStatus, dedicated_database_name,
-    schema_name, shared_database_name, validate_slug,
+    self, CreateTenant, IdentityMode, Isolation, Region, Tenant, TenantStatus,
+    dedicated_database_name, schema_name, shared_database_name, shared_realm_name,
+    tenant_realm_name, validate_slug,
 };
 use super::repo::{self, ConnectionRow, NewTenantRow};
 use crate::app::AppState;
+use crate::auth::keycloak::{IdpError, Ownership};
 use crate::db::{self, TenantDb, Tx, migrate};
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use crate::ids::{ConnectionId, TenantId};
@@ -37,6 +40,22 @@ pub fn validate_create(input: &CreateTenant) -> ApiResult<()> {
             pointer: "/display_name".into(),
             message: "must be 1-200 characters".into(),
         });
+    }
+    if let Some(link) = &input.identity.link {
+        let ok = (1..=100).contains(&link.len())
+            && link
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+            && link
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok {
+            errors.push(FieldError {
+                pointer: "/identity/link".into(),
+                message: "must be 1-100 characters of A-Z, a-z, 0-9, _ . -".into(),
+            });
+        }
     }
     if errors.is_empty() {
         Ok(())
@@ -90,12 +109,15 @@ pub async fn create(state: &AppState, input: &CreateTenant) -> ApiResult<(Tenant
     let mut conn = registry_conn(state).await?;
     let (tenant, created) = match repo::find_by_slug(&mut conn, &input.slug).await? {
         Some(existing) => {
-            if existing.region != input.region || existing.isolation != input.isolation {
+            if existing.region != input.region
+                || existing.isolation != input.isolation
+                || existing.identity.mode != input.identity.mode
+            {
                 return Err(ApiError::new(
                     ErrorCode::Conflict,
                     format!(
-                        "tenant {} already exists in region {} with isolation {}",
-                        existing.slug, existing.region, existing.isolation
+                        "tenant {} already exists in region {} with isolation {} and identity mode {}",
+                        existing.slug, existing.region, existing.isolation, existing.identity.mode
                     ),
                 ));
             }
@@ -124,6 +146,18 @@ pub async fn create(state: &AppState, input: &CreateTenant) -> ApiResult<(Tenant
             )
             .await?;
             let schema = schema_name(&input.slug);
+            let link = input.identity.link.as_deref();
+            let (identity_realm, identity_org_alias) = match input.identity.mode {
+                IdentityMode::Realm => (
+                    link.map(str::to_string)
+                        .unwrap_or_else(|| tenant_realm_name(&input.slug)),
+                    None,
+                ),
+                IdentityMode::Organization => (
+                    shared_realm_name(input.region),
+                    Some(link.unwrap_or(&input.slug).to_string()),
+                ),
+            };
             let row = NewTenantRow {
                 id: TenantId::generate().0,
                 slug: &input.slug,
@@ -133,6 +167,10 @@ pub async fn create(state: &AppState, input: &CreateTenant) -> ApiResult<(Tenant
                 status: TenantStatus::Provisioning.as_str(),
                 connection_id: connection.id,
                 schema_name: &schema,
+                identity_mode: input.identity.mode.as_str(),
+                identity_realm: Some(&identity_realm),
+                identity_org_alias: identity_org_alias.as_deref(),
+                identity_linked: link.is_some(),
             };
             match repo::insert_tenant(&mut conn, &row).await {
                 Ok(()) => {}
@@ -200,13 +238,142 @@ async fn provision(
     state: &AppState,
     tenant: &Tenant,
     registry: &mut AsyncPgConnection,
-) -> Result<(), migrate::MigrateError> {
+) -> Result<(), ProvisionError> {
     let server = state.config.region_server_url(tenant.region);
     if tenant.isolation == Isolation::Database {
         migrate::ensure_database(server, &tenant.database_name).await?;
     }
     let version = migrate_tenant(state, tenant).await?;
+    if !tenant.identity.ready {
+        provision_identity(state, tenant, registry).await?;
+    }
     repo::mark_provisioned(registry, tenant.id, version).await?;
+    Ok(())
+}
+
+/// Why provisioning stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(transparent)]
+    Database(#[from] migrate::MigrateError),
+    #[error(transparent)]
+    Identity(#[from] IdpError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<diesel::result::Error> for ProvisionError {
+    fn from(e: diesel::result::Error) -> Self {
+        ProvisionError::Database(e.into())
+    }
+}
+
+/// Makes the tenant's identity home in Keycloak: its own realm (tagged as ours, or the linked
+/// one) with the API's clients and roles, or an organization in the region's shared realm.
+/// Records what it created, so deletion removes exactly that. Idempotent.
+async fn provision_identity(
+    state: &AppState,
+    tenant: &Tenant,
+    registry: &mut AsyncPgConnection,
+) -> Result<(), ProvisionError> {
+    let kc = &state.keycloak;
+    let identity = &tenant.identity;
+    let owner = tenant.id.to_string();
+    let realm = identity
+        .realm
+        .clone()
+        .unwrap_or_else(|| match identity.mode {
+            IdentityMode::Realm => tenant_realm_name(&tenant.slug),
+            IdentityMode::Organization => shared_realm_name(tenant.region),
+        });
+    let mut created = identity.created.clone();
+    let mut org_id = None;
+    match identity.mode {
+        IdentityMode::Realm if identity.linked => {
+            if !kc.realm_exists(&realm).await? {
+                return Err(ProvisionError::Refused(format!(
+                    "realm {realm} does not exist to be linked"
+                )));
+            }
+            for item in kc.ensure_realm_setup(&realm, Some(&tenant.slug)).await? {
+                if !created.contains(&item) {
+                    created.push(item);
+                }
+            }
+        }
+        IdentityMode::Realm => {
+            if kc
+                .ensure_realm(&realm, &tenant.display_name, false, &owner)
+                .await?
+                == Ownership::Foreign
+            {
+                return Err(ProvisionError::Refused(format!(
+                    "realm {realm} already exists and was not made for this tenant; link it instead"
+                )));
+            }
+            if !created.iter().any(|c| c == "realm") {
+                created.push("realm".into());
+            }
+            kc.ensure_realm_setup(&realm, Some(&tenant.slug)).await?;
+        }
+        IdentityMode::Organization => {
+            kc.ensure_realm(
+                &realm,
+                &format!("NeoTenantApi {}", tenant.region),
+                true,
+                "platform",
+            )
+            .await?;
+            kc.ensure_realm_setup(&realm, None).await?;
+            let alias = identity
+                .org_alias
+                .clone()
+                .unwrap_or_else(|| tenant.slug.clone());
+            if identity.linked {
+                let (id, _) = kc.find_organization(&realm, &alias).await?.ok_or_else(|| {
+                    ProvisionError::Refused(format!(
+                        "organization {alias} does not exist in realm {realm} to be linked"
+                    ))
+                })?;
+                org_id = Some(id);
+            } else {
+                let (id, ownership) = kc
+                    .ensure_organization(&realm, &alias, &tenant.display_name, &owner)
+                    .await?;
+                if ownership == Ownership::Foreign {
+                    return Err(ProvisionError::Refused(format!(
+                        "organization {alias} already exists and was not made for this tenant; link it instead"
+                    )));
+                }
+                if !created.iter().any(|c| c == "organization") {
+                    created.push("organization".into());
+                }
+                org_id = Some(id);
+            }
+        }
+    }
+    repo::set_identity(registry, tenant.id, org_id.as_deref(), &created, true).await?;
+    Ok(())
+}
+
+/// Removes from Keycloak what provisioning created for this tenant, and nothing else.
+async fn remove_identity(state: &AppState, tenant: &Tenant) -> Result<(), IdpError> {
+    let kc = &state.keycloak;
+    let identity = &tenant.identity;
+    let Some(realm) = identity.realm.as_deref() else {
+        return Ok(());
+    };
+    for item in &identity.created {
+        match item.as_str() {
+            "realm" => kc.delete_realm(realm).await?,
+            "organization" => {
+                if let Some(id) = identity.org_id.as_deref() {
+                    kc.delete_organization(realm, id).await?;
+                }
+            }
+            other => kc.remove_created(realm, other).await?,
+        }
+    }
     Ok(())
 }
 
@@ -306,6 +473,15 @@ pub async fn delete(state: &AppState, slug: &str, confirm: Option<&str>) -> ApiR
     let Some(tenant) = repo::find_by_slug(lock.conn(), slug).await? else {
         return lock.finish(Ok(())).await;
     };
+    if let Err(e) = remove_identity(state, &tenant).await {
+        return lock
+            .finish(Err(ApiError::new(
+                ErrorCode::IdentityUnavailable,
+                "the identity provider could not remove the tenant's users; repeat the deletion",
+            )
+            .with_source(e)))
+            .await;
+    }
     let server = state.config.region_server_url(tenant.region);
     let dropped = match tenant.isolation {
         Isolation::Database => {
@@ -426,17 +602,46 @@ pub async fn migrate_one(state: &AppState, slug: &str) -> ApiResult<bool> {
     let outcome = if tenant.status == TenantStatus::Provisioning {
         provision(state, &tenant, lock.conn()).await
     } else {
-        match migrate_tenant(state, &tenant).await {
-            Ok(version) => repo::mark_provisioned(lock.conn(), tenant.id, version)
-                .await
-                .map_err(migrate::MigrateError::from),
-            Err(e) => Err(e),
+        async {
+            let version = migrate_tenant(state, &tenant).await?;
+            if !tenant.identity.ready {
+                provision_identity(state, &tenant, lock.conn()).await?;
+            }
+            repo::mark_provisioned(lock.conn(), tenant.id, version).await?;
+            Ok::<(), ProvisionError>(())
         }
+        .await
     };
     let outcome = outcome
         .map(|()| true)
         .map_err(|e| ApiError::unavailable("the tenant's database", e));
     lock.finish(outcome).await
+}
+
+/// A tenant with everything a request needs precomputed: its database handle and what its
+/// tokens must carry.
+pub fn resolved(state: &AppState, tenant: Tenant) -> ResolvedTenant {
+    let db = tenant_db(state, &tenant);
+    let identity = &tenant.identity;
+    let (issuer, org_alias) = match (
+        identity.ready,
+        identity.mode,
+        &identity.realm,
+        &identity.org_alias,
+    ) {
+        (true, IdentityMode::Realm, Some(realm), _) => (Some(state.keycloak.issuer(realm)), None),
+        (true, IdentityMode::Organization, Some(realm), Some(alias)) => {
+            (Some(state.keycloak.issuer(realm)), Some(alias.clone()))
+        }
+        // Not provisioned (or inconsistent): no issuer, so every token is refused.
+        _ => (None, None),
+    };
+    ResolvedTenant {
+        tenant,
+        db,
+        issuer,
+        org_alias,
+    }
 }
 
 /// The scoped database handle of an active tenant.

@@ -1,0 +1,540 @@
+//! Keycloak admin REST client: provisions each tenant's identity home (a realm of its own, or
+//! an organization in the region's shared realm) and manages users there.
+//!
+//! Owns every call to Keycloak's admin API and the admin token they use. Every operation is
+//! idempotent (an existing realm, client, role or organization is reused), so provisioning can
+//! be re-run after a failure. Never logs the admin password or tokens; never sits on the
+//! request hot path (token validation uses only cached keys, see `jwks`).
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::config::{AuthConfig, KeycloakConfig};
+
+/// Why a Keycloak call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IdpError {
+    #[error("Keycloak is unreachable: {0}")]
+    Unreachable(String),
+    #[error("Keycloak answered {status} to {what}: {body}")]
+    Status {
+        what: String,
+        status: StatusCode,
+        body: String,
+    },
+    #[error("Keycloak returned an unexpected response to {0}")]
+    Unexpected(String),
+}
+
+/// Attribute marking a realm or organization as provisioned for one tenant, so a retried
+/// provisioning recognises its own work and never adopts someone else's.
+pub const OWNER_ATTRIBUTE: &str = "neotenant.tenant";
+
+/// Whether an existing realm or organization was made by the owner we asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    Ours,
+    Foreign,
+}
+
+/// Roles every tenant realm (and shared realm) has; `member` is given to every new user.
+pub const TENANT_ROLES: &[&str] = &["owner", "admin", "member", "viewer"];
+pub const DEFAULT_ROLE: &str = "member";
+
+pub struct KeycloakAdmin {
+    http: reqwest::Client,
+    base: String,
+    config: KeycloakConfig,
+    audience: String,
+    app_client: String,
+    token: tokio::sync::Mutex<Option<(String, Instant)>>,
+}
+
+impl KeycloakAdmin {
+    pub fn new(config: &KeycloakConfig, auth: &AuthConfig) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(config.timeout_secs))
+            .build()
+            .expect("HTTP client builds");
+        Self {
+            http,
+            base: config.url.trim_end_matches('/').to_string(),
+            config: config.clone(),
+            audience: auth.audience.clone(),
+            app_client: auth.app_client_id.clone(),
+            token: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The issuer (`iss`) of tokens from `realm`.
+    pub fn issuer(&self, realm: &str) -> String {
+        format!("{}/realms/{realm}", self.base)
+    }
+
+    /// The token endpoint of `realm` (for clients and tests).
+    pub fn token_endpoint(&self, realm: &str) -> String {
+        format!("{}/protocol/openid-connect/token", self.issuer(realm))
+    }
+
+    async fn admin_token(&self, refresh: bool) -> Result<String, IdpError> {
+        let mut slot = self.token.lock().await;
+        if !refresh
+            && let Some((token, until)) = slot.as_ref()
+            && Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
+        let res = self
+            .http
+            .post(self.token_endpoint(&self.config.admin_realm))
+            .form(&[
+                ("grant_type", "password"),
+                ("client_id", self.config.admin_client_id.as_str()),
+                ("username", self.config.admin_username.as_str()),
+                ("password", self.config.admin_password.expose()),
+            ])
+            .send()
+            .await
+            .map_err(|e| IdpError::Unreachable(e.to_string()))?;
+        let status = res.status();
+        let body: Value = res
+            .json()
+            .await
+            .map_err(|e| IdpError::Unreachable(e.to_string()))?;
+        if !status.is_success() {
+            return Err(IdpError::Status {
+                what: "admin login".into(),
+                status,
+                body: body.get("error").map(|e| e.to_string()).unwrap_or_default(),
+            });
+        }
+        let token = body["access_token"]
+            .as_str()
+            .ok_or_else(|| IdpError::Unexpected("admin login".into()))?
+            .to_string();
+        let lifetime = body["expires_in"].as_u64().unwrap_or(60);
+        let until = Instant::now() + Duration::from_secs(lifetime.saturating_sub(15).max(5));
+        *slot = Some((token.clone(), until));
+        Ok(token)
+    }
+
+    /// One admin call; retried once with a fresh admin token on 401.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, String), IdpError> {
+        for attempt in 0..2 {
+            let token = self.admin_token(attempt > 0).await?;
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}/admin/realms{path}", self.base))
+                .bearer_auth(token);
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            let res = req
+                .send()
+                .await
+                .map_err(|e| IdpError::Unreachable(e.to_string()))?;
+            let status = res.status();
+            let text = res
+                .text()
+                .await
+                .map_err(|e| IdpError::Unreachable(e.to_string()))?;
+            if status == StatusCode::UNAUTHORIZED && attempt == 0 {
+                continue;
+            }
+            return Ok((status, text));
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    /// A call whose success statuses are listed; anything else is an error.
+    async fn expect(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        ok: &[StatusCode],
+    ) -> Result<(StatusCode, String), IdpError> {
+        let what = format!("{method} {path}");
+        let (status, text) = self.call(method, path, body).await?;
+        if ok.contains(&status) {
+            Ok((status, text))
+        } else {
+            Err(IdpError::Status {
+                what,
+                status,
+                body: text.chars().take(300).collect(),
+            })
+        }
+    }
+
+    async fn get_json(&self, path: &str) -> Result<Option<Value>, IdpError> {
+        let (status, text) = self
+            .expect(
+                Method::GET,
+                path,
+                None,
+                &[StatusCode::OK, StatusCode::NOT_FOUND],
+            )
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|_| IdpError::Unexpected(format!("GET {path}")))
+    }
+
+    pub async fn realm_exists(&self, realm: &str) -> Result<bool, IdpError> {
+        Ok(self.get_json(&format!("/{realm}")).await?.is_some())
+    }
+
+    /// Creates `realm` tagged with `owner` unless it exists; says whether the realm is ours.
+    pub async fn ensure_realm(
+        &self,
+        realm: &str,
+        display_name: &str,
+        organizations: bool,
+        owner: &str,
+    ) -> Result<Ownership, IdpError> {
+        let body = json!({
+            "realm": realm,
+            "displayName": display_name,
+            "enabled": true,
+            "organizationsEnabled": organizations,
+            "bruteForceProtected": true,
+            "attributes": {OWNER_ATTRIBUTE: owner},
+        });
+        let (status, _) = self
+            .expect(
+                Method::POST,
+                "",
+                Some(&body),
+                &[StatusCode::CREATED, StatusCode::CONFLICT],
+            )
+            .await?;
+        if status == StatusCode::CREATED {
+            return Ok(Ownership::Ours);
+        }
+        let existing = self
+            .get_json(&format!("/{realm}"))
+            .await?
+            .unwrap_or(Value::Null);
+        Ok(if existing["attributes"][OWNER_ATTRIBUTE] == owner {
+            Ownership::Ours
+        } else {
+            Ownership::Foreign
+        })
+    }
+
+    /// Makes sure `realm` has the API's client, the end-user client (whose tokens carry the
+    /// API audience, and in a tenant's own realm a `tenant` claim) and the tenant roles.
+    /// Returns what it created (`client:<id>`, `role:<name>`), for linked realms whose
+    /// additions must be removed again when the tenant goes.
+    pub async fn ensure_realm_setup(
+        &self,
+        realm: &str,
+        tenant_claim: Option<&str>,
+    ) -> Result<Vec<String>, IdpError> {
+        let mut created = Vec::new();
+        let api = json!({
+            "clientId": self.audience,
+            "name": "NeoTenantApi",
+            "publicClient": false,
+            "standardFlowEnabled": false,
+            "directAccessGrantsEnabled": false,
+            "serviceAccountsEnabled": false,
+        });
+        if self.ensure_client(realm, &self.audience, &api).await? {
+            created.push(format!("client:{}", self.audience));
+        }
+        let mut mappers = vec![json!({
+            "name": "api-audience",
+            "protocol": "openid-connect",
+            "protocolMapper": "oidc-audience-mapper",
+            "config": {"included.client.audience": self.audience, "access.token.claim": "true", "id.token.claim": "false"}
+        })];
+        if let Some(slug) = tenant_claim {
+            mappers.push(json!({
+                "name": "tenant",
+                "protocol": "openid-connect",
+                "protocolMapper": "oidc-hardcoded-claim-mapper",
+                "config": {"claim.name": "tenant", "claim.value": slug, "jsonType.label": "String",
+                           "access.token.claim": "true", "id.token.claim": "true", "userinfo.token.claim": "true"}
+            }));
+        }
+        let app = json!({
+            "clientId": self.app_client,
+            "name": "NeoTenantApi applications",
+            "publicClient": true,
+            "standardFlowEnabled": true,
+            "directAccessGrantsEnabled": true,
+            "redirectUris": ["http://localhost/*", "http://127.0.0.1/*"],
+            "webOrigins": ["+"],
+            "attributes": {"pkce.code.challenge.method": "S256"},
+            "protocolMappers": mappers,
+        });
+        if self.ensure_client(realm, &self.app_client, &app).await? {
+            created.push(format!("client:{}", self.app_client));
+        }
+        for role in TENANT_ROLES {
+            let (status, _) = self
+                .expect(
+                    Method::POST,
+                    &format!("/{realm}/roles"),
+                    Some(&json!({"name": role, "description": format!("NeoTenantApi {role}")})),
+                    &[StatusCode::CREATED, StatusCode::CONFLICT],
+                )
+                .await?;
+            if status == StatusCode::CREATED {
+                created.push(format!("role:{role}"));
+            }
+        }
+        // New users get `member`.
+        let member = self
+            .get_json(&format!("/{realm}/roles/{DEFAULT_ROLE}"))
+            .await?
+            .ok_or_else(|| IdpError::Unexpected("member role".into()))?;
+        self.expect(
+            Method::POST,
+            &format!("/{realm}/roles/default-roles-{realm}/composites"),
+            Some(&json!([member])),
+            &[
+                StatusCode::NO_CONTENT,
+                StatusCode::CONFLICT,
+                StatusCode::NOT_FOUND,
+            ],
+        )
+        .await?;
+        Ok(created)
+    }
+
+    async fn client_uuid(&self, realm: &str, client_id: &str) -> Result<Option<String>, IdpError> {
+        Ok(self
+            .get_json(&format!("/{realm}/clients?clientId={client_id}"))
+            .await?
+            .and_then(|v| v[0]["id"].as_str().map(str::to_string)))
+    }
+
+    /// Creates the client unless it exists; returns whether this call created it.
+    async fn ensure_client(
+        &self,
+        realm: &str,
+        client_id: &str,
+        body: &Value,
+    ) -> Result<bool, IdpError> {
+        if self.client_uuid(realm, client_id).await?.is_some() {
+            return Ok(false);
+        }
+        let (status, _) = self
+            .expect(
+                Method::POST,
+                &format!("/{realm}/clients"),
+                Some(body),
+                &[StatusCode::CREATED, StatusCode::CONFLICT],
+            )
+            .await?;
+        Ok(status == StatusCode::CREATED)
+    }
+
+    /// Removes one thing `ensure_realm_setup` created (`client:<id>` or `role:<name>`).
+    pub async fn remove_created(&self, realm: &str, item: &str) -> Result<(), IdpError> {
+        let ok = [StatusCode::NO_CONTENT, StatusCode::NOT_FOUND];
+        if let Some(client_id) = item.strip_prefix("client:") {
+            if let Some(uuid) = self.client_uuid(realm, client_id).await? {
+                self.expect(
+                    Method::DELETE,
+                    &format!("/{realm}/clients/{uuid}"),
+                    None,
+                    &ok,
+                )
+                .await?;
+            }
+        } else if let Some(role) = item.strip_prefix("role:") {
+            self.expect(Method::DELETE, &format!("/{realm}/roles/{role}"), None, &ok)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes `realm`; a missing realm is not an error.
+    pub async fn delete_realm(&self, realm: &str) -> Result<(), IdpError> {
+        self.expect(
+            Method::DELETE,
+            &format!("/{realm}"),
+            None,
+            &[StatusCode::NO_CONTENT, StatusCode::NOT_FOUND],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The organization with `alias` in `realm`, if any: its id and owner tag. Organizations
+    /// we create are named after their alias, so one exact name search finds them; a linked
+    /// organization named otherwise is found by scanning the realm's organizations.
+    pub async fn find_organization(
+        &self,
+        realm: &str,
+        alias: &str,
+    ) -> Result<Option<(String, Option<String>)>, IdpError> {
+        let pick = |found: &Value| {
+            found
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|o| o["alias"] == alias)
+                .and_then(|o| {
+                    let id = o["id"].as_str()?.to_string();
+                    let owner = o["attributes"][OWNER_ATTRIBUTE][0]
+                        .as_str()
+                        .map(str::to_string);
+                    Some((id, owner))
+                })
+        };
+        let by_name = self
+            .get_json(&format!(
+                "/{realm}/organizations?search={alias}&exact=true&briefRepresentation=false"
+            ))
+            .await?
+            .unwrap_or(Value::Null);
+        if let Some(hit) = pick(&by_name) {
+            return Ok(Some(hit));
+        }
+        let mut first = 0;
+        loop {
+            let page = self
+                .get_json(&format!(
+                    "/{realm}/organizations?first={first}&max=100&briefRepresentation=false"
+                ))
+                .await?
+                .unwrap_or(Value::Null);
+            if let Some(hit) = pick(&page) {
+                return Ok(Some(hit));
+            }
+            let n = page.as_array().map_or(0, Vec::len);
+            if n < 100 {
+                return Ok(None);
+            }
+            first += 100;
+        }
+    }
+
+    /// Creates the organization `alias` tagged with `owner` unless it exists; returns its id
+    /// and whether it is ours.
+    pub async fn ensure_organization(
+        &self,
+        realm: &str,
+        alias: &str,
+        name: &str,
+        owner: &str,
+    ) -> Result<(String, Ownership), IdpError> {
+        if self.find_organization(realm, alias).await?.is_none() {
+            self.expect(
+                Method::POST,
+                &format!("/{realm}/organizations"),
+                Some(
+                    &json!({"name": alias, "alias": alias, "description": name, "enabled": true,
+                             "attributes": {OWNER_ATTRIBUTE: [owner]}}),
+                ),
+                &[StatusCode::CREATED, StatusCode::CONFLICT],
+            )
+            .await?;
+        }
+        let (id, tag) = self
+            .find_organization(realm, alias)
+            .await?
+            .ok_or_else(|| IdpError::Unexpected("organization created but not found".into()))?;
+        let ownership = if tag.as_deref() == Some(owner) {
+            Ownership::Ours
+        } else {
+            Ownership::Foreign
+        };
+        Ok((id, ownership))
+    }
+
+    pub async fn delete_organization(&self, realm: &str, id: &str) -> Result<(), IdpError> {
+        self.expect(
+            Method::DELETE,
+            &format!("/{realm}/organizations/{id}"),
+            None,
+            &[StatusCode::NO_CONTENT, StatusCode::NOT_FOUND],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Creates a user with a password (or finds the existing one); returns the user id.
+    pub async fn ensure_user(
+        &self,
+        realm: &str,
+        username: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<String, IdpError> {
+        let body = json!({
+            "username": username, "email": email, "emailVerified": true, "enabled": true,
+            "firstName": username, "lastName": "User",
+            "credentials": [{"type": "password", "value": password, "temporary": false}],
+        });
+        self.expect(
+            Method::POST,
+            &format!("/{realm}/users"),
+            Some(&body),
+            &[StatusCode::CREATED, StatusCode::CONFLICT],
+        )
+        .await?;
+        let users = self
+            .get_json(&format!("/{realm}/users?username={username}&exact=true"))
+            .await?
+            .unwrap_or(Value::Null);
+        users[0]["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| IdpError::Unexpected("user created but not found".into()))
+    }
+
+    pub async fn add_organization_member(
+        &self,
+        realm: &str,
+        org_id: &str,
+        user_id: &str,
+    ) -> Result<(), IdpError> {
+        self.expect(
+            Method::POST,
+            &format!("/{realm}/organizations/{org_id}/members"),
+            Some(&Value::String(user_id.to_string())),
+            &[StatusCode::CREATED, StatusCode::CONFLICT],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete_user(&self, realm: &str, user_id: &str) -> Result<(), IdpError> {
+        self.expect(
+            Method::DELETE,
+            &format!("/{realm}/users/{user_id}"),
+            None,
+            &[StatusCode::NO_CONTENT, StatusCode::NOT_FOUND],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Updates realm settings (e.g. `{"accessTokenLifespan": 60}`).
+    pub async fn update_realm(&self, realm: &str, settings: &Value) -> Result<(), IdpError> {
+        self.expect(
+            Method::PUT,
+            &format!("/{realm}"),
+            Some(settings),
+            &[StatusCode::NO_CONTENT],
+        )
+        .await?;
+        Ok(())
+    }
+}

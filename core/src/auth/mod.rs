@@ -1,0 +1,147 @@
+//! Authentication: Keycloak as the identity provider (realm per tenant, or an organization in
+//! the region's shared realm), access-token validation against cached keys, and the hoop that
+//! puts the authenticated caller on every tenant-scoped request.
+//!
+//! Owns the rule that a `/v1` handler runs only for a caller holding a valid token issued for
+//! the tenant resolved from the request: the token's issuer must be that tenant's realm and, in
+//! organization mode, its one organization that tenant's. Never makes a network call on the
+//! request path when keys are cached; never logs tokens or passwords.
+
+pub mod jwks;
+pub mod keycloak;
+pub mod token;
+
+use std::sync::Arc;
+
+use salvo::extract::{Extractible, Metadata};
+use salvo::http::HeaderValue;
+use salvo::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use salvo::oapi::{self, Components, EndpointArgRegister, Operation};
+use salvo::prelude::*;
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorCode};
+use crate::tenancy::resolve::CurrentTenant;
+use token::{Expected, Principal, TokenError};
+
+impl TokenError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            TokenError::Missing => ErrorCode::TokenMissing,
+            TokenError::TooLarge => ErrorCode::TokenTooLarge,
+            TokenError::Malformed(_) => ErrorCode::TokenMalformed,
+            TokenError::Algorithm(_) => ErrorCode::TokenAlgorithm,
+            TokenError::Issuer => ErrorCode::TokenIssuer,
+            TokenError::UnknownKey => ErrorCode::TokenUnknownKey,
+            TokenError::Signature => ErrorCode::TokenSignature,
+            TokenError::Expired => ErrorCode::TokenExpired,
+            TokenError::NotYetValid => ErrorCode::TokenNotYetValid,
+            TokenError::Audience => ErrorCode::TokenAudience,
+            TokenError::Type => ErrorCode::TokenType,
+            TokenError::Tenant(_) => ErrorCode::TokenTenant,
+            TokenError::KeysUnavailable(_) => ErrorCode::IdentityUnavailable,
+        }
+    }
+}
+
+/// The bearer token of a request, if it sent one.
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Hoop for tenant-scoped routers, after `ResolveTenant`: validates the bearer token.
+pub struct Authenticate;
+
+#[async_trait]
+impl Handler for Authenticate {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        depot: &mut Depot,
+        res: &mut Response,
+        ctrl: &mut FlowCtrl,
+    ) {
+        let (Ok(state), Ok(tenant)) = (
+            depot.get_typed::<Arc<AppState>>().cloned(),
+            depot.get_typed::<CurrentTenant>().cloned(),
+        ) else {
+            ApiError::internal("Authenticate mounted without ResolveTenant")
+                .render(req, depot, res);
+            ctrl.skip_rest();
+            return;
+        };
+        let tenant = &tenant.0;
+        let outcome = match (&tenant.issuer, bearer(req)) {
+            (_, None) => Err(TokenError::Missing),
+            (None, Some(_)) => Err(TokenError::KeysUnavailable(
+                "the tenant's identity provider is not provisioned yet".into(),
+            )),
+            (Some(issuer), Some(raw)) => {
+                let auth = &state.config.auth;
+                let expected = Expected {
+                    issuer,
+                    audience: &auth.audience,
+                    organization: tenant.org_alias.as_deref(),
+                    tenant: &tenant.tenant.slug,
+                    leeway_secs: auth.leeway_secs,
+                    max_bytes: auth.max_token_bytes,
+                };
+                token::validate(raw, &expected, &state.jwks, chrono::Utc::now().timestamp()).await
+            }
+        };
+        match outcome {
+            Ok(principal) => {
+                tracing::Span::current().record("user", principal.subject.as_str());
+                depot.insert_typed(CurrentPrincipal(Arc::new(principal)));
+            }
+            Err(error) => {
+                let challenge = match &error {
+                    TokenError::Missing => format!("Bearer realm=\"{}\"", tenant.tenant.slug),
+                    other => format!(
+                        "Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{}\"",
+                        tenant.tenant.slug,
+                        other.to_string().replace('"', "'")
+                    ),
+                };
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    res.headers_mut().insert(WWW_AUTHENTICATE, value);
+                }
+                let detail = error.to_string();
+                ApiError::new(error.code(), detail).render(req, depot, res);
+                ctrl.skip_rest();
+            }
+        }
+    }
+}
+
+/// The authenticated caller of this request; only present behind [`Authenticate`].
+#[derive(Debug, Clone)]
+pub struct CurrentPrincipal(pub Arc<Principal>);
+
+static METADATA: Metadata = Metadata::new("CurrentPrincipal");
+
+impl<'ex> Extractible<'ex> for CurrentPrincipal {
+    fn metadata() -> &'static Metadata {
+        &METADATA
+    }
+
+    #[allow(refining_impl_trait)]
+    async fn extract(_req: &'ex mut Request, depot: &'ex mut Depot) -> Result<Self, ApiError> {
+        depot
+            .get_typed::<CurrentPrincipal>()
+            .cloned()
+            .map_err(|_| ApiError::internal("handler mounted without Authenticate"))
+    }
+}
+
+impl EndpointArgRegister for CurrentPrincipal {
+    fn register(_components: &mut Components, operation: &mut Operation, _arg: &str) {
+        let requirement = oapi::SecurityRequirement::new("bearer", Vec::<String>::new());
+        let securities = operation.securities.get_or_insert_with(Vec::new);
+        if !securities.contains(&requirement) {
+            securities.push(requirement);
+        }
+    }
+}
