@@ -397,3 +397,40 @@ pub async fn expect_problem(res: reqwest::Response, status: u16, slug: &str) -> 
     );
     body
 }
+
+/// A TCP forwarder on a free loopback port to `target`; stopping it makes the target look down
+/// to whoever was configured with the forwarder's address.
+pub struct Forwarder {
+    pub addr: std::net::SocketAddr,
+    tasks: std::sync::Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Forwarder {
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let tasks: std::sync::Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
+        let registry = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                registry.lock().unwrap().push(conn);
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        Self { addr, tasks }
+    }
+
+    /// Closes the port and every forwarded connection.
+    pub fn stop(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}

@@ -455,3 +455,149 @@ async fn status_changes_reach_other_instances_through_the_broadcast() {
     b.cleanup().await;
     a.cleanup().await;
 }
+
+#[tokio::test]
+async fn identity_homes_are_made_linked_and_removed_precisely() {
+    let app = TestApp::start().await;
+    let kc = app.state().keycloak.clone();
+
+    // Realm mode: the tenant's own realm, gone with the tenant.
+    let own = app.with_tenant_identity("eu", "schema", "realm").await;
+    assert_eq!(own.realm, format!("tenant-{}", own.slug));
+    assert!(kc.realm_exists(&own.realm).await.unwrap());
+    // Organization mode: an organization in the shared realm, gone with the tenant; the realm stays.
+    let org = app.with_tenant("eu", "schema").await;
+    assert_eq!(org.realm, "neotenant-eu");
+    assert!(
+        kc.find_organization(&org.realm, &org.slug)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Linked realm and linked organization that existed before.
+    let outside_realm = format!("outside-{}", random_slug("r"));
+    kc.ensure_realm(&outside_realm, "Outside", false, "someone-else")
+        .await
+        .unwrap();
+    let outside_org = random_slug("o");
+    kc.ensure_organization("neotenant-eu", &outside_org, "Outside org", "someone-else")
+        .await
+        .unwrap();
+    let linked_realm = random_slug("lr");
+    let linked_org = random_slug("lo");
+    for (slug, identity) in [
+        (
+            &linked_realm,
+            json!({"mode": "realm", "link": outside_realm}),
+        ),
+        (
+            &linked_org,
+            json!({"mode": "organization", "link": outside_org}),
+        ),
+    ] {
+        let res = app
+            .admin(Method::POST, "/admin/v1/tenants")
+            .json(&json!({"slug": slug, "display_name": "Linked", "region": "eu", "identity": identity}))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["identity"]["linked"], true, "{body}");
+        assert_eq!(body["identity"]["ready"], true, "{body}");
+    }
+    // Users of the linked realm sign in to the tenant.
+    app.add_member(&linked_realm).await;
+    let res = app
+        .tenant_req(Method::GET, &linked_realm, "/v1/notes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        kc.client_exists(&outside_realm, "neotenant-api")
+            .await
+            .unwrap()
+    );
+
+    // A realm that exists but is not ours is not adopted silently.
+    let squatted = random_slug("sq");
+    kc.ensure_realm(
+        &format!("tenant-{squatted}"),
+        "Squatter",
+        false,
+        "someone-else",
+    )
+    .await
+    .unwrap();
+    let res = app
+        .admin(Method::POST, "/admin/v1/tenants")
+        .json(&json!({"slug": squatted, "display_name": "S", "region": "us", "identity": {"mode": "realm"}}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 409, "conflict").await;
+    app.track(&squatted);
+
+    for slug in [&own.slug, &org.slug, &linked_realm, &linked_org, &squatted] {
+        let res = app
+            .admin(
+                Method::DELETE,
+                &format!("/admin/v1/tenants/{slug}?confirm={slug}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204, "delete {slug}");
+    }
+    assert!(
+        !kc.realm_exists(&own.realm).await.unwrap(),
+        "own realm removed"
+    );
+    assert!(
+        kc.find_organization(&org.realm, &org.slug)
+            .await
+            .unwrap()
+            .is_none(),
+        "own organization removed"
+    );
+    assert!(
+        kc.realm_exists("neotenant-eu").await.unwrap(),
+        "the shared realm stays"
+    );
+    assert!(
+        kc.realm_exists(&outside_realm).await.unwrap(),
+        "a linked realm stays"
+    );
+    assert!(
+        !kc.client_exists(&outside_realm, "neotenant-api")
+            .await
+            .unwrap(),
+        "what we added to it goes"
+    );
+    assert!(
+        kc.find_organization("neotenant-eu", &outside_org)
+            .await
+            .unwrap()
+            .is_some(),
+        "a linked organization stays"
+    );
+    assert!(
+        kc.realm_exists(&format!("tenant-{squatted}"))
+            .await
+            .unwrap(),
+        "a foreign realm is never deleted"
+    );
+
+    kc.delete_realm(&outside_realm).await.unwrap();
+    kc.delete_realm(&format!("tenant-{squatted}"))
+        .await
+        .unwrap();
+    let (id, _) = kc
+        .find_organization("neotenant-eu", &outside_org)
+        .await
+        .unwrap()
+        .unwrap();
+    kc.delete_organization("neotenant-eu", &id).await.unwrap();
+    app.cleanup().await;
+}

@@ -315,6 +315,10 @@ impl KeycloakAdmin {
         Ok(created)
     }
 
+    pub async fn client_exists(&self, realm: &str, client_id: &str) -> Result<bool, IdpError> {
+        Ok(self.client_uuid(realm, client_id).await?.is_some())
+    }
+
     async fn client_uuid(&self, realm: &str, client_id: &str) -> Result<Option<String>, IdpError> {
         Ok(self
             .get_json(&format!("/{realm}/clients?clientId={client_id}"))

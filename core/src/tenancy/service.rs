@@ -205,11 +205,17 @@ pub async fn create(state: &AppState, input: &CreateTenant) -> ApiResult<(Tenant
             repo::set_error(lock.conn(), tenant.id, &message).await?;
             lock.commit().await?;
             tracing::warn!(tenant = %tenant.slug, error = %message, "tenant provisioning failed; re-run create to resume");
-            return Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "provisioning did not finish; repeat the same request to resume it",
-            )
-            .with_source(err));
+            return Err(match err {
+                ProvisionError::Refused(reason) => ApiError::new(
+                    ErrorCode::Conflict,
+                    format!("{reason}; the tenant stays unprovisioned until this is resolved"),
+                ),
+                other => ApiError::new(
+                    ErrorCode::Unavailable,
+                    "provisioning did not finish; repeat the same request to resume it",
+                )
+                .with_source(other),
+            });
         }
         tracing::info!(tenant = %tenant.slug, region = %tenant.region, isolation = %tenant.isolation, "tenant provisioned");
     }
