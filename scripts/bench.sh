@@ -22,27 +22,29 @@ cargo build --release -q -p neotenant
 export NEOTENANT_SERVER__BIND="127.0.0.1:$PORT" NEOTENANT_LOG__LEVEL=warn NEOTENANT_DATABASE__POOL_MAX_SIZE=32
 "$BIN" migrate >/dev/null
 "$BIN" tenant create bench-us --name "Bench US" --region us --isolation schema >/dev/null 2>&1
+TOKEN="$(DEMO_TOKEN_BIN="$BIN" scripts/demo-token.sh bench-us bench)"
+AUTH="Authorization: Bearer $TOKEN"
 "$BIN" serve &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 
-count="$(curl -s "http://127.0.0.1:$PORT/v1/notes?limit=200" -H 'X-Tenant: bench-us' | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')"
+count="$(curl -s "http://127.0.0.1:$PORT/v1/notes?limit=200" -H 'X-Tenant: bench-us' -H "$AUTH" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')"
 if [ "$count" -lt 50 ]; then
-  python3 - "$PORT" <<'PY'
+  python3 - "$PORT" "Bearer $TOKEN" <<'PY'
 import json, sys, urllib.request
 items = [{"title": f"bench note {i}", "body": "x" * 200} for i in range(50)]
 req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/notes/batch", data=json.dumps({"items": items}).encode(),
-                             headers={"Content-Type": "application/json", "X-Tenant": "bench-us"}, method="POST")
+                             headers={"Content-Type": "application/json", "X-Tenant": "bench-us", "Authorization": sys.argv[2]}, method="POST")
 urllib.request.urlopen(req).read()
 PY
 fi
-ID="$(curl -s "http://127.0.0.1:$PORT/v1/notes?limit=1" -H 'X-Tenant: bench-us' | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')"
+ID="$(curl -s "http://127.0.0.1:$PORT/v1/notes?limit=1" -H 'X-Tenant: bench-us' -H "$AUTH" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')"
 
 run() {
   local name="$1" path="$2"
   local out
-  out="$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -H 'X-Tenant: bench-us' "http://127.0.0.1:$PORT$path")"
+  out="$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -H 'X-Tenant: bench-us' -H "$AUTH" "http://127.0.0.1:$PORT$path")"
   local rps p50 p99 errors
   rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
   p50="$(awk '$1=="50%" {print $2}' <<<"$out")"
@@ -53,5 +55,5 @@ run() {
 
 echo "wrk: 2 threads, $CONNS connections, ${SECS}s per scenario, release build, 127.0.0.1:$PORT"
 run "GET /healthz (no tenant, no DB)" "/healthz"
-run "GET /v1/notes/{id} (one row)" "/v1/notes/$ID"
-run "GET /v1/notes?limit=20 (page)" "/v1/notes?limit=20"
+run "GET /v1/notes/{id} (JWT, one row)" "/v1/notes/$ID"
+run "GET /v1/notes?limit=20 (JWT, page)" "/v1/notes?limit=20"

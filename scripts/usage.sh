@@ -9,10 +9,15 @@ NeoTenantApi on http://127.0.0.1:8080  (Ctrl-C stops it gracefully)
   Health            curl -s localhost:8080/healthz ; curl -s localhost:8080/readyz
   Metrics           curl -s localhost:8080/metrics
 
-  Tenant-scoped calls name the tenant by subdomain or X-Tenant header:
-    curl -s -X POST localhost:8080/v1/notes -H 'X-Tenant: demo-us' \\
+  Tenant-scoped calls name the tenant (subdomain or X-Tenant) and carry a token from its
+  Keycloak realm; scripts/demo-token.sh makes a demo user and prints one:
+    TOKEN=\$(scripts/demo-token.sh demo-us)
+    curl -s -X POST localhost:8080/v1/notes -H 'X-Tenant: demo-us' -H "Authorization: Bearer \$TOKEN" \\
          -H 'Content-Type: application/json' -d '{"title":"hello"}'
-    curl -s http://demo-eu.localhost:8080/v1/notes
+    TOKEN=\$(scripts/demo-token.sh demo-eu)
+    curl -s http://demo-eu.localhost:8080/v1/notes -H "Authorization: Bearer \$TOKEN"
+
+  Keycloak admin console: http://127.0.0.1:18180 (admin / admin-dev-password)
 
   Platform admin (token from neotenant.toml, development only):
     curl -s localhost:8080/admin/v1/tenants -H 'Authorization: Bearer $token'

@@ -33,6 +33,8 @@ pub struct AppState {
     pub keycloak: Arc<crate::auth::keycloak::KeycloakAdmin>,
     /// Signing keys per realm, for token validation.
     pub jwks: Arc<crate::auth::jwks::JwksCache>,
+    /// Tokens already validated, per tenant.
+    pub tokens: crate::auth::TokenCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +91,7 @@ impl AppState {
         Ok(Arc::new(Self {
             keycloak,
             jwks,
+            tokens: crate::auth::TokenCache::default(),
             pools: Pools::new(settings),
             registry,
             redis,

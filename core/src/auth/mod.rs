@@ -11,7 +11,8 @@ pub mod jwks;
 pub mod keycloak;
 pub mod token;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use salvo::extract::{Extractible, Metadata};
 use salvo::http::HeaderValue;
@@ -21,6 +22,7 @@ use salvo::prelude::*;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorCode};
+use crate::tenancy::cache::ResolvedTenant;
 use crate::tenancy::resolve::CurrentTenant;
 use token::{Expected, Principal, TokenError};
 
@@ -44,11 +46,92 @@ impl TokenError {
     }
 }
 
+/// Tokens already validated for a tenant, so a client's repeated requests cost a hash and a
+/// map lookup instead of a signature check. An entry never outlives its token's `exp` (nor five
+/// minutes), and is keyed by tenant and token digest, so a token cached for one tenant is
+/// re-checked from scratch for any other.
+pub struct TokenCache {
+    entries: RwLock<HashMap<[u8; 32], (i64, Arc<Principal>)>>,
+}
+
+const TOKEN_CACHE_MAX: usize = 50_000;
+const TOKEN_CACHE_SECS: i64 = 300;
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self {
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl TokenCache {
+    fn key(tenant: &str, token: &str) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(tenant.as_bytes());
+        h.update([0u8]);
+        h.update(token.as_bytes());
+        h.finalize().into()
+    }
+
+    fn get(&self, key: &[u8; 32], now: i64) -> Option<Arc<Principal>> {
+        let entries = self.entries.read().expect("token cache lock");
+        let (until, principal) = entries.get(key)?;
+        (now < *until).then(|| principal.clone())
+    }
+
+    fn put(&self, key: [u8; 32], principal: Arc<Principal>, now: i64) {
+        let until = principal.expires_at.min(now + TOKEN_CACHE_SECS);
+        let mut entries = self.entries.write().expect("token cache lock");
+        if entries.len() >= TOKEN_CACHE_MAX {
+            entries.retain(|_, (u, _)| *u > now);
+            if entries.len() >= TOKEN_CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (until, principal));
+    }
+}
+
 /// The bearer token of a request, if it sent one.
 fn bearer(req: &Request) -> Option<&str> {
     let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The caller a token stands for at `tenant`: from the cache, or validated and cached.
+async fn authenticate(
+    state: &AppState,
+    tenant: &ResolvedTenant,
+    raw: &str,
+    now: i64,
+) -> Result<Arc<Principal>, TokenError> {
+    let Some(issuer) = &tenant.issuer else {
+        return Err(TokenError::KeysUnavailable(
+            "the tenant's identity provider is not provisioned yet".into(),
+        ));
+    };
+    if raw.len() > state.config.auth.max_token_bytes {
+        return Err(TokenError::TooLarge);
+    }
+    let key = TokenCache::key(&tenant.tenant.slug, raw);
+    if let Some(principal) = state.tokens.get(&key, now) {
+        return Ok(principal);
+    }
+    let auth = &state.config.auth;
+    let expected = Expected {
+        issuer,
+        audience: &auth.audience,
+        organization: tenant.org_alias.as_deref(),
+        tenant: &tenant.tenant.slug,
+        leeway_secs: auth.leeway_secs,
+        max_bytes: auth.max_token_bytes,
+    };
+    let principal = Arc::new(token::validate(raw, &expected, &state.jwks, now).await?);
+    state.tokens.put(key, principal.clone(), now);
+    Ok(principal)
 }
 
 /// Hoop for tenant-scoped routers, after `ResolveTenant`: validates the bearer token.
@@ -73,28 +156,14 @@ impl Handler for Authenticate {
             return;
         };
         let tenant = &tenant.0;
-        let outcome = match (&tenant.issuer, bearer(req)) {
-            (_, None) => Err(TokenError::Missing),
-            (None, Some(_)) => Err(TokenError::KeysUnavailable(
-                "the tenant's identity provider is not provisioned yet".into(),
-            )),
-            (Some(issuer), Some(raw)) => {
-                let auth = &state.config.auth;
-                let expected = Expected {
-                    issuer,
-                    audience: &auth.audience,
-                    organization: tenant.org_alias.as_deref(),
-                    tenant: &tenant.tenant.slug,
-                    leeway_secs: auth.leeway_secs,
-                    max_bytes: auth.max_token_bytes,
-                };
-                token::validate(raw, &expected, &state.jwks, chrono::Utc::now().timestamp()).await
-            }
+        let outcome = match bearer(req) {
+            None => Err(TokenError::Missing),
+            Some(raw) => authenticate(&state, tenant, raw, chrono::Utc::now().timestamp()).await,
         };
         match outcome {
             Ok(principal) => {
                 tracing::Span::current().record("user", principal.subject.as_str());
-                depot.insert_typed(CurrentPrincipal(Arc::new(principal)));
+                depot.insert_typed(CurrentPrincipal(principal));
             }
             Err(error) => {
                 let challenge = match &error {

@@ -97,6 +97,16 @@ pub struct Identity {
     pub ready: bool,
 }
 
+impl Identity {
+    /// Provisioning finished and recorded everything a token check needs.
+    pub fn is_complete(&self) -> bool {
+        self.ready
+            && self.realm.is_some()
+            && (self.mode == IdentityMode::Realm
+                || (self.org_alias.is_some() && self.org_id.is_some()))
+    }
+}
+
 /// Validates a tenant slug: 3–40 characters of `a-z`, `0-9` and single hyphens, starting with a
 /// letter and not ending with a hyphen.
 pub fn validate_slug(slug: &str) -> Result<(), String> {

@@ -196,13 +196,17 @@ pub async fn mark_provisioned(
 pub async fn set_identity(
     conn: &mut AsyncPgConnection,
     id: TenantId,
-    org_id: Option<&str>,
+    realm: &str,
+    org: Option<(&str, &str)>,
     created: &[String],
     ready: bool,
 ) -> QueryResult<()> {
+    let (org_alias, org_id) = org.unzip();
     diesel::update(t::table)
         .filter(t::id.eq(id.0))
         .set((
+            t::identity_realm.eq(realm),
+            t::identity_org_alias.eq(org_alias),
             t::identity_org_id.eq(org_id),
             t::identity_created.eq(created),
             t::identity_ready.eq(ready),

@@ -250,7 +250,7 @@ async fn provision(
         migrate::ensure_database(server, &tenant.database_name).await?;
     }
     let version = migrate_tenant(state, tenant).await?;
-    if !tenant.identity.ready {
+    if !tenant.identity.is_complete() {
         provision_identity(state, tenant, registry).await?;
     }
     repo::mark_provisioned(registry, tenant.id, version).await?;
@@ -293,7 +293,7 @@ async fn provision_identity(
             IdentityMode::Organization => shared_realm_name(tenant.region),
         });
     let mut created = identity.created.clone();
-    let mut org_id = None;
+    let mut org: Option<(String, String)> = None;
     match identity.mode {
         IdentityMode::Realm if identity.linked => {
             if !kc.realm_exists(&realm).await? {
@@ -341,7 +341,7 @@ async fn provision_identity(
                         "organization {alias} does not exist in realm {realm} to be linked"
                     ))
                 })?;
-                org_id = Some(id);
+                org = Some((alias, id));
             } else {
                 let (id, ownership) = kc
                     .ensure_organization(&realm, &alias, &tenant.display_name, &owner)
@@ -354,11 +354,14 @@ async fn provision_identity(
                 if !created.iter().any(|c| c == "organization") {
                     created.push("organization".into());
                 }
-                org_id = Some(id);
+                org = Some((alias, id));
             }
         }
     }
-    repo::set_identity(registry, tenant.id, org_id.as_deref(), &created, true).await?;
+    let org = org
+        .as_ref()
+        .map(|(alias, id)| (alias.as_str(), id.as_str()));
+    repo::set_identity(registry, tenant.id, &realm, org, &created, true).await?;
     Ok(())
 }
 
@@ -610,7 +613,7 @@ pub async fn migrate_one(state: &AppState, slug: &str) -> ApiResult<bool> {
     } else {
         async {
             let version = migrate_tenant(state, &tenant).await?;
-            if !tenant.identity.ready {
+            if !tenant.identity.is_complete() {
                 provision_identity(state, &tenant, lock.conn()).await?;
             }
             repo::mark_provisioned(lock.conn(), tenant.id, version).await?;
