@@ -51,8 +51,13 @@ impl TokenError {
 /// minutes), and is keyed by tenant and token digest, so a token cached for one tenant is
 /// re-checked from scratch for any other.
 pub struct TokenCache {
-    entries: RwLock<HashMap<[u8; 32], (i64, Arc<Principal>)>>,
+    entries: RwLock<HashMap<TokenDigest, CachedPrincipal>>,
 }
+
+/// sha256 of (tenant slug, token).
+type TokenDigest = [u8; 32];
+/// Valid until (unix seconds), and who.
+type CachedPrincipal = (i64, Arc<Principal>);
 
 const TOKEN_CACHE_MAX: usize = 50_000;
 const TOKEN_CACHE_SECS: i64 = 300;
