@@ -35,6 +35,8 @@ pub struct AppState {
     pub jwks: Arc<crate::auth::jwks::JwksCache>,
     /// Tokens already validated, per tenant.
     pub tokens: crate::auth::TokenCache,
+    /// Users by (tenant, subject).
+    pub users: crate::users::service::UserCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,7 @@ impl AppState {
             keycloak,
             jwks,
             tokens: crate::auth::TokenCache::default(),
+            users: Default::default(),
             pools: Pools::new(settings),
             registry,
             redis,

@@ -64,6 +64,7 @@ error_codes! {
     TokenTenant => (UNAUTHORIZED, "token-tenant", "The token is for another tenant"),
     Forbidden => (FORBIDDEN, "forbidden", "The credentials do not allow this action"),
     TenantSuspended => (FORBIDDEN, "tenant-suspended", "The tenant is suspended"),
+    UserInactive => (FORBIDDEN, "user-inactive", "The user is deactivated in this tenant"),
     NotFound => (NOT_FOUND, "not-found", "The resource does not exist"),
     TenantNotFound => (NOT_FOUND, "tenant-not-found", "The tenant does not exist"),
     RouteNotFound => (NOT_FOUND, "route-not-found", "No such endpoint"),

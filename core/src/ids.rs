@@ -91,6 +91,11 @@ prefixed_id!(
     "dbc"
 );
 prefixed_id!(
+    /// A user of a tenant.
+    UserId,
+    "usr"
+);
+prefixed_id!(
     /// A note, the first tenant-scoped record type.
     NoteId,
     "note"

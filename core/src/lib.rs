@@ -18,3 +18,4 @@ pub mod notes;
 pub mod schema;
 pub mod telemetry;
 pub mod tenancy;
+pub mod users;

@@ -46,6 +46,20 @@ pub mod admin {
 
 pub mod tenant {
     diesel::table! {
+        users (id) {
+            id -> Uuid,
+            subject -> Text,
+            username -> Nullable<Text>,
+            email -> Nullable<Text>,
+            display_name -> Nullable<Text>,
+            status -> Text,
+            created_at -> Timestamptz,
+            updated_at -> Timestamptz,
+            last_seen_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
         notes (id) {
             id -> Uuid,
             title -> Text,

@@ -8,3 +8,4 @@ mod lifecycle;
 mod migrations;
 mod ops;
 mod pinning;
+mod users;

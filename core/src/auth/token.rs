@@ -69,6 +69,7 @@ pub struct Principal {
     pub session_id: Option<String>,
     pub username: Option<String>,
     pub email: Option<String>,
+    pub name: Option<String>,
     pub roles: Vec<String>,
     pub client: Option<String>,
     pub expires_at: i64,
@@ -222,6 +223,7 @@ pub fn check_claims(
         session_id: text("sid"),
         username: text("preferred_username"),
         email: text("email"),
+        name: text("name"),
         roles: claims["realm_access"]["roles"]
             .as_array()
             .map(|r| {

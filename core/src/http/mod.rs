@@ -29,6 +29,8 @@ fn tenant_api() -> Router {
     Router::with_path("v1")
         .hoop(crate::tenancy::resolve::ResolveTenant)
         .hoop(crate::auth::Authenticate)
+        .hoop(crate::users::LoadUser)
+        .push(crate::users::handlers::router())
         .push(crate::notes::handlers::router())
 }
 

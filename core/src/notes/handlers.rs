@@ -4,17 +4,17 @@ use salvo::oapi::endpoint;
 use salvo::prelude::*;
 
 use super::{NewNote, NewNotes, Note, service};
-use crate::auth::CurrentPrincipal;
 use crate::error::ApiResult;
 use crate::http::extract::{JsonBody, ListParams, Page, Path};
 use crate::http::reply::{NoContent, Reply};
 use crate::ids::NoteId;
 use crate::tenancy::resolve::CurrentTenant;
+use crate::users::CurrentUser;
 
 /// Create a note.
 #[endpoint(tags("notes"), status_codes(201, 400, 401, 404, 409, 413, 415, 422))]
 pub async fn create_note(
-    _caller: CurrentPrincipal,
+    _caller: CurrentUser,
     tenant: CurrentTenant,
     body: JsonBody<NewNote>,
 ) -> ApiResult<Reply<Note>> {
@@ -26,7 +26,7 @@ pub async fn create_note(
 /// Create up to 100 notes at once; all or nothing.
 #[endpoint(tags("notes"), status_codes(201, 400, 401, 404, 409, 413, 415, 422))]
 pub async fn create_notes(
-    _caller: CurrentPrincipal,
+    _caller: CurrentUser,
     tenant: CurrentTenant,
     body: JsonBody<NewNotes>,
 ) -> ApiResult<Reply<Vec<Note>>> {
@@ -37,7 +37,7 @@ pub async fn create_notes(
 /// List notes, oldest first.
 #[endpoint(tags("notes"), status_codes(200, 400, 401, 404))]
 pub async fn list_notes(
-    _caller: CurrentPrincipal,
+    _caller: CurrentUser,
     tenant: CurrentTenant,
     page: ListParams<NoteId>,
 ) -> ApiResult<Reply<Page<Note>>> {
@@ -48,7 +48,7 @@ pub async fn list_notes(
 /// Get one note.
 #[endpoint(tags("notes"), status_codes(200, 400, 401, 404))]
 pub async fn get_note(
-    _caller: CurrentPrincipal,
+    _caller: CurrentUser,
     tenant: CurrentTenant,
     id: Path<NoteId>,
 ) -> ApiResult<Reply<Note>> {
@@ -58,7 +58,7 @@ pub async fn get_note(
 /// Delete one note.
 #[endpoint(tags("notes"), status_codes(204, 400, 401, 404))]
 pub async fn delete_note(
-    _caller: CurrentPrincipal,
+    _caller: CurrentUser,
     tenant: CurrentTenant,
     id: Path<NoteId>,
 ) -> ApiResult<NoContent> {

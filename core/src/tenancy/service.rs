@@ -559,26 +559,31 @@ pub async fn migrate_platform(
     migrate::apply(&mut conn, "admin", &migrate::set("registry")).await
 }
 
+/// Migrates the registry and records each region's shared database; returns the registry
+/// version. Enough for a fresh platform to provision tenants.
+pub async fn ensure_platform(state: &AppState) -> ApiResult<i64> {
+    let version = migrate_platform(&state.config)
+        .await
+        .map_err(|e| ApiError::unavailable("the registry database", e))?;
+    let mut conn = registry_conn(state).await?;
+    for region in Region::ALL {
+        ensure_connection(
+            &mut conn,
+            state,
+            *region,
+            Isolation::Schema,
+            &shared_database_name(*region),
+        )
+        .await?;
+    }
+    Ok(version)
+}
+
 pub async fn migrate_all(state: &AppState) -> ApiResult<MigrateReport> {
     let mut report = MigrateReport {
-        registry_version: migrate_platform(&state.config)
-            .await
-            .map_err(|e| ApiError::unavailable("the registry database", e))?,
+        registry_version: ensure_platform(state).await?,
         ..Default::default()
     };
-    {
-        let mut conn = registry_conn(state).await?;
-        for region in Region::ALL {
-            ensure_connection(
-                &mut conn,
-                state,
-                *region,
-                Isolation::Schema,
-                &shared_database_name(*region),
-            )
-            .await?;
-        }
-    }
     let mut after = None;
     loop {
         let page = list(state, after, 500).await?;
