@@ -17,8 +17,11 @@ const MAX_ENTRIES: usize = 100_000;
 /// Users by (tenant, subject), loaded at most once per TTL per instance.
 #[derive(Default)]
 pub struct UserCache {
-    entries: RwLock<HashMap<(TenantId, String), (Instant, Arc<User>)>>,
+    entries: RwLock<HashMap<UserKey, (Instant, Arc<User>)>>,
 }
+
+/// (tenant, identity-provider subject).
+type UserKey = (TenantId, String);
 
 impl UserCache {
     fn get(&self, tenant: TenantId, subject: &str) -> Option<Arc<User>> {
