@@ -25,6 +25,22 @@ pub fn test_config() -> Config {
     if std::env::var("NEOTENANT_LOG__LEVEL").is_err() {
         env.push(("NEOTENANT_LOG__LEVEL".into(), "warn".into()));
     }
+    // Tests share one client address: generous limits and a namespace of this process's own,
+    // so only tests that set tight limits on purpose meet them.
+    for (key, value) in [
+        ("NEOTENANT_RATE_LIMIT__PER_IP_PER_SEC", "1000000"),
+        ("NEOTENANT_RATE_LIMIT__PER_IP_BURST", "1000000"),
+        ("NEOTENANT_RATE_LIMIT__PER_USER_PER_SEC", "1000000"),
+        ("NEOTENANT_RATE_LIMIT__PER_USER_BURST", "1000000"),
+        ("NEOTENANT_RATE_LIMIT__MAX_AUTH_FAILURES", "1000000"),
+        ("NEOTENANT_RATE_LIMIT__TRUST_FORWARDED_FOR", "true"),
+    ] {
+        env.push((key.into(), value.into()));
+    }
+    env.push((
+        "NEOTENANT_RATE_LIMIT__NAMESPACE".into(),
+        format!("test-{}", random_slug("rl")),
+    ));
     let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.devstack/assets");
     env.push((
         "NEOTENANT_SERVER__ASSETS_DIR".into(),

@@ -37,6 +37,7 @@ pub struct AppState {
     pub tokens: crate::auth::TokenCache,
     /// Users by (tenant, subject).
     pub users: crate::users::service::UserCache,
+    pub limiter: crate::ratelimit::RateLimiter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,11 +91,18 @@ impl AppState {
             &config.auth,
             metrics.jwks_fetches.clone(),
         ));
+        let limiter = crate::ratelimit::RateLimiter::new(
+            config.rate_limit.clone(),
+            redis.clone(),
+            metrics.auth_lockouts.clone(),
+            metrics.rate_limit_errors.clone(),
+        );
         Ok(Arc::new(Self {
             keycloak,
             jwks,
             tokens: crate::auth::TokenCache::default(),
             users: Default::default(),
+            limiter,
             pools: Pools::new(settings),
             registry,
             redis,

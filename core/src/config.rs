@@ -51,6 +51,8 @@ pub struct Config {
     pub keycloak: KeycloakConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub rate_limit: crate::ratelimit::RateLimitConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -405,6 +407,9 @@ impl Config {
                 "must be between 100 and 3600000",
             ));
         }
+        self.rate_limit
+            .validate()
+            .map_err(|(key, message)| bad(key, message))?;
         if self.tenancy.cache_ttl_secs > 3600 {
             return Err(bad("tenancy.cache_ttl_secs", "must be at most 3600"));
         }

@@ -76,6 +76,7 @@ error_codes! {
     Validation => (UNPROCESSABLE_ENTITY, "validation", "The request body failed validation"),
     ConfirmationRequired => (PRECONDITION_REQUIRED, "confirmation-required", "This action must be confirmed"),
     RateLimited => (TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
+    AuthLocked => (TOO_MANY_REQUESTS, "auth-locked", "Too many failed authentications from this client"),
     Internal => (INTERNAL_SERVER_ERROR, "internal", "Internal error"),
     Unavailable => (SERVICE_UNAVAILABLE, "unavailable", "A dependency is temporarily unavailable"),
     TenantUnavailable => (SERVICE_UNAVAILABLE, "tenant-unavailable", "The tenant is not ready"),

@@ -15,6 +15,7 @@ pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod notes;
+pub mod ratelimit;
 pub mod schema;
 pub mod telemetry;
 pub mod tenancy;

@@ -20,6 +20,10 @@ pub struct Metrics {
     pool_max: IntGaugeVec,
     /// Signing-key fetches from the identity provider, by outcome.
     pub jwks_fetches: IntCounterVec,
+    /// Clients locked out after repeated authentication failures.
+    pub auth_lockouts: prometheus::IntCounter,
+    /// Rate-limit checks that could not reach Redis (the request was allowed).
+    pub rate_limit_errors: prometheus::IntCounter,
 }
 
 impl Default for Metrics {
@@ -79,8 +83,20 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric");
+        let auth_lockouts = prometheus::IntCounter::new(
+            "auth_lockouts_total",
+            "Clients locked out after repeated authentication failures",
+        )
+        .expect("valid metric");
+        let rate_limit_errors = prometheus::IntCounter::new(
+            "rate_limit_errors_total",
+            "Rate-limit checks that could not reach Redis (request allowed)",
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(jwks_fetches.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(auth_lockouts.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rate_limit_errors.clone()),
+            Box::new(jwks_fetches.clone()),
             Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(pool_connections.clone()),
@@ -97,6 +113,8 @@ impl Metrics {
             pool_idle,
             pool_max,
             jwks_fetches,
+            auth_lockouts,
+            rate_limit_errors,
         }
     }
 

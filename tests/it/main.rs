@@ -8,4 +8,5 @@ mod lifecycle;
 mod migrations;
 mod ops;
 mod pinning;
+mod ratelimit;
 mod users;

@@ -12,6 +12,7 @@ pub mod keycloak;
 pub mod token;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use salvo::extract::{Extractible, Metadata};
@@ -22,6 +23,7 @@ use salvo::prelude::*;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorCode};
+use crate::ratelimit::Decision;
 use crate::tenancy::cache::ResolvedTenant;
 use crate::tenancy::resolve::CurrentTenant;
 use token::{Expected, Principal, TokenError};
@@ -111,6 +113,7 @@ async fn authenticate(
     state: &AppState,
     tenant: &ResolvedTenant,
     raw: &str,
+    key: TokenDigest,
     now: i64,
 ) -> Result<Arc<Principal>, TokenError> {
     let Some(issuer) = &tenant.issuer else {
@@ -118,10 +121,6 @@ async fn authenticate(
             "the tenant's identity provider is not provisioned yet".into(),
         ));
     };
-    if raw.len() > state.config.auth.max_token_bytes {
-        return Err(TokenError::TooLarge);
-    }
-    let key = TokenCache::key(&tenant.tenant.slug, raw);
     if let Some(principal) = state.tokens.get(&key, now) {
         return Ok(principal);
     }
@@ -137,6 +136,33 @@ async fn authenticate(
     let principal = Arc::new(token::validate(raw, &expected, &state.jwks, now).await?);
     state.tokens.put(key, principal.clone(), now);
     Ok(principal)
+}
+
+fn set_header(res: &mut Response, name: &'static str, value: String) {
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        res.headers_mut().insert(name, value);
+    }
+}
+
+/// The client's address: the connection's peer, or the first `X-Forwarded-For` entry when
+/// the deployment says a trusted proxy sets it.
+fn client_ip(req: &Request, trust_forwarded_for: bool) -> IpAddr {
+    let forwarded = trust_forwarded_for
+        .then(|| {
+            req.headers()
+                .get("x-forwarded-for")?
+                .to_str()
+                .ok()?
+                .split(',')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .flatten();
+    forwarded
+        .or_else(|| req.remote_addr().clone().into_std().map(|a| a.ip()))
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
 /// Hoop for tenant-scoped routers, after `ResolveTenant`: validates the bearer token.
@@ -161,10 +187,68 @@ impl Handler for Authenticate {
             return;
         };
         let tenant = &tenant.0;
-        let outcome = match bearer(req) {
-            None => Err(TokenError::Missing),
-            Some(raw) => authenticate(&state, tenant, raw, chrono::Utc::now().timestamp()).await,
+        let now = chrono::Utc::now().timestamp();
+        let raw = bearer(req);
+        let too_large = raw.is_some_and(|r| r.len() > state.config.auth.max_token_bytes);
+        let key = raw
+            .filter(|_| !too_large)
+            .map(|r| TokenCache::key(&tenant.tenant.slug, r));
+        // Who the caller is, if its token was validated before (no work yet for a new token).
+        let known = key.as_ref().and_then(|k| state.tokens.get(k, now));
+        let ip = client_ip(req, state.limiter.config().trust_forwarded_for);
+        let user_key = known
+            .as_ref()
+            .map(|p| format!("{}:{}", tenant.tenant.id, p.subject));
+        match state.limiter.check(ip, user_key.as_deref()).await {
+            Decision::Allowed {
+                limit,
+                remaining,
+                reset_secs,
+            } => {
+                if limit > 0 {
+                    set_header(res, "ratelimit-limit", limit.to_string());
+                    set_header(res, "ratelimit-remaining", remaining.to_string());
+                    set_header(res, "ratelimit-reset", reset_secs.to_string());
+                }
+            }
+            Decision::Limited {
+                limit,
+                retry_after_secs,
+            } => {
+                set_header(res, "retry-after", retry_after_secs.to_string());
+                set_header(res, "ratelimit-limit", limit.to_string());
+                set_header(res, "ratelimit-remaining", "0".into());
+                set_header(res, "ratelimit-reset", retry_after_secs.to_string());
+                ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!("rate limit exceeded; retry in {retry_after_secs} s"),
+                )
+                .render(req, depot, res);
+                ctrl.skip_rest();
+                return;
+            }
+            Decision::Locked { retry_after_secs } => {
+                set_header(res, "retry-after", retry_after_secs.to_string());
+                ApiError::new(
+                    ErrorCode::AuthLocked,
+                    format!("too many failed authentications from this client; retry in {retry_after_secs} s"),
+                )
+                .render(req, depot, res);
+                ctrl.skip_rest();
+                return;
+            }
+        }
+        let outcome = match (raw, key, known) {
+            (None, _, _) => Err(TokenError::Missing),
+            (Some(_), None, _) => Err(TokenError::TooLarge),
+            (Some(_), Some(_), Some(principal)) => Ok(principal),
+            (Some(raw), Some(key), None) => authenticate(&state, tenant, raw, key, now).await,
         };
+        if let Err(e) = &outcome
+            && !matches!(e, TokenError::Missing | TokenError::KeysUnavailable(_))
+        {
+            state.limiter.record_failure(ip).await;
+        }
         match outcome {
             Ok(principal) => {
                 tracing::Span::current().record("user", principal.subject.as_str());

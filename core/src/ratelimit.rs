@@ -1,0 +1,297 @@
+//! Rate limits per client IP and per user, and temporary lockouts after repeated
+//! authentication failures, kept in Redis so every instance enforces the same budget.
+//!
+//! Owns the GCRA (generic cell rate algorithm) script: one atomic Redis call per request
+//! checks the IP's and the user's buckets and the IP's lockout together, and spends from the
+//! buckets only when all allow. If Redis cannot be reached the request proceeds (fail open:
+//! availability over strict limits) and the failure is logged and counted. Never keys a bucket
+//! on anything the client can choose freely except through `trust_forwarded_for`, which must
+//! only be enabled behind a proxy that overwrites `X-Forwarded-For`.
+
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+/// Rate-limit settings (`[rate_limit]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Sustained requests per second per client IP, and the burst above it.
+    pub per_ip_per_sec: f64,
+    pub per_ip_burst: u32,
+    /// Sustained requests per second per user (token subject), and the burst above it.
+    pub per_user_per_sec: f64,
+    pub per_user_burst: u32,
+    /// Authentication failures from one IP within `failure_window_secs` that lock it out.
+    pub max_auth_failures: u32,
+    pub failure_window_secs: u64,
+    /// How long a lockout lasts.
+    pub lockout_secs: u64,
+    /// Prefix of every Redis key (deployments sharing one Redis use different ones).
+    pub namespace: String,
+    /// Take the client IP from the first `X-Forwarded-For` entry (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_ip_per_sec: 200.0,
+            per_ip_burst: 400,
+            per_user_per_sec: 100.0,
+            per_user_burst: 200,
+            max_auth_failures: 20,
+            failure_window_secs: 60,
+            lockout_secs: 300,
+            namespace: "neotenant:rl".into(),
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if !(0.01..=1_000_000.0).contains(&self.per_ip_per_sec) {
+            return Err((
+                "rate_limit.per_ip_per_sec",
+                "must be between 0.01 and 1000000",
+            ));
+        }
+        if !(0.01..=1_000_000.0).contains(&self.per_user_per_sec) {
+            return Err((
+                "rate_limit.per_user_per_sec",
+                "must be between 0.01 and 1000000",
+            ));
+        }
+        if self.per_ip_burst == 0 || self.per_user_burst == 0 {
+            return Err(("rate_limit.per_ip_burst", "bursts must be at least 1"));
+        }
+        if self.max_auth_failures == 0 {
+            return Err(("rate_limit.max_auth_failures", "must be at least 1"));
+        }
+        if !(1..=86_400).contains(&self.failure_window_secs)
+            || !(1..=86_400).contains(&self.lockout_secs)
+        {
+            return Err((
+                "rate_limit.lockout_secs",
+                "windows must be between 1 and 86400 seconds",
+            ));
+        }
+        if self.namespace.is_empty() || self.namespace.len() > 64 {
+            return Err(("rate_limit.namespace", "must be 1-64 characters"));
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed; `remaining` requests before the tightest bucket refuses, and the seconds until
+    /// it is full again.
+    Allowed {
+        limit: u32,
+        remaining: u32,
+        reset_secs: u64,
+    },
+    /// Over a limit: retry after this many seconds.
+    Limited { limit: u32, retry_after_secs: u64 },
+    /// The IP is locked out after repeated authentication failures.
+    Locked { retry_after_secs: u64 },
+}
+
+/// GCRA over up to two buckets plus one lockout key, atomically.
+/// KEYS: lock key, then bucket keys. ARGV: per bucket (interval_ms, tolerance_ms, burst).
+/// Returns {code, a, b, c}: code 1 allowed (limit, remaining, reset_ms), 0 limited (limit,
+/// retry_ms), -1 locked (retry_ms).
+const GCRA: &str = r#"
+local lock_ttl = redis.call('PTTL', KEYS[1])
+if lock_ttl > 0 then return {-1, lock_ttl, 0, 0} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local new_tats = {}
+local best_remaining, best_limit, best_reset = nil, 0, 0
+for i = 2, #KEYS do
+  local j = (i - 2) * 3
+  local interval = tonumber(ARGV[j + 1])
+  local tolerance = tonumber(ARGV[j + 2])
+  local burst = tonumber(ARGV[j + 3])
+  local tat = tonumber(redis.call('GET', KEYS[i])) or now
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - tolerance
+  if now < allow_at then
+    return {0, burst, allow_at - now, 0}
+  end
+  new_tats[i] = new_tat
+  local remaining = math.floor((tolerance - (new_tat - now)) / interval)
+  if best_remaining == nil or remaining < best_remaining then
+    best_remaining, best_limit, best_reset = remaining, burst, new_tat - now
+  end
+end
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], new_tats[i], 'PX', math.max(new_tats[i] - now, 1))
+end
+return {1, best_limit, best_remaining or 0, best_reset}
+"#;
+
+/// Counts one authentication failure; locks the IP when the window's count reaches the
+/// maximum. KEYS: counter, lock. ARGV: window_ms, max, lock_ms. Returns 1 when this call locked.
+const FAILURE: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+if n >= tonumber(ARGV[2]) and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[2], 1, 'PX', ARGV[3])
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"#;
+
+pub struct RateLimiter {
+    config: RateLimitConfig,
+    redis: redis::aio::ConnectionManager,
+    gcra: redis::Script,
+    failure: redis::Script,
+    pub lockouts: prometheus::IntCounter,
+    pub redis_errors: prometheus::IntCounter,
+}
+
+fn bucket_args(per_sec: f64, burst: u32) -> (u64, u64, u32) {
+    let interval_ms = (1000.0 / per_sec).max(1.0) as u64;
+    (interval_ms, interval_ms * u64::from(burst), burst)
+}
+
+impl RateLimiter {
+    pub fn new(
+        config: RateLimitConfig,
+        redis: redis::aio::ConnectionManager,
+        lockouts: prometheus::IntCounter,
+        redis_errors: prometheus::IntCounter,
+    ) -> Self {
+        Self {
+            config,
+            redis,
+            gcra: redis::Script::new(GCRA),
+            failure: redis::Script::new(FAILURE),
+            lockouts,
+            redis_errors,
+        }
+    }
+
+    pub fn config(&self) -> &RateLimitConfig {
+        &self.config
+    }
+
+    /// Checks (and spends from) the IP's bucket and, when known, the user's.
+    pub async fn check(&self, ip: IpAddr, user: Option<&str>) -> Decision {
+        if !self.config.enabled {
+            return Decision::Allowed {
+                limit: 0,
+                remaining: 0,
+                reset_secs: 0,
+            };
+        }
+        let ns = &self.config.namespace;
+        let mut invocation = self.gcra.prepare_invoke();
+        invocation.key(format!("{ns}:lock:ip:{ip}"));
+        let (i, t, b) = bucket_args(self.config.per_ip_per_sec, self.config.per_ip_burst);
+        invocation.key(format!("{ns}:ip:{ip}")).arg(i).arg(t).arg(b);
+        if let Some(user) = user {
+            let (i, t, b) = bucket_args(self.config.per_user_per_sec, self.config.per_user_burst);
+            invocation
+                .key(format!("{ns}:user:{user}"))
+                .arg(i)
+                .arg(t)
+                .arg(b);
+        }
+        let mut conn = self.redis.clone();
+        match invocation.invoke_async::<Vec<i64>>(&mut conn).await {
+            Ok(r) if r.len() == 4 => {
+                let secs = |ms: i64| (ms.max(0) as u64).div_ceil(1000);
+                match r[0] {
+                    1 => Decision::Allowed {
+                        limit: r[1] as u32,
+                        remaining: r[2].max(0) as u32,
+                        reset_secs: secs(r[3]),
+                    },
+                    0 => Decision::Limited {
+                        limit: r[1] as u32,
+                        retry_after_secs: secs(r[2]).max(1),
+                    },
+                    _ => Decision::Locked {
+                        retry_after_secs: secs(r[1]).max(1),
+                    },
+                }
+            }
+            other => {
+                self.redis_errors.inc();
+                tracing::warn!(error = ?other.err(), "rate limit check failed; allowing the request");
+                Decision::Allowed {
+                    limit: 0,
+                    remaining: 0,
+                    reset_secs: 0,
+                }
+            }
+        }
+    }
+
+    /// Records an authentication failure from `ip`; locks it out after too many.
+    pub async fn record_failure(&self, ip: IpAddr) {
+        if !self.config.enabled {
+            return;
+        }
+        let ns = &self.config.namespace;
+        let mut conn = self.redis.clone();
+        let locked: redis::RedisResult<i64> = self
+            .failure
+            .key(format!("{ns}:fail:ip:{ip}"))
+            .key(format!("{ns}:lock:ip:{ip}"))
+            .arg(self.config.failure_window_secs * 1000)
+            .arg(self.config.max_auth_failures)
+            .arg(self.config.lockout_secs * 1000)
+            .invoke_async(&mut conn)
+            .await;
+        match locked {
+            Ok(1) => {
+                self.lockouts.inc();
+                tracing::warn!(
+                    client_ip = %ip,
+                    failures = self.config.max_auth_failures,
+                    window_secs = self.config.failure_window_secs,
+                    lockout_secs = self.config.lockout_secs,
+                    "client locked out after repeated authentication failures"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => {
+                self.redis_errors.inc();
+                tracing::warn!(%error, "recording an authentication failure failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_arguments() {
+        assert_eq!(bucket_args(100.0, 200), (10, 2000, 200));
+        assert_eq!(bucket_args(0.5, 3), (2000, 6000, 3));
+        assert_eq!(bucket_args(1_000_000.0, 10), (1, 10, 10));
+    }
+
+    #[test]
+    fn validation() {
+        assert!(RateLimitConfig::default().validate().is_ok());
+        let bad = RateLimitConfig {
+            per_ip_per_sec: 0.0,
+            ..Default::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().0, "rate_limit.per_ip_per_sec");
+    }
+}
