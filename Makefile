@@ -47,6 +47,7 @@ fmt:
 openapi:
 	$(CARGO) run -q -p neotenant -- openapi > docs/openapi.json
 
-## HTTP load on loopback against a tenant-scoped read (release build).
+## Criterion micro-benchmarks, then HTTP load on loopback against tenant-scoped reads.
 bench: up
+	$(CARGO) bench -p neotenant --bench auth -- --warm-up-time 1 --measurement-time 3
 	@scripts/bench.sh

@@ -73,7 +73,7 @@ impl Default for TokenCache {
 }
 
 impl TokenCache {
-    fn key(tenant: &str, token: &str) -> [u8; 32] {
+    pub fn key(tenant: &str, token: &str) -> [u8; 32] {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
         h.update(tenant.as_bytes());
@@ -82,13 +82,13 @@ impl TokenCache {
         h.finalize().into()
     }
 
-    fn get(&self, key: &[u8; 32], now: i64) -> Option<Arc<Principal>> {
+    pub fn get(&self, key: &[u8; 32], now: i64) -> Option<Arc<Principal>> {
         let entries = self.entries.read().expect("token cache lock");
         let (until, principal) = entries.get(key)?;
         (now < *until).then(|| principal.clone())
     }
 
-    fn put(&self, key: [u8; 32], principal: Arc<Principal>, now: i64) {
+    pub fn put(&self, key: [u8; 32], principal: Arc<Principal>, now: i64) {
         let until = principal.expires_at.min(now + TOKEN_CACHE_SECS);
         let mut entries = self.entries.write().expect("token cache lock");
         if entries.len() >= TOKEN_CACHE_MAX {
