@@ -262,6 +262,23 @@ impl TestApp {
         username: &str,
         organization: Option<&str>,
     ) -> Result<String, Value> {
+        self.login_full(realm, username, organization)
+            .await
+            .map(|body| {
+                body["access_token"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+    }
+
+    /// Like [`TestApp::login`], returning Keycloak's whole token response.
+    pub async fn login_full(
+        &self,
+        realm: &str,
+        username: &str,
+        organization: Option<&str>,
+    ) -> Result<Value, Value> {
         let state = self.state();
         let scope = match organization {
             Some(alias) => format!("openid organization:{alias}"),
@@ -281,10 +298,11 @@ impl TestApp {
             .await
             .expect("token endpoint");
         let body: Value = res.json().await.expect("token JSON");
-        body["access_token"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or(body)
+        if body["access_token"].is_string() {
+            Ok(body)
+        } else {
+            Err(body)
+        }
     }
 
     /// Makes [`TestApp::tenant_req`] send `token` for `slug` (a tenant another app made).

@@ -38,6 +38,7 @@ pub struct AppState {
     /// Users by (tenant, subject).
     pub users: crate::users::service::UserCache,
     pub limiter: crate::ratelimit::RateLimiter,
+    pub sessions: Arc<crate::sessions::Sessions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +98,12 @@ impl AppState {
             metrics.auth_lockouts.clone(),
             metrics.rate_limit_errors.clone(),
         );
+        let sessions = Arc::new(crate::sessions::Sessions::new(
+            redis.clone(),
+            metrics.new_devices.clone(),
+        ));
         Ok(Arc::new(Self {
+            sessions,
             keycloak,
             jwks,
             tokens: crate::auth::TokenCache::default(),
@@ -143,6 +149,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tokio::spawn(cache::listen(
         state.redis_client.clone(),
         state.tenant_cache.clone(),
+        stop_rx.clone(),
+    ));
+    tokio::spawn(crate::sessions::listen(
+        state.redis_client.clone(),
+        state.sessions.clone(),
         stop_rx,
     ));
     let service = crate::http::service(state.clone());

@@ -62,6 +62,8 @@ error_codes! {
     TokenAudience => (UNAUTHORIZED, "token-audience", "The token is not meant for this API"),
     TokenType => (UNAUTHORIZED, "token-type", "The token is not an access token"),
     TokenTenant => (UNAUTHORIZED, "token-tenant", "The token is for another tenant"),
+    SessionRevoked => (UNAUTHORIZED, "session-revoked", "The session was revoked"),
+    RefreshTokenInvalid => (UNAUTHORIZED, "refresh-token-invalid", "The refresh token is invalid, expired or already used"),
     Forbidden => (FORBIDDEN, "forbidden", "The credentials do not allow this action"),
     TenantSuspended => (FORBIDDEN, "tenant-suspended", "The tenant is suspended"),
     UserInactive => (FORBIDDEN, "user-inactive", "The user is deactivated in this tenant"),

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod notes;
 pub mod ratelimit;
 pub mod schema;
+pub mod sessions;
 pub mod telemetry;
 pub mod tenancy;
 pub mod users;

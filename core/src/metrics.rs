@@ -24,6 +24,8 @@ pub struct Metrics {
     pub auth_lockouts: prometheus::IntCounter,
     /// Rate-limit checks that could not reach Redis (the request was allowed).
     pub rate_limit_errors: prometheus::IntCounter,
+    /// Sessions seen on a device their user had not used before.
+    pub new_devices: prometheus::IntCounter,
 }
 
 impl Default for Metrics {
@@ -93,8 +95,14 @@ impl Metrics {
             "Rate-limit checks that could not reach Redis (request allowed)",
         )
         .expect("valid metric");
+        let new_devices = prometheus::IntCounter::new(
+            "new_devices_total",
+            "Sessions on a device new to their user",
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(auth_lockouts.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(new_devices.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(auth_lockouts.clone()),
             Box::new(rate_limit_errors.clone()),
             Box::new(jwks_fetches.clone()),
             Box::new(requests.clone()),
@@ -115,6 +123,7 @@ impl Metrics {
             jwks_fetches,
             auth_lockouts,
             rate_limit_errors,
+            new_devices,
         }
     }
 

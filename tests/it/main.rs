@@ -9,4 +9,5 @@ mod migrations;
 mod ops;
 mod pinning;
 mod ratelimit;
+mod sessions;
 mod users;

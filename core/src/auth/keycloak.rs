@@ -209,6 +209,8 @@ impl KeycloakAdmin {
             "enabled": true,
             "organizationsEnabled": organizations,
             "bruteForceProtected": true,
+            "revokeRefreshToken": true,
+            "refreshTokenMaxReuse": 0,
             "attributes": {OWNER_ATTRIBUTE: owner},
         });
         let (status, _) = self
@@ -523,6 +525,89 @@ impl KeycloakAdmin {
         self.expect(
             Method::DELETE,
             &format!("/{realm}/users/{user_id}"),
+            None,
+            &[StatusCode::NO_CONTENT, StatusCode::NOT_FOUND],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Exchanges a refresh token at `realm`'s token endpoint through the end-user client.
+    /// `Ok(None)` when Keycloak refuses it (invalid, expired, or reused after rotation).
+    pub async fn refresh(
+        &self,
+        realm: &str,
+        refresh_token: &str,
+        scope: &str,
+    ) -> Result<Option<Value>, IdpError> {
+        let res = self
+            .http
+            .post(self.token_endpoint(realm))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", self.app_client.as_str()),
+                ("refresh_token", refresh_token),
+                ("scope", scope),
+            ])
+            .send()
+            .await
+            .map_err(|e| IdpError::Unreachable(e.to_string()))?;
+        let status = res.status();
+        let body: Value = res
+            .json()
+            .await
+            .map_err(|e| IdpError::Unreachable(e.to_string()))?;
+        if status.is_success() {
+            Ok(Some(body))
+        } else if status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED {
+            Ok(None)
+        } else {
+            Err(IdpError::Status {
+                what: "refresh".into(),
+                status,
+                body: body["error"].to_string(),
+            })
+        }
+    }
+
+    /// Gives a user one of the realm's roles.
+    pub async fn grant_realm_role(
+        &self,
+        realm: &str,
+        user_id: &str,
+        role: &str,
+    ) -> Result<(), IdpError> {
+        let role = self
+            .get_json(&format!("/{realm}/roles/{role}"))
+            .await?
+            .ok_or_else(|| IdpError::Unexpected(format!("role {role}")))?;
+        self.expect(
+            Method::POST,
+            &format!("/{realm}/users/{user_id}/role-mappings/realm"),
+            Some(&json!([role])),
+            &[StatusCode::NO_CONTENT],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Ends one session in Keycloak (its refresh token stops working); a missing one is fine.
+    pub async fn delete_session(&self, realm: &str, sid: &str) -> Result<(), IdpError> {
+        self.expect(
+            Method::DELETE,
+            &format!("/{realm}/sessions/{sid}"),
+            None,
+            &[StatusCode::NO_CONTENT, StatusCode::NOT_FOUND],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Ends every session of a user in Keycloak.
+    pub async fn logout_user(&self, realm: &str, user_id: &str) -> Result<(), IdpError> {
+        self.expect(
+            Method::POST,
+            &format!("/{realm}/users/{user_id}/logout"),
             None,
             &[StatusCode::NO_CONTENT, StatusCode::NOT_FOUND],
         )

@@ -44,6 +44,7 @@ impl TokenError {
             TokenError::Type => ErrorCode::TokenType,
             TokenError::Tenant(_) => ErrorCode::TokenTenant,
             TokenError::KeysUnavailable(_) => ErrorCode::IdentityUnavailable,
+            TokenError::SessionRevoked => ErrorCode::SessionRevoked,
         }
     }
 }
@@ -136,6 +137,15 @@ async fn authenticate(
     let principal = Arc::new(token::validate(raw, &expected, &state.jwks, now).await?);
     state.tokens.put(key, principal.clone(), now);
     Ok(principal)
+}
+
+/// A request header as text, truncated (device descriptions are display data, not identity).
+fn header_text(req: &Request, name: &str, max: usize) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(max).collect())
+        .unwrap_or_default()
 }
 
 fn set_header(res: &mut Response, name: &'static str, value: String) {
@@ -243,9 +253,32 @@ impl Handler for Authenticate {
             (Some(_), None, _) => Err(TokenError::TooLarge),
             (Some(_), Some(_), Some(principal)) => Ok(principal),
             (Some(raw), Some(key), None) => authenticate(&state, tenant, raw, key, now).await,
-        };
+        }
+        .and_then(|p| match &p.session_id {
+            Some(sid) if state.sessions.is_revoked(tenant.tenant.id, sid) => {
+                Err(TokenError::SessionRevoked)
+            }
+            _ => Ok(p),
+        });
+        if let Ok(principal) = &outcome
+            && let Some(sid) = &principal.session_id
+        {
+            let device = crate::sessions::Device {
+                user_agent: header_text(req, "user-agent", 300),
+                platform: Some(header_text(req, "sec-ch-ua-platform", 60))
+                    .filter(|p| !p.is_empty()),
+                network: crate::sessions::coarse_network(ip),
+            };
+            state
+                .sessions
+                .touch(tenant.tenant.id, &principal.subject, sid, &device)
+                .await;
+        }
         if let Err(e) = &outcome
-            && !matches!(e, TokenError::Missing | TokenError::KeysUnavailable(_))
+            && !matches!(
+                e,
+                TokenError::Missing | TokenError::KeysUnavailable(_) | TokenError::SessionRevoked
+            )
         {
             state.limiter.record_failure(ip).await;
         }

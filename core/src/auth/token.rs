@@ -47,6 +47,8 @@ pub enum TokenError {
     Tenant(String),
     #[error("signing keys are unavailable: {0}")]
     KeysUnavailable(String),
+    #[error("the session was revoked")]
+    SessionRevoked,
 }
 
 /// What a valid token must match.

@@ -28,9 +28,18 @@ use crate::error::{ApiError, ErrorCode};
 fn tenant_api() -> Router {
     Router::with_path("v1")
         .hoop(crate::tenancy::resolve::ResolveTenant)
+        // Token refresh needs the tenant but no access token.
+        .push(Router::with_path("auth/refresh").post(crate::sessions::handlers::refresh))
+        .push(authenticated_api())
+}
+
+/// `/v1` routes that need an authenticated, active user.
+fn authenticated_api() -> Router {
+    Router::new()
         .hoop(crate::auth::Authenticate)
         .hoop(crate::users::LoadUser)
         .push(crate::users::handlers::router())
+        .push(crate::sessions::handlers::router())
         .push(crate::notes::handlers::router())
 }
 

@@ -274,6 +274,11 @@ impl From<diesel::result::Error> for ProvisionError {
     }
 }
 
+/// Realm settings for realms we manage: a refresh token works once; using it again fails.
+static ROTATE_REFRESH_TOKENS: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(
+    || serde_json::json!({"revokeRefreshToken": true, "refreshTokenMaxReuse": 0}),
+);
+
 /// Makes the tenant's identity home in Keycloak: its own realm (tagged as ours, or the linked
 /// one) with the API's clients and roles, or an organization in the region's shared realm.
 /// Records what it created, so deletion removes exactly that. Idempotent.
@@ -321,6 +326,7 @@ async fn provision_identity(
                 created.push("realm".into());
             }
             kc.ensure_realm_setup(&realm, Some(&tenant.slug)).await?;
+            kc.update_realm(&realm, &ROTATE_REFRESH_TOKENS).await?;
         }
         IdentityMode::Organization => {
             kc.ensure_realm(
@@ -331,6 +337,7 @@ async fn provision_identity(
             )
             .await?;
             kc.ensure_realm_setup(&realm, None).await?;
+            kc.update_realm(&realm, &ROTATE_REFRESH_TOKENS).await?;
             let alias = identity
                 .org_alias
                 .clone()

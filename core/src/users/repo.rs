@@ -68,3 +68,13 @@ pub async fn upsert_seen(conn: &mut AsyncPgConnection, seen: &SeenUser<'_>) -> Q
         .await
         .map(User::from)
 }
+
+pub async fn get(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<Option<User>> {
+    Ok(users::table
+        .find(id.0)
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .map(User::from))
+}

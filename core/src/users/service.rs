@@ -81,3 +81,12 @@ pub async fn current(
     }
     Ok(user)
 }
+
+/// A user of the tenant by id.
+pub async fn by_id(db: &TenantDb, id: UserId) -> ApiResult<User> {
+    let mut tx = db.begin().await?;
+    let result = repo::get(tx.conn(), id).await.map_err(ApiError::from);
+    tx.finish(result)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))
+}

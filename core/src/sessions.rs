@@ -1,0 +1,577 @@
+//! Session registry and revocation, in Redis, keyed by the token's session id (`sid`).
+//!
+//! Owns: recording each session's device (user agent, client hints, coarse IP) and last-seen
+//! time — written at most once a minute per session per instance; spotting a device a user has
+//! not used before; revoking one session or all of a user's, which also ends them in Keycloak.
+//! **Invariant:** revocation is checked from an in-process set, refreshed by a Redis pub/sub
+//! broadcast on every change and reloaded whole whenever the listener reconnects, so a revoked
+//! session is refused by every instance within about a second and the check costs no network
+//! call. Never stores a token.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use redis::AsyncCommands;
+use salvo::oapi::ToSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::TenantId;
+
+/// Channel carrying `<tenant id>:<sid>` of every revoked session.
+pub const CHANNEL: &str = "neotenant:session-revoked";
+/// How long a revocation is remembered: longer than any access token lives.
+const REVOKED_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long an idle session stays listed.
+const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// One session as listed to its user.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct SessionView {
+    /// The identity provider's session id.
+    pub id: String,
+    pub user_agent: String,
+    /// Client hints (`Sec-CH-UA-Platform`), when the browser sent them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// The client network, coarsened (/24 for IPv4, /48 for IPv6).
+    pub network: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// Whether this is the session of the request listing it.
+    #[serde(default)]
+    pub current: bool,
+}
+
+/// What a request tells about its device.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub user_agent: String,
+    pub platform: Option<String>,
+    pub network: String,
+}
+
+impl Device {
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!(
+            "{}\u{0}{}\u{0}{}",
+            self.user_agent,
+            self.platform.as_deref().unwrap_or(""),
+            self.network
+        ));
+        hex::encode(&digest[..12])
+    }
+}
+
+/// Coarse network of an address: /24 (IPv4) or /48 (IPv6).
+pub fn coarse_network(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+    }
+}
+
+pub struct Sessions {
+    redis: redis::aio::ConnectionManager,
+    revoked: RwLock<HashMap<String, Instant>>,
+    touched: RwLock<HashMap<String, Instant>>,
+    pub new_devices: prometheus::IntCounter,
+}
+
+fn key(tenant: TenantId, sid: &str) -> String {
+    format!("neotenant:sess:{tenant}:{sid}")
+}
+fn user_key(tenant: TenantId, subject: &str) -> String {
+    format!("neotenant:sess-user:{tenant}:{subject}")
+}
+fn devices_key(tenant: TenantId, subject: &str) -> String {
+    format!("neotenant:devices:{tenant}:{subject}")
+}
+fn revoked_key(tenant: TenantId, sid: &str) -> String {
+    format!("neotenant:revoked:{tenant}:{sid}")
+}
+fn member(tenant: TenantId, sid: &str) -> String {
+    format!("{tenant}:{sid}")
+}
+
+impl Sessions {
+    pub fn new(redis: redis::aio::ConnectionManager, new_devices: prometheus::IntCounter) -> Self {
+        Self {
+            redis,
+            revoked: RwLock::new(HashMap::new()),
+            touched: RwLock::new(HashMap::new()),
+            new_devices,
+        }
+    }
+
+    /// Whether the session was revoked (in-process; no network).
+    pub fn is_revoked(&self, tenant: TenantId, sid: &str) -> bool {
+        self.revoked
+            .read()
+            .expect("revoked lock")
+            .get(&member(tenant, sid))
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    fn mark_revoked(&self, entry: String) {
+        let mut revoked = self.revoked.write().expect("revoked lock");
+        let now = Instant::now();
+        if revoked.len() > 100_000 {
+            revoked.retain(|_, until| *until > now);
+        }
+        revoked.insert(entry, now + REVOKED_TTL);
+    }
+
+    /// Records the session's device and last-seen time (at most once a minute per session per
+    /// instance). Returns whether the device is new for this user. Best effort: a Redis failure
+    /// is logged and the request goes on.
+    pub async fn touch(&self, tenant: TenantId, subject: &str, sid: &str, device: &Device) -> bool {
+        let entry = member(tenant, sid);
+        {
+            let touched = self.touched.read().expect("touched lock");
+            if touched
+                .get(&entry)
+                .is_some_and(|t| t.elapsed() < TOUCH_EVERY)
+            {
+                return false;
+            }
+        }
+        {
+            let mut touched = self.touched.write().expect("touched lock");
+            if touched.len() > 100_000 {
+                touched.clear();
+            }
+            touched.insert(entry, Instant::now());
+        }
+        let now = chrono::Utc::now().timestamp();
+        let mut conn = self.redis.clone();
+        let k = key(tenant, sid);
+        let result: redis::RedisResult<i64> = async {
+            let (_, _, _, _, added): ((), (), (), (), i64) = redis::pipe()
+                .hset_nx(&k, "first_seen", now)
+                .hset_multiple(
+                    &k,
+                    &[
+                        ("user_agent", device.user_agent.clone()),
+                        ("platform", device.platform.clone().unwrap_or_default()),
+                        ("network", device.network.clone()),
+                        ("last_seen", now.to_string()),
+                        ("subject", subject.to_string()),
+                    ],
+                )
+                .expire(&k, SESSION_TTL.as_secs() as i64)
+                .sadd(user_key(tenant, subject), sid)
+                .sadd(devices_key(tenant, subject), device.fingerprint())
+                .query_async(&mut conn)
+                .await?;
+            Ok(added)
+        }
+        .await;
+        match result {
+            Ok(1) => {
+                self.new_devices.inc();
+                tracing::info!(tenant = %tenant, user = subject, network = %device.network, "new device for user");
+                true
+            }
+            Ok(_) => false,
+            Err(error) => {
+                tracing::warn!(%error, "recording the session failed");
+                false
+            }
+        }
+    }
+
+    /// The user's sessions, newest activity first.
+    pub async fn list(
+        &self,
+        tenant: TenantId,
+        subject: &str,
+    ) -> redis::RedisResult<Vec<SessionView>> {
+        let mut conn = self.redis.clone();
+        let sids: Vec<String> = conn.smembers(user_key(tenant, subject)).await?;
+        let mut out = Vec::new();
+        for sid in sids {
+            let fields: HashMap<String, String> = conn.hgetall(key(tenant, &sid)).await?;
+            if fields.is_empty() || self.is_revoked(tenant, &sid) {
+                let _: i64 = conn.srem(user_key(tenant, subject), &sid).await?;
+                continue;
+            }
+            let num = |f: &str| fields.get(f).and_then(|v| v.parse().ok()).unwrap_or(0);
+            out.push(SessionView {
+                id: sid,
+                user_agent: fields.get("user_agent").cloned().unwrap_or_default(),
+                platform: fields.get("platform").filter(|p| !p.is_empty()).cloned(),
+                network: fields.get("network").cloned().unwrap_or_default(),
+                first_seen: num("first_seen"),
+                last_seen: num("last_seen"),
+                current: false,
+            });
+        }
+        out.sort_by_key(|s| std::cmp::Reverse(s.last_seen));
+        Ok(out)
+    }
+
+    /// Whether `sid` is a session of this user.
+    pub async fn owns(
+        &self,
+        tenant: TenantId,
+        subject: &str,
+        sid: &str,
+    ) -> redis::RedisResult<bool> {
+        let mut conn = self.redis.clone();
+        conn.sismember(user_key(tenant, subject), sid).await
+    }
+
+    /// Revokes sessions everywhere: remembered in Redis (for instances that start later) and
+    /// broadcast (for running ones), and applied here at once.
+    pub async fn revoke(
+        &self,
+        tenant: TenantId,
+        subject: &str,
+        sids: &[String],
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.redis.clone();
+        for sid in sids {
+            let entry = member(tenant, sid);
+            self.mark_revoked(entry.clone());
+            let _: () = redis::pipe()
+                .set_ex(revoked_key(tenant, sid), 1, REVOKED_TTL.as_secs())
+                .del(key(tenant, sid))
+                .srem(user_key(tenant, subject), sid)
+                .publish(CHANNEL, &entry)
+                .query_async(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Loads every remembered revocation (at start and after the listener reconnects).
+    async fn reload(&self, conn: &mut redis::aio::ConnectionManager) -> redis::RedisResult<()> {
+        let mut iter: redis::AsyncIter<String> = conn.scan_match("neotenant:revoked:*").await?;
+        let mut found = Vec::new();
+        while let Some(k) = iter.next_item().await {
+            found.push(k?);
+        }
+        for k in found {
+            if let Some(entry) = k.strip_prefix("neotenant:revoked:") {
+                self.mark_revoked(entry.to_string());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies revocations broadcast by any instance until `shutdown` fires.
+pub async fn listen(
+    client: redis::Client,
+    sessions: Arc<Sessions>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let session = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(CHANNEL).await?;
+            let mut conn = sessions.redis.clone();
+            sessions.reload(&mut conn).await?;
+            let mut messages = pubsub.on_message();
+            while let Some(msg) = messages.next().await {
+                if let Ok(entry) = msg.get_payload::<String>() {
+                    sessions.mark_revoked(entry);
+                }
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        tokio::select! {
+            result = session => {
+                if let Err(error) = result {
+                    tracing::warn!(%error, "session revocation listener cannot reach Redis; retrying");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_are_coarse() {
+        assert_eq!(
+            coarse_network("203.0.113.77".parse().unwrap()),
+            "203.0.113.0/24"
+        );
+        assert_eq!(
+            coarse_network("2001:db8:1:2::5".parse().unwrap()),
+            "2001:db8:1::/48"
+        );
+    }
+
+    #[test]
+    fn fingerprints_depend_on_the_device() {
+        let a = Device {
+            user_agent: "curl/8".into(),
+            platform: None,
+            network: "10.0.0.0/24".into(),
+        };
+        let mut b = a.clone();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        b.network = "10.0.1.0/24".into();
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+}
+
+/// HTTP endpoints: my sessions, revoking them, an admin revoking a user's, and token refresh.
+pub mod handlers {
+    use std::sync::Arc;
+
+    use salvo::oapi::{ToSchema, endpoint};
+    use salvo::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    use super::SessionView;
+    use crate::app::AppState;
+    use crate::error::{ApiError, ApiResult, ErrorCode};
+    use crate::http::extract::{JsonBody, Path};
+    use crate::http::reply::{NoContent, Reply};
+    use crate::ids::UserId;
+    use crate::tenancy::resolve::CurrentTenant;
+    use crate::users::CurrentUser;
+
+    fn state(depot: &Depot) -> ApiResult<Arc<AppState>> {
+        depot
+            .get_typed::<Arc<AppState>>()
+            .cloned()
+            .map_err(|_| ApiError::internal("state missing"))
+    }
+
+    fn redis_down(e: redis::RedisError) -> ApiError {
+        ApiError::unavailable("the session store", e)
+    }
+
+    /// Ends sessions in Keycloak too; our own revocation already holds if Keycloak is down.
+    async fn end_in_keycloak(state: &AppState, tenant: &CurrentTenant, sids: &[String]) {
+        let Some(realm) = tenant.0.tenant.identity.realm.as_deref() else {
+            return;
+        };
+        for sid in sids {
+            if let Err(error) = state.keycloak.delete_session(realm, sid).await {
+                tracing::warn!(%error, "ending a session in Keycloak failed; it stays revoked here");
+            }
+        }
+    }
+
+    /// My sessions, most recently active first.
+    #[endpoint(tags("sessions"), status_codes(200, 401, 503))]
+    pub async fn list_sessions(
+        me: CurrentUser,
+        tenant: CurrentTenant,
+        depot: &mut Depot,
+    ) -> ApiResult<Reply<Vec<SessionView>>> {
+        let state = state(depot)?;
+        let mut sessions = state
+            .sessions
+            .list(tenant.0.tenant.id, &me.user.subject)
+            .await
+            .map_err(redis_down)?;
+        let current = me.principal.0.session_id.as_deref();
+        for s in &mut sessions {
+            s.current = Some(s.id.as_str()) == current;
+        }
+        Ok(Reply::ok(sessions))
+    }
+
+    /// End one of my sessions, everywhere.
+    #[endpoint(tags("sessions"), status_codes(204, 401, 404, 503))]
+    pub async fn revoke_session(
+        me: CurrentUser,
+        tenant: CurrentTenant,
+        id: Path<String>,
+        depot: &mut Depot,
+    ) -> ApiResult<NoContent> {
+        let state = state(depot)?;
+        let tenant_id = tenant.0.tenant.id;
+        let sid = id.0;
+        if sid.len() > 128
+            || !state
+                .sessions
+                .owns(tenant_id, &me.user.subject, &sid)
+                .await
+                .map_err(redis_down)?
+        {
+            return Err(ApiError::not_found("session"));
+        }
+        let sids = vec![sid];
+        state
+            .sessions
+            .revoke(tenant_id, &me.user.subject, &sids)
+            .await
+            .map_err(redis_down)?;
+        end_in_keycloak(&state, &tenant, &sids).await;
+        Ok(NoContent)
+    }
+
+    async fn revoke_all(
+        state: &AppState,
+        tenant: &CurrentTenant,
+        subject: &str,
+        current: Option<&str>,
+    ) -> ApiResult<()> {
+        let tenant_id = tenant.0.tenant.id;
+        let mut sids: Vec<String> = state
+            .sessions
+            .list(tenant_id, subject)
+            .await
+            .map_err(redis_down)?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        if let Some(current) = current
+            && !sids.iter().any(|s| s == current)
+        {
+            sids.push(current.to_string());
+        }
+        state
+            .sessions
+            .revoke(tenant_id, subject, &sids)
+            .await
+            .map_err(redis_down)?;
+        if let Some(realm) = tenant.0.tenant.identity.realm.as_deref()
+            && let Err(error) = state.keycloak.logout_user(realm, subject).await
+        {
+            tracing::warn!(%error, "ending a user's sessions in Keycloak failed; they stay revoked here");
+        }
+        Ok(())
+    }
+
+    /// End all my sessions, this one included.
+    #[endpoint(tags("sessions"), status_codes(204, 401, 503))]
+    pub async fn revoke_my_sessions(
+        me: CurrentUser,
+        tenant: CurrentTenant,
+        depot: &mut Depot,
+    ) -> ApiResult<NoContent> {
+        let state = state(depot)?;
+        revoke_all(
+            &state,
+            &tenant,
+            &me.user.subject,
+            me.principal.0.session_id.as_deref(),
+        )
+        .await?;
+        Ok(NoContent)
+    }
+
+    /// End all sessions of a user of this tenant (tenant admins and owners).
+    #[endpoint(tags("sessions"), status_codes(204, 401, 403, 404, 503))]
+    pub async fn revoke_user_sessions(
+        me: CurrentUser,
+        tenant: CurrentTenant,
+        id: Path<UserId>,
+        depot: &mut Depot,
+    ) -> ApiResult<NoContent> {
+        let state = state(depot)?;
+        let roles = &me.principal.0.roles;
+        if !roles.iter().any(|r| r == "admin" || r == "owner") {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "revoking another user's sessions needs the admin or owner role",
+            ));
+        }
+        let user = crate::users::service::by_id(&tenant.0.db, id.0).await?;
+        revoke_all(&state, &tenant, &user.subject, None).await?;
+        Ok(NoContent)
+    }
+
+    /// A refresh token to exchange.
+    #[derive(Debug, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct RefreshRequest {
+        pub refresh_token: String,
+    }
+
+    /// New tokens from Keycloak.
+    #[derive(Debug, Serialize, Deserialize, ToSchema)]
+    pub struct TokenResponse {
+        pub access_token: String,
+        pub refresh_token: String,
+        pub expires_in: i64,
+        pub token_type: String,
+    }
+
+    /// Exchange a refresh token for new tokens (the refresh token rotates: the old one is
+    /// refused from then on).
+    #[endpoint(tags("sessions"), status_codes(200, 400, 401, 422, 503))]
+    pub async fn refresh(
+        tenant: CurrentTenant,
+        body: JsonBody<RefreshRequest>,
+        depot: &mut Depot,
+    ) -> ApiResult<Reply<TokenResponse>> {
+        let state = state(depot)?;
+        let identity = &tenant.0.tenant.identity;
+        let realm = identity.realm.as_deref().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::IdentityUnavailable,
+                "the tenant has no identity provider yet",
+            )
+        })?;
+        if body.0.refresh_token.len() > 16_384 {
+            return Err(ApiError::new(
+                ErrorCode::RefreshTokenInvalid,
+                "the refresh token is too large",
+            ));
+        }
+        let scope = match &tenant.0.org_alias {
+            Some(alias) => format!("openid organization:{alias}"),
+            None => "openid".into(),
+        };
+        let tokens = state
+            .keycloak
+            .refresh(realm, &body.0.refresh_token, &scope)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::IdentityUnavailable,
+                    "the identity provider is unavailable",
+                )
+                .with_source(e)
+            })?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::RefreshTokenInvalid,
+                    "the refresh token is invalid, expired or already used",
+                )
+            })?;
+        let tokens: TokenResponse = serde_json::from_value(tokens).map_err(ApiError::internal)?;
+        Ok(Reply::ok(tokens))
+    }
+
+    /// Authenticated session routes (mounted behind `Authenticate` and `LoadUser`).
+    pub fn router() -> Router {
+        Router::new()
+            .push(
+                Router::with_path("sessions")
+                    .get(list_sessions)
+                    .delete(revoke_my_sessions)
+                    .push(Router::with_path("{id}").delete(revoke_session)),
+            )
+            .push(Router::with_path("users/{id}/sessions").delete(revoke_user_sessions))
+    }
+}
