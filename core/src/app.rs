@@ -154,8 +154,15 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tokio::spawn(crate::sessions::listen(
         state.redis_client.clone(),
         state.sessions.clone(),
-        stop_rx,
+        stop_rx.clone(),
     ));
+    if state.config.users.reconcile_interval_secs > 0 {
+        tokio::spawn(crate::users::service::reconcile_loop(
+            state.clone(),
+            Duration::from_secs(state.config.users.reconcile_interval_secs),
+            stop_rx,
+        ));
+    }
     let service = crate::http::service(state.clone());
     let server = salvo::Server::new(acceptor);
     let handle = server.handle();

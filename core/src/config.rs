@@ -53,6 +53,24 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub rate_limit: crate::ratelimit::RateLimitConfig,
+    #[serde(default)]
+    pub users: UsersConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsersConfig {
+    /// Seconds between reconciliations of every tenant's users with Keycloak (0 disables the
+    /// background job; `POST /admin/v1/tenants/{slug}/reconcile-users` still runs one).
+    pub reconcile_interval_secs: u64,
+}
+
+impl Default for UsersConfig {
+    fn default() -> Self {
+        Self {
+            reconcile_interval_secs: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

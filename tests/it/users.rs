@@ -109,3 +109,158 @@ async fn me_tenant_id(app: &TestApp, slug: &str) -> neotenant::ids::TenantId {
         .unwrap();
     shown["id"].as_str().unwrap().parse().unwrap()
 }
+
+#[tokio::test]
+async fn keycloak_side_changes_arrive_by_reconciliation() {
+    let app = TestApp::start().await;
+    let t = app.with_tenant("us", "schema").await;
+    let kc = app.state().keycloak.clone();
+    let me: Value = app
+        .tenant_req(Method::GET, &t.slug, "/v1/me")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let subject = me["subject"].as_str().unwrap().to_string();
+
+    // Changed in Keycloak's own console: a profile, a new member, a disabled member.
+    kc.update_user(&t.realm, &subject, &serde_json::json!({"email": format!("changed-{}@example.test", t.slug), "firstName": "Changed", "lastName": "Name"}))
+        .await
+        .unwrap();
+    let console_user = format!("console-{}", t.slug);
+    let console_id = kc
+        .ensure_user(
+            &t.realm,
+            &console_user,
+            &format!("{console_user}@example.test"),
+            neotenant_tests::TEST_PASSWORD,
+        )
+        .await
+        .unwrap();
+    let (org_id, _) = kc
+        .find_organization(&t.realm, t.organization.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    kc.add_organization_member(&t.realm, &org_id, &console_id)
+        .await
+        .unwrap();
+    let leaver = format!("leaver-{}", t.slug);
+    let leaver_token = app
+        .member_token(&t.realm, t.organization.as_deref(), &leaver)
+        .await;
+    let leaver_me: Value = app
+        .anonymous(Method::GET, &t.slug, "/v1/me")
+        .bearer_auth(&leaver_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    kc.update_user(
+        &t.realm,
+        leaver_me["subject"].as_str().unwrap(),
+        &serde_json::json!({"enabled": false}),
+    )
+    .await
+    .unwrap();
+
+    let report: Value = app
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/{}/reconcile-users", t.slug),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["seen"], 3, "{report}");
+    assert_eq!(report["changed"], 3, "{report}");
+
+    let config = test_config();
+    let mut db = direct(&config, &t.database).await;
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        subject: String,
+        #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+        email: Option<String>,
+        #[diesel(sql_type = Text)]
+        status: String,
+    }
+    let rows: Vec<Row> = diesel::sql_query(format!(
+        "SELECT subject, email, status FROM \"{}\".users",
+        t.schema
+    ))
+    .load(&mut db)
+    .await
+    .unwrap();
+    let row = |s: &str| {
+        rows.iter()
+            .find(|r| r.subject == s)
+            .unwrap_or_else(|| panic!("no row for {s}"))
+    };
+    assert_eq!(
+        row(&subject).email.as_deref(),
+        Some(format!("changed-{}@example.test", t.slug).as_str())
+    );
+    assert_eq!(
+        row(&console_id).status,
+        "active",
+        "a user made in Keycloak arrives"
+    );
+    assert_eq!(
+        row(leaver_me["subject"].as_str().unwrap()).status,
+        "deactivated"
+    );
+
+    // The change shows through the API at once, and the disabled user is out.
+    let again: Value = app
+        .tenant_req(Method::GET, &t.slug, "/v1/me")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["email"], format!("changed-{}@example.test", t.slug));
+    assert_eq!(again["display_name"], "Changed Name");
+    let res = app
+        .anonymous(Method::GET, &t.slug, "/v1/notes")
+        .bearer_auth(&leaver_token)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        matches!(res.status().as_u16(), 401 | 403),
+        "disabled user refused: {}",
+        res.status()
+    );
+
+    // Removed from the organization in Keycloak: deactivated here on the next round.
+    let (org_id, _) = kc
+        .find_organization(&t.realm, t.organization.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = org_id;
+    kc.delete_user(&t.realm, &console_id).await.unwrap();
+    let report: Value = app
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/{}/reconcile-users", t.slug),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["removed"], 1, "{report}");
+    app.cleanup().await;
+}

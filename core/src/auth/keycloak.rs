@@ -174,6 +174,18 @@ impl KeycloakAdmin {
         }
     }
 
+    /// DELETE where a missing target counts as done (every delete here is idempotent).
+    async fn delete(&self, path: &str) -> Result<(), IdpError> {
+        self.expect(
+            Method::DELETE,
+            path,
+            None,
+            &[StatusCode::NO_CONTENT, StatusCode::NOT_FOUND],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn get_json(&self, path: &str) -> Result<Option<Value>, IdpError> {
         let (status, text) = self
             .expect(
@@ -371,14 +383,7 @@ impl KeycloakAdmin {
 
     /// Deletes `realm`; a missing realm is not an error.
     pub async fn delete_realm(&self, realm: &str) -> Result<(), IdpError> {
-        self.expect(
-            Method::DELETE,
-            &format!("/{realm}"),
-            None,
-            &[StatusCode::NO_CONTENT, StatusCode::NOT_FOUND],
-        )
-        .await?;
-        Ok(())
+        self.delete(&format!("/{realm}")).await
     }
 
     /// The organization with `alias` in `realm`, if any: its id and owner tag. Organizations
@@ -465,14 +470,7 @@ impl KeycloakAdmin {
     }
 
     pub async fn delete_organization(&self, realm: &str, id: &str) -> Result<(), IdpError> {
-        self.expect(
-            Method::DELETE,
-            &format!("/{realm}/organizations/{id}"),
-            None,
-            &[StatusCode::NO_CONTENT, StatusCode::NOT_FOUND],
-        )
-        .await?;
-        Ok(())
+        self.delete(&format!("/{realm}/organizations/{id}")).await
     }
 
     /// Creates a user with a password (or finds the existing one); returns the user id.
@@ -522,14 +520,7 @@ impl KeycloakAdmin {
     }
 
     pub async fn delete_user(&self, realm: &str, user_id: &str) -> Result<(), IdpError> {
-        self.expect(
-            Method::DELETE,
-            &format!("/{realm}/users/{user_id}"),
-            None,
-            &[StatusCode::NO_CONTENT, StatusCode::NOT_FOUND],
-        )
-        .await?;
-        Ok(())
+        self.delete(&format!("/{realm}/users/{user_id}")).await
     }
 
     /// Exchanges a refresh token at `realm`'s token endpoint through the end-user client.
@@ -570,6 +561,42 @@ impl KeycloakAdmin {
         }
     }
 
+    /// One page of a realm's users (realm mode) or of an organization's members.
+    pub async fn list_users(
+        &self,
+        realm: &str,
+        org_id: Option<&str>,
+        first: usize,
+        max: usize,
+    ) -> Result<Vec<Value>, IdpError> {
+        let path = match org_id {
+            Some(org) => format!("/{realm}/organizations/{org}/members?first={first}&max={max}"),
+            None => format!("/{realm}/users?first={first}&max={max}&briefRepresentation=false"),
+        };
+        Ok(self
+            .get_json(&path)
+            .await?
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default())
+    }
+
+    /// Changes a user's representation fields (e.g. `{"email": …}` or `{"enabled": false}`).
+    pub async fn update_user(
+        &self,
+        realm: &str,
+        user_id: &str,
+        fields: &Value,
+    ) -> Result<(), IdpError> {
+        self.expect(
+            Method::PUT,
+            &format!("/{realm}/users/{user_id}"),
+            Some(fields),
+            &[StatusCode::NO_CONTENT],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Gives a user one of the realm's roles.
     pub async fn grant_realm_role(
         &self,
@@ -593,14 +620,7 @@ impl KeycloakAdmin {
 
     /// Ends one session in Keycloak (its refresh token stops working); a missing one is fine.
     pub async fn delete_session(&self, realm: &str, sid: &str) -> Result<(), IdpError> {
-        self.expect(
-            Method::DELETE,
-            &format!("/{realm}/sessions/{sid}"),
-            None,
-            &[StatusCode::NO_CONTENT, StatusCode::NOT_FOUND],
-        )
-        .await?;
-        Ok(())
+        self.delete(&format!("/{realm}/sessions/{sid}")).await
     }
 
     /// Ends every session of a user in Keycloak.

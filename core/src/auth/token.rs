@@ -75,6 +75,8 @@ pub struct Principal {
     pub roles: Vec<String>,
     pub client: Option<String>,
     pub expires_at: i64,
+    /// When the token was issued (`iat`, 0 when absent): how fresh its profile claims are.
+    pub issued_at: i64,
 }
 
 #[derive(Deserialize)]
@@ -236,6 +238,7 @@ pub fn check_claims(
             .unwrap_or_default(),
         client: text("azp"),
         expires_at: exp,
+        issued_at: claims["iat"].as_i64().unwrap_or(0),
     })
 }
 

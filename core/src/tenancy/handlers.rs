@@ -162,6 +162,19 @@ pub async fn delete_tenant(
     Ok(NoContent)
 }
 
+/// Bring the tenant's users in line with Keycloak now (the background job does it periodically).
+#[endpoint(tags("admin: tenants"), status_codes(200, 400, 401, 403, 404, 503))]
+pub async fn reconcile_users(
+    slug: Path<Slug>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<crate::users::service::ReconcileReport>> {
+    let state = state(depot)?;
+    let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
+    Ok(Reply::ok(
+        crate::users::service::reconcile(&state, &resolved).await?,
+    ))
+}
+
 /// The `/admin/v1` router.
 pub fn router() -> Router {
     Router::with_path("admin/v1/tenants")
@@ -173,6 +186,7 @@ pub fn router() -> Router {
                 .get(show_tenant)
                 .delete(delete_tenant)
                 .push(Router::with_path("suspend").post(suspend_tenant))
-                .push(Router::with_path("resume").post(resume_tenant)),
+                .push(Router::with_path("resume").post(resume_tenant))
+                .push(Router::with_path("reconcile-users").post(reconcile_users)),
         )
 }

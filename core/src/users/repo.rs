@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::upsert::excluded;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -10,7 +9,7 @@ use super::User;
 use crate::ids::UserId;
 use crate::schema::tenant::users;
 
-#[derive(Queryable, Selectable)]
+#[derive(Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = users)]
 struct UserRow {
     id: Uuid,
@@ -40,33 +39,41 @@ impl From<UserRow> for User {
     }
 }
 
-/// What a token says about its user.
-#[derive(Insertable)]
-#[diesel(table_name = users)]
+/// What a token says about its user, and when it said it.
 pub struct SeenUser<'a> {
-    pub id: Uuid,
     pub subject: &'a str,
     pub username: Option<&'a str>,
     pub email: Option<&'a str>,
     pub display_name: Option<&'a str>,
+    /// The token's `iat`: profile claims older than the row's `updated_at` (a reconciliation
+    /// from Keycloak, say) do not overwrite it.
+    pub as_of: i64,
 }
 
-/// Creates the user on first sight, or refreshes its profile and `last_seen_at`; one statement.
+/// Creates the user on first sight, or refreshes `last_seen_at` and — if the token is newer
+/// than what the row holds — its profile; one statement.
 pub async fn upsert_seen(conn: &mut AsyncPgConnection, seen: &SeenUser<'_>) -> QueryResult<User> {
-    diesel::insert_into(users::table)
-        .values(seen)
-        .on_conflict(users::subject)
-        .do_update()
-        .set((
-            users::username.eq(excluded(users::username)),
-            users::email.eq(excluded(users::email)),
-            users::display_name.eq(excluded(users::display_name)),
-            users::last_seen_at.eq(diesel::dsl::now),
-        ))
-        .returning(UserRow::as_returning())
-        .get_result(conn)
-        .await
-        .map(User::from)
+    use diesel::sql_types::{BigInt, Nullable, Text, Uuid as SqlUuid};
+    diesel::sql_query(
+        "INSERT INTO users (id, subject, username, email, display_name, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, to_timestamp($6)) \
+         ON CONFLICT (subject) DO UPDATE SET \
+           username = CASE WHEN users.updated_at < EXCLUDED.updated_at THEN EXCLUDED.username ELSE users.username END, \
+           email = CASE WHEN users.updated_at < EXCLUDED.updated_at THEN EXCLUDED.email ELSE users.email END, \
+           display_name = CASE WHEN users.updated_at < EXCLUDED.updated_at THEN EXCLUDED.display_name ELSE users.display_name END, \
+           updated_at = GREATEST(users.updated_at, EXCLUDED.updated_at), \
+           last_seen_at = now() \
+         RETURNING id, subject, username, email, display_name, status, created_at, updated_at, last_seen_at",
+    )
+    .bind::<SqlUuid, _>(UserId::generate().0)
+    .bind::<Text, _>(seen.subject)
+    .bind::<Nullable<Text>, _>(seen.username)
+    .bind::<Nullable<Text>, _>(seen.email)
+    .bind::<Nullable<Text>, _>(seen.display_name)
+    .bind::<BigInt, _>(seen.as_of)
+    .get_result::<UserRow>(conn)
+    .await
+    .map(User::from)
 }
 
 pub async fn get(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<Option<User>> {
@@ -77,4 +84,55 @@ pub async fn get(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<Option
         .await
         .optional()?
         .map(User::from))
+}
+
+/// A user as the identity provider has it, for reconciliation.
+pub struct IdpUser<'a> {
+    pub subject: &'a str,
+    pub username: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub display_name: Option<&'a str>,
+    pub enabled: bool,
+}
+
+/// Brings one user in line with the identity provider; returns whether anything changed.
+/// A user deleted here stays deleted; an enabled one becomes active, a disabled one deactivated.
+pub async fn reconcile_one(conn: &mut AsyncPgConnection, idp: &IdpUser<'_>) -> QueryResult<bool> {
+    let status = if idp.enabled { "active" } else { "deactivated" };
+    let changed = diesel::sql_query(
+        "INSERT INTO users (id, subject, username, email, display_name, status) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (subject) DO UPDATE SET username = EXCLUDED.username, email = EXCLUDED.email, \
+           display_name = EXCLUDED.display_name, \
+           status = CASE WHEN users.status = 'deleted' THEN 'deleted' ELSE EXCLUDED.status END, \
+           updated_at = now() \
+         WHERE (users.username, users.email, users.display_name) IS DISTINCT FROM \
+               (EXCLUDED.username, EXCLUDED.email, EXCLUDED.display_name) \
+            OR (users.status <> 'deleted' AND users.status <> EXCLUDED.status)",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(UserId::generate().0)
+    .bind::<diesel::sql_types::Text, _>(idp.subject)
+    .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(idp.username)
+    .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(idp.email)
+    .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(idp.display_name)
+    .bind::<diesel::sql_types::Text, _>(status)
+    .execute(conn)
+    .await?;
+    Ok(changed > 0)
+}
+
+/// Deactivates active users whose subject the identity provider no longer lists; returns them.
+pub async fn deactivate_missing(
+    conn: &mut AsyncPgConnection,
+    present: &[String],
+) -> QueryResult<Vec<String>> {
+    diesel::update(users::table)
+        .filter(users::status.eq("active"))
+        .filter(users::subject.ne_all(present))
+        .set((
+            users::status.eq("deactivated"),
+            users::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(users::subject)
+        .get_results(conn)
+        .await
 }
