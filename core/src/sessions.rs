@@ -488,8 +488,7 @@ pub mod handlers {
         depot: &mut Depot,
     ) -> ApiResult<NoContent> {
         let state = state(depot)?;
-        let roles = &me.principal.0.roles;
-        if !roles.iter().any(|r| r == "admin" || r == "owner") {
+        if !crate::auth::is_tenant_admin(&tenant.0, &me.principal.0) {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
                 "revoking another user's sessions needs the admin or owner role",

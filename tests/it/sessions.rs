@@ -138,7 +138,7 @@ async fn refresh_tokens_rotate_and_cannot_be_reused() {
 #[tokio::test]
 async fn admins_revoke_a_users_sessions_and_members_cannot() {
     let app = TestApp::start().await;
-    let t = app.with_tenant("us", "schema").await;
+    let t = app.with_tenant_identity("us", "schema", "realm").await;
     let member: Value = app
         .tenant_req(Method::GET, &t.slug, "/v1/me")
         .send()
@@ -271,5 +271,56 @@ async fn a_new_device_is_noticed() {
         .await
         .unwrap();
     assert_eq!(count().await, before + 2.0);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn shared_realm_roles_never_make_a_tenant_admin() {
+    // In organization mode the realm is shared by the region's tenants: an `admin` realm role
+    // there must not administer any of them.
+    let app = TestApp::start().await;
+    let t = app.with_tenant("eu", "schema").await;
+    let member: Value = app
+        .tenant_req(Method::GET, &t.slug, "/v1/me")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kc = &app.state().keycloak;
+    let name = format!("regional-admin-{}", t.slug);
+    app.member_token(&t.realm, t.organization.as_deref(), &name)
+        .await;
+    let id = kc
+        .ensure_user(
+            &t.realm,
+            &name,
+            &format!("{name}@example.test"),
+            TEST_PASSWORD,
+        )
+        .await
+        .unwrap();
+    kc.grant_realm_role(&t.realm, &id, "admin").await.unwrap();
+    let token = app
+        .login(&t.realm, &name, t.organization.as_deref())
+        .await
+        .unwrap();
+    let path = format!("/v1/users/{}/sessions", member["id"].as_str().unwrap());
+    let res = app
+        .anonymous(Method::DELETE, &t.slug, &path)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 403, "forbidden").await;
+    assert_eq!(
+        app.tenant_req(Method::GET, &t.slug, "/v1/notes")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     app.cleanup().await;
 }

@@ -102,6 +102,16 @@ impl TokenCache {
     }
 }
 
+/// Whether the caller administers this tenant. Only a tenant's own realm can say so: in
+/// organization mode the realm is shared by every tenant of the region, so its realm roles
+/// would grant across tenants and are never trusted here (tenant roles for those tenants come
+/// from RBAC).
+pub fn is_tenant_admin(tenant: &ResolvedTenant, principal: &Principal) -> bool {
+    tenant.org_alias.is_none()
+        && tenant.tenant.identity.mode == crate::tenancy::model::IdentityMode::Realm
+        && principal.roles.iter().any(|r| r == "admin" || r == "owner")
+}
+
 /// The bearer token of a request, if it sent one.
 fn bearer(req: &Request) -> Option<&str> {
     let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
