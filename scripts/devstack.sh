@@ -26,6 +26,7 @@ SCALAR_VERSION="1.76.0"
 KC_VERSION="26.7.3"
 KC_PORT="${DEVSTACK_KC_PORT:-18180}"
 KC_MGMT_PORT="$((KC_PORT + 10))"
+SMTP_PORT="${DEVSTACK_SMTP_PORT:-18025}"
 KC_ADMIN="${DEVSTACK_KC_ADMIN:-admin}"
 KC_ADMIN_PASSWORD="${DEVSTACK_KC_ADMIN_PASSWORD:-admin-dev-password}"
 
@@ -250,6 +251,38 @@ kc_down() {
   rm -f "$KC_DIR/keycloak.pid"
 }
 
+# ---------------------------------------------------------------- SMTP sink
+# Every message sent to 127.0.0.1:$SMTP_PORT lands as a file in .devstack/smtp/maildir/new
+# (aiosmtpd from PyPI, Maildir handler): tests read what Keycloak and the API send.
+SMTP_DIR="$STACK/smtp"
+smtp_running() { [ -f "$SMTP_DIR/smtp.pid" ] && kill -0 "$(cat "$SMTP_DIR/smtp.pid")" 2>/dev/null; }
+
+smtp_up() {
+  if [ ! -d "$SMTP_DIR/lib/aiosmtpd" ]; then
+    log "installing the SMTP sink (PyPI aiosmtpd)"
+    python3 -m pip install --quiet --disable-pip-version-check --target "$SMTP_DIR/lib" aiosmtpd >&2
+  fi
+  smtp_running && return 0
+  mkdir -p "$SMTP_DIR/maildir/cur" "$SMTP_DIR/maildir/new" "$SMTP_DIR/maildir/tmp"
+  log "starting the SMTP sink on 127.0.0.1:$SMTP_PORT"
+  PYTHONPATH="$SMTP_DIR/lib" setsid python3 -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" \
+    -c aiosmtpd.handlers.Mailbox "$SMTP_DIR/maildir" >"$SMTP_DIR/smtp.log" 2>&1 < /dev/null &
+  echo $! >"$SMTP_DIR/smtp.pid"
+  for _ in $(seq 1 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "the SMTP sink did not start (log: $SMTP_DIR/smtp.log)"
+}
+
+smtp_down() {
+  if smtp_running; then
+    log "stopping the SMTP sink"
+    kill "$(cat "$SMTP_DIR/smtp.pid")" 2>/dev/null || true
+  fi
+  rm -f "$SMTP_DIR/smtp.pid"
+}
+
 # ---------------------------------------------------------------- assets
 # The Scalar API reference page is served by the host itself (no CDN at run time).
 assets_up() {
@@ -277,13 +310,14 @@ EOF
 }
 
 case "${1:-up}" in
-  up) pg_up; redis_up; assets_up; kc_up
-      log "up: PostgreSQL 127.0.0.1:$PG_PORT, Redis 127.0.0.1:$REDIS_PORT, Keycloak http://127.0.0.1:$KC_PORT" ;;
-  down) kc_down; redis_down; pg_down ;;
+  up) pg_up; redis_up; smtp_up; assets_up; kc_up
+      log "up: PostgreSQL 127.0.0.1:$PG_PORT, Redis 127.0.0.1:$REDIS_PORT, Keycloak http://127.0.0.1:$KC_PORT, SMTP sink 127.0.0.1:$SMTP_PORT" ;;
+  down) kc_down; smtp_down; redis_down; pg_down ;;
   status)
     if pg_running; then echo "postgres: running on 127.0.0.1:$PG_PORT"; else echo "postgres: stopped"; fi
     if redis_running; then echo "redis: running on 127.0.0.1:$REDIS_PORT"; else echo "redis: stopped"; fi
-    if kc_ready; then echo "keycloak: ready on 127.0.0.1:$KC_PORT"; else echo "keycloak: stopped"; fi ;;
+    if kc_ready; then echo "keycloak: ready on 127.0.0.1:$KC_PORT"; else echo "keycloak: stopped"; fi
+    if smtp_running; then echo "smtp sink: running on 127.0.0.1:$SMTP_PORT"; else echo "smtp sink: stopped"; fi ;;
   env) print_env ;;
   *) die "usage: $0 up|down|status|env" ;;
 esac

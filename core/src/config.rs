@@ -55,6 +55,30 @@ pub struct Config {
     pub rate_limit: crate::ratelimit::RateLimitConfig,
     #[serde(default)]
     pub users: UsersConfig,
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+}
+
+/// The mail server Keycloak sends account mail (password reset) through, set on every realm
+/// the platform manages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub from: String,
+    pub from_display_name: String,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 18025,
+            from: "no-reply@neotenant.test".into(),
+            from_display_name: "NeoTenantApi".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -562,6 +562,97 @@ pub mod handlers {
         Ok(Reply::ok(tokens))
     }
 
+    /// Who asks for a password reset.
+    #[derive(Debug, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct PasswordResetRequest {
+        /// Username or email address.
+        pub login: String,
+    }
+
+    /// The answer never says whether the account exists.
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct Accepted {
+        pub status: &'static str,
+    }
+
+    /// Mail a password-reset link (through Keycloak) to the tenant user with this username or
+    /// email. Always 202, whether or not such a user exists; one mail per user per minute.
+    #[endpoint(tags("sessions"), status_codes(202, 400, 422, 429))]
+    pub async fn password_reset(
+        req: &mut Request,
+        tenant: CurrentTenant,
+        body: JsonBody<PasswordResetRequest>,
+        depot: &mut Depot,
+    ) -> ApiResult<Reply<Accepted>> {
+        let state = state(depot)?;
+        let login = body.0.login.trim().to_lowercase();
+        if login.is_empty() || login.len() > 254 {
+            return Err(ApiError::validation(vec![crate::error::FieldError {
+                pointer: "/login".into(),
+                message: "must be 1-254 characters".into(),
+            }]));
+        }
+        let ip = crate::auth::client_ip(req, state.limiter.config().trust_forwarded_for);
+        if let crate::ratelimit::Decision::Limited {
+            retry_after_secs, ..
+        }
+        | crate::ratelimit::Decision::Locked { retry_after_secs } =
+            state.limiter.check(ip, None).await
+        {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!("retry in {retry_after_secs} s"),
+            ));
+        }
+        let tenant = &tenant.0;
+        // The lookup and the mail happen after the answer, so neither its content nor its
+        // timing tells whether the account exists.
+        let state_bg = state.clone();
+        let identity = tenant.tenant.identity.clone();
+        let tenant_id = tenant.tenant.id;
+        tokio::spawn(async move {
+            if let Err(error) = send_reset(&state_bg, tenant_id, &identity, &login).await {
+                tracing::warn!(%error, "password reset mail not sent");
+            }
+        });
+        Ok(Reply::accepted(Accepted { status: "accepted" }))
+    }
+
+    async fn send_reset(
+        state: &AppState,
+        tenant_id: crate::ids::TenantId,
+        identity: &crate::tenancy::model::Identity,
+        login: &str,
+    ) -> Result<(), crate::auth::keycloak::IdpError> {
+        let (Some(realm), true) = (identity.realm.as_deref(), identity.is_complete()) else {
+            return Ok(());
+        };
+        let Some(user_id) = state.keycloak.find_user(realm, login).await? else {
+            return Ok(());
+        };
+        if let Some(org_id) = identity.org_id.as_deref()
+            && identity.mode == crate::tenancy::model::IdentityMode::Organization
+            && !state.keycloak.is_member(realm, org_id, &user_id).await?
+        {
+            return Ok(());
+        }
+        // At most one mail per user and minute, however it is asked for.
+        let mut redis = state.redis.clone();
+        let first: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(format!("neotenant:pwreset:{tenant_id}:{user_id}"))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(60)
+            .query_async(&mut redis)
+            .await;
+        if !matches!(first, Ok(Some(_))) {
+            return Ok(());
+        }
+        state.keycloak.send_password_reset(realm, &user_id).await
+    }
+
     /// Authenticated session routes (mounted behind `Authenticate` and `LoadUser`).
     pub fn router() -> Router {
         Router::new()

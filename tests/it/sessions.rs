@@ -324,3 +324,75 @@ async fn shared_realm_roles_never_make_a_tenant_admin() {
     );
     app.cleanup().await;
 }
+
+fn mails_to(address: &str) -> Vec<String> {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.devstack/smtp/maildir/new");
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                .filter(|m| {
+                    m.lines()
+                        .any(|l| l.eq_ignore_ascii_case(&format!("To: {address}")))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn password_reset_mails_the_member_and_nobody_else() {
+    let app = TestApp::start().await;
+    let t = app.with_tenant("us", "schema").await;
+    let other = app.with_tenant("us", "schema").await;
+    let reset = |tenant: &str, login: &str| {
+        app.anonymous(Method::POST, tenant, "/v1/auth/password-reset")
+            .json(&json!({"login": login}))
+            .send()
+    };
+    let address = format!("u-{}@example.test", t.slug);
+    let res = reset(&t.slug, &format!("u-{}", t.slug)).await.unwrap();
+    assert_eq!(res.status(), 202);
+    let mut mail = Vec::new();
+    for _ in 0..100 {
+        mail = mails_to(&address);
+        if !mail.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(mail.len(), 1, "one reset mail reaches the user");
+    assert!(
+        mail[0].contains("action-token") || mail[0].contains("Update Password"),
+        "{}",
+        mail[0]
+    );
+
+    // Unknown logins and members of another tenant get the same answer and no mail.
+    assert_eq!(
+        reset(&t.slug, "nobody-at-all@example.test")
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    let other_address = format!("u-{}@example.test", other.slug);
+    assert_eq!(reset(&t.slug, &other_address).await.unwrap().status(), 202);
+    // A repeat within the minute sends nothing more.
+    assert_eq!(reset(&t.slug, &address).await.unwrap().status(), 202);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(mails_to(&address).len(), 1);
+    assert!(
+        mails_to(&other_address).is_empty(),
+        "no mail across tenants"
+    );
+    let res = app
+        .anonymous(Method::POST, &t.slug, "/v1/auth/password-reset")
+        .json(&json!({"login": ""}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 422, "validation").await;
+    app.cleanup().await;
+}

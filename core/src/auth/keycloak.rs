@@ -597,6 +597,56 @@ impl KeycloakAdmin {
         Ok(())
     }
 
+    /// The id of the user whose username or email is `login`, if exactly one matches.
+    pub async fn find_user(&self, realm: &str, login: &str) -> Result<Option<String>, IdpError> {
+        let q: String = url::form_urlencoded::byte_serialize(login.as_bytes()).collect();
+        for field in ["username", "email"] {
+            let found = self
+                .get_json(&format!("/{realm}/users?{field}={q}&exact=true"))
+                .await?
+                .unwrap_or(Value::Null);
+            if let Some([one]) = found.as_array().map(Vec::as_slice) {
+                return Ok(one["id"].as_str().map(str::to_string));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the user belongs to the organization.
+    pub async fn is_member(
+        &self,
+        realm: &str,
+        org_id: &str,
+        user_id: &str,
+    ) -> Result<bool, IdpError> {
+        let orgs = self
+            .get_json(&format!(
+                "/{realm}/organizations/members/{user_id}/organizations"
+            ))
+            .await?
+            .unwrap_or(Value::Null);
+        Ok(orgs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|o| o["id"] == org_id))
+    }
+
+    /// Has Keycloak mail the user a link to set a new password.
+    pub async fn send_password_reset(&self, realm: &str, user_id: &str) -> Result<(), IdpError> {
+        self.expect(
+            Method::PUT,
+            &format!(
+                "/{realm}/users/{user_id}/execute-actions-email?client_id={}&lifespan=900",
+                self.app_client
+            ),
+            Some(&json!(["UPDATE_PASSWORD"])),
+            &[StatusCode::NO_CONTENT],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Gives a user one of the realm's roles.
     pub async fn grant_realm_role(
         &self,
@@ -635,15 +685,30 @@ impl KeycloakAdmin {
         Ok(())
     }
 
-    /// Updates realm settings (e.g. `{"accessTokenLifespan": 60}`).
+    /// Updates realm settings (e.g. `{"accessTokenLifespan": 60}`). Keycloak answers 409 when
+    /// two updates of one realm race (tenants of one region provisioned at once): retried.
     pub async fn update_realm(&self, realm: &str, settings: &Value) -> Result<(), IdpError> {
-        self.expect(
-            Method::PUT,
-            &format!("/{realm}"),
-            Some(settings),
-            &[StatusCode::NO_CONTENT],
-        )
-        .await?;
-        Ok(())
+        let mut attempt = 0;
+        loop {
+            match self
+                .expect(
+                    Method::PUT,
+                    &format!("/{realm}"),
+                    Some(settings),
+                    &[StatusCode::NO_CONTENT],
+                )
+                .await
+            {
+                Err(IdpError::Status {
+                    status: StatusCode::CONFLICT,
+                    ..
+                }) if attempt < 5 => {
+                    attempt += 1;
+                    let jitter = rand::random::<u64>() % 100;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt + jitter)).await;
+                }
+                other => return other.map(|_| ()),
+            }
+        }
     }
 }

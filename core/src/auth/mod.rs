@@ -166,7 +166,7 @@ fn set_header(res: &mut Response, name: &'static str, value: String) {
 
 /// The client's address: the connection's peer, or the first `X-Forwarded-For` entry when
 /// the deployment says a trusted proxy sets it.
-fn client_ip(req: &Request, trust_forwarded_for: bool) -> IpAddr {
+pub fn client_ip(req: &Request, trust_forwarded_for: bool) -> IpAddr {
     let forwarded = trust_forwarded_for
         .then(|| {
             req.headers()

@@ -30,6 +30,10 @@ fn tenant_api() -> Router {
         .hoop(crate::tenancy::resolve::ResolveTenant)
         // Token refresh needs the tenant but no access token.
         .push(Router::with_path("auth/refresh").post(crate::sessions::handlers::refresh))
+        .push(
+            Router::with_path("auth/password-reset")
+                .post(crate::sessions::handlers::password_reset),
+        )
         .push(authenticated_api())
 }
 

@@ -24,6 +24,13 @@ impl<T> Reply<T> {
             body,
         }
     }
+    pub fn accepted(body: T) -> Self {
+        Self {
+            status: StatusCode::ACCEPTED,
+            location: None,
+            body,
+        }
+    }
     pub fn created(body: T, location: String) -> Self {
         Self {
             status: StatusCode::CREATED,

@@ -274,10 +274,20 @@ impl From<diesel::result::Error> for ProvisionError {
     }
 }
 
-/// Realm settings for realms we manage: a refresh token works once; using it again fails.
-static ROTATE_REFRESH_TOKENS: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(
-    || serde_json::json!({"revokeRefreshToken": true, "refreshTokenMaxReuse": 0}),
-);
+/// Settings for realms we manage: a refresh token works once (using it again fails), and
+/// account mail goes through the configured SMTP server.
+fn managed_realm_settings(config: &crate::config::Config) -> serde_json::Value {
+    serde_json::json!({
+        "revokeRefreshToken": true,
+        "refreshTokenMaxReuse": 0,
+        "smtpServer": {
+            "host": config.smtp.host,
+            "port": config.smtp.port.to_string(),
+            "from": config.smtp.from,
+            "fromDisplayName": config.smtp.from_display_name,
+        },
+    })
+}
 
 /// Makes the tenant's identity home in Keycloak: its own realm (tagged as ours, or the linked
 /// one) with the API's clients and roles, or an organization in the region's shared realm.
@@ -326,7 +336,8 @@ async fn provision_identity(
                 created.push("realm".into());
             }
             kc.ensure_realm_setup(&realm, Some(&tenant.slug)).await?;
-            kc.update_realm(&realm, &ROTATE_REFRESH_TOKENS).await?;
+            kc.update_realm(&realm, &managed_realm_settings(&state.config))
+                .await?;
         }
         IdentityMode::Organization => {
             kc.ensure_realm(
@@ -337,7 +348,8 @@ async fn provision_identity(
             )
             .await?;
             kc.ensure_realm_setup(&realm, None).await?;
-            kc.update_realm(&realm, &ROTATE_REFRESH_TOKENS).await?;
+            kc.update_realm(&realm, &managed_realm_settings(&state.config))
+                .await?;
             let alias = identity
                 .org_alias
                 .clone()
