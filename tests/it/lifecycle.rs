@@ -605,3 +605,129 @@ async fn identity_homes_are_made_linked_and_removed_precisely() {
     kc.delete_organization("neotenant-eu", &id).await.unwrap();
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn login_providers_are_configured_per_tenant() {
+    let app = TestApp::start().await;
+    let org = app.with_tenant("us", "schema").await;
+    let own = app.with_tenant_identity("us", "schema", "realm").await;
+    let kc = app.state().keycloak.clone();
+    let github = json!({"provider": "github", "client_id": "gh-client", "client_secret": "gh-secret-value", "display_name": "GitHub"});
+    for t in [&org, &own] {
+        let path = format!("/admin/v1/tenants/{}/identity-providers/github", t.slug);
+        let res = app
+            .admin(Method::PUT, &path)
+            .json(&github)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let listed = app
+            .admin(
+                Method::GET,
+                &format!("/admin/v1/tenants/{}/identity-providers", t.slug),
+            )
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let listed: Value = serde_json::from_str(&listed).unwrap();
+        assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+        assert_eq!(listed[0]["alias"], "github");
+        assert_eq!(listed[0]["client_id"], "gh-client");
+        assert!(
+            !listed.to_string().contains("gh-secret-value"),
+            "secrets are write-only"
+        );
+    }
+    // In Keycloak: the realm tenant's own realm has it; the organization tenant's lives in the
+    // shared realm under a tenant-specific alias, linked to its organization only.
+    let in_own = kc.list_identity_providers(&own.realm, None).await.unwrap();
+    assert!(in_own.iter().any(|p| p["alias"] == "github"));
+    let (org_id, _) = kc
+        .find_organization(&org.realm, &org.slug)
+        .await
+        .unwrap()
+        .unwrap();
+    let linked = kc
+        .list_identity_providers(&org.realm, Some(&org_id))
+        .await
+        .unwrap();
+    assert_eq!(linked.len(), 1);
+    assert_eq!(linked[0]["alias"], format!("{}--github", org.slug));
+    // Another organization tenant sees none of it.
+    let third = app.with_tenant("us", "schema").await;
+    let none: Value = app
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/tenants/{}/identity-providers", third.slug),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none, json!([]));
+
+    let bad = json!({"provider": "myspace", "client_id": "", "client_secret": "x"});
+    let res = app
+        .admin(
+            Method::PUT,
+            &format!("/admin/v1/tenants/{}/identity-providers/x", org.slug),
+        )
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(res, 422, "validation").await;
+    assert_eq!(problem["errors"].as_array().unwrap().len(), 2);
+    let res = app
+        .admin(
+            Method::PUT,
+            &format!(
+                "/admin/v1/tenants/{}/identity-providers/Bad--Alias",
+                org.slug
+            ),
+        )
+        .json(&github)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 400, "invalid-parameter").await;
+
+    let res = app
+        .admin(
+            Method::DELETE,
+            &format!("/admin/v1/tenants/{}/identity-providers/github", own.slug),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert!(
+        kc.list_identity_providers(&own.realm, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Deleting the organization tenant removes its provider from the shared realm.
+    let slug = org.slug.clone();
+    let res = app
+        .admin(
+            Method::DELETE,
+            &format!("/admin/v1/tenants/{slug}?confirm={slug}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let all = kc.list_identity_providers(&org.realm, None).await.unwrap();
+    assert!(
+        !all.iter().any(|p| p["alias"] == format!("{slug}--github")),
+        "provider removed with its tenant"
+    );
+    app.cleanup().await;
+}

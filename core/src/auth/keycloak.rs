@@ -647,6 +647,83 @@ impl KeycloakAdmin {
         Ok(())
     }
 
+    /// Identity providers of a realm, or those linked to an organization.
+    pub async fn list_identity_providers(
+        &self,
+        realm: &str,
+        org_id: Option<&str>,
+    ) -> Result<Vec<Value>, IdpError> {
+        let path = match org_id {
+            Some(org) => format!("/{realm}/organizations/{org}/identity-providers"),
+            None => format!("/{realm}/identity-provider/instances"),
+        };
+        Ok(self
+            .get_json(&path)
+            .await?
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default())
+    }
+
+    /// Creates or replaces an identity provider in `realm`, linked to the organization if given.
+    pub async fn put_identity_provider(
+        &self,
+        realm: &str,
+        org_id: Option<&str>,
+        idp: &Value,
+    ) -> Result<(), IdpError> {
+        let alias = idp["alias"]
+            .as_str()
+            .ok_or_else(|| IdpError::Unexpected("identity provider alias".into()))?;
+        let exists = self
+            .get_json(&format!("/{realm}/identity-provider/instances/{alias}"))
+            .await?
+            .is_some();
+        if exists {
+            self.expect(
+                Method::PUT,
+                &format!("/{realm}/identity-provider/instances/{alias}"),
+                Some(idp),
+                &[StatusCode::NO_CONTENT],
+            )
+            .await?;
+        } else {
+            self.expect(
+                Method::POST,
+                &format!("/{realm}/identity-provider/instances"),
+                Some(idp),
+                &[StatusCode::CREATED, StatusCode::CONFLICT],
+            )
+            .await?;
+        }
+        if let Some(org) = org_id {
+            self.expect(
+                Method::POST,
+                &format!("/{realm}/organizations/{org}/identity-providers"),
+                Some(&Value::String(alias.to_string())),
+                &[StatusCode::NO_CONTENT, StatusCode::CONFLICT],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes an identity provider (and its organization link).
+    pub async fn delete_identity_provider(
+        &self,
+        realm: &str,
+        org_id: Option<&str>,
+        alias: &str,
+    ) -> Result<(), IdpError> {
+        if let Some(org) = org_id {
+            self.delete(&format!(
+                "/{realm}/organizations/{org}/identity-providers/{alias}"
+            ))
+            .await?;
+        }
+        self.delete(&format!("/{realm}/identity-provider/instances/{alias}"))
+            .await
+    }
+
     /// Gives a user one of the realm's roles.
     pub async fn grant_realm_role(
         &self,

@@ -175,6 +175,68 @@ pub async fn reconcile_users(
     ))
 }
 
+/// A provider alias in a path.
+#[derive(Debug, Clone)]
+pub struct ProviderAlias(pub String);
+
+impl FromStr for ProviderAlias {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if super::idp::valid_alias(s) {
+            Ok(Self(s.to_string()))
+        } else {
+            Err("must be 1-40 characters of a-z, 0-9 and single hyphens".into())
+        }
+    }
+}
+
+impl oapi::ToSchema for ProviderAlias {
+    fn to_schema(_c: &mut oapi::Components) -> oapi::RefOr<oapi::schema::Schema> {
+        oapi::Object::new()
+            .schema_type(oapi::schema::BasicType::String)
+            .into()
+    }
+}
+
+/// The tenant's login providers (social and enterprise).
+#[endpoint(tags("admin: tenants"), status_codes(200, 400, 401, 404, 503))]
+pub async fn list_identity_providers(
+    slug: Path<Slug>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Vec<super::idp::IdentityProviderView>>> {
+    let state = state(depot)?;
+    let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
+    Ok(Reply::ok(super::idp::list(&state, &resolved).await?))
+}
+
+/// Create or replace a login provider of the tenant (the client secret is write-only).
+#[endpoint(tags("admin: tenants"), status_codes(200, 400, 401, 404, 422, 503))]
+pub async fn put_identity_provider(
+    slug: Path<Slug>,
+    alias: Path<ProviderAlias>,
+    body: JsonBody<super::idp::IdentityProviderInput>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<super::idp::IdentityProviderView>> {
+    let state = state(depot)?;
+    let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
+    Ok(Reply::ok(
+        super::idp::put(&state, &resolved, &alias.0.0, &body.0).await?,
+    ))
+}
+
+/// Remove a login provider of the tenant.
+#[endpoint(tags("admin: tenants"), status_codes(204, 400, 401, 404, 503))]
+pub async fn delete_identity_provider(
+    slug: Path<Slug>,
+    alias: Path<ProviderAlias>,
+    depot: &mut Depot,
+) -> ApiResult<NoContent> {
+    let state = state(depot)?;
+    let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
+    super::idp::delete(&state, &resolved, &alias.0.0).await?;
+    Ok(NoContent)
+}
+
 /// The `/admin/v1` router.
 pub fn router() -> Router {
     Router::with_path("admin/v1/tenants")
@@ -187,6 +249,15 @@ pub fn router() -> Router {
                 .delete(delete_tenant)
                 .push(Router::with_path("suspend").post(suspend_tenant))
                 .push(Router::with_path("resume").post(resume_tenant))
-                .push(Router::with_path("reconcile-users").post(reconcile_users)),
+                .push(Router::with_path("reconcile-users").post(reconcile_users))
+                .push(
+                    Router::with_path("identity-providers")
+                        .get(list_identity_providers)
+                        .push(
+                            Router::with_path("{alias}")
+                                .put(put_identity_provider)
+                                .delete(delete_identity_provider),
+                        ),
+                ),
         )
 }

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod handlers;
+pub mod idp;
 pub mod model;
 pub mod repo;
 pub mod resolve;

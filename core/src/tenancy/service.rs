@@ -391,6 +391,20 @@ async fn remove_identity(state: &AppState, tenant: &Tenant) -> Result<(), IdpErr
     let Some(realm) = identity.realm.as_deref() else {
         return Ok(());
     };
+    // Login providers configured for an organization-mode tenant live in the shared realm.
+    if identity.mode == IdentityMode::Organization
+        && let Some(org) = identity.org_id.as_deref()
+    {
+        let prefix = format!("{}--", tenant.slug);
+        for provider in kc.list_identity_providers(realm, Some(org)).await? {
+            if let Some(alias) = provider["alias"]
+                .as_str()
+                .filter(|a| a.starts_with(&prefix))
+            {
+                kc.delete_identity_provider(realm, Some(org), alias).await?;
+            }
+        }
+    }
     for item in &identity.created {
         match item.as_str() {
             "realm" => kc.delete_realm(realm).await?,
