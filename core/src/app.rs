@@ -39,6 +39,7 @@ pub struct AppState {
     pub users: crate::users::service::UserCache,
     pub limiter: crate::ratelimit::RateLimiter,
     pub sessions: Arc<crate::sessions::Sessions>,
+    pub api_key_usage: crate::apikeys::UsageThrottle,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +104,7 @@ impl AppState {
             metrics.new_devices.clone(),
         ));
         Ok(Arc::new(Self {
+            api_key_usage: Default::default(),
             sessions,
             keycloak,
             jwks,

@@ -260,6 +260,9 @@ pub struct AuthConfig {
     pub jwks_max_staleness_secs: u64,
     /// Minimum milliseconds between two key fetches of one realm triggered by unknown `kid`s.
     pub unknown_kid_refetch_ms: u64,
+    /// Server-side key of the API-key hashes (HMAC-SHA256); at least 32 characters. Changing it
+    /// invalidates every API key.
+    pub api_key_secret: Secret,
 }
 
 impl Default for AuthConfig {
@@ -272,6 +275,7 @@ impl Default for AuthConfig {
             jwks_refresh_secs: 300,
             jwks_max_staleness_secs: 86_400,
             unknown_kid_refetch_ms: 10_000,
+            api_key_secret: Secret::default(),
         }
     }
 }
@@ -422,6 +426,9 @@ impl Config {
                 return Err(bad(key, "must be 1-100 characters"));
             }
         }
+        if self.auth.api_key_secret.expose().len() < 32 {
+            return Err(bad("auth.api_key_secret", "must be at least 32 characters"));
+        }
         if self.auth.leeway_secs > 300 {
             return Err(bad("auth.leeway_secs", "must be at most 300"));
         }
@@ -533,6 +540,7 @@ mod tests {
                 "http://127.0.0.1:1".into(),
             ),
             ("NEOTENANT_KEYCLOAK__ADMIN_USERNAME".into(), "admin".into()),
+            ("NEOTENANT_AUTH__API_KEY_SECRET".into(), "k".repeat(40)),
             (
                 "NEOTENANT_KEYCLOAK__ADMIN_PASSWORD".into(),
                 "kc-secret".into(),
@@ -602,5 +610,6 @@ mod tests {
         assert!(!debug.contains("u:p@"), "{debug}");
         assert!(!debug.contains(&"x".repeat(40)));
         assert!(!debug.contains("kc-secret"));
+        assert!(!debug.contains(&"k".repeat(40)), "API key secret redacted");
     }
 }

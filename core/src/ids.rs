@@ -96,6 +96,11 @@ prefixed_id!(
     "usr"
 );
 prefixed_id!(
+    /// An API key.
+    ApiKeyId,
+    "key"
+);
+prefixed_id!(
     /// A note, the first tenant-scoped record type.
     NoteId,
     "note"

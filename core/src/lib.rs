@@ -6,6 +6,7 @@
 //! (registry, provisioning, resolution, admin API) · `notes` (first tenant-scoped feature)
 //! · `metrics` · `telemetry` · `ids` · `schema`. See docs/ARCHITECTURE.md.
 
+pub mod apikeys;
 pub mod app;
 pub mod auth;
 pub mod config;

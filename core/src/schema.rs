@@ -46,6 +46,21 @@ pub mod admin {
 
 pub mod tenant {
     diesel::table! {
+        api_keys (id) {
+            id -> Uuid,
+            name -> Text,
+            prefix -> Text,
+            secret_hash -> Bytea,
+            owner_id -> Uuid,
+            scopes -> Array<Text>,
+            created_at -> Timestamptz,
+            expires_at -> Nullable<Timestamptz>,
+            last_used_at -> Nullable<Timestamptz>,
+            revoked_at -> Nullable<Timestamptz>,
+        }
+    }
+
+    diesel::table! {
         users (id) {
             id -> Uuid,
             subject -> Text,
@@ -69,4 +84,6 @@ pub mod tenant {
             updated_at -> Timestamptz,
         }
     }
+
+    diesel::allow_tables_to_appear_in_same_query!(api_keys, users);
 }

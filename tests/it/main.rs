@@ -1,6 +1,7 @@
 //! One integration-test binary: every test boots the real server against the real local
 //! PostgreSQL and Redis (`make up`) and works on tenants of its own.
 
+mod apikeys;
 mod auth;
 mod conventions;
 mod isolation;

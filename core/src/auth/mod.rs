@@ -112,8 +112,11 @@ pub fn is_tenant_admin(tenant: &ResolvedTenant, principal: &Principal) -> bool {
         && principal.roles.iter().any(|r| r == "admin" || r == "owner")
 }
 
-/// The bearer token of a request, if it sent one.
+/// The credential of a request: a bearer token (JWT or API key) or an `X-Api-Key` header.
 fn bearer(req: &Request) -> Option<&str> {
+    if let Some(key) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(key.trim());
+    }
     let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -127,14 +130,28 @@ async fn authenticate(
     key: TokenDigest,
     now: i64,
 ) -> Result<Arc<Principal>, TokenError> {
+    if let Some(principal) = state.tokens.get(&key, now) {
+        return Ok(principal);
+    }
+    if crate::apikeys::is_api_key(raw) {
+        let principal = Arc::new(
+            crate::apikeys::authenticate(
+                &tenant.db,
+                state.config.auth.api_key_secret.expose(),
+                &state.api_key_usage,
+                raw,
+                chrono::Utc::now(),
+            )
+            .await?,
+        );
+        state.tokens.put(key, principal.clone(), now);
+        return Ok(principal);
+    }
     let Some(issuer) = &tenant.issuer else {
         return Err(TokenError::KeysUnavailable(
             "the tenant's identity provider is not provisioned yet".into(),
         ));
     };
-    if let Some(principal) = state.tokens.get(&key, now) {
-        return Ok(principal);
-    }
     let auth = &state.config.auth;
     let expected = Expected {
         issuer,

@@ -44,6 +44,7 @@ fn authenticated_api() -> Router {
         .hoop(crate::users::LoadUser)
         .push(crate::users::handlers::router())
         .push(crate::sessions::handlers::router())
+        .push(crate::apikeys::handlers::router())
         .push(crate::notes::handlers::router())
 }
 
