@@ -11,4 +11,5 @@ mod ops;
 mod pinning;
 mod ratelimit;
 mod sessions;
+mod useradmin;
 mod users;

@@ -473,6 +473,35 @@ impl KeycloakAdmin {
         self.delete(&format!("/{realm}/organizations/{id}")).await
     }
 
+    /// Creates a user; `Ok(None)` when the username or email is taken. Returns the user id.
+    pub async fn create_user(
+        &self,
+        realm: &str,
+        representation: &Value,
+    ) -> Result<Option<String>, IdpError> {
+        let (status, _) = self
+            .expect(
+                Method::POST,
+                &format!("/{realm}/users"),
+                Some(representation),
+                &[StatusCode::CREATED, StatusCode::CONFLICT],
+            )
+            .await?;
+        if status == StatusCode::CONFLICT {
+            return Ok(None);
+        }
+        let username = representation["username"].as_str().unwrap_or_default();
+        let q: String = url::form_urlencoded::byte_serialize(username.as_bytes()).collect();
+        let users = self
+            .get_json(&format!("/{realm}/users?username={q}&exact=true"))
+            .await?
+            .unwrap_or(Value::Null);
+        users[0]["id"]
+            .as_str()
+            .map(|id| Some(id.to_string()))
+            .ok_or_else(|| IdpError::Unexpected("user created but not found".into()))
+    }
+
     /// Creates a user with a password (or finds the existing one); returns the user id.
     pub async fn ensure_user(
         &self,
@@ -610,6 +639,19 @@ impl KeycloakAdmin {
             }
         }
         Ok(None)
+    }
+
+    /// Withdraws a user's membership of an organization.
+    pub async fn remove_organization_member(
+        &self,
+        realm: &str,
+        org_id: &str,
+        user_id: &str,
+    ) -> Result<(), IdpError> {
+        self.delete(&format!(
+            "/{realm}/organizations/{org_id}/members/{user_id}"
+        ))
+        .await
     }
 
     /// Whether the user belongs to the organization.

@@ -45,6 +45,7 @@ fn authenticated_api() -> Router {
         .push(crate::users::handlers::router())
         .push(crate::sessions::handlers::router())
         .push(crate::apikeys::handlers::router())
+        .push(crate::users::admin::router())
         .push(crate::notes::handlers::router())
 }
 

@@ -5,6 +5,7 @@
 //! an *active* user of its tenant: a deactivated or deleted user is refused even with a valid
 //! token. Never trusts anything but the validated token for identity.
 
+pub mod admin;
 pub mod handlers;
 pub mod repo;
 pub mod service;

@@ -11,7 +11,7 @@ use crate::schema::tenant::users;
 
 #[derive(Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = users)]
-struct UserRow {
+pub struct UserRow {
     id: Uuid,
     subject: String,
     username: Option<String>,
@@ -135,4 +135,13 @@ pub async fn deactivate_missing(
         .returning(users::subject)
         .get_results(conn)
         .await
+}
+
+/// The columns of a user, for queries built elsewhere in this module's crate.
+pub fn row_selection() -> diesel::dsl::AsSelect<UserRow, diesel::pg::Pg> {
+    UserRow::as_select()
+}
+
+pub fn to_user(row: UserRow) -> User {
+    User::from(row)
 }
