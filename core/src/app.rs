@@ -24,7 +24,7 @@ pub struct AppState {
     /// The platform registry database.
     pub registry: PgPool,
     /// Tenant databases, one pool per physical database.
-    pub pools: Pools,
+    pub pools: Arc<Pools>,
     pub redis: redis::aio::ConnectionManager,
     pub redis_client: redis::Client,
     pub metrics: Metrics,
@@ -111,7 +111,7 @@ impl AppState {
             tokens: crate::auth::TokenCache::default(),
             users: Default::default(),
             limiter,
-            pools: Pools::new(settings),
+            pools: Arc::new(Pools::new(settings)),
             registry,
             redis,
             redis_client,
@@ -151,6 +151,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tokio::spawn(cache::listen(
         state.redis_client.clone(),
         state.tenant_cache.clone(),
+        state.pools.clone(),
         stop_rx.clone(),
     ));
     tokio::spawn(crate::sessions::listen(

@@ -79,11 +79,13 @@ impl TenantCache {
         );
     }
 
-    pub fn evict(&self, slug: &str) {
+    /// Forgets a tenant; returns what was cached for it, if anything.
+    pub fn evict(&self, slug: &str) -> Option<Arc<ResolvedTenant>> {
         self.entries
             .write()
             .expect("tenant cache lock")
-            .remove(slug);
+            .remove(slug)
+            .and_then(|entry| entry.value)
     }
 
     pub fn clear(&self) {
@@ -106,10 +108,13 @@ impl TenantCache {
     }
 }
 
-/// Applies other instances' broadcasts until `shutdown` fires; reconnects with backoff.
+/// Applies other instances' broadcasts until `shutdown` fires; reconnects with backoff. A
+/// changed tenant with a database of its own also loses this instance's pool for it (rebuilt
+/// on the next request, if the tenant still exists), so a deleted tenant's pool does not linger.
 pub async fn listen(
     client: redis::Client,
     cache: Arc<TenantCache>,
+    pools: Arc<crate::db::Pools>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -121,8 +126,11 @@ pub async fn listen(
             cache.clear();
             let mut messages = pubsub.on_message();
             while let Some(msg) = messages.next().await {
-                if let Ok(slug) = msg.get_payload::<String>() {
-                    cache.evict(&slug);
+                if let Ok(slug) = msg.get_payload::<String>()
+                    && let Some(gone) = cache.evict(&slug)
+                    && gone.tenant.isolation == super::model::Isolation::Database
+                {
+                    pools.remove(gone.tenant.connection_id);
                 }
             }
             Ok::<(), redis::RedisError>(())
