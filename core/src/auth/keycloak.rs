@@ -203,6 +203,15 @@ impl KeycloakAdmin {
             .map_err(|_| IdpError::Unexpected(format!("GET {path}")))
     }
 
+    /// A GET whose answer is a JSON array; a missing resource is an empty list.
+    async fn get_list(&self, path: &str) -> Result<Vec<Value>, IdpError> {
+        Ok(self
+            .get_json(path)
+            .await?
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default())
+    }
+
     pub async fn realm_exists(&self, realm: &str) -> Result<bool, IdpError> {
         Ok(self.get_json(&format!("/{realm}")).await?.is_some())
     }
@@ -602,11 +611,7 @@ impl KeycloakAdmin {
             Some(org) => format!("/{realm}/organizations/{org}/members?first={first}&max={max}"),
             None => format!("/{realm}/users?first={first}&max={max}&briefRepresentation=false"),
         };
-        Ok(self
-            .get_json(&path)
-            .await?
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default())
+        self.get_list(&path).await
     }
 
     /// Changes a user's representation fields (e.g. `{"email": …}` or `{"enabled": false}`).
@@ -699,11 +704,7 @@ impl KeycloakAdmin {
             Some(org) => format!("/{realm}/organizations/{org}/identity-providers"),
             None => format!("/{realm}/identity-provider/instances"),
         };
-        Ok(self
-            .get_json(&path)
-            .await?
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default())
+        self.get_list(&path).await
     }
 
     /// Creates or replaces an identity provider in `realm`, linked to the organization if given.

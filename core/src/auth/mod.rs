@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
-use salvo::extract::{Extractible, Metadata};
 use salvo::http::HeaderValue;
 use salvo::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use salvo::oapi::{self, Components, EndpointArgRegister, Operation};
@@ -338,21 +337,7 @@ impl Handler for Authenticate {
 #[derive(Debug, Clone)]
 pub struct CurrentPrincipal(pub Arc<Principal>);
 
-static METADATA: Metadata = Metadata::new("CurrentPrincipal");
-
-impl<'ex> Extractible<'ex> for CurrentPrincipal {
-    fn metadata() -> &'static Metadata {
-        &METADATA
-    }
-
-    #[allow(refining_impl_trait)]
-    async fn extract(_req: &'ex mut Request, depot: &'ex mut Depot) -> Result<Self, ApiError> {
-        depot
-            .get_typed::<CurrentPrincipal>()
-            .cloned()
-            .map_err(|_| ApiError::internal("handler mounted without Authenticate"))
-    }
-}
+crate::depot_extractor!(CurrentPrincipal, "Authenticate");
 
 impl EndpointArgRegister for CurrentPrincipal {
     fn register(_components: &mut Components, operation: &mut Operation, _arg: &str) {

@@ -19,6 +19,31 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ErrorCode, FieldError};
 
+/// Implements `Extractible` for a type a hoop puts in the depot, so handlers can take it as an
+/// argument; a handler mounted without that hoop gets an internal error naming it.
+#[macro_export]
+macro_rules! depot_extractor {
+    ($ty:ty, $hoop:literal) => {
+        impl<'ex> salvo::extract::Extractible<'ex> for $ty {
+            fn metadata() -> &'static salvo::extract::Metadata {
+                static METADATA: salvo::extract::Metadata =
+                    salvo::extract::Metadata::new(stringify!($ty));
+                &METADATA
+            }
+
+            #[allow(refining_impl_trait)]
+            async fn extract(
+                _req: &'ex mut salvo::Request,
+                depot: &'ex mut salvo::Depot,
+            ) -> Result<Self, $crate::error::ApiError> {
+                depot.get_typed::<$ty>().cloned().map_err(|_| {
+                    $crate::error::ApiError::internal(concat!("handler mounted without ", $hoop))
+                })
+            }
+        }
+    };
+}
+
 /// A JSON request body of type `T`.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);

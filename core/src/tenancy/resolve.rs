@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use salvo::extract::{Extractible, Metadata};
 use salvo::oapi::{self, Components, EndpointArgRegister, Operation, Parameter, ParameterIn};
 use salvo::prelude::*;
 
@@ -146,21 +145,7 @@ impl Handler for ResolveTenant {
 #[derive(Debug, Clone)]
 pub struct CurrentTenant(pub Arc<ResolvedTenant>);
 
-static METADATA: Metadata = Metadata::new("CurrentTenant");
-
-impl<'ex> Extractible<'ex> for CurrentTenant {
-    fn metadata() -> &'static Metadata {
-        &METADATA
-    }
-
-    #[allow(refining_impl_trait)]
-    async fn extract(_req: &'ex mut Request, depot: &'ex mut Depot) -> Result<Self, ApiError> {
-        depot
-            .get_typed::<CurrentTenant>()
-            .cloned()
-            .map_err(|_| ApiError::internal("tenant-scoped handler mounted without ResolveTenant"))
-    }
-}
+crate::depot_extractor!(CurrentTenant, "ResolveTenant");
 
 impl EndpointArgRegister for CurrentTenant {
     fn register(_components: &mut Components, operation: &mut Operation, _arg: &str) {

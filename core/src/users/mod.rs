@@ -12,7 +12,6 @@ pub mod service;
 
 use std::sync::Arc;
 
-use salvo::extract::{Extractible, Metadata};
 use salvo::oapi::{Components, EndpointArgRegister, Operation};
 use salvo::prelude::*;
 
@@ -100,21 +99,7 @@ pub struct CurrentUser {
     pub principal: CurrentPrincipal,
 }
 
-static METADATA: Metadata = Metadata::new("CurrentUser");
-
-impl<'ex> Extractible<'ex> for CurrentUser {
-    fn metadata() -> &'static Metadata {
-        &METADATA
-    }
-
-    #[allow(refining_impl_trait)]
-    async fn extract(_req: &'ex mut Request, depot: &'ex mut Depot) -> Result<Self, ApiError> {
-        depot
-            .get_typed::<CurrentUser>()
-            .cloned()
-            .map_err(|_| ApiError::internal("handler mounted without LoadUser"))
-    }
-}
+crate::depot_extractor!(CurrentUser, "LoadUser");
 
 impl EndpointArgRegister for CurrentUser {
     fn register(components: &mut Components, operation: &mut Operation, arg: &str) {
