@@ -40,6 +40,8 @@ pub struct AppState {
     pub limiter: crate::ratelimit::RateLimiter,
     pub sessions: Arc<crate::sessions::Sessions>,
     pub api_key_usage: crate::apikeys::UsageThrottle,
+    /// The key that signs local-mode tenants' tokens.
+    pub local_keys: Arc<crate::auth::local::LocalKeys>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +105,12 @@ impl AppState {
             redis.clone(),
             metrics.new_devices.clone(),
         ));
+        let local_keys = Arc::new(
+            crate::auth::local::LocalKeys::from_seed_hex(config.auth.local_signing_seed.expose())
+                .ok_or_else(|| StartError::Other("auth.local_signing_seed is invalid".into()))?,
+        );
         Ok(Arc::new(Self {
+            local_keys,
             api_key_usage: Default::default(),
             sessions,
             keycloak,

@@ -263,6 +263,8 @@ pub struct AuthConfig {
     /// Server-side key of the API-key hashes (HMAC-SHA256); at least 32 characters. Changing it
     /// invalidates every API key.
     pub api_key_secret: Secret,
+    /// Seed of the Ed25519 key that signs local-mode tenants' tokens: 64 hex digits.
+    pub local_signing_seed: Secret,
 }
 
 impl Default for AuthConfig {
@@ -276,6 +278,7 @@ impl Default for AuthConfig {
             jwks_max_staleness_secs: 86_400,
             unknown_kid_refetch_ms: 10_000,
             api_key_secret: Secret::default(),
+            local_signing_seed: Secret::default(),
         }
     }
 }
@@ -429,6 +432,11 @@ impl Config {
         if self.auth.api_key_secret.expose().len() < 32 {
             return Err(bad("auth.api_key_secret", "must be at least 32 characters"));
         }
+        if crate::auth::local::LocalKeys::from_seed_hex(self.auth.local_signing_seed.expose())
+            .is_none()
+        {
+            return Err(bad("auth.local_signing_seed", "must be 64 hex digits"));
+        }
         if self.auth.leeway_secs > 300 {
             return Err(bad("auth.leeway_secs", "must be at most 300"));
         }
@@ -459,6 +467,18 @@ impl Config {
         self.rate_limit
             .validate()
             .map_err(|(key, message)| bad(key, message))?;
+        if self.users.reconcile_interval_secs != 0 && self.users.reconcile_interval_secs < 10 {
+            return Err(bad(
+                "users.reconcile_interval_secs",
+                "must be 0 (off) or at least 10",
+            ));
+        }
+        if self.smtp.host.is_empty() || self.smtp.port == 0 {
+            return Err(bad("smtp.host", "host and port must be set"));
+        }
+        if !self.smtp.from.contains('@') {
+            return Err(bad("smtp.from", "must be an email address"));
+        }
         if self.tenancy.cache_ttl_secs > 3600 {
             return Err(bad("tenancy.cache_ttl_secs", "must be at most 3600"));
         }
@@ -541,6 +561,7 @@ mod tests {
             ),
             ("NEOTENANT_KEYCLOAK__ADMIN_USERNAME".into(), "admin".into()),
             ("NEOTENANT_AUTH__API_KEY_SECRET".into(), "k".repeat(40)),
+            ("NEOTENANT_AUTH__LOCAL_SIGNING_SEED".into(), "ab".repeat(32)),
             (
                 "NEOTENANT_KEYCLOAK__ADMIN_PASSWORD".into(),
                 "kc-secret".into(),
@@ -583,6 +604,38 @@ mod tests {
                 "postgres://h",
                 "database.regions.mars",
             ),
+            ("NEOTENANT_KEYCLOAK__URL", "ftp://x", "keycloak.url"),
+            (
+                "NEOTENANT_AUTH__MAX_TOKEN_BYTES",
+                "10",
+                "auth.max_token_bytes",
+            ),
+            (
+                "NEOTENANT_AUTH__JWKS_MAX_STALENESS_SECS",
+                "20",
+                "auth.jwks_max_staleness_secs",
+            ),
+            (
+                "NEOTENANT_AUTH__API_KEY_SECRET",
+                "short",
+                "auth.api_key_secret",
+            ),
+            (
+                "NEOTENANT_AUTH__LOCAL_SIGNING_SEED",
+                "xyz",
+                "auth.local_signing_seed",
+            ),
+            (
+                "NEOTENANT_RATE_LIMIT__PER_IP_PER_SEC",
+                "0",
+                "rate_limit.per_ip_per_sec",
+            ),
+            (
+                "NEOTENANT_USERS__RECONCILE_INTERVAL_SECS",
+                "3",
+                "users.reconcile_interval_secs",
+            ),
+            ("NEOTENANT_SMTP__FROM", "nobody", "smtp.from"),
         ];
         for (var, value, key) in cases {
             let mut env = base_env();
@@ -611,5 +664,6 @@ mod tests {
         assert!(!debug.contains(&"x".repeat(40)));
         assert!(!debug.contains("kc-secret"));
         assert!(!debug.contains(&"k".repeat(40)), "API key secret redacted");
+        assert!(!debug.contains(&"ab".repeat(32)), "signing seed redacted");
     }
 }

@@ -63,6 +63,7 @@ error_codes! {
     TokenType => (UNAUTHORIZED, "token-type", "The token is not an access token"),
     TokenTenant => (UNAUTHORIZED, "token-tenant", "The token is for another tenant"),
     SessionRevoked => (UNAUTHORIZED, "session-revoked", "The session was revoked"),
+    InvalidCredentials => (UNAUTHORIZED, "invalid-credentials", "The username or password is wrong"),
     RefreshTokenInvalid => (UNAUTHORIZED, "refresh-token-invalid", "The refresh token is invalid, expired or already used"),
     Forbidden => (FORBIDDEN, "forbidden", "The credentials do not allow this action"),
     TenantSuspended => (FORBIDDEN, "tenant-suspended", "The tenant is suspended"),

@@ -46,6 +46,14 @@ pub mod admin {
 
 pub mod tenant {
     diesel::table! {
+        credentials (user_id) {
+            user_id -> Uuid,
+            password_hash -> Text,
+            updated_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
         api_keys (id) {
             id -> Uuid,
             name -> Text,
@@ -85,5 +93,5 @@ pub mod tenant {
         }
     }
 
-    diesel::allow_tables_to_appear_in_same_query!(api_keys, users);
+    diesel::allow_tables_to_appear_in_same_query!(api_keys, users, credentials);
 }

@@ -525,6 +525,11 @@ pub mod handlers {
     ) -> ApiResult<Reply<TokenResponse>> {
         let state = state(depot)?;
         let identity = &tenant.0.tenant.identity;
+        if identity.mode == crate::tenancy::model::IdentityMode::Local {
+            return Ok(Reply::ok(
+                local_refresh(&state, &tenant.0, &body.0.refresh_token).await?,
+            ));
+        }
         let realm = identity.realm.as_deref().ok_or_else(|| {
             ApiError::new(
                 ErrorCode::IdentityUnavailable,
@@ -651,6 +656,183 @@ pub mod handlers {
             return Ok(());
         }
         state.keycloak.send_password_reset(realm, &user_id).await
+    }
+
+    /// Username and password of a local-mode tenant's user.
+    #[derive(Debug, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct LoginRequest {
+        pub username: String,
+        pub password: String,
+    }
+
+    fn invalid() -> ApiError {
+        ApiError::new(
+            ErrorCode::InvalidCredentials,
+            "the username or password is wrong",
+        )
+    }
+
+    /// Issues an access token and a refresh token for a session of a local user.
+    async fn issue(
+        state: &AppState,
+        tenant: &crate::tenancy::cache::ResolvedTenant,
+        subject: &str,
+        sid: &str,
+        username: Option<&str>,
+        email: Option<&str>,
+    ) -> ApiResult<TokenResponse> {
+        use crate::auth::local;
+        let now = chrono::Utc::now().timestamp();
+        let claims = local::LocalClaims {
+            slug: &tenant.tenant.slug,
+            audience: &state.config.auth.audience,
+            subject,
+            session_id: sid,
+            username,
+            email,
+        };
+        let access = local::access_token(&state.local_keys, &claims, now);
+        let (refresh_token, digest) = local::new_refresh_token();
+        let record = serde_json::json!({"subject": subject, "sid": sid, "username": username, "email": email});
+        let mut redis = state.redis.clone();
+        let _: () = redis::cmd("SET")
+            .arg(local::refresh_key(tenant.tenant.id, &digest))
+            .arg(record.to_string())
+            .arg("EX")
+            .arg(local::REFRESH_TTL_SECS)
+            .query_async(&mut redis)
+            .await
+            .map_err(redis_down)?;
+        Ok(TokenResponse {
+            access_token: access,
+            refresh_token,
+            expires_in: local::ACCESS_TTL_SECS,
+            token_type: "Bearer".into(),
+        })
+    }
+
+    async fn local_refresh(
+        state: &AppState,
+        tenant: &crate::tenancy::cache::ResolvedTenant,
+        token: &str,
+    ) -> ApiResult<TokenResponse> {
+        use crate::auth::local;
+        let refused = || {
+            ApiError::new(
+                ErrorCode::RefreshTokenInvalid,
+                "the refresh token is invalid, expired or already used",
+            )
+        };
+        if !token.starts_with("ntr_") || token.len() > 100 {
+            return Err(refused());
+        }
+        let mut redis = state.redis.clone();
+        // GETDEL: a refresh token works exactly once.
+        let record: Option<String> = redis::cmd("GETDEL")
+            .arg(local::refresh_key(
+                tenant.tenant.id,
+                &local::refresh_digest(token),
+            ))
+            .query_async(&mut redis)
+            .await
+            .map_err(redis_down)?;
+        let record: serde_json::Value = record
+            .and_then(|r| serde_json::from_str(&r).ok())
+            .ok_or_else(refused)?;
+        let (Some(subject), Some(sid)) = (record["subject"].as_str(), record["sid"].as_str())
+        else {
+            return Err(refused());
+        };
+        if state.sessions.is_revoked(tenant.tenant.id, sid) {
+            return Err(refused());
+        }
+        issue(
+            state,
+            tenant,
+            subject,
+            sid,
+            record["username"].as_str(),
+            record["email"].as_str(),
+        )
+        .await
+    }
+
+    /// Sign in to a local-mode tenant with a username and password.
+    #[endpoint(tags("sessions"), status_codes(200, 401, 409, 422, 429))]
+    pub async fn local_login(
+        req: &mut Request,
+        tenant: CurrentTenant,
+        body: JsonBody<LoginRequest>,
+        depot: &mut Depot,
+    ) -> ApiResult<Reply<TokenResponse>> {
+        let state = state(depot)?;
+        let tenant = &tenant.0;
+        if tenant.tenant.identity.mode != crate::tenancy::model::IdentityMode::Local {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "this tenant signs in through Keycloak",
+            ));
+        }
+        let ip = crate::auth::client_ip(req, state.limiter.config().trust_forwarded_for);
+        match state.limiter.check(ip, None).await {
+            crate::ratelimit::Decision::Locked { retry_after_secs } => {
+                return Err(ApiError::new(
+                    ErrorCode::AuthLocked,
+                    format!("retry in {retry_after_secs} s"),
+                ));
+            }
+            crate::ratelimit::Decision::Limited {
+                retry_after_secs, ..
+            } => {
+                return Err(ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!("retry in {retry_after_secs} s"),
+                ));
+            }
+            crate::ratelimit::Decision::Allowed { .. } => {}
+        }
+        let input = body.0;
+        if input.username.len() > 64 || input.password.len() > 256 {
+            return Err(invalid());
+        }
+        let mut tx = tenant.db.begin().await?;
+        let found = crate::users::repo::with_password(tx.conn(), &input.username)
+            .await
+            .map_err(ApiError::from);
+        let found = tx.finish(found).await?;
+        let (user, hash) = match found {
+            Some((user, hash)) => (Some(user), hash),
+            None => (None, None),
+        };
+        let password = input.password;
+        let ok = tokio::task::spawn_blocking(move || {
+            crate::auth::local::verify_password(&password, hash.as_deref())
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        let Some(user) = user.filter(|_| ok) else {
+            state.limiter.record_failure(ip).await;
+            return Err(invalid());
+        };
+        let sid = uuid::Uuid::now_v7().simple().to_string();
+        Ok(Reply::ok(
+            issue(
+                &state,
+                tenant,
+                &user.subject,
+                &sid,
+                user.username.as_deref(),
+                user.email.as_deref(),
+            )
+            .await?,
+        ))
+    }
+
+    /// The public key of local-mode tokens (JWKS).
+    #[endpoint(tags("sessions"), status_codes(200))]
+    pub async fn jwks(depot: &mut Depot) -> ApiResult<Reply<serde_json::Value>> {
+        Ok(Reply::ok(state(depot)?.local_keys.jwks()))
     }
 
     /// Authenticated session routes (mounted behind `Authenticate` and `LoadUser`).

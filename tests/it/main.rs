@@ -6,6 +6,7 @@ mod auth;
 mod conventions;
 mod isolation;
 mod lifecycle;
+mod local;
 mod migrations;
 mod ops;
 mod pinning;

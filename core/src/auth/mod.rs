@@ -9,6 +9,7 @@
 
 pub mod jwks;
 pub mod keycloak;
+pub mod local;
 pub mod token;
 
 use std::collections::HashMap;
@@ -160,7 +161,9 @@ async fn authenticate(
         leeway_secs: auth.leeway_secs,
         max_bytes: auth.max_token_bytes,
     };
-    let principal = Arc::new(token::validate(raw, &expected, &state.jwks, now).await?);
+    let local = (tenant.tenant.identity.mode == crate::tenancy::model::IdentityMode::Local)
+        .then_some(&*state.local_keys);
+    let principal = Arc::new(token::validate(raw, &expected, &state.jwks, local, now).await?);
     state.tokens.put(key, principal.clone(), now);
     Ok(principal)
 }

@@ -30,6 +30,7 @@ fn tenant_api() -> Router {
         .hoop(crate::tenancy::resolve::ResolveTenant)
         // Token refresh needs the tenant but no access token.
         .push(Router::with_path("auth/refresh").post(crate::sessions::handlers::refresh))
+        .push(Router::with_path("auth/login").post(crate::sessions::handlers::local_login))
         .push(
             Router::with_path("auth/password-reset")
                 .post(crate::sessions::handlers::password_reset),
@@ -78,6 +79,7 @@ pub fn service(state: Arc<AppState>) -> Service {
         .push(Router::with_path("healthz").get(healthz))
         .push(Router::with_path("readyz").get(readyz))
         .push(Router::with_path("metrics").get(metrics))
+        .push(Router::with_path(".well-known/jwks.json").get(crate::sessions::handlers::jwks))
         .push(doc.into_router("openapi.json"))
         .push(
             Scalar::new("/openapi.json")

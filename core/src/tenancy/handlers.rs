@@ -237,6 +237,83 @@ pub async fn delete_identity_provider(
     Ok(NoContent)
 }
 
+/// A user of a local-mode tenant, with its password.
+#[derive(Debug, serde::Deserialize, oapi::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewLocalUser {
+    /// 3-64 characters of a-z, 0-9, `.`, `_`, `-`.
+    pub username: String,
+    pub email: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// 12-256 characters.
+    pub password: String,
+}
+
+/// Create a user (with a password) in a local-mode tenant.
+#[endpoint(tags("admin: tenants"), status_codes(201, 400, 401, 404, 409, 422))]
+pub async fn create_local_user(
+    slug: Path<Slug>,
+    body: JsonBody<NewLocalUser>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<crate::users::User>> {
+    let state = state(depot)?;
+    let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
+    if resolved.tenant.identity.mode != super::model::IdentityMode::Local {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "this tenant's users live in Keycloak",
+        ));
+    }
+    let input = body.0;
+    let mut errors = Vec::new();
+    let username_ok = (3..=64).contains(&input.username.len())
+        && input.username.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        });
+    if !username_ok {
+        errors.push(crate::error::FieldError {
+            pointer: "/username".into(),
+            message: "must be 3-64 characters of a-z, 0-9, . _ -".into(),
+        });
+    }
+    if !input.email.contains('@') || input.email.len() > 254 {
+        errors.push(crate::error::FieldError {
+            pointer: "/email".into(),
+            message: "must be an email address".into(),
+        });
+    }
+    if !(12..=256).contains(&input.password.chars().count()) {
+        errors.push(crate::error::FieldError {
+            pointer: "/password".into(),
+            message: "must be 12-256 characters".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let password = input.password.clone();
+    let hash = tokio::task::spawn_blocking(move || crate::auth::local::hash_password(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let mut tx = resolved.db.begin().await?;
+    let result = crate::users::repo::create_local(
+        tx.conn(),
+        &input.username,
+        &input.email,
+        input.display_name.as_deref(),
+        &hash,
+    )
+    .await
+    .map_err(ApiError::from);
+    let user = tx.finish(result).await?;
+    Ok(Reply::created(
+        user.clone(),
+        format!("/v1/users/{}", user.id),
+    ))
+}
+
 /// The `/admin/v1` router.
 pub fn router() -> Router {
     Router::with_path("admin/v1/tenants")
@@ -250,6 +327,7 @@ pub fn router() -> Router {
                 .push(Router::with_path("suspend").post(suspend_tenant))
                 .push(Router::with_path("resume").post(resume_tenant))
                 .push(Router::with_path("reconcile-users").post(reconcile_users))
+                .push(Router::with_path("local-users").post(create_local_user))
                 .push(
                     Router::with_path("identity-providers")
                         .get(list_identity_providers)

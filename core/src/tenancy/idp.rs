@@ -63,6 +63,12 @@ fn yes() -> bool {
 
 fn placement(tenant: &ResolvedTenant) -> ApiResult<(&str, Option<&str>, String)> {
     let identity = &tenant.tenant.identity;
+    if identity.mode == IdentityMode::Local {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "local-mode tenants sign in with passwords only; login providers need a Keycloak identity mode",
+        ));
+    }
     let realm = identity
         .realm
         .as_deref()
@@ -74,6 +80,7 @@ fn placement(tenant: &ResolvedTenant) -> ApiResult<(&str, Option<&str>, String)>
             )
         })?;
     let (org, prefix) = match identity.mode {
+        IdentityMode::Local => unreachable!("refused above"),
         IdentityMode::Realm => (None, String::new()),
         IdentityMode::Organization => (
             identity.org_id.as_deref(),

@@ -69,7 +69,7 @@ string_enum!(
 string_enum!(
     /// Where a tenant's users live: `realm` — a Keycloak realm of its own (strict isolation);
     /// `organization` — an organization in its region's shared realm (scales to many tenants).
-    IdentityMode { Realm => "realm", Organization => "organization" }
+    IdentityMode { Realm => "realm", Organization => "organization", Local => "local" }
 );
 
 /// The shared realm of a region (organization-mode tenants).

@@ -196,7 +196,7 @@ pub async fn mark_provisioned(
 pub async fn set_identity(
     conn: &mut AsyncPgConnection,
     id: TenantId,
-    realm: &str,
+    realm: Option<&str>,
     org: Option<(&str, &str)>,
     created: &[String],
     ready: bool,

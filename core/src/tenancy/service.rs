@@ -149,14 +149,17 @@ pub async fn create(state: &AppState, input: &CreateTenant) -> ApiResult<(Tenant
             let link = input.identity.link.as_deref();
             let (identity_realm, identity_org_alias) = match input.identity.mode {
                 IdentityMode::Realm => (
-                    link.map(str::to_string)
-                        .unwrap_or_else(|| tenant_realm_name(&input.slug)),
+                    Some(
+                        link.map(str::to_string)
+                            .unwrap_or_else(|| tenant_realm_name(&input.slug)),
+                    ),
                     None,
                 ),
                 IdentityMode::Organization => (
-                    shared_realm_name(input.region),
+                    Some(shared_realm_name(input.region)),
                     Some(link.unwrap_or(&input.slug).to_string()),
                 ),
+                IdentityMode::Local => (None, None),
             };
             let row = NewTenantRow {
                 id: TenantId::generate().0,
@@ -168,7 +171,7 @@ pub async fn create(state: &AppState, input: &CreateTenant) -> ApiResult<(Tenant
                 connection_id: connection.id,
                 schema_name: &schema,
                 identity_mode: input.identity.mode.as_str(),
-                identity_realm: Some(&identity_realm),
+                identity_realm: identity_realm.as_deref(),
                 identity_org_alias: identity_org_alias.as_deref(),
                 identity_linked: link.is_some(),
             };
@@ -300,16 +303,25 @@ async fn provision_identity(
     let kc = &state.keycloak;
     let identity = &tenant.identity;
     let owner = tenant.id.to_string();
-    let realm = identity
-        .realm
-        .clone()
-        .unwrap_or_else(|| match identity.mode {
-            IdentityMode::Realm => tenant_realm_name(&tenant.slug),
-            IdentityMode::Organization => shared_realm_name(tenant.region),
-        });
+    let realm = match identity.mode {
+        // Users and passwords live in the tenant's own tables: nothing to make in Keycloak.
+        IdentityMode::Local => {
+            repo::set_identity(registry, tenant.id, None, None, &[], true).await?;
+            return Ok(());
+        }
+        IdentityMode::Realm => identity
+            .realm
+            .clone()
+            .unwrap_or_else(|| tenant_realm_name(&tenant.slug)),
+        IdentityMode::Organization => identity
+            .realm
+            .clone()
+            .unwrap_or_else(|| shared_realm_name(tenant.region)),
+    };
     let mut created = identity.created.clone();
     let mut org: Option<(String, String)> = None;
     match identity.mode {
+        IdentityMode::Local => unreachable!("returned above"),
         IdentityMode::Realm if identity.linked => {
             if !kc.realm_exists(&realm).await? {
                 return Err(ProvisionError::Refused(format!(
@@ -380,7 +392,7 @@ async fn provision_identity(
     let org = org
         .as_ref()
         .map(|(alias, id)| (alias.as_str(), id.as_str()));
-    repo::set_identity(registry, tenant.id, &realm, org, &created, true).await?;
+    repo::set_identity(registry, tenant.id, Some(&realm), org, &created, true).await?;
     Ok(())
 }
 
@@ -680,6 +692,7 @@ pub fn resolved(state: &AppState, tenant: Tenant) -> ResolvedTenant {
         (true, IdentityMode::Organization, Some(realm), Some(alias)) => {
             (Some(state.keycloak.issuer(realm)), Some(alias.clone()))
         }
+        (true, IdentityMode::Local, _, _) => (Some(crate::auth::local::issuer(&tenant.slug)), None),
         // Not provisioned (or inconsistent): no issuer, so every token is refused.
         _ => (None, None),
     };

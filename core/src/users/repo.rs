@@ -145,3 +145,52 @@ pub fn row_selection() -> diesel::dsl::AsSelect<UserRow, diesel::pg::Pg> {
 pub fn to_user(row: UserRow) -> User {
     User::from(row)
 }
+
+/// An active user by username, with its password hash if it has one (local mode).
+pub async fn with_password(
+    conn: &mut AsyncPgConnection,
+    username: &str,
+) -> QueryResult<Option<(User, Option<String>)>> {
+    use crate::schema::tenant::credentials;
+    let found: Option<(UserRow, Option<String>)> = users::table
+        .left_join(credentials::table.on(credentials::user_id.eq(users::id)))
+        .filter(users::username.eq(username))
+        .filter(users::status.eq("active"))
+        .select((UserRow::as_select(), credentials::password_hash.nullable()))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(found.map(|(row, hash)| (User::from(row), hash)))
+}
+
+/// Creates a local user with its password hash.
+pub async fn create_local(
+    conn: &mut AsyncPgConnection,
+    username: &str,
+    email: &str,
+    display_name: Option<&str>,
+    password_hash: &str,
+) -> QueryResult<User> {
+    use crate::schema::tenant::credentials;
+    let id = UserId::generate().0;
+    let user = diesel::insert_into(users::table)
+        .values((
+            users::id.eq(id),
+            users::subject.eq(format!("local:{}", id.simple())),
+            users::username.eq(username),
+            users::email.eq(email),
+            users::display_name.eq(display_name),
+        ))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await
+        .map(User::from)?;
+    diesel::insert_into(credentials::table)
+        .values((
+            credentials::user_id.eq(id),
+            credentials::password_hash.eq(password_hash),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(user)
+}

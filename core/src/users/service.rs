@@ -111,6 +111,10 @@ pub async fn reconcile(
 ) -> ApiResult<ReconcileReport> {
     let tenant = &resolved.tenant;
     let identity = &tenant.identity;
+    if identity.mode == crate::tenancy::model::IdentityMode::Local {
+        // Local users live only here: nothing to reconcile with.
+        return Ok(ReconcileReport::default());
+    }
     let realm = identity
         .realm
         .as_deref()
