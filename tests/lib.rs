@@ -386,6 +386,22 @@ pub async fn all_pages(
     }
 }
 
+/// Send a request and read its JSON body (panics on transport or JSON errors: tests only).
+pub trait Fetch {
+    fn fetch_json(self) -> impl std::future::Future<Output = Value> + Send;
+}
+
+impl Fetch for reqwest::RequestBuilder {
+    async fn fetch_json(self) -> Value {
+        self.send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+}
+
 /// A direct connection to one database of the local server, for assertions that bypass the API.
 pub async fn direct(config: &Config, database: &str) -> diesel_async::AsyncPgConnection {
     use diesel_async::AsyncConnection;

@@ -3,7 +3,7 @@
 
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
-use neotenant_tests::{TestApp, direct, expect_problem, test_config};
+use neotenant_tests::{Fetch, TestApp, direct, expect_problem, test_config};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -56,12 +56,8 @@ async fn keys_are_shown_once_hashed_and_revocable() {
     let me: Value = app
         .anonymous(Method::GET, &t.slug, "/v1/me")
         .bearer_auth(&secret)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(me["username"], format!("u-{}", t.slug));
     let res = app
         .anonymous(Method::GET, &t.slug, "/v1/notes")

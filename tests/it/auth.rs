@@ -4,7 +4,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{KeyInit, Mac};
-use neotenant_tests::{TestApp, TestTenant, expect_problem, test_config};
+use neotenant_tests::{Fetch, TestApp, TestTenant, expect_problem, test_config};
 use openidconnect::PrivateSigningKey;
 use openidconnect::core::{CoreJwsSigningAlgorithm, CoreRsaPrivateSigningKey};
 use reqwest::Method;
@@ -119,12 +119,8 @@ async fn real_tokens_pass_and_forgeries_fail() {
             "{}/protocol/openid-connect/certs",
             app.state().keycloak.issuer(&t.realm)
         ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     let public = jwks["keys"]
         .as_array()
         .unwrap()
@@ -364,12 +360,8 @@ async fn kc_get(app: &TestApp, path: &str) -> Value {
     app.client
         .get(format!("{base}/admin/realms{path}"))
         .bearer_auth(kc_admin_token(app).await)
-        .send()
+        .fetch_json()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 async fn kc_post(app: &TestApp, path: &str, body: &Value) {

@@ -1,6 +1,6 @@
 //! HTTP conventions: every kind of bad input gets a precise problem response.
 
-use neotenant_tests::{TestApp, all_pages, expect_problem};
+use neotenant_tests::{Fetch, TestApp, all_pages, expect_problem};
 use reqwest::Method;
 use serde_json::json;
 
@@ -278,12 +278,8 @@ async fn tenant_resolution_from_host_and_header() {
     assert_eq!(res.status(), 201);
     let listed: serde_json::Value = app
         .tenant_req(Method::GET, &a.slug, "/v1/notes")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(listed["items"][0]["title"], "via host");
 
     let res = app

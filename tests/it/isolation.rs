@@ -6,7 +6,7 @@ use std::time::Duration;
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
 use futures::StreamExt;
-use neotenant_tests::{TestApp, TestTenant, all_pages, direct, expect_problem, test_config};
+use neotenant_tests::{Fetch, TestApp, TestTenant, all_pages, direct, expect_problem, test_config};
 use rand::Rng;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -68,12 +68,8 @@ async fn work(app: &TestApp, t: &TestTenant, n: usize, foreign: &[String]) -> Ve
     // Reads see only this tenant's rows.
     let page: Value = app
         .tenant_req(Method::GET, &t.slug, "/v1/notes?limit=200")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     for item in page["items"].as_array().unwrap() {
         let title = item["title"].as_str().unwrap();
         assert!(

@@ -1,7 +1,9 @@
 //! Tenant provisioning and lifecycle through the platform-admin API.
 
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
-use neotenant_tests::{TestApp, all_pages, direct, expect_problem, random_slug, test_config};
+use neotenant_tests::{
+    Fetch, TestApp, all_pages, direct, expect_problem, random_slug, test_config,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -116,12 +118,8 @@ async fn create_is_validated_idempotent_and_conflicts_on_different_placement() {
 
     let shown: Value = app
         .admin(Method::GET, &format!("/admin/v1/tenants/{slug}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(
         shown["database"],
         format!("tenant_{}", slug.replace('-', "_"))
@@ -664,12 +662,8 @@ async fn login_providers_are_configured_per_tenant() {
             Method::GET,
             &format!("/admin/v1/tenants/{}/identity-providers", third.slug),
         )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(none, json!([]));
 
     let bad = json!({"provider": "myspace", "client_id": "", "client_secret": "x"});

@@ -1,6 +1,6 @@
 //! The `local` identity mode: passwords here, EdDSA tokens from the platform, no Keycloak.
 
-use neotenant_tests::{TestApp, expect_problem, random_slug};
+use neotenant_tests::{Fetch, TestApp, expect_problem, random_slug};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -87,24 +87,16 @@ async fn local_users_sign_in_with_passwords_and_eddsa_tokens() {
     let jwks: Value = app
         .client
         .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(jwks["keys"][0]["kid"], header["kid"]);
     assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
 
     let me: Value = app
         .anonymous(Method::GET, &slug, "/v1/me")
         .bearer_auth(access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(me["username"], "ada");
     assert!(me["subject"].as_str().unwrap().starts_with("local:"));
     // Refused by another local tenant, and at a Keycloak tenant nobody logs in locally.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use neotenant_tests::{TestApp, test_config};
+use neotenant_tests::{Fetch, TestApp, test_config};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -20,15 +20,7 @@ async fn health_readiness_metrics_and_docs() {
             .status(),
         200
     );
-    let ready: Value = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = app.client.get(app.url("/readyz")).fetch_json().await;
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["checks"]["postgres"], "ok");
     assert_eq!(ready["checks"]["redis"], "ok");
@@ -63,15 +55,7 @@ async fn health_readiness_metrics_and_docs() {
     );
     assert!(!text.contains("neotenant-dev"), "no secrets in metrics");
 
-    let doc: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.client.get(app.url("/openapi.json")).fetch_json().await;
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/v1/notes"]["post"].is_object());
     assert!(doc["paths"]["/admin/v1/tenants/{slug}"]["delete"].is_object());
@@ -150,12 +134,8 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     app2.use_token(&t.slug, &t.token);
     let page: Value = app2
         .tenant_req(Method::GET, &t.slug, "/v1/notes")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(page["items"][0]["title"], "finished");
     app2.track(&t.slug);
     app2.cleanup().await;

@@ -1,7 +1,7 @@
 //! Sessions: listing, revocation on every instance, admin revocation, refresh-token rotation,
 //! new-device detection.
 
-use neotenant_tests::{TEST_PASSWORD, TestApp, expect_problem, test_config};
+use neotenant_tests::{Fetch, TEST_PASSWORD, TestApp, expect_problem, test_config};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -16,12 +16,8 @@ async fn revoked_sessions_are_refused_by_every_instance() {
     let listed: Value = a
         .tenant_req(Method::GET, &t.slug, "/v1/sessions")
         .header("user-agent", UA)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     let sessions = listed.as_array().expect("a list");
     assert_eq!(sessions.len(), 1, "{listed}");
     assert_eq!(sessions[0]["current"], true);
@@ -141,12 +137,8 @@ async fn admins_revoke_a_users_sessions_and_members_cannot() {
     let t = app.with_tenant_identity("us", "schema", "realm").await;
     let member: Value = app
         .tenant_req(Method::GET, &t.slug, "/v1/me")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     let kc = &app.state().keycloak;
     let admin_name = format!("admin-{}", t.slug);
     let admin_token = app
@@ -282,12 +274,8 @@ async fn shared_realm_roles_never_make_a_tenant_admin() {
     let t = app.with_tenant("eu", "schema").await;
     let member: Value = app
         .tenant_req(Method::GET, &t.slug, "/v1/me")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     let kc = &app.state().keycloak;
     let name = format!("regional-admin-{}", t.slug);
     app.member_token(&t.realm, t.organization.as_deref(), &name)

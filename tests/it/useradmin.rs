@@ -1,6 +1,8 @@
 //! User management by tenant admins, kept consistent between Keycloak and PostgreSQL.
 
-use neotenant_tests::{Forwarder, TEST_PASSWORD, TestApp, TestTenant, expect_problem, test_config};
+use neotenant_tests::{
+    Fetch, Forwarder, TEST_PASSWORD, TestApp, TestTenant, expect_problem, test_config,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -73,12 +75,8 @@ async fn admins_manage_users_in_keycloak_and_here() {
     let me: Value = app
         .anonymous(Method::GET, &t.slug, "/v1/me")
         .bearer_auth(&user_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(me["id"], id);
     // A member cannot manage users.
     expect_problem(
@@ -135,21 +133,13 @@ async fn admins_manage_users_in_keycloak_and_here() {
         .unwrap();
     assert_eq!(res.status(), 204);
     let gone: Value = as_admin(Method::GET, &format!("/v1/users/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(gone["status"], "deleted");
     assert!(kc.find_user(&t.realm, &new_email).await.unwrap().is_none());
     let listed: Value = as_admin(Method::GET, "/v1/users?limit=200")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert!(
         listed["items"]
             .as_array()
@@ -179,12 +169,8 @@ async fn keycloak_failing_mid_operation_leaves_both_sides_unchanged() {
     let as_admin = |m: Method, path: &str| app.anonymous(m, &t.slug, path).bearer_auth(&admin);
     let member: Value = app
         .tenant_req(Method::GET, &t.slug, "/v1/me")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     let member_id = member["id"].as_str().unwrap().to_string();
     assert_eq!(
         as_admin(Method::GET, "/v1/users")
@@ -214,13 +200,7 @@ async fn keycloak_failing_mid_operation_leaves_both_sides_unchanged() {
         .unwrap();
     expect_problem(res, 503, "identity-unavailable").await;
 
-    let users: Value = as_admin(Method::GET, "/v1/users")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let users: Value = as_admin(Method::GET, "/v1/users").fetch_json().await;
     let items = users["items"].as_array().unwrap();
     assert!(
         !items.iter().any(|u| u["username"] == "never-made"),

@@ -3,7 +3,7 @@
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::RunQueryDsl;
-use neotenant_tests::{TestApp, direct, expect_problem, test_config};
+use neotenant_tests::{Fetch, TestApp, direct, expect_problem, test_config};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -28,12 +28,8 @@ async fn first_request_creates_the_user_and_later_ones_reuse_it() {
 
     let me: Value = app
         .tenant_req(Method::GET, &t.slug, "/v1/me")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert!(me["id"].as_str().unwrap().starts_with("usr_"), "{me}");
     assert_eq!(me["username"], format!("u-{}", t.slug));
     assert_eq!(me["email"], format!("u-{}@example.test", t.slug));
@@ -49,12 +45,8 @@ async fn first_request_creates_the_user_and_later_ones_reuse_it() {
     for _ in 0..3 {
         let again: Value = app
             .tenant_req(Method::GET, &t.slug, "/v1/me")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .fetch_json()
+            .await;
         assert_eq!(again["id"], me["id"]);
     }
     let after: N = diesel::sql_query(count(" WHERE subject = $1"))
@@ -101,12 +93,8 @@ async fn first_request_creates_the_user_and_later_ones_reuse_it() {
 async fn me_tenant_id(app: &TestApp, slug: &str) -> neotenant::ids::TenantId {
     let shown: Value = app
         .admin(Method::GET, &format!("/admin/v1/tenants/{slug}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     shown["id"].as_str().unwrap().parse().unwrap()
 }
 
@@ -117,12 +105,8 @@ async fn keycloak_side_changes_arrive_by_reconciliation() {
     let kc = app.state().keycloak.clone();
     let me: Value = app
         .tenant_req(Method::GET, &t.slug, "/v1/me")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     let subject = me["subject"].as_str().unwrap().to_string();
 
     // Changed in Keycloak's own console: a profile, a new member, a disabled member.
@@ -154,12 +138,8 @@ async fn keycloak_side_changes_arrive_by_reconciliation() {
     let leaver_me: Value = app
         .anonymous(Method::GET, &t.slug, "/v1/me")
         .bearer_auth(&leaver_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     kc.update_user(
         &t.realm,
         leaver_me["subject"].as_str().unwrap(),
@@ -173,12 +153,8 @@ async fn keycloak_side_changes_arrive_by_reconciliation() {
             Method::POST,
             &format!("/admin/v1/tenants/{}/reconcile-users", t.slug),
         )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(report["seen"], 3, "{report}");
     assert_eq!(report["changed"], 3, "{report}");
 
@@ -222,12 +198,8 @@ async fn keycloak_side_changes_arrive_by_reconciliation() {
     // The change shows through the API at once, and the disabled user is out.
     let again: Value = app
         .tenant_req(Method::GET, &t.slug, "/v1/me")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(again["email"], format!("changed-{}@example.test", t.slug));
     assert_eq!(again["display_name"], "Changed Name");
     let res = app
@@ -255,12 +227,8 @@ async fn keycloak_side_changes_arrive_by_reconciliation() {
             Method::POST,
             &format!("/admin/v1/tenants/{}/reconcile-users", t.slug),
         )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(report["removed"], 1, "{report}");
     app.cleanup().await;
 }
