@@ -51,12 +51,29 @@ apt_install() {
 }
 
 # ---------------------------------------------------------------- PostgreSQL
-PG_HOME="$STACK/postgres-$PG_VERSION"
+# PostgreSQL refuses to run as root; when we are root it runs as the `postgres` user, which
+# must be able to reach its binaries and its data. Both live in one folder, `.devstack/pg`; if
+# the project path is not traversable by that user (a checkout under /root, say), that folder
+# is a per-project directory under /var/tmp, linked from `.devstack/pg`.
+pg_area() {
+  local area="$STACK/pg"
+  if [ -e "$area" ]; then readlink -f "$area"; return; fi
+  if [ "$(id -u)" -ne 0 ] || runuser -u postgres -- test -x "$STACK"; then
+    mkdir -p "$area"
+    echo "$area"
+    return
+  fi
+  local key; key="$(echo -n "$ROOT" | sha256sum | cut -c1-12)"
+  local alt="/var/tmp/neotenant-devstack-$key"
+  mkdir -p "$alt"
+  chmod 755 "$alt"
+  ln -sfn "$alt" "$area"
+  echo "$alt"
+}
+PG_AREA="$(pg_area)"
+PG_HOME="$PG_AREA/postgres-$PG_VERSION"
 PG_BIN="$PG_HOME/native/bin"
 
-# PostgreSQL refuses to run as root; when we are root it runs as the `postgres` user, which
-# must be able to reach its data directory. If the project path is not traversable by that
-# user, the data lives in a per-project folder under /var/tmp, linked from .devstack.
 pg_run() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
@@ -83,16 +100,7 @@ PY
 }
 
 pg_datadir() {
-  local local_dir="$STACK/pgdata"
-  if [ "$(id -u)" -ne 0 ]; then echo "$local_dir"; return; fi
-  if [ -L "$local_dir" ]; then readlink "$local_dir"; return; fi
-  if [ -d "$local_dir" ]; then echo "$local_dir"; return; fi
-  if runuser -u postgres -- test -x "$STACK"; then echo "$local_dir"; return; fi
-  local key; key="$(echo -n "$ROOT" | sha256sum | cut -c1-12)"
-  local alt="/var/tmp/neotenant-devstack-$key/pgdata"
-  mkdir -p "$(dirname "$alt")"
-  ln -sfn "$alt" "$local_dir"
-  echo "$alt"
+  echo "$PG_AREA/data"
 }
 
 pg_running() {
