@@ -81,10 +81,49 @@ pub fn coarse_network(ip: IpAddr) -> String {
     }
 }
 
+/// Instants per (tenant, session id), looked up without allocating on the request path.
+#[derive(Default)]
+struct PerSession {
+    map: RwLock<HashMap<TenantId, HashMap<String, Instant>>>,
+}
+
+impl PerSession {
+    const MAX: usize = 100_000;
+
+    fn get(&self, tenant: TenantId, sid: &str) -> Option<Instant> {
+        self.map
+            .read()
+            .expect("session map lock")
+            .get(&tenant)?
+            .get(sid)
+            .copied()
+    }
+
+    /// Inserts; when the map is full, first drops entries `expired` says are stale.
+    fn insert(
+        &self,
+        tenant: TenantId,
+        sid: String,
+        at: Instant,
+        expired: impl Fn(&Instant) -> bool,
+    ) {
+        let mut map = self.map.write().expect("session map lock");
+        if map.values().map(HashMap::len).sum::<usize>() >= Self::MAX {
+            map.retain(|_, sids| {
+                sids.retain(|_, t| !expired(t));
+                !sids.is_empty()
+            });
+        }
+        map.entry(tenant).or_default().insert(sid, at);
+    }
+}
+
 pub struct Sessions {
     redis: redis::aio::ConnectionManager,
-    revoked: RwLock<HashMap<String, Instant>>,
-    touched: RwLock<HashMap<String, Instant>>,
+    /// Revoked sessions and until when that is remembered.
+    revoked: PerSession,
+    /// When this instance last recorded each session.
+    touched: PerSession,
     pub new_devices: prometheus::IntCounter,
 }
 
@@ -108,8 +147,8 @@ impl Sessions {
     pub fn new(redis: redis::aio::ConnectionManager, new_devices: prometheus::IntCounter) -> Self {
         Self {
             redis,
-            revoked: RwLock::new(HashMap::new()),
-            touched: RwLock::new(HashMap::new()),
+            revoked: PerSession::default(),
+            touched: PerSession::default(),
             new_devices,
         }
     }
@@ -117,42 +156,42 @@ impl Sessions {
     /// Whether the session was revoked (in-process; no network).
     pub fn is_revoked(&self, tenant: TenantId, sid: &str) -> bool {
         self.revoked
-            .read()
-            .expect("revoked lock")
-            .get(&member(tenant, sid))
-            .is_some_and(|until| Instant::now() < *until)
+            .get(tenant, sid)
+            .is_some_and(|until| Instant::now() < until)
     }
 
-    fn mark_revoked(&self, entry: String) {
-        let mut revoked = self.revoked.write().expect("revoked lock");
+    fn mark_revoked(&self, tenant: TenantId, sid: &str) {
         let now = Instant::now();
-        if revoked.len() > 100_000 {
-            revoked.retain(|_, until| *until > now);
+        self.revoked
+            .insert(tenant, sid.to_string(), now + REVOKED_TTL, |until| {
+                *until <= now
+            });
+    }
+
+    /// Applies a `<tenant id>:<sid>` revocation entry (broadcast or remembered in Redis).
+    fn mark_revoked_entry(&self, entry: &str) {
+        if let Some((tenant, sid)) = entry.split_once(':')
+            && let Ok(tenant) = tenant.parse::<TenantId>()
+        {
+            self.mark_revoked(tenant, sid);
         }
-        revoked.insert(entry, now + REVOKED_TTL);
     }
 
     /// Records the session's device and last-seen time (at most once a minute per session per
     /// instance). Returns whether the device is new for this user. Best effort: a Redis failure
     /// is logged and the request goes on.
     pub async fn touch(&self, tenant: TenantId, subject: &str, sid: &str, device: &Device) -> bool {
-        let entry = member(tenant, sid);
+        if self
+            .touched
+            .get(tenant, sid)
+            .is_some_and(|t| t.elapsed() < TOUCH_EVERY)
         {
-            let touched = self.touched.read().expect("touched lock");
-            if touched
-                .get(&entry)
-                .is_some_and(|t| t.elapsed() < TOUCH_EVERY)
-            {
-                return false;
-            }
+            return false;
         }
-        {
-            let mut touched = self.touched.write().expect("touched lock");
-            if touched.len() > 100_000 {
-                touched.clear();
-            }
-            touched.insert(entry, Instant::now());
-        }
+        self.touched
+            .insert(tenant, sid.to_string(), Instant::now(), |t| {
+                t.elapsed() >= TOUCH_EVERY
+            });
         let now = chrono::Utc::now().timestamp();
         let mut conn = self.redis.clone();
         let k = key(tenant, sid);
@@ -243,7 +282,7 @@ impl Sessions {
         let mut conn = self.redis.clone();
         for sid in sids {
             let entry = member(tenant, sid);
-            self.mark_revoked(entry.clone());
+            self.mark_revoked(tenant, sid);
             let _: () = redis::pipe()
                 .set_ex(revoked_key(tenant, sid), 1, REVOKED_TTL.as_secs())
                 .del(key(tenant, sid))
@@ -264,7 +303,7 @@ impl Sessions {
         }
         for k in found {
             if let Some(entry) = k.strip_prefix("neotenant:revoked:") {
-                self.mark_revoked(entry.to_string());
+                self.mark_revoked_entry(entry);
             }
         }
         Ok(())
@@ -287,7 +326,7 @@ pub async fn listen(
             let mut messages = pubsub.on_message();
             while let Some(msg) = messages.next().await {
                 if let Ok(entry) = msg.get_payload::<String>() {
-                    sessions.mark_revoked(entry);
+                    sessions.mark_revoked_entry(&entry);
                 }
             }
             Ok::<(), redis::RedisError>(())

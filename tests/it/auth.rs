@@ -315,7 +315,6 @@ async fn tenant_with_known_key(app: &TestApp) -> (TestTenant, CoreRsaPrivateSign
         .output()
         .expect("openssl is available");
     let pem = String::from_utf8(out.stdout).unwrap();
-    let kc = &app.state().keycloak;
     let realm: Value = kc_get(app, &format!("/{}", t.realm)).await;
     let component = json!({
         "name": "test-rsa", "providerId": "rsa", "providerType": "org.keycloak.keys.KeyProvider",
@@ -332,7 +331,6 @@ async fn tenant_with_known_key(app: &TestApp) -> (TestTenant, CoreRsaPrivateSign
         .and_then(|k| k["kid"].as_str())
         .expect("imported key listed")
         .to_string();
-    let _ = kc;
     let key = CoreRsaPrivateSigningKey::from_pem(&pem, None).unwrap();
     (t, key, kid)
 }

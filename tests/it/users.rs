@@ -214,13 +214,7 @@ async fn keycloak_side_changes_arrive_by_reconciliation() {
         res.status()
     );
 
-    // Removed from the organization in Keycloak: deactivated here on the next round.
-    let (org_id, _) = kc
-        .find_organization(&t.realm, t.organization.as_deref().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    let _ = org_id;
+    // Gone from Keycloak: deactivated here on the next round.
     kc.delete_user(&t.realm, &console_id).await.unwrap();
     let report: Value = app
         .admin(

@@ -519,26 +519,17 @@ impl KeycloakAdmin {
         email: &str,
         password: &str,
     ) -> Result<String, IdpError> {
-        let body = json!({
+        let representation = json!({
             "username": username, "email": email, "emailVerified": true, "enabled": true,
             "firstName": username, "lastName": "User",
             "credentials": [{"type": "password", "value": password, "temporary": false}],
         });
-        self.expect(
-            Method::POST,
-            &format!("/{realm}/users"),
-            Some(&body),
-            &[StatusCode::CREATED, StatusCode::CONFLICT],
-        )
-        .await?;
-        let users = self
-            .get_json(&format!("/{realm}/users?username={username}&exact=true"))
+        if let Some(id) = self.create_user(realm, &representation).await? {
+            return Ok(id);
+        }
+        self.find_user(realm, username)
             .await?
-            .unwrap_or(Value::Null);
-        users[0]["id"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| IdpError::Unexpected("user created but not found".into()))
+            .ok_or_else(|| IdpError::Unexpected("user exists but was not found".into()))
     }
 
     pub async fn add_organization_member(

@@ -17,33 +17,41 @@ const MAX_ENTRIES: usize = 100_000;
 /// Users by (tenant, subject), loaded at most once per TTL per instance.
 #[derive(Default)]
 pub struct UserCache {
-    entries: RwLock<HashMap<UserKey, (Instant, Arc<User>)>>,
+    /// Per tenant, by identity-provider subject (looked up without allocating).
+    entries: RwLock<HashMap<TenantId, HashMap<String, CachedUser>>>,
 }
 
-/// (tenant, identity-provider subject).
-type UserKey = (TenantId, String);
+/// When it was loaded, and the user.
+type CachedUser = (Instant, Arc<User>);
 
 impl UserCache {
     fn get(&self, tenant: TenantId, subject: &str) -> Option<Arc<User>> {
         let entries = self.entries.read().expect("user cache lock");
-        let (at, user) = entries.get(&(tenant, subject.to_string()))?;
+        let (at, user) = entries.get(&tenant)?.get(subject)?;
         (at.elapsed() < TTL).then(|| user.clone())
     }
 
     fn put(&self, tenant: TenantId, user: Arc<User>) {
         let mut entries = self.entries.write().expect("user cache lock");
-        if entries.len() >= MAX_ENTRIES {
+        if entries.values().map(HashMap::len).sum::<usize>() >= MAX_ENTRIES {
             entries.clear();
         }
-        entries.insert((tenant, user.subject.clone()), (Instant::now(), user));
+        entries
+            .entry(tenant)
+            .or_default()
+            .insert(user.subject.clone(), (Instant::now(), user));
     }
 
     /// Forgets a user (after it changed) so its next request reloads it.
     pub fn evict(&self, tenant: TenantId, subject: &str) {
-        self.entries
+        if let Some(users) = self
+            .entries
             .write()
             .expect("user cache lock")
-            .remove(&(tenant, subject.to_string()));
+            .get_mut(&tenant)
+        {
+            users.remove(subject);
+        }
     }
 }
 
