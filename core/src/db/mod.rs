@@ -203,7 +203,7 @@ impl TenantDb {
     }
 
     /// Opens a transaction pinned to this tenant's schema. All tenant-scoped SQL runs
-    /// through the returned [`TenantTx`]; there is no other way to reach a tenant's tables.
+    /// through the returned [`Tx`]; there is no other way to reach a tenant's tables.
     pub async fn begin(&self) -> Result<Tx, crate::error::ApiError> {
         let sql = format!("BEGIN; SET LOCAL search_path TO \"{}\"", self.schema);
         Tx::begin(&self.pool, &sql).await

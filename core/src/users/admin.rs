@@ -212,7 +212,7 @@ pub async fn create_user(
             .returning(super::repo::row_selection())
             .get_result(tx.conn())
             .await
-            .map(super::repo::to_user)
+            .map(User::from)
             .map_err(ApiError::from);
         tx.finish(result).await
     }
@@ -254,7 +254,7 @@ pub async fn list_users(
         .finish(result)
         .await?
         .into_iter()
-        .map(super::repo::to_user)
+        .map(User::from)
         .collect();
     Ok(Reply::ok(Page::from_rows(rows, page.limit, |u| u.id)))
 }
@@ -309,7 +309,7 @@ where
             .returning(super::repo::row_selection())
             .get_result(tx.conn())
             .await
-            .map(super::repo::to_user)?;
+            .map(User::from)?;
         idp(&updated).await.map_err(idp_down)?;
         Ok(updated)
     }

@@ -142,10 +142,6 @@ pub fn row_selection() -> diesel::dsl::AsSelect<UserRow, diesel::pg::Pg> {
     UserRow::as_select()
 }
 
-pub fn to_user(row: UserRow) -> User {
-    User::from(row)
-}
-
 /// An active user by username, with its password hash if it has one (local mode).
 pub async fn with_password(
     conn: &mut AsyncPgConnection,
