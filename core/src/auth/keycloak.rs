@@ -403,46 +403,51 @@ impl KeycloakAdmin {
         realm: &str,
         alias: &str,
     ) -> Result<Option<(String, Option<String>)>, IdpError> {
+        // Lists ask for brief representations: a full one loads each organization's
+        // attributes lazily, and Keycloak answers 400 when another client deletes an
+        // organization of the page meanwhile. The owner tag is read from the one match.
         let pick = |found: &Value| {
             found
                 .as_array()
                 .into_iter()
                 .flatten()
                 .find(|o| o["alias"] == alias)
-                .and_then(|o| {
-                    let id = o["id"].as_str()?.to_string();
-                    let owner = o["attributes"][OWNER_ATTRIBUTE][0]
-                        .as_str()
-                        .map(str::to_string);
-                    Some((id, owner))
-                })
+                .and_then(|o| o["id"].as_str().map(str::to_string))
         };
-        let by_name = self
-            .get_json(&format!(
-                "/{realm}/organizations?search={alias}&exact=true&briefRepresentation=false"
-            ))
-            .await?
-            .unwrap_or(Value::Null);
-        if let Some(hit) = pick(&by_name) {
-            return Ok(Some(hit));
-        }
+        let mut hit = pick(
+            &self
+                .get_json(&format!(
+                    "/{realm}/organizations?search={alias}&exact=true&briefRepresentation=true"
+                ))
+                .await?
+                .unwrap_or(Value::Null),
+        );
         let mut first = 0;
-        loop {
+        while hit.is_none() {
             let page = self
                 .get_json(&format!(
-                    "/{realm}/organizations?first={first}&max=100&briefRepresentation=false"
+                    "/{realm}/organizations?first={first}&max=100&briefRepresentation=true"
                 ))
                 .await?
                 .unwrap_or(Value::Null);
-            if let Some(hit) = pick(&page) {
-                return Ok(Some(hit));
-            }
-            let n = page.as_array().map_or(0, Vec::len);
-            if n < 100 {
+            hit = pick(&page);
+            if hit.is_none() && page.as_array().map_or(0, Vec::len) < 100 {
                 return Ok(None);
             }
             first += 100;
         }
+        let Some(id) = hit else { return Ok(None) };
+        // Deleted between the listing and now: it is gone.
+        let Some(org) = self
+            .get_json(&format!("/{realm}/organizations/{id}"))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let owner = org["attributes"][OWNER_ATTRIBUTE][0]
+            .as_str()
+            .map(str::to_string);
+        Ok(Some((id, owner)))
     }
 
     /// Creates the organization `alias` tagged with `owner` unless it exists; returns its id
