@@ -336,6 +336,7 @@ pub async fn authenticate(
             .expires_at
             .map_or(now.timestamp() + 300, |e| e.timestamp()),
         issued_at: 0,
+        key_scopes: Some(row.scopes),
     })
 }
 
@@ -397,7 +398,9 @@ pub mod handlers {
     use crate::http::reply::{NoContent, Reply};
     use crate::ids::ApiKeyId;
     use crate::tenancy::resolve::CurrentTenant;
-    use crate::users::CurrentUser;
+    use crate::error::FieldError;
+    use crate::rbac::Can;
+    use crate::rbac::need::{ApiKeysCreateOwn, ApiKeysReadOwn, ApiKeysRevokeOwn};
 
     fn state(depot: &Depot) -> ApiResult<Arc<AppState>> {
         depot
@@ -409,12 +412,38 @@ pub mod handlers {
     /// Create an API key acting as me (the secret is in this answer only).
     #[endpoint(tags("api keys"), status_codes(201, 401, 422))]
     pub async fn create_key(
-        me: CurrentUser,
+        can: Can<ApiKeysCreateOwn>,
         tenant: CurrentTenant,
         body: JsonBody<NewApiKey>,
         depot: &mut Depot,
     ) -> ApiResult<Reply<CreatedApiKey>> {
         let state = state(depot)?;
+        let me = &can.user;
+        // Scopes: catalog permissions the caller holds (a key never outranks its maker).
+        let mut tx = tenant.0.db.begin().await?;
+        let catalog = crate::rbac::service::catalog(tx.conn()).await;
+        let catalog = tx.finish(catalog).await?;
+        let mut errors = Vec::new();
+        if body.0.scopes.is_empty() {
+            errors.push(FieldError {
+                pointer: "/scopes".into(),
+                message: "list at least one permission the key may use".into(),
+            });
+        }
+        let mut scopes = Vec::new();
+        for (i, s) in body.0.scopes.iter().enumerate() {
+            match catalog.validate(s) {
+                Ok(p) => scopes.push(p),
+                Err(e) => errors.push(FieldError {
+                    pointer: format!("/scopes/{i}"),
+                    message: e.to_string(),
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::validation(errors));
+        }
+        can.require_delegable(&scopes)?;
         let created = super::create(
             &tenant.0.db,
             state.config.auth.api_key_secret.expose(),
@@ -429,29 +458,29 @@ pub mod handlers {
     /// My live API keys.
     #[endpoint(tags("api keys"), status_codes(200, 401))]
     pub async fn list_keys(
-        me: CurrentUser,
+        can: Can<ApiKeysReadOwn>,
         tenant: CurrentTenant,
     ) -> ApiResult<Reply<Vec<ApiKeyView>>> {
-        Ok(Reply::ok(super::list(&tenant.0.db, me.user.id).await?))
+        Ok(Reply::ok(super::list(&tenant.0.db, can.user.user.id).await?))
     }
 
     /// Revoke one of my API keys; every instance refuses it from now on.
     #[endpoint(tags("api keys"), status_codes(204, 400, 401, 404))]
     pub async fn revoke_key(
-        me: CurrentUser,
+        can: Can<ApiKeysRevokeOwn>,
         tenant: CurrentTenant,
         id: Path<ApiKeyId>,
         depot: &mut Depot,
     ) -> ApiResult<NoContent> {
         let state = state(depot)?;
-        if !super::revoke(&tenant.0.db, me.user.id, id.0).await? {
+        if !super::revoke(&tenant.0.db, can.user.user.id, id.0).await? {
             return Err(ApiError::not_found("API key"));
         }
         state
             .sessions
             .revoke(
                 tenant.0.tenant.id,
-                &me.user.subject,
+                &can.user.user.subject,
                 &[super::revocation_id(id.0)],
             )
             .await

@@ -42,6 +42,8 @@ pub struct AppState {
     pub api_key_usage: crate::apikeys::UsageThrottle,
     /// The key that signs local-mode tenants' tokens.
     pub local_keys: Arc<crate::auth::local::LocalKeys>,
+    /// Effective permissions per (tenant, user).
+    pub perms: Arc<crate::rbac::cache::PermCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +112,7 @@ impl AppState {
                 .ok_or_else(|| StartError::Other("auth.local_signing_seed is invalid".into()))?,
         );
         Ok(Arc::new(Self {
+            perms: Arc::new(crate::rbac::cache::PermCache::new(redis.clone())),
             local_keys,
             api_key_usage: Default::default(),
             sessions,
@@ -164,6 +167,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tokio::spawn(crate::sessions::listen(
         state.redis_client.clone(),
         state.sessions.clone(),
+        stop_rx.clone(),
+    ));
+    tokio::spawn(crate::rbac::cache::listen(
+        state.redis_client.clone(),
+        state.perms.clone(),
         stop_rx.clone(),
     ));
     if state.config.users.reconcile_interval_secs > 0 {

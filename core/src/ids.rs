@@ -105,6 +105,26 @@ prefixed_id!(
     NoteId,
     "note"
 );
+prefixed_id!(
+    /// A role of a tenant.
+    RoleId,
+    "rol"
+);
+prefixed_id!(
+    /// A custom grant or deny on a user.
+    GrantId,
+    "grt"
+);
+prefixed_id!(
+    /// A team.
+    TeamId,
+    "team"
+);
+prefixed_id!(
+    /// A team's share of a resource with another team.
+    ShareId,
+    "shr"
+);
 
 #[cfg(test)]
 mod tests {

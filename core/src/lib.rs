@@ -8,6 +8,7 @@
 
 pub mod apikeys;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod db;
@@ -17,8 +18,10 @@ pub mod ids;
 pub mod metrics;
 pub mod notes;
 pub mod ratelimit;
+pub mod rbac;
 pub mod schema;
 pub mod sessions;
 pub mod telemetry;
+pub mod teams;
 pub mod tenancy;
 pub mod users;

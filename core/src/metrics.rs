@@ -26,6 +26,8 @@ pub struct Metrics {
     pub rate_limit_errors: prometheus::IntCounter,
     /// Sessions seen on a device their user had not used before.
     pub new_devices: prometheus::IntCounter,
+    /// Effective-permission lookups by where they were answered (`l1`, `l2`, `database`).
+    pub permission_lookups: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -100,8 +102,17 @@ impl Metrics {
             "Sessions on a device new to their user",
         )
         .expect("valid metric");
+        let permission_lookups = IntCounterVec::new(
+            Opts::new(
+                "permission_lookups_total",
+                "Effective-permission lookups by the layer that answered",
+            ),
+            &["layer"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(new_devices.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(permission_lookups.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(new_devices.clone()),
             Box::new(auth_lockouts.clone()),
             Box::new(rate_limit_errors.clone()),
             Box::new(jwks_fetches.clone()),
@@ -124,6 +135,7 @@ impl Metrics {
             auth_lockouts,
             rate_limit_errors,
             new_devices,
+            permission_lookups,
         }
     }
 

@@ -93,5 +93,148 @@ pub mod tenant {
         }
     }
 
-    diesel::allow_tables_to_appear_in_same_query!(api_keys, users, credentials);
+
+    diesel::table! {
+        roles (id) {
+            id -> Uuid,
+            key -> Text,
+            name -> Text,
+            description -> Text,
+            permissions -> Array<Text>,
+            template -> Nullable<Text>,
+            is_default -> Bool,
+            protected -> Bool,
+            created_at -> Timestamptz,
+            updated_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        role_parents (role_id, parent_id) {
+            role_id -> Uuid,
+            parent_id -> Uuid,
+        }
+    }
+
+    diesel::table! {
+        user_roles (user_id, role_id) {
+            user_id -> Uuid,
+            role_id -> Uuid,
+            granted_by -> Nullable<Uuid>,
+            created_at -> Timestamptz,
+            expires_at -> Nullable<Timestamptz>,
+        }
+    }
+
+    diesel::table! {
+        user_grants (id) {
+            id -> Uuid,
+            user_id -> Uuid,
+            permission -> Text,
+            effect -> Text,
+            reason -> Text,
+            granted_by -> Nullable<Uuid>,
+            created_at -> Timestamptz,
+            expires_at -> Nullable<Timestamptz>,
+        }
+    }
+
+    diesel::table! {
+        permission_resources (resource) {
+            resource -> Text,
+            actions -> Array<Text>,
+            description -> Text,
+            created_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        teams (id) {
+            id -> Uuid,
+            parent_id -> Nullable<Uuid>,
+            path -> Array<Uuid>,
+            name -> Text,
+            description -> Text,
+            template -> Nullable<Text>,
+            created_at -> Timestamptz,
+            updated_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        team_members (team_id, user_id) {
+            team_id -> Uuid,
+            user_id -> Uuid,
+            team_role -> Text,
+            joined_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        team_roles (team_id, role_id) {
+            team_id -> Uuid,
+            role_id -> Uuid,
+            granted_by -> Nullable<Uuid>,
+            created_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        team_membership_log (id) {
+            id -> BigInt,
+            team_id -> Uuid,
+            user_id -> Uuid,
+            change -> Text,
+            at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        team_shares (id) {
+            id -> Uuid,
+            team_id -> Uuid,
+            shared_with -> Uuid,
+            resource_type -> Text,
+            resource_id -> Text,
+            access -> Text,
+            created_by -> Nullable<Uuid>,
+            created_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        team_templates (key) {
+            key -> Text,
+            name -> Text,
+            description -> Text,
+            spec -> Jsonb,
+            created_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        audit_log (id) {
+            id -> Uuid,
+            at -> Timestamptz,
+            actor_type -> Text,
+            actor_id -> Nullable<Text>,
+            action -> Text,
+            target_type -> Text,
+            target_id -> Nullable<Text>,
+            data -> Jsonb,
+            request_id -> Nullable<Text>,
+            ip -> Nullable<Text>,
+            user_agent -> Nullable<Text>,
+        }
+    }
+
+    diesel::joinable!(role_parents -> roles (role_id));
+    diesel::joinable!(user_roles -> roles (role_id));
+    diesel::joinable!(team_roles -> roles (role_id));
+    diesel::joinable!(team_members -> teams (team_id));
+    diesel::joinable!(team_members -> users (user_id));
+    diesel::allow_tables_to_appear_in_same_query!(
+        api_keys, users, credentials, roles, role_parents, user_roles, user_grants, teams,
+        team_members, team_roles, team_shares
+    );
 }

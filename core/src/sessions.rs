@@ -518,21 +518,15 @@ pub mod handlers {
         Ok(NoContent)
     }
 
-    /// End all sessions of a user of this tenant (tenant admins and owners).
+    /// End all sessions of a user of this tenant.
     #[endpoint(tags("sessions"), status_codes(204, 401, 403, 404, 503))]
     pub async fn revoke_user_sessions(
-        me: CurrentUser,
+        _can: crate::rbac::Can<crate::rbac::need::SessionsRevokeAny>,
         tenant: CurrentTenant,
         id: Path<UserId>,
         depot: &mut Depot,
     ) -> ApiResult<NoContent> {
         let state = state(depot)?;
-        if !crate::auth::is_tenant_admin(&tenant.0, &me.principal.0) {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "revoking another user's sessions needs the admin or owner role",
-            ));
-        }
         let user = crate::users::service::by_id(&tenant.0.db, id.0).await?;
         revoke_all(&state, &tenant, &user.subject, None).await?;
         Ok(NoContent)

@@ -102,16 +102,6 @@ impl TokenCache {
     }
 }
 
-/// Whether the caller administers this tenant. Only a tenant's own realm can say so: in
-/// organization mode the realm is shared by every tenant of the region, so its realm roles
-/// would grant across tenants and are never trusted here (tenant roles for those tenants come
-/// from RBAC).
-pub fn is_tenant_admin(tenant: &ResolvedTenant, principal: &Principal) -> bool {
-    tenant.org_alias.is_none()
-        && tenant.tenant.identity.mode == crate::tenancy::model::IdentityMode::Realm
-        && principal.roles.iter().any(|r| r == "admin" || r == "owner")
-}
-
 /// The credential of a request: a bearer token (JWT or API key) or an `X-Api-Key` header.
 fn bearer(req: &Request) -> Option<&str> {
     if let Some(key) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {

@@ -77,6 +77,9 @@ pub struct Principal {
     pub expires_at: i64,
     /// When the token was issued (`iat`, 0 when absent): how fresh its profile claims are.
     pub issued_at: i64,
+    /// For an API key, its scopes (it may do only what they and its owner allow); `None` for
+    /// tokens.
+    pub key_scopes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -239,6 +242,7 @@ pub fn check_claims(
         client: text("azp"),
         expires_at: exp,
         issued_at: claims["iat"].as_i64().unwrap_or(0),
+        key_scopes: None,
     })
 }
 

@@ -48,6 +48,7 @@ fn authenticated_api() -> Router {
         .push(crate::apikeys::handlers::router())
         .push(crate::users::admin::router())
         .push(crate::notes::handlers::router())
+        .push(crate::rbac::handlers::router())
 }
 
 /// All routes described by the OpenAPI document.

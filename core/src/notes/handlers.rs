@@ -9,12 +9,13 @@ use crate::http::extract::{JsonBody, ListParams, Page, Path};
 use crate::http::reply::{NoContent, Reply};
 use crate::ids::NoteId;
 use crate::tenancy::resolve::CurrentTenant;
-use crate::users::CurrentUser;
+use crate::rbac::Can;
+use crate::rbac::need::{NotesCreate, NotesDelete, NotesRead};
 
 /// Create a note.
-#[endpoint(tags("notes"), status_codes(201, 400, 401, 404, 409, 413, 415, 422))]
+#[endpoint(tags("notes"), status_codes(201, 400, 401, 403, 404, 409, 413, 415, 422))]
 pub async fn create_note(
-    _caller: CurrentUser,
+    _can: Can<NotesCreate>,
     tenant: CurrentTenant,
     body: JsonBody<NewNote>,
 ) -> ApiResult<Reply<Note>> {
@@ -24,9 +25,9 @@ pub async fn create_note(
 }
 
 /// Create up to 100 notes at once; all or nothing.
-#[endpoint(tags("notes"), status_codes(201, 400, 401, 404, 409, 413, 415, 422))]
+#[endpoint(tags("notes"), status_codes(201, 400, 401, 403, 404, 409, 413, 415, 422))]
 pub async fn create_notes(
-    _caller: CurrentUser,
+    _can: Can<NotesCreate>,
     tenant: CurrentTenant,
     body: JsonBody<NewNotes>,
 ) -> ApiResult<Reply<Vec<Note>>> {
@@ -35,9 +36,9 @@ pub async fn create_notes(
 }
 
 /// List notes, oldest first.
-#[endpoint(tags("notes"), status_codes(200, 400, 401, 404))]
+#[endpoint(tags("notes"), status_codes(200, 400, 401, 403, 404))]
 pub async fn list_notes(
-    _caller: CurrentUser,
+    _can: Can<NotesRead>,
     tenant: CurrentTenant,
     page: ListParams<NoteId>,
 ) -> ApiResult<Reply<Page<Note>>> {
@@ -46,9 +47,9 @@ pub async fn list_notes(
 }
 
 /// Get one note.
-#[endpoint(tags("notes"), status_codes(200, 400, 401, 404))]
+#[endpoint(tags("notes"), status_codes(200, 400, 401, 403, 404))]
 pub async fn get_note(
-    _caller: CurrentUser,
+    _can: Can<NotesRead>,
     tenant: CurrentTenant,
     id: Path<NoteId>,
 ) -> ApiResult<Reply<Note>> {
@@ -56,9 +57,9 @@ pub async fn get_note(
 }
 
 /// Delete one note.
-#[endpoint(tags("notes"), status_codes(204, 400, 401, 404))]
+#[endpoint(tags("notes"), status_codes(204, 400, 401, 403, 404))]
 pub async fn delete_note(
-    _caller: CurrentUser,
+    _can: Can<NotesDelete>,
     tenant: CurrentTenant,
     id: Path<NoteId>,
 ) -> ApiResult<NoContent> {

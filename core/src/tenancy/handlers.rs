@@ -315,6 +315,53 @@ pub async fn create_local_user(
 }
 
 /// The `/admin/v1` router.
+/// A role to give a user of a tenant from the platform side.
+#[derive(Debug, serde::Deserialize, oapi::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformAssignment {
+    /// The role's key (e.g. `owner`).
+    pub role: String,
+    /// The user, by id…
+    #[serde(default)]
+    pub user_id: Option<crate::ids::UserId>,
+    /// …or by email (exactly one active user must have it).
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// Give a user of the tenant a role, bypassing tenant delegation rules: how a platform
+/// operator appoints a tenant's first owner. Audited as the platform.
+#[endpoint(tags("admin: tenants"), status_codes(204, 400, 401, 404, 409, 422, 503))]
+pub async fn assign_role(
+    slug: Path<Slug>,
+    body: JsonBody<PlatformAssignment>,
+    depot: &mut Depot,
+) -> ApiResult<NoContent> {
+    let state = state(depot)?;
+    let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
+    let user = match (&body.0.user_id, &body.0.email) {
+        (Some(id), None) => *id,
+        (None, Some(email)) => crate::users::service::by_email(&resolved.db, email).await?,
+        _ => {
+            return Err(crate::error::ApiError::validation(vec![
+                crate::error::FieldError {
+                    pointer: "/user_id".into(),
+                    message: "give exactly one of user_id and email".into(),
+                },
+            ]));
+        }
+    };
+    crate::rbac::service::platform_assign(
+        &state,
+        &resolved.db,
+        resolved.tenant.id.0,
+        &body.0.role,
+        user,
+    )
+    .await?;
+    Ok(NoContent)
+}
+
 pub fn router() -> Router {
     Router::with_path("admin/v1/tenants")
         .hoop(AdminAuth)
@@ -328,6 +375,7 @@ pub fn router() -> Router {
                 .push(Router::with_path("resume").post(resume_tenant))
                 .push(Router::with_path("reconcile-users").post(reconcile_users))
                 .push(Router::with_path("local-users").post(create_local_user))
+                .push(Router::with_path("role-assignments").post(assign_role))
                 .push(
                     Router::with_path("identity-providers")
                         .get(list_identity_providers)

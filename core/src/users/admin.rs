@@ -19,13 +19,16 @@ use salvo::prelude::*;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{CurrentUser, User};
+use super::User;
 use crate::app::AppState;
 use crate::auth::keycloak::IdpError;
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use crate::http::extract::{JsonBody, ListParams, Page, Path};
 use crate::http::reply::{NoContent, Reply};
 use crate::ids::UserId;
+use crate::rbac::need::{UsersCreate, UsersDeactivate, UsersDelete, UsersRead, UsersUpdate};
+use crate::rbac::perm::Scope;
+use crate::rbac::{Can, Caller};
 use crate::schema::tenant::users;
 use crate::tenancy::cache::ResolvedTenant;
 use crate::tenancy::model::IdentityMode;
@@ -36,17 +39,6 @@ fn state(depot: &Depot) -> ApiResult<Arc<AppState>> {
         .get_typed::<Arc<AppState>>()
         .cloned()
         .map_err(|_| ApiError::internal("state missing"))
-}
-
-fn require_admin(me: &CurrentUser, tenant: &CurrentTenant) -> ApiResult<()> {
-    if crate::auth::is_tenant_admin(&tenant.0, &me.principal.0) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "managing users needs the admin or owner role",
-        ))
-    }
 }
 
 fn idp_down(e: IdpError) -> ApiError {
@@ -135,12 +127,11 @@ fn names(display: &str) -> (String, String) {
 /// Create a user in the tenant (Keycloak account and user row).
 #[endpoint(tags("users"), status_codes(201, 401, 403, 409, 422, 503))]
 pub async fn create_user(
-    me: CurrentUser,
+    _can: Can<UsersCreate>,
     tenant: CurrentTenant,
     body: JsonBody<NewUser>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<User>> {
-    require_admin(&me, &tenant)?;
     let state = state(depot)?;
     let input = body.0;
     let mut errors = Vec::new();
@@ -235,11 +226,10 @@ pub async fn create_user(
 /// List the tenant's users, oldest first.
 #[endpoint(tags("users"), status_codes(200, 400, 401, 403))]
 pub async fn list_users(
-    me: CurrentUser,
+    _can: Can<UsersRead>,
     tenant: CurrentTenant,
     page: ListParams<UserId>,
 ) -> ApiResult<Reply<Page<User>>> {
-    require_admin(&me, &tenant)?;
     let mut tx = tenant.0.db.begin().await?;
     let mut query = users::table
         .select(super::repo::row_selection())
@@ -259,15 +249,15 @@ pub async fn list_users(
     Ok(Reply::ok(Page::from_rows(rows, page.limit, |u| u.id)))
 }
 
-/// One user (admins, or the user itself).
+/// One user (the user itself, or with `users.read.tenant`).
 #[endpoint(tags("users"), status_codes(200, 400, 401, 403, 404))]
 pub async fn get_user(
-    me: CurrentUser,
+    caller: Caller,
     tenant: CurrentTenant,
     id: Path<UserId>,
 ) -> ApiResult<Reply<User>> {
-    if me.user.id != id.0 {
-        require_admin(&me, &tenant)?;
+    if caller.user.user.id != id.0 {
+        caller.require("users", "read", Scope::Tenant)?;
     }
     Ok(Reply::ok(super::service::by_id(&tenant.0.db, id.0).await?))
 }
@@ -322,13 +312,12 @@ where
 /// Change a user's email or display name (in Keycloak too).
 #[endpoint(tags("users"), status_codes(200, 400, 401, 403, 404, 409, 422, 503))]
 pub async fn patch_user(
-    me: CurrentUser,
+    _can: Can<UsersUpdate>,
     tenant: CurrentTenant,
     id: Path<UserId>,
     body: JsonBody<UserPatch>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<User>> {
-    require_admin(&me, &tenant)?;
     let state = state(depot)?;
     let mut errors = Vec::new();
     if let Some(email) = &body.0.email {
@@ -414,12 +403,12 @@ async fn revoke_all(state: &AppState, tenant: &ResolvedTenant, subject: &str) {
 /// Deactivate a user: refused from now on, sessions ended, account disabled in Keycloak.
 #[endpoint(tags("users"), status_codes(200, 400, 401, 403, 404, 409, 503))]
 pub async fn deactivate_user(
-    me: CurrentUser,
+    can: Can<UsersDeactivate>,
     tenant: CurrentTenant,
     id: Path<UserId>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<User>> {
-    require_admin(&me, &tenant)?;
+    let me = &can.user;
     if me.user.id == id.0 {
         return Err(ApiError::new(
             ErrorCode::Conflict,
@@ -433,12 +422,11 @@ pub async fn deactivate_user(
 /// Reactivate a deactivated user.
 #[endpoint(tags("users"), status_codes(200, 400, 401, 403, 404, 409, 503))]
 pub async fn reactivate_user(
-    me: CurrentUser,
+    _can: Can<UsersDeactivate>,
     tenant: CurrentTenant,
     id: Path<UserId>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<User>> {
-    require_admin(&me, &tenant)?;
     let state = state(depot)?;
     Ok(Reply::ok(set_active(&state, &tenant.0, id.0, true).await?))
 }
@@ -447,12 +435,12 @@ pub async fn reactivate_user(
 /// shared account, the tenant's membership) goes; sessions end.
 #[endpoint(tags("users"), status_codes(204, 400, 401, 403, 404, 409, 503))]
 pub async fn delete_user(
-    me: CurrentUser,
+    can: Can<UsersDelete>,
     tenant: CurrentTenant,
     id: Path<UserId>,
     depot: &mut Depot,
 ) -> ApiResult<NoContent> {
-    require_admin(&me, &tenant)?;
+    let me = &can.user;
     if me.user.id == id.0 {
         return Err(ApiError::new(
             ErrorCode::Conflict,

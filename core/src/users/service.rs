@@ -99,6 +99,32 @@ pub async fn by_id(db: &TenantDb, id: UserId) -> ApiResult<User> {
         .ok_or_else(|| ApiError::not_found("user"))
 }
 
+/// The one active user whose email is `email` (case-insensitive).
+pub async fn by_email(db: &TenantDb, email: &str) -> ApiResult<UserId> {
+    use crate::schema::tenant::users;
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    let mut tx = db.begin().await?;
+    let result = users::table
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("lower(email) = lower(")
+            .bind::<diesel::sql_types::Text, _>(email.to_string())
+            .sql(")"))
+        .filter(users::status.eq("active"))
+        .select(users::id)
+        .limit(2)
+        .load::<uuid::Uuid>(tx.conn())
+        .await
+        .map_err(ApiError::from);
+    match tx.finish(result).await?.as_slice() {
+        [one] => Ok(UserId(*one)),
+        [] => Err(ApiError::not_found("user")),
+        _ => Err(ApiError::new(
+            crate::error::ErrorCode::Conflict,
+            "several users have this email; give user_id",
+        )),
+    }
+}
+
 /// What a reconciliation changed.
 #[derive(Debug, Default, Clone, serde::Serialize, salvo::oapi::ToSchema)]
 pub struct ReconcileReport {
