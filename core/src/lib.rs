@@ -21,7 +21,7 @@ pub mod ratelimit;
 pub mod rbac;
 pub mod schema;
 pub mod sessions;
-pub mod telemetry;
 pub mod teams;
+pub mod telemetry;
 pub mod tenancy;
 pub mod users;

@@ -93,7 +93,6 @@ pub mod tenant {
         }
     }
 
-
     diesel::table! {
         roles (id) {
             id -> Uuid,
@@ -234,7 +233,16 @@ pub mod tenant {
     diesel::joinable!(team_members -> teams (team_id));
     diesel::joinable!(team_members -> users (user_id));
     diesel::allow_tables_to_appear_in_same_query!(
-        api_keys, users, credentials, roles, role_parents, user_roles, user_grants, teams,
-        team_members, team_roles, team_shares
+        api_keys,
+        users,
+        credentials,
+        roles,
+        role_parents,
+        user_roles,
+        user_grants,
+        teams,
+        team_members,
+        team_roles,
+        team_shares
     );
 }

@@ -66,6 +66,42 @@ async fn keys_are_shown_once_hashed_and_revocable() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    // Scopes narrow the key: its owner may create notes, the key may not.
+    expect_problem(
+        app.anonymous(Method::POST, &t.slug, "/v1/notes")
+            .bearer_auth(&secret)
+            .json(&json!({"title": "from a read-only key"}))
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+    // A key cannot carry a permission its maker lacks, nor mint a wider key.
+    for scopes in [json!(["roles.assign.tenant"]), json!(["*.*.tenant"])] {
+        expect_problem(
+            app.tenant_req(Method::POST, &t.slug, "/v1/api-keys")
+                .json(&json!({"name": "escalate", "scopes": scopes}))
+                .send()
+                .await
+                .unwrap(),
+            403,
+            "forbidden",
+        )
+        .await;
+    }
+    expect_problem(
+        app.anonymous(Method::POST, &t.slug, "/v1/api-keys")
+            .bearer_auth(&secret)
+            .json(&json!({"name": "child", "scopes": ["notes.read.tenant"]}))
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
     // Not at another tenant, not with a wrong secret, not malformed.
     expect_problem(
         app.anonymous(Method::GET, &other.slug, "/v1/notes")
@@ -142,7 +178,7 @@ async fn keys_are_shown_once_hashed_and_revocable() {
     // Expired keys are refused.
     let res = app
         .tenant_req(Method::POST, &t.slug, "/v1/api-keys")
-        .json(&json!({"name": "short"}))
+        .json(&json!({"name": "short", "scopes": ["notes.read.tenant"]}))
         .send()
         .await
         .unwrap();

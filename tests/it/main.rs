@@ -11,6 +11,7 @@ mod migrations;
 mod ops;
 mod pinning;
 mod ratelimit;
+mod rbac;
 mod sessions;
 mod useradmin;
 mod users;

@@ -8,12 +8,15 @@ use crate::error::ApiResult;
 use crate::http::extract::{JsonBody, ListParams, Page, Path};
 use crate::http::reply::{NoContent, Reply};
 use crate::ids::NoteId;
-use crate::tenancy::resolve::CurrentTenant;
 use crate::rbac::Can;
 use crate::rbac::need::{NotesCreate, NotesDelete, NotesRead};
+use crate::tenancy::resolve::CurrentTenant;
 
 /// Create a note.
-#[endpoint(tags("notes"), status_codes(201, 400, 401, 403, 404, 409, 413, 415, 422))]
+#[endpoint(
+    tags("notes"),
+    status_codes(201, 400, 401, 403, 404, 409, 413, 415, 422)
+)]
 pub async fn create_note(
     _can: Can<NotesCreate>,
     tenant: CurrentTenant,
@@ -25,7 +28,10 @@ pub async fn create_note(
 }
 
 /// Create up to 100 notes at once; all or nothing.
-#[endpoint(tags("notes"), status_codes(201, 400, 401, 403, 404, 409, 413, 415, 422))]
+#[endpoint(
+    tags("notes"),
+    status_codes(201, 400, 401, 403, 404, 409, 413, 415, 422)
+)]
 pub async fn create_notes(
     _can: Can<NotesCreate>,
     tenant: CurrentTenant,

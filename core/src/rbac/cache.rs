@@ -116,9 +116,9 @@ impl PermCache {
             .await?;
         let generation = generation.parse().unwrap_or(0);
         let now = chrono::Utc::now().timestamp();
-        let hit = serde_json::from_str::<L2Entry>(&raw).ok().filter(|e| {
-            e.generation == generation && e.idp == idp && now - e.at < L2_TTL_SECS
-        });
+        let hit = serde_json::from_str::<L2Entry>(&raw)
+            .ok()
+            .filter(|e| e.generation == generation && e.idp == idp && now - e.at < L2_TTL_SECS);
         Ok((generation, hit.map(|e| e.effective)))
     }
 

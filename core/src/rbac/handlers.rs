@@ -5,9 +5,11 @@ use std::sync::Arc;
 use salvo::oapi::endpoint;
 use salvo::prelude::*;
 
-use super::need::{PermissionsGrant, RolesAssign, RolesCreate, RolesDelete, RolesRead, RolesUpdate};
+use super::need::{
+    PermissionsGrant, RolesAssign, RolesCreate, RolesDelete, RolesRead, RolesUpdate,
+};
 use super::{
-    Assigned, Assignment, Can, Caller, CatalogEntry, CheckRequest, CheckResults, Grant, HeldRole,
+    Assigned, Assignment, Caller, Can, CatalogEntry, CheckRequest, CheckResults, Grant, HeldRole,
     NewGrant, NewRole, Role, RolePatch, RoleTemplate, UserPermissions, service,
 };
 use crate::app::AppState;
@@ -15,8 +17,8 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::extract::{JsonBody, Path};
 use crate::http::reply::{NoContent, Reply};
 use crate::ids::{GrantId, UserId};
-use serde::Serialize;
 use salvo::oapi::ToSchema;
+use serde::Serialize;
 
 pub(crate) fn state(depot: &Depot) -> ApiResult<Arc<AppState>> {
     depot
@@ -118,7 +120,9 @@ pub async fn create_role(
 /// One role.
 #[endpoint(tags("roles"), status_codes(200, 401, 403, 404))]
 pub async fn get_role(can: Can<RolesRead>, key: Path<String>) -> ApiResult<Reply<Role>> {
-    Ok(Reply::ok(service::get_role(&can.tenant.0.db, &key.0).await?))
+    Ok(Reply::ok(
+        service::get_role(&can.tenant.0.db, &key.0).await?,
+    ))
 }
 
 /// Change a role; parents that would make a cycle are refused.
@@ -198,23 +202,19 @@ pub async fn unassign(
 
 /// The roles a user holds directly.
 #[endpoint(tags("roles"), status_codes(200, 400, 401, 403))]
-pub async fn user_roles(
-    can: Can<RolesRead>,
-    id: Path<UserId>,
-) -> ApiResult<Reply<Vec<HeldRole>>> {
+pub async fn user_roles(can: Can<RolesRead>, id: Path<UserId>) -> ApiResult<Reply<Vec<HeldRole>>> {
     Ok(Reply::ok(service::roles_of(&can.tenant.0.db, id.0).await?))
 }
 
 /// A user's custom grants and denies.
 #[endpoint(tags("permissions"), status_codes(200, 400, 401, 403))]
-pub async fn list_grants(
-    caller: Caller,
-    id: Path<UserId>,
-) -> ApiResult<Reply<Vec<Grant>>> {
+pub async fn list_grants(caller: Caller, id: Path<UserId>) -> ApiResult<Reply<Vec<Grant>>> {
     if id.0 != caller.user.user.id {
         caller.require("permissions", "read", super::perm::Scope::Tenant)?;
     }
-    Ok(Reply::ok(service::grants_of(&caller.tenant.0.db, id.0).await?))
+    Ok(Reply::ok(
+        service::grants_of(&caller.tenant.0.db, id.0).await?,
+    ))
 }
 
 /// Give a user a custom grant or deny (a deny beats any grant). You can only grant or deny

@@ -67,7 +67,10 @@ impl Caller {
         } else {
             Err(ApiError::new(
                 ErrorCode::Forbidden,
-                format!("requires the permission {resource}.{action}.{}", scope.as_str()),
+                format!(
+                    "requires the permission {resource}.{action}.{}",
+                    scope.as_str()
+                ),
             ))
         }
     }
@@ -123,8 +126,7 @@ impl<'ex> Extractible<'ex> for Caller {
             ));
         };
         let idp_roles = service::idp_roles(&tenant.0, &user.principal.0);
-        let effective =
-            service::effective(&state, &tenant.0, user.user.id.0, idp_roles).await?;
+        let effective = service::effective(&state, &tenant.0, user.user.id.0, idp_roles).await?;
         let key_scopes = user.principal.0.key_scopes.as_ref().map(|scopes| {
             scopes
                 .iter()
@@ -132,12 +134,7 @@ impl<'ex> Extractible<'ex> for Caller {
                 .collect::<Vec<_>>()
                 .into()
         });
-        let actor = Actor::from_request(
-            req,
-            depot,
-            user.user.id.to_string(),
-            key_scopes.is_some(),
-        );
+        let actor = Actor::from_request(req, depot, user.user.id.to_string(), key_scopes.is_some());
         let caller = Caller {
             user,
             tenant,

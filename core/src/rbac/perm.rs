@@ -14,6 +14,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::ids::{GrantId, TeamId};
+
 /// How far a permission reaches: the caller's own records, their teams', or the whole tenant's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -91,7 +93,13 @@ impl FromStr for Perm {
 
 impl fmt::Display for Perm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.resource, self.action, self.scope.as_str())
+        write!(
+            f,
+            "{}.{}.{}",
+            self.resource,
+            self.action,
+            self.scope.as_str()
+        )
     }
 }
 
@@ -155,7 +163,14 @@ pub const CATALOG: &[(&str, &[&str], &str)] = &[
     ),
     (
         "teams",
-        &["create", "read", "update", "delete", "manage_members", "share"],
+        &[
+            "create",
+            "read",
+            "update",
+            "delete",
+            "manage_members",
+            "share",
+        ],
         "Teams, their members and shares",
     ),
     ("audit", &["read", "export"], "The audit log"),
@@ -240,10 +255,9 @@ pub const TEMPLATES: &[(&str, &str, &str, &[&str], bool)] = &[
     (
         "member",
         "Member",
-        "Works with records, sees people and teams, manages own keys and sessions.",
+        "Works with records, sees teams and roles, manages own keys and sessions.",
         &[
             "notes.*.tenant",
-            "users.read.tenant",
             "teams.read.tenant",
             "roles.read.tenant",
             "api_keys.*.own",
@@ -255,7 +269,11 @@ pub const TEMPLATES: &[(&str, &str, &str, &[&str], bool)] = &[
         "viewer",
         "Viewer",
         "Reads records, people and teams.",
-        &["notes.read.tenant", "users.read.tenant", "teams.read.tenant"],
+        &[
+            "notes.read.tenant",
+            "users.read.tenant",
+            "teams.read.tenant",
+        ],
         false,
     ),
 ];
@@ -266,12 +284,9 @@ pub const TEMPLATES: &[(&str, &str, &str, &[&str], bool)] = &[
 pub enum Source {
     /// A role held directly, by default, through a team, or through the identity provider;
     /// `path` lists the roles from the held one to the one that carries the permission.
-    Role {
-        path: Vec<String>,
-        via: Via,
-    },
+    Role { path: Vec<String>, via: Via },
     /// A custom grant or deny on the user.
-    Grant { id: Uuid },
+    Grant { id: GrantId },
 }
 
 /// How a role reached the user.
@@ -282,7 +297,7 @@ pub enum Via {
     Default,
     /// Granted to this team (the user's own team or one above it).
     Team {
-        team: Uuid,
+        team: TeamId,
     },
     IdentityProvider,
 }
@@ -374,7 +389,7 @@ impl Effective {
             }
         }
         for (id, perm, allow) in &inputs.grants {
-            eff.add(perm, *allow, Source::Grant { id: *id });
+            eff.add(perm, *allow, Source::Grant { id: GrantId(*id) });
         }
         eff
     }
@@ -530,7 +545,9 @@ mod tests {
         inputs
             .roles
             .insert(mid, role("mid", &["notes.update.team"], &[base]));
-        inputs.roles.insert(top, role("top", &["users.*.own"], &[mid]));
+        inputs
+            .roles
+            .insert(top, role("top", &["users.*.own"], &[mid]));
         inputs.held.push((top, Via::Direct));
         let eff = Effective::resolve(&inputs);
         assert!(eff.allows("notes", "read", Scope::Own));
@@ -539,10 +556,7 @@ mod tests {
         assert!(!eff.allows("notes", "update", Scope::Tenant));
         assert!(eff.allows("users", "delete", Scope::Own));
         assert!(!eff.allows("users", "delete", Scope::Team));
-        assert_eq!(
-            eff.roles,
-            ["base", "mid", "top"].map(String::from).into()
-        );
+        assert_eq!(eff.roles, ["base", "mid", "top"].map(String::from).into());
         // A deny at team scope leaves own.
         inputs
             .grants
@@ -572,7 +586,9 @@ mod tests {
         let b = Uuid::now_v7();
         let mut inputs = Inputs::default();
         inputs.roles.insert(a, role("a", &["notes.read.own"], &[b]));
-        inputs.roles.insert(b, role("b", &["notes.create.own"], &[a]));
+        inputs
+            .roles
+            .insert(b, role("b", &["notes.create.own"], &[a]));
         inputs.held.push((a, Via::Default));
         let eff = Effective::resolve(&inputs);
         assert!(eff.allows("notes", "create", Scope::Own));

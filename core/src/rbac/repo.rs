@@ -96,7 +96,9 @@ fn inputs_from(doc: &Value) -> Inputs {
             Some("default") => Via::Default,
             Some("idp") => Via::IdentityProvider,
             Some("team") => match uuid_of(&h[2]) {
-                Some(team) => Via::Team { team },
+                Some(team) => Via::Team {
+                    team: crate::ids::TeamId(team),
+                },
                 None => continue,
             },
             _ => Via::Direct,
@@ -259,7 +261,10 @@ pub async fn registered_resources(
     conn: &mut AsyncPgConnection,
 ) -> QueryResult<Vec<(String, Vec<String>)>> {
     permission_resources::table
-        .select((permission_resources::resource, permission_resources::actions))
+        .select((
+            permission_resources::resource,
+            permission_resources::actions,
+        ))
         .load(conn)
         .await
 }

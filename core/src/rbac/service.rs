@@ -14,8 +14,8 @@ use uuid::Uuid;
 use super::perm::{Catalog, Effective, Perm, Scope, TEMPLATES};
 use super::repo::{self, GrantRow, RoleRow};
 use super::{
-    Assigned, Caller, CatalogEntry, CheckItem, CheckOutcome, Explanation, Grant, NewGrant,
-    NewRole, Role, RolePatch, RoleTemplate, UserPermissions,
+    Assigned, Caller, CatalogEntry, CheckItem, CheckOutcome, Explanation, Grant, NewGrant, NewRole,
+    Role, RolePatch, RoleTemplate, UserPermissions,
 };
 use crate::app::AppState;
 use crate::audit::{self, Actor, Change};
@@ -66,12 +66,20 @@ pub async fn effective(
     let idp = idp_key(idp_roles);
     let cache = &state.perms;
     if let Some(hit) = cache.l1(tid, user, idp) {
-        state.metrics.permission_lookups.with_label_values(&["l1"]).inc();
+        state
+            .metrics
+            .permission_lookups
+            .with_label_values(&["l1"])
+            .inc();
         return Ok(hit);
     }
     let generation = match cache.l2(tid, user, idp).await {
         Ok((generation, Some(found))) => {
-            state.metrics.permission_lookups.with_label_values(&["l2"]).inc();
+            state
+                .metrics
+                .permission_lookups
+                .with_label_values(&["l2"])
+                .inc();
             let found = Arc::new(found);
             cache.put_l1(tid, user, idp, generation, found.clone());
             return Ok(found);
@@ -108,11 +116,7 @@ pub async fn compute(db: &TenantDb, user: Uuid, idp_roles: &[String]) -> ApiResu
 /// Seeds the platform's role templates into a new tenant (nothing if it has roles already,
 /// except that the protected owner role always exists).
 pub async fn seed(conn: &mut AsyncPgConnection) -> QueryResult<()> {
-    let empty = roles::table
-        .count()
-        .get_result::<i64>(conn)
-        .await?
-        == 0;
+    let empty = roles::table.count().get_result::<i64>(conn).await? == 0;
     for (key, name, description, permissions, is_default) in TEMPLATES {
         if !empty && *key != "owner" {
             continue;
@@ -123,7 +127,10 @@ pub async fn seed(conn: &mut AsyncPgConnection) -> QueryResult<()> {
                 roles::key.eq(key),
                 roles::name.eq(name),
                 roles::description.eq(description),
-                roles::permissions.eq(permissions.iter().map(|p| p.to_string()).collect::<Vec<_>>()),
+                roles::permissions.eq(permissions
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()),
                 roles::template.eq(Some(key)),
                 roles::is_default.eq(is_default),
                 roles::protected.eq(*key == "owner"),
@@ -159,13 +166,15 @@ pub fn catalog_entries(c: &Catalog) -> Vec<CatalogEntry> {
 pub fn templates() -> Vec<RoleTemplate> {
     TEMPLATES
         .iter()
-        .map(|(key, name, description, permissions, is_default)| RoleTemplate {
-            key: key.to_string(),
-            name: name.to_string(),
-            description: description.to_string(),
-            permissions: permissions.iter().map(|p| p.to_string()).collect(),
-            is_default: *is_default,
-        })
+        .map(
+            |(key, name, description, permissions, is_default)| RoleTemplate {
+                key: key.to_string(),
+                name: name.to_string(),
+                description: description.to_string(),
+                permissions: permissions.iter().map(|p| p.to_string()).collect(),
+                is_default: *is_default,
+            },
+        )
         .collect()
 }
 
@@ -287,10 +296,7 @@ async fn lock_roles(conn: &mut AsyncPgConnection) -> QueryResult<()> {
 }
 
 /// Resolves parent keys to ids, refusing unknown ones.
-async fn parent_ids(
-    conn: &mut AsyncPgConnection,
-    keys: &[String],
-) -> ApiResult<Vec<RoleRow>> {
+async fn parent_ids(conn: &mut AsyncPgConnection, keys: &[String]) -> ApiResult<Vec<RoleRow>> {
     let mut unique: Vec<String> = keys.to_vec();
     unique.sort();
     unique.dedup();
@@ -305,10 +311,7 @@ async fn parent_ids(
 }
 
 /// Every permission a role carries with its parents: what holding it hands out.
-async fn closure_perms(
-    conn: &mut AsyncPgConnection,
-    ids: &[Uuid],
-) -> ApiResult<Vec<Perm>> {
+async fn closure_perms(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> ApiResult<Vec<Perm>> {
     let roles = repo::role_closure(conn, ids).await?;
     let mut all: BTreeSet<Perm> = BTreeSet::new();
     for r in roles.values() {
@@ -489,8 +492,7 @@ pub async fn update_role(
                     if repo::reaches(conn, *p, before.id.0).await? {
                         return Err(ApiError::validation(vec![FieldError {
                             pointer: "/parents".into(),
-                            message: "this parent would make the role inherit from itself"
-                                .into(),
+                            message: "this parent would make the role inherit from itself".into(),
                         }]));
                     }
                 }
@@ -706,7 +708,10 @@ pub async fn unassign(state: &AppState, caller: &Caller, key: &str, user: UserId
 }
 
 /// Users holding `key` directly.
-pub async fn holders(db: &TenantDb, key: &str) -> ApiResult<Vec<(UserId, Option<chrono::DateTime<Utc>>)>> {
+pub async fn holders(
+    db: &TenantDb,
+    key: &str,
+) -> ApiResult<Vec<(UserId, Option<chrono::DateTime<Utc>>)>> {
     let mut tx = db.begin().await?;
     let result = async {
         let conn = tx.conn();
@@ -868,7 +873,11 @@ pub async fn remove_grant(
 }
 
 /// Another user's effective permissions (through the caches), refusing unknown users.
-async fn effective_of(state: &AppState, caller: &Caller, user: UserId) -> ApiResult<Arc<Effective>> {
+async fn effective_of(
+    state: &AppState,
+    caller: &Caller,
+    user: UserId,
+) -> ApiResult<Arc<Effective>> {
     if user == caller.user.user.id {
         return Ok(caller.effective.clone());
     }
@@ -953,20 +962,7 @@ pub async fn permissions_of(
                     let list: Vec<serde_json::Value> = sources
                         .iter()
                         .filter(|(a, _)| *a == allow)
-                        .map(|(_, s)| {
-                            let mut v = serde_json::to_value(s).unwrap_or_default();
-                            if let Some(id) = v.get("id").and_then(|i| i.as_str()) {
-                                if let Ok(u) = Uuid::parse_str(id) {
-                                    v["id"] = json!(GrantId(u).to_string());
-                                }
-                            }
-                            if let Some(team) = v["via"].get("team").and_then(|t| t.as_str()) {
-                                if let Ok(u) = Uuid::parse_str(team) {
-                                    v["via"]["team"] = json!(crate::ids::TeamId(u).to_string());
-                                }
-                            }
-                            v
-                        })
+                        .map(|(_, s)| serde_json::to_value(s).unwrap_or_default())
                         .collect();
                     (!list.is_empty()).then(|| Explanation {
                         pattern: pattern.clone(),
@@ -987,12 +983,20 @@ pub async fn permissions_of(
 
 /// Platform-admin bootstrap: gives `user` the role `key` in a tenant, bypassing delegation
 /// (the platform token outranks every tenant role). Audited as the platform.
-pub async fn platform_assign(state: &AppState, db: &TenantDb, tenant: Uuid, key: &str, user: UserId) -> ApiResult<()> {
+pub async fn platform_assign(
+    state: &AppState,
+    db: &TenantDb,
+    tenant: Uuid,
+    key: &str,
+    user: UserId,
+) -> ApiResult<()> {
     let mut tx = db.begin().await?;
     let result = async {
         let conn = tx.conn();
         let role = get_in(conn, key).await?;
-        existing_users(conn, &[user.0]).await.map_err(|_| ApiError::not_found("user"))?;
+        existing_users(conn, &[user.0])
+            .await
+            .map_err(|_| ApiError::not_found("user"))?;
         diesel::insert_into(user_roles::table)
             .values((
                 user_roles::user_id.eq(user.0),
@@ -1005,7 +1009,10 @@ pub async fn platform_assign(state: &AppState, db: &TenantDb, tenant: Uuid, key:
             .await?;
         audit(
             conn,
-            &Actor { kind: "platform", ..Default::default() },
+            &Actor {
+                kind: "platform",
+                ..Default::default()
+            },
             "role.assigned",
             "role",
             role.id.to_string(),

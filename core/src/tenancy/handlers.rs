@@ -331,7 +331,10 @@ pub struct PlatformAssignment {
 
 /// Give a user of the tenant a role, bypassing tenant delegation rules: how a platform
 /// operator appoints a tenant's first owner. Audited as the platform.
-#[endpoint(tags("admin: tenants"), status_codes(204, 400, 401, 404, 409, 422, 503))]
+#[endpoint(
+    tags("admin: tenants"),
+    status_codes(204, 400, 401, 404, 409, 422, 503)
+)]
 pub async fn assign_role(
     slug: Path<Slug>,
     body: JsonBody<PlatformAssignment>,

@@ -28,7 +28,7 @@ use crate::http::reply::{NoContent, Reply};
 use crate::ids::UserId;
 use crate::rbac::need::{UsersCreate, UsersDeactivate, UsersDelete, UsersRead, UsersUpdate};
 use crate::rbac::perm::Scope;
-use crate::rbac::{Can, Caller};
+use crate::rbac::{Caller, Can};
 use crate::schema::tenant::users;
 use crate::tenancy::cache::ResolvedTenant;
 use crate::tenancy::model::IdentityMode;

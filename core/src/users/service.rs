@@ -106,9 +106,11 @@ pub async fn by_email(db: &TenantDb, email: &str) -> ApiResult<UserId> {
     use diesel_async::RunQueryDsl;
     let mut tx = db.begin().await?;
     let result = users::table
-        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("lower(email) = lower(")
-            .bind::<diesel::sql_types::Text, _>(email.to_string())
-            .sql(")"))
+        .filter(
+            diesel::dsl::sql::<diesel::sql_types::Bool>("lower(email) = lower(")
+                .bind::<diesel::sql_types::Text, _>(email.to_string())
+                .sql(")"),
+        )
         .filter(users::status.eq("active"))
         .select(users::id)
         .limit(2)
