@@ -484,3 +484,36 @@ impl Forwarder {
         }
     }
 }
+
+/// The caller's user id (creating the user row on first sight).
+pub async fn me(app: &TestApp, slug: &str, token: &str) -> String {
+    let me: Value = app
+        .anonymous(reqwest::Method::GET, slug, "/v1/me")
+        .bearer_auth(token)
+        .fetch_json()
+        .await;
+    me["id"].as_str().expect("user id").to_string()
+}
+
+/// A tenant (organization mode) with a member (`t.token`) and an admin appointed by the
+/// platform: (tenant, member id, admin token, admin id).
+pub async fn tenant_with_admin(app: &TestApp) -> (TestTenant, String, String, String) {
+    let t = app.with_tenant("eu", "schema").await;
+    let member = me(app, &t.slug, &t.token).await;
+    let boss_name = format!("boss-{}", t.slug);
+    let boss = app
+        .member_token(&t.realm, t.organization.as_deref(), &boss_name)
+        .await;
+    let boss_id = me(app, &t.slug, &boss).await;
+    let res = app
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/v1/tenants/{}/role-assignments", t.slug),
+        )
+        .json(&json!({"role": "admin", "user_id": boss_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    (t, member, boss, boss_id)
+}

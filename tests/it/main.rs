@@ -13,5 +13,6 @@ mod pinning;
 mod ratelimit;
 mod rbac;
 mod sessions;
+mod teams;
 mod useradmin;
 mod users;

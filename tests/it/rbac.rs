@@ -3,44 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use neotenant_tests::{Fetch, Forwarder, TestApp, TestTenant, expect_problem, test_config};
+use neotenant_tests::{Fetch, Forwarder, TestApp, expect_problem, tenant_with_admin, test_config};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-/// The caller's user id (creating the user row on first sight).
-async fn me(app: &TestApp, slug: &str, token: &str) -> String {
-    let me: Value = app
-        .anonymous(Method::GET, slug, "/v1/me")
-        .bearer_auth(token)
-        .fetch_json()
-        .await;
-    me["id"].as_str().expect("user id").to_string()
-}
-
-/// A tenant (organization mode) with a member (`t.token`) and an admin appointed by the
-/// platform: (tenant, member id, admin token, admin id).
-async fn tenant_with_admin(app: &TestApp) -> (TestTenant, String, String, String) {
-    let t = app.with_tenant("eu", "schema").await;
-    let member = me(app, &t.slug, &t.token).await;
-    let boss_name = format!("boss-{}", t.slug);
-    let boss = app
-        .member_token(&t.realm, t.organization.as_deref(), &boss_name)
-        .await;
-    let boss_id = me(app, &t.slug, &boss).await;
-    let res = app
-        .admin(
-            Method::POST,
-            &format!("/admin/v1/tenants/{}/role-assignments", t.slug),
-        )
-        .json(&json!({"role": "admin", "user_id": boss_id}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
-    (t, member, boss, boss_id)
-}
-
-async fn check(app: &TestApp, slug: &str, token: &str, perms: &[&str]) -> Vec<bool> {
+pub async fn check(app: &TestApp, slug: &str, token: &str, perms: &[&str]) -> Vec<bool> {
     let checks: Vec<Value> = perms.iter().map(|p| json!({"permission": p})).collect();
     let res = app
         .anonymous(Method::POST, slug, "/v1/permissions/check")
@@ -420,7 +387,10 @@ async fn roles_hierarchy_delegation_and_denies() {
     app.cleanup().await;
 }
 
-async fn audit_actions(conn: &mut diesel_async::AsyncPgConnection, schema: &str) -> Vec<String> {
+pub async fn audit_actions(
+    conn: &mut diesel_async::AsyncPgConnection,
+    schema: &str,
+) -> Vec<String> {
     use diesel::QueryableByName;
     use diesel_async::RunQueryDsl;
     #[derive(QueryableByName)]

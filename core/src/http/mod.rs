@@ -49,6 +49,7 @@ fn authenticated_api() -> Router {
         .push(crate::users::admin::router())
         .push(crate::notes::handlers::router())
         .push(crate::rbac::handlers::router())
+        .push(crate::teams::handlers::router())
 }
 
 /// All routes described by the OpenAPI document.
