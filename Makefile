@@ -50,4 +50,5 @@ openapi:
 ## Criterion micro-benchmarks, then HTTP load on loopback against tenant-scoped reads.
 bench: up
 	$(CARGO) bench -p neotenant --bench auth -- --warm-up-time 1 --measurement-time 3
+	$(CARGO) bench -p neotenant --bench rbac
 	@scripts/bench.sh
