@@ -517,3 +517,45 @@ pub async fn tenant_with_admin(app: &TestApp) -> (TestTenant, String, String, St
     assert_eq!(res.status(), 204);
     (t, member, boss, boss_id)
 }
+
+/// The audit actions recorded in a tenant, oldest first (read directly from its schema).
+pub async fn audit_actions(app: &TestApp, t: &TestTenant) -> Vec<String> {
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        action: String,
+    }
+    let mut conn = direct(&app.state().config, &t.database).await;
+    diesel::sql_query(format!(
+        "SELECT action FROM \"{}\".audit_log ORDER BY id",
+        t.schema
+    ))
+    .load::<Row>(&mut conn)
+    .await
+    .expect("audit log")
+    .into_iter()
+    .map(|r| r.action)
+    .collect()
+}
+
+/// Waits (up to 5 s) until the tenant's audit log holds `count` entries of `action`.
+pub async fn await_audit(app: &TestApp, t: &TestTenant, action: &str, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let n = audit_actions(app, t)
+            .await
+            .iter()
+            .filter(|a| *a == action)
+            .count();
+        if n >= count {
+            assert_eq!(n, count, "exactly {count} {action} entries");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{action} recorded {n} times, expected {count}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

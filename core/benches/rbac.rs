@@ -150,6 +150,28 @@ async fn run() {
     } else {
         tx.commit().await.unwrap();
     }
+    // A branch fifteen levels deeper than the rest: tree queries at depth 10+.
+    let mut tx = db.begin().await.unwrap();
+    tx.conn()
+        .batch_execute(
+            r#"
+DO $$
+DECLARE parent teams%ROWTYPE; child uuid; i int;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM teams WHERE name LIKE 'Deep %') THEN
+    SELECT * INTO parent FROM teams ORDER BY cardinality(path) DESC, id LIMIT 1;
+    FOR i IN 1..15 LOOP
+      child := gen_random_uuid();
+      INSERT INTO teams (id, parent_id, path, name) VALUES (child, parent.id, parent.path || child, 'Deep ' || i);
+      SELECT * INTO parent FROM teams WHERE id = child;
+    END LOOP;
+  END IF;
+END $$;
+"#,
+        )
+        .await
+        .expect("deep branch");
+    tx.commit().await.unwrap();
     let users: Vec<Uuid> = {
         use diesel::prelude::*;
         use diesel_async::RunQueryDsl;
@@ -229,6 +251,41 @@ async fn run() {
         }
     }
     report("check, L1 (in-process)", l1);
+
+    // Tree queries over the 2,000 teams: a root's subtree and the deepest team's ancestors.
+    let (root, deepest) = {
+        let mut tx = db.begin().await.unwrap();
+        let all = neotenant::teams::repo::all(tx.conn()).await.unwrap();
+        tx.commit().await.unwrap();
+        let root = all.iter().find(|t| t.parent_id.is_none()).unwrap().id;
+        let deepest = all.iter().max_by_key(|t| t.path.len()).unwrap().clone();
+        (root, deepest)
+    };
+    let mut sub = Vec::new();
+    let mut size = 0;
+    let mut up = Vec::new();
+    for _ in 0..300 {
+        let mut tx = db.begin().await.unwrap();
+        let t = Instant::now();
+        size = neotenant::teams::repo::subtree(tx.conn(), root)
+            .await
+            .unwrap()
+            .len();
+        sub.push(t.elapsed());
+        let t = Instant::now();
+        std::hint::black_box(
+            neotenant::teams::repo::ancestors(tx.conn(), &deepest.path)
+                .await
+                .unwrap(),
+        );
+        up.push(t.elapsed());
+        tx.commit().await.unwrap();
+    }
+    report(&format!("team subtree of a root ({size} teams)"), sub);
+    report(
+        &format!("team ancestors at depth {}", deepest.path.len() - 1),
+        up,
+    );
 
     // Resolution alone (the CPU part of a cold check).
     let inputs = {

@@ -238,10 +238,11 @@ impl RateLimiter {
         }
     }
 
-    /// Records an authentication failure from `ip`; locks it out after too many.
-    pub async fn record_failure(&self, ip: IpAddr) {
+    /// Records an authentication failure from `ip`; locks it out after too many. Returns
+    /// whether this failure started a lockout.
+    pub async fn record_failure(&self, ip: IpAddr) -> bool {
         if !self.config.enabled {
-            return;
+            return false;
         }
         let ns = &self.config.namespace;
         let mut conn = self.redis.clone();
@@ -264,11 +265,13 @@ impl RateLimiter {
                     lockout_secs = self.config.lockout_secs,
                     "client locked out after repeated authentication failures"
                 );
+                true
             }
-            Ok(_) => {}
+            Ok(_) => false,
             Err(error) => {
                 self.redis_errors.inc();
                 tracing::warn!(%error, "recording an authentication failure failed");
+                false
             }
         }
     }

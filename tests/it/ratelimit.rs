@@ -98,6 +98,8 @@ async fn repeated_bad_tokens_lock_the_client_out() {
     expect_problem(res, 429, "auth-locked").await;
     // Another address is not.
     assert_eq!(from("203.0.113.8", &t.token).await.unwrap().status(), 200);
+    // The lockout is recorded in the tenant's audit log, once.
+    neotenant_tests::await_audit(&app, &t, "auth.locked_out", 1).await;
     let metrics = app
         .client
         .get(app.url("/metrics"))

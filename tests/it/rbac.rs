@@ -374,8 +374,7 @@ async fn roles_hierarchy_delegation_and_denies() {
     .await;
 
     // Every change left an audit entry.
-    let mut conn = neotenant_tests::direct(&app.state().config, &t.database).await;
-    let actions = audit_actions(&mut conn, &t.schema).await;
+    let actions = neotenant_tests::audit_actions(&app, &t).await;
     for a in [
         "role.created",
         "role.assigned",
@@ -385,28 +384,6 @@ async fn roles_hierarchy_delegation_and_denies() {
         assert!(actions.contains(&a.to_string()), "{a} in {actions:?}");
     }
     app.cleanup().await;
-}
-
-pub async fn audit_actions(
-    conn: &mut diesel_async::AsyncPgConnection,
-    schema: &str,
-) -> Vec<String> {
-    use diesel::QueryableByName;
-    use diesel_async::RunQueryDsl;
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        action: String,
-    }
-    diesel::sql_query(format!(
-        "SELECT action FROM \"{schema}\".audit_log ORDER BY id"
-    ))
-    .load::<Row>(conn)
-    .await
-    .unwrap()
-    .into_iter()
-    .map(|r| r.action)
-    .collect()
 }
 
 /// Polls `probe` until it returns `want` (at most 3 s); returns how long it took.

@@ -263,6 +263,8 @@ async fn a_new_device_is_noticed() {
         .await
         .unwrap();
     assert_eq!(count().await, before + 2.0);
+    // Each new device is a security event in the tenant's audit log.
+    neotenant_tests::await_audit(&app, &t, "session.new_device", 2).await;
     app.cleanup().await;
 }
 

@@ -257,8 +257,7 @@ async fn tree_surgery_keeps_memberships_and_permissions_consistent() {
     assert_eq!(left["items"], json!([]));
 
     // Every change was audited.
-    let mut conn = neotenant_tests::direct(&app.state().config, &t.database).await;
-    let actions = crate::rbac::audit_actions(&mut conn, &t.schema).await;
+    let actions = neotenant_tests::audit_actions(&app, &t).await;
     for a in [
         "team.created",
         "team.members_added",
@@ -455,6 +454,21 @@ async fn deep_trees_templates_shares_analytics_and_the_org_chart() {
     let growth = stats["growth"].as_array().unwrap();
     assert_eq!(growth.len(), 3);
     assert_eq!(growth[2]["joined"], 1);
+    assert_eq!(stats["actions_30d"], 0, "the member changed nothing");
+    // Activity: the admin's audited changes count for the teams it belongs to.
+    let boss_id = neotenant_tests::me(&app, &t.slug, &boss).await;
+    as_boss(Method::POST, &format!("/v1/teams/{region_id}/members"))
+        .json(&json!({"user_ids": [boss_id]}))
+        .send()
+        .await
+        .unwrap();
+    let region_stats: Value = as_boss(Method::GET, &format!("/v1/teams/{region_id}/analytics"))
+        .fetch_json()
+        .await;
+    assert_eq!(
+        region_stats["actions_30d"], 20,
+        "12 chain teams, a move, 2 teams and a template made, a share made and removed, 2 member additions: {region_stats}"
+    );
     let all: Value = as_boss(Method::GET, "/v1/teams/analytics")
         .fetch_json()
         .await;

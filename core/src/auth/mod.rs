@@ -102,6 +102,49 @@ impl TokenCache {
     }
 }
 
+/// Records a security event in the tenant's audit log, off the request path (the request
+/// does not wait, and a failure to record is logged, not answered).
+fn record_event(
+    tenant: &ResolvedTenant,
+    req: &Request,
+    action: &'static str,
+    data: serde_json::Value,
+) {
+    let db = tenant.db.clone();
+    let actor = crate::audit::Actor {
+        kind: "system",
+        request_id: None,
+        ip: None,
+        user_agent: req
+            .headers()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(300).collect()),
+        id: None,
+    };
+    tokio::spawn(async move {
+        let result = async {
+            let mut tx = db.begin().await?;
+            let r = crate::audit::record(
+                tx.conn(),
+                &actor,
+                crate::audit::Change {
+                    action,
+                    target_type: "tenant",
+                    target_id: None,
+                    data,
+                },
+            )
+            .await;
+            tx.finish(r).await.map_err(ApiError::from)
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(error = %error.detail, action, "security event not recorded");
+        }
+    });
+}
+
 /// The credential of a request: a bearer token (JWT or API key) or an `X-Api-Key` header.
 fn bearer(req: &Request) -> Option<&str> {
     if let Some(key) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
@@ -288,18 +331,36 @@ impl Handler for Authenticate {
                     .filter(|p| !p.is_empty()),
                 network: crate::sessions::coarse_network(ip),
             };
-            state
+            let new_device = state
                 .sessions
                 .touch(tenant.tenant.id, &principal.subject, sid, &device)
                 .await;
+            if new_device {
+                record_event(
+                    tenant,
+                    req,
+                    "session.new_device",
+                    serde_json::json!({"subject": principal.subject, "session": sid,
+                        "user_agent": device.user_agent, "platform": device.platform,
+                        "network": device.network}),
+                );
+            }
         }
         if let Err(e) = &outcome
             && !matches!(
                 e,
                 TokenError::Missing | TokenError::KeysUnavailable(_) | TokenError::SessionRevoked
             )
+            && state.limiter.record_failure(ip).await
         {
-            state.limiter.record_failure(ip).await;
+            record_event(
+                tenant,
+                req,
+                "auth.locked_out",
+                serde_json::json!({"ip": ip.to_string(),
+                    "lockout_secs": state.config.rate_limit.lockout_secs,
+                    "failures": state.config.rate_limit.max_auth_failures}),
+            );
         }
         match outcome {
             Ok(principal) => {

@@ -220,6 +220,8 @@ pub struct TeamAnalytics {
     pub sub_teams: i64,
     /// Members seen (made an authenticated request) in the last 30 days.
     pub active_members_30d: i64,
+    /// Audited actions by the team's members in the last 30 days.
+    pub actions_30d: i64,
     /// Joins and leaves per month, oldest first.
     pub growth: Vec<MonthGrowth>,
 }

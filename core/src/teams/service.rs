@@ -1158,6 +1158,8 @@ pub async fn analytics(
         sub_teams: i64,
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         active: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        actions: i64,
     }
     #[derive(QueryableByName)]
     struct Growth {
@@ -1185,7 +1187,10 @@ SELECT t.id, t.name,
      WHERE s.path @> ARRAY[t.id]) AS members_in_subtree,
   (SELECT count(*) - 1 FROM teams s WHERE s.path @> ARRAY[t.id]) AS sub_teams,
   (SELECT count(*) FROM team_members m JOIN users u ON u.id = m.user_id
-     WHERE m.team_id = t.id AND u.last_seen_at > now() - interval '30 days') AS active
+     WHERE m.team_id = t.id AND u.last_seen_at > now() - interval '30 days') AS active,
+  (SELECT count(*) FROM team_members m JOIN audit_log a
+     ON a.actor_id = 'usr_' || replace(m.user_id::text, '-', '')
+     WHERE m.team_id = t.id AND a.at > now() - interval '30 days') AS actions
 FROM teams t WHERE ($1::uuid IS NULL OR t.id = $1) ORDER BY t.id LIMIT 2000
 "#,
         )
@@ -1242,6 +1247,7 @@ GROUP BY 1, 2
                 members_in_subtree: r.members_in_subtree,
                 sub_teams: r.sub_teams,
                 active_members_30d: r.active,
+                actions_30d: r.actions,
                 growth: month_keys
                     .iter()
                     .map(|m| {
