@@ -169,6 +169,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         state.sessions.clone(),
         stop_rx.clone(),
     ));
+    tokio::spawn(crate::audit::seal::worker(state.clone(), stop_rx.clone()));
     tokio::spawn(crate::rbac::cache::listen(
         state.redis_client.clone(),
         state.perms.clone(),

@@ -57,6 +57,40 @@ pub struct Config {
     pub users: UsersConfig,
     #[serde(default)]
     pub smtp: SmtpConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The audit log's sealing, forwarding and retention jobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Master key of the per-tenant checkpoint signing keys (HMAC-SHA256); at least 32
+    /// characters. Kept out of every tenant database; changing it makes old checkpoints fail
+    /// verification.
+    pub signing_key: Secret,
+    /// Milliseconds between sealing rounds: how long a new entry waits, at most, before it is
+    /// chained and signed (plus the round's own time).
+    pub seal_interval_ms: u64,
+    /// Seconds between sweeps of every tenant for unsealed entries written by another
+    /// (perhaps crashed) instance.
+    pub sweep_interval_secs: u64,
+    /// Milliseconds between forwarding rounds to tenants' syslog collectors.
+    pub forward_interval_ms: u64,
+    /// Seconds between retention rounds (pruning by each tenant's policy).
+    pub retention_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            signing_key: Secret::default(),
+            seal_interval_ms: 250,
+            sweep_interval_secs: 30,
+            forward_interval_ms: 1000,
+            retention_interval_secs: 3600,
+        }
+    }
 }
 
 /// The mail server Keycloak sends account mail (password reset) through, set on every realm
@@ -429,6 +463,33 @@ impl Config {
                 return Err(bad(key, "must be 1-100 characters"));
             }
         }
+        if self.audit.signing_key.expose().len() < 32 {
+            return Err(bad("audit.signing_key", "must be at least 32 characters"));
+        }
+        if !(10..=60_000).contains(&self.audit.seal_interval_ms) {
+            return Err(bad(
+                "audit.seal_interval_ms",
+                "must be between 10 and 60000",
+            ));
+        }
+        if !(1..=86_400).contains(&self.audit.sweep_interval_secs) {
+            return Err(bad(
+                "audit.sweep_interval_secs",
+                "must be between 1 and 86400",
+            ));
+        }
+        if !(10..=600_000).contains(&self.audit.forward_interval_ms) {
+            return Err(bad(
+                "audit.forward_interval_ms",
+                "must be between 10 and 600000",
+            ));
+        }
+        if !(1..=604_800).contains(&self.audit.retention_interval_secs) {
+            return Err(bad(
+                "audit.retention_interval_secs",
+                "must be between 1 and 604800",
+            ));
+        }
         if self.auth.api_key_secret.expose().len() < 32 {
             return Err(bad("auth.api_key_secret", "must be at least 32 characters"));
         }
@@ -562,6 +623,7 @@ mod tests {
             ("NEOTENANT_KEYCLOAK__ADMIN_USERNAME".into(), "admin".into()),
             ("NEOTENANT_AUTH__API_KEY_SECRET".into(), "k".repeat(40)),
             ("NEOTENANT_AUTH__LOCAL_SIGNING_SEED".into(), "ab".repeat(32)),
+            ("NEOTENANT_AUDIT__SIGNING_KEY".into(), "a".repeat(40)),
             (
                 "NEOTENANT_KEYCLOAK__ADMIN_PASSWORD".into(),
                 "kc-secret".into(),
@@ -636,6 +698,12 @@ mod tests {
                 "users.reconcile_interval_secs",
             ),
             ("NEOTENANT_SMTP__FROM", "nobody", "smtp.from"),
+            ("NEOTENANT_AUDIT__SIGNING_KEY", "short", "audit.signing_key"),
+            (
+                "NEOTENANT_AUDIT__SEAL_INTERVAL_MS",
+                "0",
+                "audit.seal_interval_ms",
+            ),
         ];
         for (var, value, key) in cases {
             let mut env = base_env();

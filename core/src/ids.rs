@@ -121,6 +121,11 @@ prefixed_id!(
     "team"
 );
 prefixed_id!(
+    /// An audit log entry.
+    AuditId,
+    "aud"
+);
+prefixed_id!(
     /// A team's share of a resource with another team.
     ShareId,
     "shr"

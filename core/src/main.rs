@@ -40,10 +40,35 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Verify, seal or prune tenants' audit logs.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Print the OpenAPI document.
     Openapi,
     /// Validate the configuration and print it (secrets redacted).
     CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the tenant's hash chain and check its signed checkpoints; prints a JSON report
+    /// and fails (exit 1) at the first broken link.
+    Verify {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Seal the tenant's unsealed entries now (the server does it continuously).
+    Seal {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Apply the tenant's retention policy now.
+    Prune {
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -140,6 +165,57 @@ async fn run(cli: Cli) -> Result<(), String> {
             } else {
                 Err("some tenants were not migrated".into())
             }
+        }
+        Command::Audit { command } => {
+            let state = neotenant::app::AppState::connect(config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let fail = |e: neotenant::error::ApiError| format!("{}: {}", e.code.slug(), e.detail);
+            let slug = match &command {
+                AuditCommand::Verify { tenant }
+                | AuditCommand::Seal { tenant }
+                | AuditCommand::Prune { tenant } => tenant.clone(),
+            };
+            let tenant = neotenant::tenancy::resolve::resolve(&state, &slug)
+                .await
+                .map_err(fail)?;
+            let signer =
+                neotenant::audit::chain::Signer::new(state.config.audit.signing_key.expose());
+            let id = tenant.tenant.id.0;
+            match command {
+                AuditCommand::Verify { .. } => {
+                    let report = neotenant::audit::seal::verify_tenant(
+                        &signer,
+                        &state.registry,
+                        id,
+                        &tenant.db,
+                    )
+                    .await
+                    .map_err(fail)?;
+                    print_json(&report);
+                    if !report.ok {
+                        return Err("the audit chain is broken".into());
+                    }
+                }
+                AuditCommand::Seal { .. } => {
+                    let n = neotenant::audit::seal::seal_tenant(
+                        &signer,
+                        &state.registry,
+                        id,
+                        &tenant.db,
+                    )
+                    .await
+                    .map_err(fail)?;
+                    eprintln!("sealed {n} entries");
+                }
+                AuditCommand::Prune { .. } => {
+                    let n = neotenant::audit::seal::prune_tenant(&signer, id, &tenant.db)
+                        .await
+                        .map_err(fail)?;
+                    eprintln!("pruned {n} entries");
+                }
+            }
+            Ok(())
         }
         Command::Tenant { command } => {
             let state = neotenant::app::AppState::connect(config)

@@ -40,6 +40,16 @@ pub mod admin {
         }
     }
 
+    diesel::table! {
+        admin.audit_heads (tenant_id) {
+            tenant_id -> Uuid,
+            seq -> BigInt,
+            hash -> Bytea,
+            signature -> Bytea,
+            updated_at -> Timestamptz,
+        }
+    }
+
     diesel::joinable!(tenants -> database_connections (connection_id));
     diesel::allow_tables_to_appear_in_same_query!(tenants, database_connections);
 }
@@ -224,6 +234,41 @@ pub mod tenant {
             request_id -> Nullable<Text>,
             ip -> Nullable<Text>,
             user_agent -> Nullable<Text>,
+            seq -> Nullable<BigInt>,
+            hash -> Nullable<Bytea>,
+        }
+    }
+
+    diesel::table! {
+        audit_checkpoints (seq) {
+            seq -> BigInt,
+            hash -> Bytea,
+            signature -> Bytea,
+            at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        audit_anchors (seq) {
+            seq -> BigInt,
+            hash -> Bytea,
+            signature -> Bytea,
+            pruned -> BigInt,
+            at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        audit_settings (id) {
+            id -> Bool,
+            retention_days -> Nullable<Integer>,
+            syslog_host -> Nullable<Text>,
+            syslog_port -> Nullable<Integer>,
+            syslog_tls -> Bool,
+            forwarded_seq -> BigInt,
+            forward_error -> Nullable<Text>,
+            forwarded_at -> Nullable<Timestamptz>,
+            updated_at -> Timestamptz,
         }
     }
 

@@ -1,20 +1,38 @@
 //! The audit log: one entry per change, written by the changing module inside its own
-//! transaction, so an entry exists exactly when its change committed.
+//! transaction, so an entry exists exactly when its change committed; then chained, signed,
+//! searched, exported, streamed and forwarded.
 //!
-//! Owns the entry format and the one write call ([`record`]). Callers describe who acted
-//! ([`Actor`], taken from the request by [`Actor::from_request`]) and what changed; this module
-//! must never be written to outside the caller's transaction, and never stores secrets (callers
-//! pass redacted data).
+//! Shape: [`record`] is the one write call (any module); `chain` is the pure hash chain,
+//! signatures and verifier; `seal` numbers and chains new entries behind the writes, signs
+//! checkpoints, verifies and prunes; `search` filters and exports; `forward` ships entries to
+//! a tenant's syslog collector; `handlers` is `/v1/audit`. **Invariants:** an entry is never
+//! written outside its change's transaction and never updated except by the sealer setting its
+//! `seq`/`hash` once; a new entry waits at most one sealing round (`audit.seal_interval_ms`,
+//! or `audit.sweep_interval_secs` if the instance that wrote it died) before it is chained and
+//! covered by a signed checkpoint; the signing key never enters a tenant database; reading the
+//! log is itself audited. Callers never put secrets into `data`.
 
+pub mod chain;
+pub mod forward;
+pub mod handlers;
+pub mod seal;
+pub mod search;
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use salvo::prelude::*;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::db::TenantDb;
 use crate::schema::tenant::audit_log;
 
-/// Who performed an action, and from where.
+/// Who performed an action, and from where; and in which tenant (so the sealer hears of it).
 #[derive(Debug, Clone, Default)]
 pub struct Actor {
     /// `user`, `api_key`, `system` or `platform`.
@@ -23,13 +41,25 @@ pub struct Actor {
     pub request_id: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The tenant whose log is written: its id and database.
+    pub tenant: Option<(Uuid, TenantDb)>,
 }
 
 impl Actor {
-    /// The platform itself (background jobs, provisioning).
-    pub fn system() -> Self {
+    /// The platform itself (background jobs, provisioning) in `tenant`.
+    pub fn system(tenant: Uuid, db: &TenantDb) -> Self {
         Actor {
             kind: "system",
+            tenant: Some((tenant, db.clone())),
+            ..Default::default()
+        }
+    }
+
+    /// The platform operator (admin API) in `tenant`.
+    pub fn platform(tenant: Uuid, db: &TenantDb) -> Self {
+        Actor {
+            kind: "platform",
+            tenant: Some((tenant, db.clone())),
             ..Default::default()
         }
     }
@@ -52,6 +82,10 @@ impl Actor {
                 .get("user-agent")
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.chars().take(300).collect()),
+            tenant: depot
+                .get_typed::<crate::tenancy::resolve::CurrentTenant>()
+                .ok()
+                .map(|t| (t.0.tenant.id.0, t.0.db.clone())),
         }
     }
 }
@@ -65,6 +99,43 @@ pub struct Change<'a> {
     pub data: Value,
 }
 
+/// Tenants this instance wrote entries for recently: the sealer visits them every round.
+static RECENT: LazyLock<Mutex<HashMap<Uuid, (Instant, TenantDb)>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn mark_recent(tenant: &Option<(Uuid, TenantDb)>) {
+    if let Some((id, db)) = tenant {
+        let mut recent = RECENT.lock().expect("audit recent lock");
+        match recent.get_mut(id) {
+            Some(entry) => entry.0 = Instant::now(),
+            None => {
+                recent.insert(*id, (Instant::now(), db.clone()));
+            }
+        }
+    }
+}
+
+/// The tenants written to within `window` (entries older than an hour are forgotten).
+pub(crate) fn recent_tenants(window: std::time::Duration) -> Vec<(Uuid, TenantDb)> {
+    let mut recent = RECENT.lock().expect("audit recent lock");
+    recent.retain(|_, (at, _)| at.elapsed() < std::time::Duration::from_secs(3600));
+    recent
+        .iter()
+        .filter(|(_, (at, _))| at.elapsed() < window)
+        .map(|(id, (_, db))| (*id, db.clone()))
+        .collect()
+}
+
+/// The time encoded in a UUIDv7 (the entry's time, so the id orders entries by time).
+pub fn time_of(id: Uuid) -> DateTime<Utc> {
+    id.get_timestamp()
+        .and_then(|ts| {
+            let (secs, nanos) = ts.to_unix();
+            DateTime::from_timestamp(secs as i64, nanos)
+        })
+        .unwrap_or_else(Utc::now)
+}
+
 /// Records `change` by `actor` on the caller's connection, which must be inside the tenant
 /// transaction that makes the change.
 pub async fn record(
@@ -72,9 +143,14 @@ pub async fn record(
     actor: &Actor,
     change: Change<'_>,
 ) -> QueryResult<()> {
+    let id = Uuid::now_v7();
+    // Microsecond precision, as the database keeps it.
+    let at = time_of(id);
+    let at = DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at);
     diesel::insert_into(audit_log::table)
         .values((
-            audit_log::id.eq(Uuid::now_v7()),
+            audit_log::id.eq(id),
+            audit_log::at.eq(at),
             audit_log::actor_type.eq(actor.kind),
             audit_log::actor_id.eq(&actor.id),
             audit_log::action.eq(change.action),
@@ -87,5 +163,6 @@ pub async fn record(
         ))
         .execute(conn)
         .await?;
+    mark_recent(&actor.tenant);
     Ok(())
 }

@@ -121,6 +121,7 @@ fn record_event(
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(300).collect()),
         id: None,
+        tenant: Some((tenant.tenant.id.0, tenant.db.clone())),
     };
     tokio::spawn(async move {
         let result = async {

@@ -50,6 +50,7 @@ fn authenticated_api() -> Router {
         .push(crate::notes::handlers::router())
         .push(crate::rbac::handlers::router())
         .push(crate::teams::handlers::router())
+        .push(crate::audit::handlers::router())
 }
 
 /// All routes described by the OpenAPI document.

@@ -202,6 +202,9 @@ pub mod need {
         TeamsDelete => ("teams", "delete", Tenant);
         TeamsManageMembers => ("teams", "manage_members", Tenant);
         TeamsShare => ("teams", "share", Tenant);
+        AuditRead => ("audit", "read", Tenant);
+        AuditExport => ("audit", "export", Tenant);
+        AuditConfigure => ("audit", "configure", Tenant);
         IdentityProvidersRead => ("identity_providers", "read", Tenant);
         IdentityProvidersUpdate => ("identity_providers", "update", Tenant);
     }

@@ -173,7 +173,11 @@ pub const CATALOG: &[(&str, &[&str], &str)] = &[
         ],
         "Teams, their members and shares",
     ),
-    ("audit", &["read", "export"], "The audit log"),
+    (
+        "audit",
+        &["read", "export", "configure"],
+        "The audit log, its exports, retention and forwarding",
+    ),
     (
         "identity_providers",
         &["read", "update"],

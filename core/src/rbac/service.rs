@@ -1009,10 +1009,7 @@ pub async fn platform_assign(
             .await?;
         audit(
             conn,
-            &Actor {
-                kind: "platform",
-                ..Default::default()
-            },
+            &Actor::platform(tenant, db),
             "role.assigned",
             "role",
             role.id.to_string(),
