@@ -34,6 +34,9 @@ pub fn test_config() -> Config {
         ("NEOTENANT_RATE_LIMIT__PER_USER_BURST", "1000000"),
         ("NEOTENANT_RATE_LIMIT__MAX_AUTH_FAILURES", "1000000"),
         ("NEOTENANT_RATE_LIMIT__TRUST_FORWARDED_FOR", "true"),
+        // Seal and forward the audit log quickly, so tests need not wait.
+        ("NEOTENANT_AUDIT__SEAL_INTERVAL_MS", "50"),
+        ("NEOTENANT_AUDIT__FORWARD_INTERVAL_MS", "100"),
     ] {
         env.push((key.into(), value.into()));
     }

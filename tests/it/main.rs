@@ -2,6 +2,7 @@
 //! PostgreSQL and Redis (`make up`) and works on tenants of its own.
 
 mod apikeys;
+mod audit;
 mod auth;
 mod conventions;
 mod isolation;

@@ -115,6 +115,12 @@ fn mark_recent(tenant: &Option<(Uuid, TenantDb)>) {
     }
 }
 
+/// Stops visiting `tenant` until it is written to again (it was deleted, or sealing failed
+/// and the periodic sweep will retry it).
+pub fn forget(tenant: Uuid) {
+    RECENT.lock().expect("audit recent lock").remove(&tenant);
+}
+
 /// The tenants written to within `window` (entries older than an hour are forgotten).
 pub(crate) fn recent_tenants(window: std::time::Duration) -> Vec<(Uuid, TenantDb)> {
     let mut recent = RECENT.lock().expect("audit recent lock");

@@ -48,22 +48,50 @@ async fn anchor(conn: &mut AsyncPgConnection) -> QueryResult<Option<(i64, Vec<u8
         .optional()
 }
 
-/// The end of the sealed chain: (seq, hash).
-async fn head(conn: &mut AsyncPgConnection) -> QueryResult<(i64, [u8; 32])> {
-    let last: Option<(Option<i64>, Option<Vec<u8>>)> = audit_log::table
-        .filter(audit_log::seq.is_not_null())
-        .select((audit_log::seq, audit_log::hash))
-        .order(audit_log::seq.desc())
+/// Where sealing continues: the newest signed checkpoint (or anchor), never merely the
+/// highest `seq` in the table, so a row forged into the table cannot hijack the chain. Sealed
+/// entries beyond the newest checkpoint mean tampering: sealing stops (new entries wait,
+/// unsealed and intact) and verification reports the break.
+async fn head(
+    conn: &mut AsyncPgConnection,
+    signer: &Signer,
+    tenant: Uuid,
+) -> ApiResult<(i64, [u8; 32])> {
+    let checkpoint: Option<(i64, Vec<u8>, Vec<u8>)> = audit_checkpoints::table
+        .select((
+            audit_checkpoints::seq,
+            audit_checkpoints::hash,
+            audit_checkpoints::signature,
+        ))
+        .order(audit_checkpoints::seq.desc())
         .first(conn)
         .await
         .optional()?;
-    if let Some((Some(seq), Some(hash))) = last {
-        return Ok((seq, hash32(&hash)));
+    let anchor = anchor(conn).await?;
+    let (seq, hash, sig, kind) = match (checkpoint, anchor) {
+        (Some(c), Some(a)) if a.0 >= c.0 => (a.0, a.1, a.2, ANCHOR),
+        (Some(c), _) => (c.0, c.1, c.2, CHECKPOINT),
+        (None, Some(a)) => (a.0, a.1, a.2, ANCHOR),
+        (None, None) => (0, GENESIS.to_vec(), Vec::new(), CHECKPOINT),
+    };
+    let refuse = |why: &str| {
+        ApiError::new(
+            crate::error::ErrorCode::Conflict,
+            format!("audit chain of tenant {tenant} is tampered ({why}); sealing stopped"),
+        )
+    };
+    if seq > 0 && !signer.verify(kind, tenant, seq, &hash, &sig) {
+        return Err(refuse("its newest checkpoint is not validly signed"));
     }
-    Ok(match anchor(conn).await? {
-        Some((seq, hash, _)) => (seq, hash32(&hash)),
-        None => (0, GENESIS),
-    })
+    let beyond: i64 = audit_log::table
+        .filter(audit_log::seq.gt(seq))
+        .count()
+        .get_result(conn)
+        .await?;
+    if beyond > 0 {
+        return Err(refuse("sealed entries lie beyond the newest checkpoint"));
+    }
+    Ok((seq, hash32(&hash)))
 }
 
 /// Seals every unsealed entry of one tenant: numbers them in the order the sealer finds them,
@@ -91,7 +119,7 @@ pub async fn seal_tenant(
             if rows.is_empty() {
                 return Ok::<_, ApiError>(None);
             }
-            let (mut seq, mut prev) = head(conn).await?;
+            let (mut seq, mut prev) = head(conn, signer, tenant).await?;
             let mut ids = Vec::with_capacity(rows.len());
             let mut seqs = Vec::with_capacity(rows.len());
             let mut hashes = Vec::with_capacity(rows.len());
@@ -437,7 +465,8 @@ pub async fn worker(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver
             _ = seal.tick() => {
                 for (id, db) in super::recent_tenants(Duration::from_secs(10) + seal_every) {
                     if let Err(e) = seal_tenant(&signer, &state.registry, id, &db).await {
-                        tracing::warn!(tenant = %id, error = %e.detail, "audit sealing failed; retrying next round");
+                        super::forget(id);
+                        tracing::warn!(tenant = %id, error = %e.detail, cause = ?e.source, "audit sealing failed; the sweep retries it");
                     }
                 }
             }
@@ -445,7 +474,7 @@ pub async fn worker(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver
                 known = all_tenants(&state).await;
                 for (id, db) in &known {
                     if let Err(e) = seal_tenant(&signer, &state.registry, *id, db).await {
-                        tracing::warn!(tenant = %id, error = %e.detail, "audit sealing failed; retrying next round");
+                        tracing::warn!(tenant = %id, error = %e.detail, cause = ?e.source, "audit sealing failed; retrying next sweep");
                     }
                 }
             }
