@@ -51,4 +51,5 @@ openapi:
 bench: up
 	$(CARGO) bench -p neotenant --bench auth -- --warm-up-time 1 --measurement-time 3
 	$(CARGO) bench -p neotenant --bench rbac
+	$(CARGO) bench -p neotenant --bench audit
 	@scripts/bench.sh

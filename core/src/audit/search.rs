@@ -166,6 +166,32 @@ impl From<Entry> for AuditEntry {
     }
 }
 
+/// Orders by id, spelled so that PostgreSQL walks the index of the most selective equality
+/// filter backwards (`ORDER BY actor_id DESC, id DESC` equals `ORDER BY id DESC` when the
+/// actor is fixed, and matches the `(actor_id, id)` index) instead of scanning the primary key
+/// and filtering.
+fn newest_first(
+    q: audit_log::BoxedQuery<'static, diesel::pg::Pg>,
+    f: &Filter,
+) -> audit_log::BoxedQuery<'static, diesel::pg::Pg> {
+    let exact_action = f.action.as_deref().is_some_and(|a| !a.ends_with('.'));
+    if f.request_id.is_some() {
+        q.order((audit_log::request_id.desc(), audit_log::id.desc()))
+    } else if f.target_type.is_some() && f.target_id.is_some() {
+        q.order((
+            audit_log::target_type.desc(),
+            audit_log::target_id.desc(),
+            audit_log::id.desc(),
+        ))
+    } else if f.actor.is_some() {
+        q.order((audit_log::actor_id.desc(), audit_log::id.desc()))
+    } else if exact_action {
+        q.order((audit_log::action.desc(), audit_log::id.desc()))
+    } else {
+        q.order(audit_log::id.desc())
+    }
+}
+
 /// Newest first, before `before`, at most `limit`.
 pub async fn search(
     db: &TenantDb,
@@ -173,16 +199,23 @@ pub async fn search(
     before: Option<Uuid>,
     limit: i64,
 ) -> ApiResult<Vec<AuditEntry>> {
-    let mut q = filter
-        .query()
+    let mut q = newest_first(filter.query(), filter)
         .select(Entry::as_select())
-        .order(audit_log::id.desc())
         .limit(limit);
     if let Some(b) = before {
         q = q.filter(audit_log::id.lt(b));
     }
     let mut tx = db.begin().await?;
-    let rows = q.load(tx.conn()).await;
+    // A generic plan cannot see which filter is selective (nor the limit) and walks the
+    // primary key; plan each search for its actual values.
+    let rows = async {
+        use diesel_async::SimpleAsyncConnection;
+        tx.conn()
+            .batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            .await?;
+        q.load(tx.conn()).await
+    }
+    .await;
     Ok(tx
         .finish(rows)
         .await?
