@@ -220,7 +220,8 @@ async fn run() {
 
     // Search over the 1M+ entries.
     let day = chrono::Utc::now() - chrono::Duration::days(12);
-    let cases: Vec<(&str, Box<dyn Fn(usize) -> Filter>)> = vec![
+    type Case = (&'static str, Box<dyn Fn(usize) -> Filter>);
+    let cases: Vec<Case> = vec![
         (
             "search by actor, first page of 50",
             Box::new(|i| Filter {
