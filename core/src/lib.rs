@@ -17,6 +17,7 @@ pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod notes;
+pub mod pubsub;
 pub mod ratelimit;
 pub mod rbac;
 pub mod schema;

@@ -13,7 +13,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use redis::AsyncCommands;
 use salvo::oapi::ToSchema;
 use serde::{Deserialize, Serialize};
@@ -314,37 +313,28 @@ impl Sessions {
 pub async fn listen(
     client: redis::Client,
     sessions: Arc<Sessions>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let session = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(CHANNEL).await?;
-            let mut conn = sessions.redis.clone();
-            sessions.reload(&mut conn).await?;
-            let mut messages = pubsub.on_message();
-            while let Some(msg) = messages.next().await {
-                if let Ok(entry) = msg.get_payload::<String>() {
-                    sessions.mark_revoked_entry(&entry);
-                }
-            }
-            Ok::<(), redis::RedisError>(())
-        };
-        tokio::select! {
-            result = session => {
-                if let Err(error) = result {
-                    tracing::warn!(%error, "session revocation listener cannot reach Redis; retrying");
-                }
-            }
-            _ = shutdown.changed() => return,
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
+    let on_message = sessions.clone();
+    crate::pubsub::listen(
+        client,
+        CHANNEL,
+        "session revocations",
+        shutdown,
+        crate::pubsub::Subscriber {
+            // Revocations broadcast while we were not listening are in Redis.
+            on_connect: move || {
+                let sessions = sessions.clone();
+                Box::pin(async move {
+                    let mut conn = sessions.redis.clone();
+                    sessions.reload(&mut conn).await
+                }) as futures::future::BoxFuture<'static, _>
+            },
+            on_message: move |entry: &str| on_message.mark_revoked_entry(entry),
+            on_lost: || {},
+        },
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -248,35 +247,22 @@ impl PermCache {
 pub async fn listen(
     client: redis::Client,
     cache: Arc<PermCache>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let session = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(CHANNEL).await?;
-            cache.set_live(true);
-            let mut messages = pubsub.on_message();
-            while let Some(msg) = messages.next().await {
-                if let Ok(payload) = msg.get_payload::<String>() {
-                    cache.on_message(&payload);
-                }
-            }
-            Ok::<(), redis::RedisError>(())
-        };
-        tokio::select! {
-            result = session => {
-                cache.set_live(false);
-                if let Err(error) = result {
-                    tracing::warn!(%error, "permission invalidation listener cannot reach Redis; retrying");
-                }
-            }
-            _ = shutdown.changed() => return,
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
+    let (on_connect, on_message, on_lost) = (cache.clone(), cache.clone(), cache);
+    crate::pubsub::listen(
+        client,
+        CHANNEL,
+        "permission changes",
+        shutdown,
+        crate::pubsub::Subscriber {
+            on_connect: move || {
+                on_connect.set_live(true);
+                Box::pin(async { Ok(()) }) as futures::future::BoxFuture<'static, _>
+            },
+            on_message: move |payload: &str| on_message.on_message(payload),
+            on_lost: move || on_lost.set_live(false),
+        },
+    )
+    .await;
 }

@@ -11,8 +11,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-
 use super::model::Tenant;
 use crate::db::TenantDb;
 
@@ -115,40 +113,29 @@ pub async fn listen(
     client: redis::Client,
     cache: Arc<TenantCache>,
     pools: Arc<crate::db::Pools>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let session = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(CHANNEL).await?;
+    let (on_connect, on_message, on_lost) = (cache.clone(), cache.clone(), cache);
+    crate::pubsub::listen(
+        client,
+        CHANNEL,
+        "tenant changes",
+        shutdown,
+        crate::pubsub::Subscriber {
             // Anything may have changed while we were not listening.
-            cache.clear();
-            let mut messages = pubsub.on_message();
-            while let Some(msg) = messages.next().await {
-                if let Ok(slug) = msg.get_payload::<String>()
-                    && let Some(gone) = cache.evict(&slug)
+            on_connect: move || {
+                on_connect.clear();
+                Box::pin(async { Ok(()) }) as futures::future::BoxFuture<'static, _>
+            },
+            on_message: move |slug: &str| {
+                if let Some(gone) = on_message.evict(slug)
                     && gone.tenant.isolation == super::model::Isolation::Database
                 {
                     pools.remove(gone.tenant.connection_id);
                 }
-            }
-            Ok::<(), redis::RedisError>(())
-        };
-        tokio::select! {
-            result = session => {
-                match result {
-                    Ok(()) => tracing::warn!("tenant change listener lost Redis; reconnecting"),
-                    Err(error) => tracing::warn!(%error, "tenant change listener cannot reach Redis; retrying"),
-                }
-                cache.clear();
-            }
-            _ = shutdown.changed() => return,
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
+            },
+            on_lost: move || on_lost.clear(),
+        },
+    )
+    .await;
 }
