@@ -1,10 +1,13 @@
-//! NeoTenantApi host: a multi-tenant API kernel (tenancy, and in later modules auth, RBAC,
-//! audit) on salvo, diesel-async and Redis.
+//! NeoTenantApi host: a multi-tenant API kernel (tenancy, authentication, RBAC with teams,
+//! the audit log) on salvo, diesel-async and Redis.
 //!
 //! Map: `config` (settings) · `app` (wiring, server lifecycle) · `http` (router, conventions)
 //! · `error` (problem responses) · `db` (pools, tenant transactions, migrations) · `tenancy`
-//! (registry, provisioning, resolution, admin API) · `notes` (first tenant-scoped feature)
-//! · `metrics` · `telemetry` · `ids` · `schema`. See docs/ARCHITECTURE.md.
+//! (registry, provisioning, resolution, admin API) · `auth` (tokens, keys, local mode) ·
+//! `users` · `sessions` · `apikeys` · `ratelimit` · `rbac` (permissions, roles, `Can<P>`) ·
+//! `teams` · `audit` (chain, sealing, search, forwarding) · `pubsub` (broadcast listeners) ·
+//! `notes` (first tenant-scoped feature) · `metrics` · `telemetry` · `ids` · `schema`.
+//! See docs/ARCHITECTURE.md.
 
 pub mod apikeys;
 pub mod app;
