@@ -202,6 +202,23 @@ pub async fn create(
         .get_result(tx.conn())
         .await
         .map_err(ApiError::from);
+    let result = match result {
+        Ok(row) => crate::audit::record(
+            tx.conn(),
+            &maker.actor,
+            crate::audit::Change {
+                action: "api_key.created",
+                target_type: "api_key",
+                target_id: Some(ApiKeyId(row.id).to_string()),
+                data: serde_json::json!({"name": row.name, "prefix": row.prefix,
+                                         "scopes": row.scopes, "expires_at": row.expires_at}),
+            },
+        )
+        .await
+        .map(|()| row)
+        .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
     let row = tx.finish(result).await?;
     Ok(CreatedApiKey {
         key: ApiKeyView::from(&row),
@@ -228,16 +245,37 @@ pub async fn list(db: &TenantDb, owner: UserId) -> ApiResult<Vec<ApiKeyView>> {
 }
 
 /// Revokes one of `owner`'s keys; `false` if it has no such live key.
-pub async fn revoke(db: &TenantDb, owner: UserId, id: ApiKeyId) -> ApiResult<bool> {
+pub async fn revoke(
+    db: &TenantDb,
+    actor: &crate::audit::Actor,
+    owner: UserId,
+    id: ApiKeyId,
+) -> ApiResult<bool> {
     let mut tx = db.begin().await?;
-    let result = diesel::update(api_keys::table)
-        .filter(api_keys::id.eq(id.0))
-        .filter(api_keys::owner_id.eq(owner.0))
-        .filter(api_keys::revoked_at.is_null())
-        .set(api_keys::revoked_at.eq(diesel::dsl::now))
-        .execute(tx.conn())
-        .await
-        .map_err(ApiError::from);
+    let result = async {
+        let n = diesel::update(api_keys::table)
+            .filter(api_keys::id.eq(id.0))
+            .filter(api_keys::owner_id.eq(owner.0))
+            .filter(api_keys::revoked_at.is_null())
+            .set(api_keys::revoked_at.eq(diesel::dsl::now))
+            .execute(tx.conn())
+            .await?;
+        if n == 1 {
+            crate::audit::record(
+                tx.conn(),
+                actor,
+                crate::audit::Change {
+                    action: "api_key.revoked",
+                    target_type: "api_key",
+                    target_id: Some(id.to_string()),
+                    data: serde_json::json!({"owner": owner.to_string()}),
+                },
+            )
+            .await?;
+        }
+        Ok::<_, ApiError>(n)
+    }
+    .await;
     Ok(tx.finish(result).await? == 1)
 }
 
@@ -435,7 +473,7 @@ pub mod handlers {
         depot: &mut Depot,
     ) -> ApiResult<NoContent> {
         let state = state(depot)?;
-        if !super::revoke(&tenant.0.db, can.user.user.id, id.0).await? {
+        if !super::revoke(&tenant.0.db, &can.actor, can.user.user.id, id.0).await? {
             return Err(ApiError::not_found("API key"));
         }
         state

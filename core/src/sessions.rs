@@ -430,12 +430,13 @@ pub mod handlers {
     /// End one of my sessions, everywhere.
     #[endpoint(tags("sessions"), status_codes(204, 401, 404, 503))]
     pub async fn revoke_session(
-        me: CurrentUser,
+        caller: crate::rbac::Caller,
         tenant: CurrentTenant,
         id: Path<String>,
         depot: &mut Depot,
     ) -> ApiResult<NoContent> {
         let state = state(depot)?;
+        let me = &caller.user;
         let tenant_id = tenant.0.tenant.id;
         let sid = id.0;
         if sid.len() > 128
@@ -454,6 +455,17 @@ pub mod handlers {
             .await
             .map_err(redis_down)?;
         end_in_keycloak(&state, &tenant, &sids).await;
+        crate::audit::record_alone(
+            &tenant.0.db,
+            &caller.actor,
+            crate::audit::Change {
+                action: "session.revoked",
+                target_type: "session",
+                target_id: Some(sids[0].clone()),
+                data: serde_json::json!({}),
+            },
+        )
+        .await?;
         Ok(NoContent)
     }
 
@@ -493,16 +505,28 @@ pub mod handlers {
     /// End all my sessions, this one included.
     #[endpoint(tags("sessions"), status_codes(204, 401, 503))]
     pub async fn revoke_my_sessions(
-        me: CurrentUser,
+        caller: crate::rbac::Caller,
         tenant: CurrentTenant,
         depot: &mut Depot,
     ) -> ApiResult<NoContent> {
         let state = state(depot)?;
+        let me = &caller.user;
         revoke_all(
             &state,
             &tenant,
             &me.user.subject,
             me.principal.0.session_id.as_deref(),
+        )
+        .await?;
+        crate::audit::record_alone(
+            &tenant.0.db,
+            &caller.actor,
+            crate::audit::Change {
+                action: "sessions.revoked_all",
+                target_type: "user",
+                target_id: Some(me.user.id.to_string()),
+                data: serde_json::json!({}),
+            },
         )
         .await?;
         Ok(NoContent)
@@ -511,7 +535,7 @@ pub mod handlers {
     /// End all sessions of a user of this tenant.
     #[endpoint(tags("sessions"), status_codes(204, 401, 403, 404, 503))]
     pub async fn revoke_user_sessions(
-        _can: crate::rbac::Can<crate::rbac::need::SessionsRevokeAny>,
+        can: crate::rbac::Can<crate::rbac::need::SessionsRevokeAny>,
         tenant: CurrentTenant,
         id: Path<UserId>,
         depot: &mut Depot,
@@ -519,6 +543,17 @@ pub mod handlers {
         let state = state(depot)?;
         let user = crate::users::service::by_id(&tenant.0.db, id.0).await?;
         revoke_all(&state, &tenant, &user.subject, None).await?;
+        crate::audit::record_alone(
+            &tenant.0.db,
+            &can.actor,
+            crate::audit::Change {
+                action: "sessions.revoked_all",
+                target_type: "user",
+                target_id: Some(id.0.to_string()),
+                data: serde_json::json!({}),
+            },
+        )
+        .await?;
         Ok(NoContent)
     }
 

@@ -198,5 +198,15 @@ async fn keys_are_shown_once_hashed_and_revocable() {
         .await
         .unwrap();
     expect_problem(res, 401, "token-expired").await;
+    let actions = neotenant_tests::audit_actions(&app, &t).await;
+    assert_eq!(
+        actions.iter().filter(|a| *a == "api_key.created").count(),
+        2,
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&"api_key.revoked".to_string()),
+        "{actions:?}"
+    );
     app.cleanup().await;
 }

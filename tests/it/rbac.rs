@@ -380,6 +380,7 @@ async fn roles_hierarchy_delegation_and_denies() {
         "role.assigned",
         "permission.denied",
         "permission.revoked",
+        "note.created",
     ] {
         assert!(actions.contains(&a.to_string()), "{a} in {actions:?}");
     }

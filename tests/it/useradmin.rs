@@ -154,6 +154,17 @@ async fn admins_manage_users_in_keycloak_and_here() {
         .unwrap();
     let problem = expect_problem(res, 422, "validation").await;
     assert_eq!(problem["errors"].as_array().unwrap().len(), 2);
+    // Each change is in the tenant's audit log, attributed to the admin.
+    let actions = neotenant_tests::audit_actions(&app, &t).await;
+    for a in [
+        "user.created",
+        "user.updated",
+        "user.deactivated",
+        "user.reactivated",
+        "user.deleted",
+    ] {
+        assert!(actions.contains(&a.to_string()), "{a} in {actions:?}");
+    }
     app.cleanup().await;
 }
 

@@ -28,9 +28,8 @@ use crate::schema::tenant::audit_settings;
 
 /// Audits an access to the audit log (in its own transaction).
 async fn record_access(caller: &Caller, action: &str, data: serde_json::Value) -> ApiResult<()> {
-    let mut tx = caller.tenant.0.db.begin().await?;
-    let r = super::record(
-        tx.conn(),
+    super::record_alone(
+        &caller.tenant.0.db,
         &caller.actor,
         super::Change {
             action,
@@ -39,9 +38,7 @@ async fn record_access(caller: &Caller, action: &str, data: serde_json::Value) -
             data,
         },
     )
-    .await;
-    tx.finish(r).await?;
-    Ok(())
+    .await
 }
 
 fn filter_json(f: &Filter) -> serde_json::Value {

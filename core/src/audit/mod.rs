@@ -172,3 +172,16 @@ pub async fn record(
     mark_recent(&actor.tenant);
     Ok(())
 }
+
+/// Records `change` in a transaction of its own: for actions whose effect lives outside
+/// PostgreSQL (sessions in Redis, reads of the log itself).
+pub async fn record_alone(
+    db: &TenantDb,
+    actor: &Actor,
+    change: Change<'_>,
+) -> Result<(), crate::error::ApiError> {
+    let mut tx = db.begin().await?;
+    let r = record(tx.conn(), actor, change).await;
+    tx.finish(r).await?;
+    Ok(())
+}

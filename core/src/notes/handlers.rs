@@ -18,11 +18,11 @@ use crate::tenancy::resolve::CurrentTenant;
     status_codes(201, 400, 401, 403, 404, 409, 413, 415, 422)
 )]
 pub async fn create_note(
-    _can: Can<NotesCreate>,
+    can: Can<NotesCreate>,
     tenant: CurrentTenant,
     body: JsonBody<NewNote>,
 ) -> ApiResult<Reply<Note>> {
-    let note = service::create(&tenant.0.db, &body.0).await?;
+    let note = service::create(&tenant.0.db, &can.actor, &body.0).await?;
     let location = format!("/v1/notes/{}", note.id);
     Ok(Reply::created(note, location))
 }
@@ -33,11 +33,11 @@ pub async fn create_note(
     status_codes(201, 400, 401, 403, 404, 409, 413, 415, 422)
 )]
 pub async fn create_notes(
-    _can: Can<NotesCreate>,
+    can: Can<NotesCreate>,
     tenant: CurrentTenant,
     body: JsonBody<NewNotes>,
 ) -> ApiResult<Reply<Vec<Note>>> {
-    let notes = service::create_batch(&tenant.0.db, &body.0.items).await?;
+    let notes = service::create_batch(&tenant.0.db, &can.actor, &body.0.items).await?;
     Ok(Reply::created(notes, "/v1/notes".into()))
 }
 
@@ -65,11 +65,11 @@ pub async fn get_note(
 /// Delete one note.
 #[endpoint(tags("notes"), status_codes(204, 400, 401, 403, 404))]
 pub async fn delete_note(
-    _can: Can<NotesDelete>,
+    can: Can<NotesDelete>,
     tenant: CurrentTenant,
     id: Path<NoteId>,
 ) -> ApiResult<NoContent> {
-    service::delete(&tenant.0.db, id.0).await?;
+    service::delete(&tenant.0.db, &can.actor, id.0).await?;
     Ok(NoContent)
 }
 

@@ -5,6 +5,7 @@ use chrono::Utc;
 
 use super::repo::{self, NoteRow};
 use super::{NewNote, Note};
+use crate::audit::{self, Actor, Change};
 use crate::db::TenantDb;
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use crate::ids::NoteId;
@@ -52,7 +53,16 @@ fn row(note: &NewNote) -> NoteRow {
     }
 }
 
-pub async fn create(db: &TenantDb, input: &NewNote) -> ApiResult<Note> {
+fn note_change(action: &'static str, note: &Note) -> Change<'static> {
+    Change {
+        action,
+        target_type: "note",
+        target_id: Some(note.id.to_string()),
+        data: serde_json::json!({"title": note.title, "external_id": note.external_id}),
+    }
+}
+
+pub async fn create(db: &TenantDb, actor: &Actor, input: &NewNote) -> ApiResult<Note> {
     let mut errors = Vec::new();
     validate(input, "", &mut errors);
     if !errors.is_empty() {
@@ -63,9 +73,11 @@ pub async fn create(db: &TenantDb, input: &NewNote) -> ApiResult<Note> {
     let mut tx = db.begin().await?;
     let result = async {
         repo::insert(tx.conn(), &row).await?;
-        repo::get(tx.conn(), id)
+        let note = repo::get(tx.conn(), id)
             .await?
-            .ok_or_else(|| ApiError::not_found("note"))
+            .ok_or_else(|| ApiError::not_found("note"))?;
+        audit::record(tx.conn(), actor, note_change("note.created", &note)).await?;
+        Ok(note)
     }
     .await;
     tx.finish(result).await
@@ -73,7 +85,7 @@ pub async fn create(db: &TenantDb, input: &NewNote) -> ApiResult<Note> {
 
 /// Inserts all items or none. A duplicate `external_id` anywhere fails the whole batch
 /// with 409, naming the item.
-pub async fn create_batch(db: &TenantDb, items: &[NewNote]) -> ApiResult<Vec<Note>> {
+pub async fn create_batch(db: &TenantDb, actor: &Actor, items: &[NewNote]) -> ApiResult<Vec<Note>> {
     if items.is_empty() || items.len() > BATCH_MAX {
         return Err(ApiError::validation(vec![FieldError {
             pointer: "/items".into(),
@@ -99,11 +111,11 @@ pub async fn create_batch(db: &TenantDb, items: &[NewNote]) -> ApiResult<Vec<Not
                 }
                 err
             })?;
-            out.push(
-                repo::get(tx.conn(), NoteId(row.id))
-                    .await?
-                    .ok_or_else(|| ApiError::not_found("note"))?,
-            );
+            let note = repo::get(tx.conn(), NoteId(row.id))
+                .await?
+                .ok_or_else(|| ApiError::not_found("note"))?;
+            audit::record(tx.conn(), actor, note_change("note.created", &note)).await?;
+            out.push(note);
         }
         Ok(out)
     }
@@ -127,12 +139,16 @@ pub async fn list(db: &TenantDb, after: Option<NoteId>, limit: i64) -> ApiResult
     tx.finish(result).await
 }
 
-pub async fn delete(db: &TenantDb, id: NoteId) -> ApiResult<()> {
+pub async fn delete(db: &TenantDb, actor: &Actor, id: NoteId) -> ApiResult<()> {
     let mut tx = db.begin().await?;
-    let result = repo::delete(tx.conn(), id).await.map_err(ApiError::from);
-    if tx.finish(result).await? {
+    let result = async {
+        let note = repo::get(tx.conn(), id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("note"))?;
+        repo::delete(tx.conn(), id).await?;
+        audit::record(tx.conn(), actor, note_change("note.deleted", &note)).await?;
         Ok(())
-    } else {
-        Err(ApiError::not_found("note"))
     }
+    .await;
+    tx.finish(result).await
 }

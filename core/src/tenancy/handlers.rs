@@ -170,9 +170,16 @@ pub async fn reconcile_users(
 ) -> ApiResult<Reply<crate::users::service::ReconcileReport>> {
     let state = state(depot)?;
     let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
-    Ok(Reply::ok(
-        crate::users::service::reconcile(&state, &resolved).await?,
-    ))
+    let report = crate::users::service::reconcile(&state, &resolved).await?;
+    platform_event(
+        &resolved,
+        "users.reconciled",
+        "tenant",
+        &resolved.tenant.id.to_string(),
+        serde_json::to_value(&report).unwrap_or_default(),
+    )
+    .await?;
+    Ok(Reply::ok(report))
 }
 
 /// A provider alias in a path.
@@ -219,9 +226,37 @@ pub async fn put_identity_provider(
 ) -> ApiResult<Reply<super::idp::IdentityProviderView>> {
     let state = state(depot)?;
     let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
-    Ok(Reply::ok(
-        super::idp::put(&state, &resolved, &alias.0.0, &body.0).await?,
-    ))
+    let view = super::idp::put(&state, &resolved, &alias.0.0, &body.0).await?;
+    platform_event(
+        &resolved,
+        "identity_provider.saved",
+        "identity_provider",
+        &alias.0.0,
+        serde_json::to_value(&view).unwrap_or_default(),
+    )
+    .await?;
+    Ok(Reply::ok(view))
+}
+
+/// Records a platform operator's action in the tenant's audit log.
+async fn platform_event(
+    tenant: &super::cache::ResolvedTenant,
+    action: &str,
+    target_type: &str,
+    target_id: &str,
+    data: serde_json::Value,
+) -> ApiResult<()> {
+    crate::audit::record_alone(
+        &tenant.db,
+        &crate::audit::Actor::platform(tenant.tenant.id.0, &tenant.db),
+        crate::audit::Change {
+            action,
+            target_type,
+            target_id: Some(target_id.to_string()),
+            data,
+        },
+    )
+    .await
 }
 
 /// Remove a login provider of the tenant.
@@ -234,6 +269,14 @@ pub async fn delete_identity_provider(
     let state = state(depot)?;
     let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
     super::idp::delete(&state, &resolved, &alias.0.0).await?;
+    platform_event(
+        &resolved,
+        "identity_provider.deleted",
+        "identity_provider",
+        &alias.0.0,
+        serde_json::json!({}),
+    )
+    .await?;
     Ok(NoContent)
 }
 
@@ -307,6 +350,23 @@ pub async fn create_local_user(
     )
     .await
     .map_err(ApiError::from);
+    let result = match result {
+        Ok(user) => crate::audit::record(
+            tx.conn(),
+            &crate::audit::Actor::platform(resolved.tenant.id.0, &resolved.db),
+            crate::audit::Change {
+                action: "user.created",
+                target_type: "user",
+                target_id: Some(user.id.to_string()),
+                data: serde_json::json!({"after": {"username": user.username, "email": user.email,
+                                                   "display_name": user.display_name}}),
+            },
+        )
+        .await
+        .map(|()| user)
+        .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
     let user = tx.finish(result).await?;
     Ok(Reply::created(
         user.clone(),

@@ -127,7 +127,7 @@ fn names(display: &str) -> (String, String) {
 /// Create a user in the tenant (Keycloak account and user row).
 #[endpoint(tags("users"), status_codes(201, 401, 403, 409, 422, 503))]
 pub async fn create_user(
-    _can: Can<UsersCreate>,
+    can: Can<UsersCreate>,
     tenant: CurrentTenant,
     body: JsonBody<NewUser>,
     depot: &mut Depot,
@@ -205,6 +205,23 @@ pub async fn create_user(
             .await
             .map(User::from)
             .map_err(ApiError::from);
+        let result = match result {
+            Ok(user) => crate::audit::record(
+                tx.conn(),
+                &can.actor,
+                crate::audit::Change {
+                    action: "user.created",
+                    target_type: "user",
+                    target_id: Some(user.id.to_string()),
+                    data: json!({"after": {"username": user.username, "email": user.email,
+                                           "display_name": user.display_name}}),
+                },
+            )
+            .await
+            .map(|()| user)
+            .map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
         tx.finish(result).await
     }
     .await;
@@ -263,9 +280,12 @@ pub async fn get_user(
 }
 
 /// Applies `change` to the row inside a transaction that commits only if `idp` succeeds.
+#[allow(clippy::too_many_arguments)]
 async fn change<F>(
     state: &AppState,
     tenant: &ResolvedTenant,
+    actor: &crate::audit::Actor,
+    action: &str,
     id: UserId,
     set_status: Option<&str>,
     patch: Option<&UserPatch>,
@@ -300,6 +320,20 @@ where
             .get_result(tx.conn())
             .await
             .map(User::from)?;
+        crate::audit::record(
+            tx.conn(),
+            actor,
+            crate::audit::Change {
+                action,
+                target_type: "user",
+                target_id: Some(id.to_string()),
+                data: json!({
+                    "before": {"email": current.email, "display_name": current.display_name, "status": current.status},
+                    "after": {"email": updated.email, "display_name": updated.display_name, "status": updated.status},
+                }),
+            },
+        )
+        .await?;
         idp(&updated).await.map_err(idp_down)?;
         Ok(updated)
     }
@@ -312,7 +346,7 @@ where
 /// Change a user's email or display name (in Keycloak too).
 #[endpoint(tags("users"), status_codes(200, 400, 401, 403, 404, 409, 422, 503))]
 pub async fn patch_user(
-    _can: Can<UsersUpdate>,
+    can: Can<UsersUpdate>,
     tenant: CurrentTenant,
     id: Path<UserId>,
     body: JsonBody<UserPatch>,
@@ -332,6 +366,8 @@ pub async fn patch_user(
     let user = change(
         &state,
         &tenant.0,
+        &can.actor,
+        "user.updated",
         id.0,
         None,
         Some(&body.0),
@@ -351,6 +387,7 @@ pub async fn patch_user(
 async fn set_active(
     state: &AppState,
     tenant: &ResolvedTenant,
+    actor: &crate::audit::Actor,
     id: UserId,
     active: bool,
 ) -> ApiResult<User> {
@@ -360,6 +397,12 @@ async fn set_active(
     let user = change(
         state,
         tenant,
+        actor,
+        if active {
+            "user.reactivated"
+        } else {
+            "user.deactivated"
+        },
         id,
         Some(if active { "active" } else { "deactivated" }),
         None,
@@ -416,19 +459,23 @@ pub async fn deactivate_user(
         ));
     }
     let state = state(depot)?;
-    Ok(Reply::ok(set_active(&state, &tenant.0, id.0, false).await?))
+    Ok(Reply::ok(
+        set_active(&state, &tenant.0, &can.actor, id.0, false).await?,
+    ))
 }
 
 /// Reactivate a deactivated user.
 #[endpoint(tags("users"), status_codes(200, 400, 401, 403, 404, 409, 503))]
 pub async fn reactivate_user(
-    _can: Can<UsersDeactivate>,
+    can: Can<UsersDeactivate>,
     tenant: CurrentTenant,
     id: Path<UserId>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<User>> {
     let state = state(depot)?;
-    Ok(Reply::ok(set_active(&state, &tenant.0, id.0, true).await?))
+    Ok(Reply::ok(
+        set_active(&state, &tenant.0, &can.actor, id.0, true).await?,
+    ))
 }
 
 /// Delete a user: the row stays as `deleted` (audit trail); the Keycloak account (or, for a
@@ -455,6 +502,8 @@ pub async fn delete_user(
     let user = change(
         &state,
         resolved,
+        &can.actor,
+        "user.deleted",
         id.0,
         Some("deleted"),
         None,
