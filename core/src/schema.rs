@@ -269,6 +269,7 @@ pub mod tenant {
             forward_error -> Nullable<Text>,
             forwarded_at -> Nullable<Timestamptz>,
             updated_at -> Timestamptz,
+            syslog_ca_pem -> Nullable<Text>,
         }
     }
 

@@ -668,3 +668,222 @@ async fn retention_prunes_a_prefix_that_stays_verifiable() {
     assert_eq!(seq, 5, "{reason}");
     app.cleanup().await;
 }
+
+/// A throwaway CA and a certificate for 127.0.0.1 signed by it: (CA PEM, cert PEM, key PEM).
+fn test_pki() -> (String, String, String) {
+    let dir = std::env::temp_dir().join(format!("nt-pki-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Test syslog CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let out = (read("ca.pem"), read("leaf.pem"), read("leaf.key"));
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+/// Like [`collect`], behind TLS with `cert`/`key`.
+fn collect_tls(
+    listener: tokio::net::TcpListener,
+    cert: &str,
+    key: &str,
+    out: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) -> tokio::task::JoinHandle<()> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let (out, acceptor) = (out.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let Ok(mut tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let _ = tls.read_to_end(&mut buf).await;
+                let mut rest = &buf[..];
+                while let Some(space) = rest.iter().position(|b| *b == b' ') {
+                    let len: usize = std::str::from_utf8(&rest[..space])
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    let msg = &rest[space + 1..space + 1 + len];
+                    out.lock()
+                        .unwrap()
+                        .push(String::from_utf8(msg.to_vec()).unwrap());
+                    rest = &rest[space + 1 + len..];
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test]
+async fn syslog_over_tls_verifies_the_collector() {
+    let app = TestApp::start().await;
+    let (t, _member, boss, boss_id) = tenant_with_admin(&app).await;
+    app.admin(
+        Method::POST,
+        &format!("/admin/v1/tenants/{}/role-assignments", t.slug),
+    )
+    .json(&json!({"role": "owner", "user_id": boss_id}))
+    .send()
+    .await
+    .unwrap();
+    let as_boss = |m: Method, path: &str| app.anonymous(m, &t.slug, path).bearer_auth(&boss);
+    let (ca, cert, key) = test_pki();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let frames = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let receiver = collect_tls(listener, &cert, &key, frames.clone());
+
+    for (syslog, pointer) in [
+        (
+            json!({"host": "127.0.0.1", "port": port, "tls": true, "ca_pem": "not a certificate"}),
+            "/syslog/ca_pem",
+        ),
+        (
+            json!({"host": "127.0.0.1", "port": port, "tls": false, "ca_pem": ca}),
+            "/syslog/ca_pem",
+        ),
+    ] {
+        let p = expect_problem(
+            as_boss(Method::PUT, "/v1/audit/settings")
+                .json(&json!({"retention_days": null, "syslog": syslog}))
+                .send()
+                .await
+                .unwrap(),
+            422,
+            "validation",
+        )
+        .await;
+        assert_eq!(p["errors"][0]["pointer"], pointer);
+    }
+
+    // Without the CA the collector's certificate is not trusted: nothing is sent, the error
+    // says why, and the entries wait.
+    as_boss(Method::PUT, "/v1/audit/settings")
+        .json(&json!({"retention_days": null, "syslog": {"host": "127.0.0.1", "port": port, "tls": true}}))
+        .send()
+        .await
+        .unwrap();
+    changes(&app, &t, &boss, 2, "tls").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s: Value = as_boss(Method::GET, "/v1/audit/settings")
+            .fetch_json()
+            .await;
+        if let Some(e) = s["forward_error"].as_str() {
+            assert!(e.contains("TLS") || e.contains("certificate"), "{e}");
+            assert_eq!(s["forwarded_seq"], 0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "untrusted collector accepted: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(frames.lock().unwrap().is_empty());
+
+    // With the CA, everything arrives, encrypted.
+    let res = as_boss(Method::PUT, "/v1/audit/settings")
+        .json(&json!({"retention_days": null, "syslog": {"host": "127.0.0.1", "port": port, "tls": true, "ca_pem": ca}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let shown: Value = res.json().await.unwrap();
+    assert_eq!(shown["syslog"]["tls"], true);
+    let head = settled(&app, &t, &boss).await["last_seq"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = seqs(&frames.lock().unwrap());
+        if (1..=head).all(|s| got.contains(&s)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "have {got:?}, want 1..={head}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    receiver.abort();
+    app.cleanup().await;
+}

@@ -1,5 +1,7 @@
 //! SIEM forwarding: sealed entries go to the tenant's syslog collector as RFC 5424 messages
-//! over TCP with octet-counting framing (RFC 6587), in chain order.
+//! over TCP, or TLS (RFC 5425), with octet-counting framing (RFC 6587), in chain order. TLS
+//! verifies the collector's certificate against the public roots plus an optional CA the
+//! tenant supplies.
 //!
 //! **Invariant:** the tenant's `forwarded_seq` moves only after the collector accepted the
 //! whole batch, so a collector that is down delays forwarding and loses nothing (delivery is
@@ -89,16 +91,19 @@ pub async fn forward_tenant(tenant: Uuid, db: &TenantDb) -> ApiResult<u64> {
         if !locked.locked {
             return Ok::<_, ApiError>(0);
         }
-        let settings: Option<(Option<String>, Option<i32>, i64)> = audit_settings::table
+        type Target = (Option<String>, Option<i32>, i64, bool, Option<String>);
+        let settings: Option<Target> = audit_settings::table
             .select((
                 audit_settings::syslog_host,
                 audit_settings::syslog_port,
                 audit_settings::forwarded_seq,
+                audit_settings::syslog_tls,
+                audit_settings::syslog_ca_pem,
             ))
             .first(conn)
             .await
             .optional()?;
-        let Some((Some(host), Some(port), from)) = settings else {
+        let Some((Some(host), Some(port), from, tls, ca_pem)) = settings else {
             return Ok(0);
         };
         let entries: Vec<Entry> = audit_log::table
@@ -116,24 +121,7 @@ pub async fn forward_tenant(tenant: Uuid, db: &TenantDb) -> ApiResult<u64> {
         for e in &entries {
             payload.extend(frame(&name, e));
         }
-        let sent = async {
-            let mut stream = tokio::time::timeout(
-                Duration::from_secs(3),
-                tokio::net::TcpStream::connect((host.as_str(), port as u16)),
-            )
-            .await
-            .map_err(|_| "connection timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-            tokio::time::timeout(Duration::from_secs(10), async {
-                stream.write_all(&payload).await?;
-                stream.flush().await?;
-                stream.shutdown().await
-            })
-            .await
-            .map_err(|_| "sending timed out".to_string())?
-            .map_err(|e| e.to_string())
-        }
-        .await;
+        let sent = send(&host, port as u16, tls, ca_pem.as_deref(), &payload).await;
         match sent {
             Ok(()) => {
                 diesel::update(audit_settings::table)
@@ -158,6 +146,72 @@ pub async fn forward_tenant(tenant: Uuid, db: &TenantDb) -> ApiResult<u64> {
     }
     .await;
     tx.finish(result).await
+}
+
+/// The TLS settings for a collector: public roots plus `ca_pem`'s certificates.
+pub fn tls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = ca_pem {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("the CA is not valid PEM: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("the CA certificate is not usable: {e}"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err("the CA holds no certificate".into());
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())
+    .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// Connects (TCP, or TLS verifying the collector's name) and writes `payload`.
+async fn send(
+    host: &str,
+    port: u16,
+    tls: bool,
+    ca_pem: Option<&str>,
+    payload: &[u8],
+) -> Result<(), String> {
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    .map_err(|_| "connection timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    let mut stream: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if tls {
+        let config = tls_config(ca_pem)?;
+        let name = rustls_pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| format!("not a TLS server name: {e}"))?;
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        Box::new(
+            tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+                .await
+                .map_err(|_| "TLS handshake timed out".to_string())?
+                .map_err(|e| format!("TLS: {e}"))?,
+        )
+    } else {
+        Box::new(tcp)
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        stream.write_all(payload).await?;
+        stream.flush().await?;
+        stream.shutdown().await
+    })
+    .await
+    .map_err(|_| "sending timed out".to_string())?
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

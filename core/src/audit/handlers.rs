@@ -274,6 +274,12 @@ pub struct Syslog {
     /// The collector's host name or IP address.
     pub host: String,
     pub port: u16,
+    /// Use TLS (RFC 5425); the collector's certificate must match `host`.
+    #[serde(default)]
+    pub tls: bool,
+    /// A CA certificate (PEM) to trust for the collector, besides the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
 }
 
 /// The tenant's audit settings.
@@ -307,6 +313,8 @@ type SettingsRow = (
     i64,
     Option<chrono::DateTime<chrono::Utc>>,
     Option<String>,
+    bool,
+    Option<String>,
 );
 
 async fn load_settings(db: &crate::db::TenantDb) -> ApiResult<AuditSettingsView> {
@@ -319,10 +327,12 @@ async fn load_settings(db: &crate::db::TenantDb) -> ApiResult<AuditSettingsView>
             audit_settings::forwarded_seq,
             audit_settings::forwarded_at,
             audit_settings::forward_error,
+            audit_settings::syslog_tls,
+            audit_settings::syslog_ca_pem,
         ))
         .first::<SettingsRow>(tx.conn())
         .await;
-    let (retention_days, host, port, forwarded_seq, forwarded_at, forward_error) =
+    let (retention_days, host, port, forwarded_seq, forwarded_at, forward_error, tls, ca_pem) =
         tx.finish(row).await?;
     Ok(AuditSettingsView {
         settings: AuditSettings {
@@ -331,6 +341,8 @@ async fn load_settings(db: &crate::db::TenantDb) -> ApiResult<AuditSettingsView>
                 (Some(host), Some(port)) => Some(Syslog {
                     host,
                     port: port as u16,
+                    tls,
+                    ca_pem,
                 }),
                 _ => None,
             },
@@ -385,6 +397,24 @@ pub async fn put_settings(
                 message: "must be 1-65535".into(),
             });
         }
+        if let Some(pem) = &sys.ca_pem {
+            if !sys.tls {
+                errors.push(FieldError {
+                    pointer: "/syslog/ca_pem".into(),
+                    message: "only used with tls: true".into(),
+                });
+            } else if pem.len() > 20_000 {
+                errors.push(FieldError {
+                    pointer: "/syslog/ca_pem".into(),
+                    message: "at most 20000 characters".into(),
+                });
+            } else if let Err(e) = super::forward::tls_config(Some(pem)) {
+                errors.push(FieldError {
+                    pointer: "/syslog/ca_pem".into(),
+                    message: e,
+                });
+            }
+        }
     }
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
@@ -398,6 +428,8 @@ pub async fn put_settings(
                 audit_settings::retention_days.eq(s.retention_days),
                 audit_settings::syslog_host.eq(s.syslog.as_ref().map(|x| x.host.clone())),
                 audit_settings::syslog_port.eq(s.syslog.as_ref().map(|x| i32::from(x.port))),
+                audit_settings::syslog_tls.eq(s.syslog.as_ref().is_some_and(|x| x.tls)),
+                audit_settings::syslog_ca_pem.eq(s.syslog.as_ref().and_then(|x| x.ca_pem.clone())),
                 audit_settings::updated_at.eq(chrono::Utc::now()),
             ))
             .execute(conn)
