@@ -31,7 +31,7 @@ curl -s -o /dev/null "${auth[@]}" -H 'Content-Type: application/json' -X POST "$
 user_id="$(curl -sf "${auth[@]}" "$KC/admin/realms/$realm/users?username=$USERNAME&exact=true" | json 'd[0]["id"]')"
 scope="openid"
 if [ -n "$org" ]; then
-  org_id="$(curl -sf "${auth[@]}" "$KC/admin/realms/$realm/organizations?first=0&max=10000" \
+  org_id="$(curl -sf "${auth[@]}" "$KC/admin/realms/$realm/organizations?first=0&max=10000&briefRepresentation=true" \
     | ORG="$org" python3 -c 'import json,os,sys; print([o["id"] for o in json.load(sys.stdin) if o["alias"] == os.environ["ORG"]][0])')"
   curl -s -o /dev/null "${auth[@]}" -H 'Content-Type: application/json' -X POST \
     "$KC/admin/realms/$realm/organizations/$org_id/members" -d "\"$user_id\""
