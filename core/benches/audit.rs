@@ -148,6 +148,7 @@ async fn run() {
                     ip: Some("127.0.0.1".into()),
                     user_agent: Some("bench".into()),
                     tenant: Some((tid, db.clone())),
+                    recent: None,
                 };
                 let mut lat = Vec::new();
                 while Instant::now() < deadline {

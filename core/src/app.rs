@@ -44,6 +44,8 @@ pub struct AppState {
     pub local_keys: Arc<crate::auth::local::LocalKeys>,
     /// Effective permissions per (tenant, user).
     pub perms: Arc<crate::rbac::cache::PermCache>,
+    /// Tenants whose audit log this instance wrote recently.
+    pub audit_recent: Arc<crate::audit::Recent>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +115,7 @@ impl AppState {
         );
         Ok(Arc::new(Self {
             perms: Arc::new(crate::rbac::cache::PermCache::new(redis.clone())),
+            audit_recent: Default::default(),
             local_keys,
             api_key_usage: Default::default(),
             sessions,

@@ -22,6 +22,9 @@ fn neotenant(args: &[&str]) -> (bool, String) {
 #[tokio::test]
 async fn verify_reports_the_chain_and_fails_when_it_is_broken() {
     let slug = format!("cli-{:x}", rand::random::<u32>());
+    // On a fresh machine nothing exists yet: the operator migrates first.
+    let (ok, out) = neotenant(&["migrate"]);
+    assert!(ok, "{out}");
     let (ok, out) = neotenant(&[
         "tenant",
         "create",
@@ -48,7 +51,7 @@ async fn verify_reports_the_chain_and_fails_when_it_is_broken() {
     let tenant = neotenant::tenancy::resolve::resolve(&state, &slug)
         .await
         .unwrap();
-    let actor = neotenant::audit::Actor::system(tenant.tenant.id.0, &tenant.db);
+    let actor = neotenant::audit::Actor::system(&state, tenant.tenant.id.0, &tenant.db);
     for i in 0..3 {
         let mut tx = tenant.db.begin().await.unwrap();
         let r = neotenant::audit::record(

@@ -19,7 +19,7 @@ pub mod seal;
 pub mod search;
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -29,6 +29,7 @@ use salvo::prelude::*;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::app::AppState;
 use crate::db::TenantDb;
 use crate::schema::tenant::audit_log;
 
@@ -43,32 +44,35 @@ pub struct Actor {
     pub user_agent: Option<String>,
     /// The tenant whose log is written: its id and database.
     pub tenant: Option<(Uuid, TenantDb)>,
+    /// This instance's record of recently written tenants (the sealer visits them first).
+    pub recent: Option<Arc<Recent>>,
 }
 
 impl Actor {
     /// The platform itself (background jobs, provisioning) in `tenant`.
-    pub fn system(tenant: Uuid, db: &TenantDb) -> Self {
+    pub fn system(state: &AppState, tenant: Uuid, db: &TenantDb) -> Self {
         Actor {
             kind: "system",
             tenant: Some((tenant, db.clone())),
+            recent: Some(state.audit_recent.clone()),
             ..Default::default()
         }
     }
 
     /// The platform operator (admin API) in `tenant`.
-    pub fn platform(tenant: Uuid, db: &TenantDb) -> Self {
+    pub fn platform(state: &AppState, tenant: Uuid, db: &TenantDb) -> Self {
         Actor {
             kind: "platform",
             tenant: Some((tenant, db.clone())),
+            recent: Some(state.audit_recent.clone()),
             ..Default::default()
         }
     }
 
     /// The caller of a tenant request, from the request context.
     pub fn from_request(req: &Request, depot: &Depot, id: String, api_key: bool) -> Self {
-        let trust = depot
-            .get_typed::<std::sync::Arc<crate::app::AppState>>()
-            .is_ok_and(|s| s.config.rate_limit.trust_forwarded_for);
+        let state = depot.get_typed::<Arc<AppState>>().ok();
+        let trust = state.is_some_and(|s| s.config.rate_limit.trust_forwarded_for);
         Actor {
             kind: if api_key { "api_key" } else { "user" },
             id: Some(id),
@@ -86,6 +90,7 @@ impl Actor {
                 .get_typed::<crate::tenancy::resolve::CurrentTenant>()
                 .ok()
                 .map(|t| (t.0.tenant.id.0, t.0.db.clone())),
+            recent: state.map(|s| s.audit_recent.clone()),
         }
     }
 }
@@ -99,37 +104,38 @@ pub struct Change<'a> {
     pub data: Value,
 }
 
-/// Tenants this instance wrote entries for recently: the sealer visits them every round.
-static RECENT: LazyLock<Mutex<HashMap<Uuid, (Instant, TenantDb)>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Tenants one instance wrote entries for recently: its sealer visits them every round. Part
+/// of `AppState` (never process-global: a database handle belongs to its instance).
+#[derive(Debug, Default)]
+pub struct Recent(Mutex<HashMap<Uuid, (Instant, TenantDb)>>);
 
-fn mark_recent(tenant: &Option<(Uuid, TenantDb)>) {
-    if let Some((id, db)) = tenant {
-        let mut recent = RECENT.lock().expect("audit recent lock");
-        match recent.get_mut(id) {
+impl Recent {
+    fn mark(&self, id: Uuid, db: &TenantDb) {
+        let mut recent = self.0.lock().expect("audit recent lock");
+        match recent.get_mut(&id) {
             Some(entry) => entry.0 = Instant::now(),
             None => {
-                recent.insert(*id, (Instant::now(), db.clone()));
+                recent.insert(id, (Instant::now(), db.clone()));
             }
         }
     }
-}
 
-/// Stops visiting `tenant` until it is written to again (it was deleted, or sealing failed
-/// and the periodic sweep will retry it).
-pub fn forget(tenant: Uuid) {
-    RECENT.lock().expect("audit recent lock").remove(&tenant);
-}
+    /// Stops visiting `tenant` until it is written to again (it was deleted, or sealing
+    /// failed and the periodic sweep will retry it).
+    pub fn forget(&self, tenant: Uuid) {
+        self.0.lock().expect("audit recent lock").remove(&tenant);
+    }
 
-/// The tenants written to within `window` (entries older than an hour are forgotten).
-pub(crate) fn recent_tenants(window: std::time::Duration) -> Vec<(Uuid, TenantDb)> {
-    let mut recent = RECENT.lock().expect("audit recent lock");
-    recent.retain(|_, (at, _)| at.elapsed() < std::time::Duration::from_secs(3600));
-    recent
-        .iter()
-        .filter(|(_, (at, _))| at.elapsed() < window)
-        .map(|(id, (_, db))| (*id, db.clone()))
-        .collect()
+    /// The tenants written to within `window` (entries older than an hour are forgotten).
+    pub fn tenants(&self, window: std::time::Duration) -> Vec<(Uuid, TenantDb)> {
+        let mut recent = self.0.lock().expect("audit recent lock");
+        recent.retain(|_, (at, _)| at.elapsed() < std::time::Duration::from_secs(3600));
+        recent
+            .iter()
+            .filter(|(_, (at, _))| at.elapsed() < window)
+            .map(|(id, (_, db))| (*id, db.clone()))
+            .collect()
+    }
 }
 
 /// The time encoded in a UUIDv7 (the entry's time, so the id orders entries by time).
@@ -169,7 +175,9 @@ pub async fn record(
         ))
         .execute(conn)
         .await?;
-    mark_recent(&actor.tenant);
+    if let (Some((id, db)), Some(recent)) = (&actor.tenant, &actor.recent) {
+        recent.mark(*id, db);
+    }
     Ok(())
 }
 

@@ -463,9 +463,9 @@ pub async fn worker(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver
         tokio::select! {
             _ = stop.changed() => return,
             _ = seal.tick() => {
-                for (id, db) in super::recent_tenants(Duration::from_secs(10) + seal_every) {
+                for (id, db) in state.audit_recent.tenants(Duration::from_secs(10) + seal_every) {
                     if let Err(e) = seal_tenant(&signer, &state.registry, id, &db).await {
-                        super::forget(id);
+                        state.audit_recent.forget(id);
                         tracing::warn!(tenant = %id, error = %e.detail, cause = ?e.source, "audit sealing failed; the sweep retries it");
                     }
                 }
@@ -480,7 +480,7 @@ pub async fn worker(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver
             }
             _ = forward.tick() => {
                 let mut targets = known.clone();
-                for r in super::recent_tenants(Duration::from_secs(3600)) {
+                for r in state.audit_recent.tenants(Duration::from_secs(3600)) {
                     if !targets.iter().any(|(id, _)| *id == r.0) {
                         targets.push(r);
                     }

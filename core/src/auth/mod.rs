@@ -105,6 +105,7 @@ impl TokenCache {
 /// Records a security event in the tenant's audit log, off the request path (the request
 /// does not wait, and a failure to record is logged, not answered).
 fn record_event(
+    state: &AppState,
     tenant: &ResolvedTenant,
     req: &Request,
     action: &'static str,
@@ -122,6 +123,7 @@ fn record_event(
             .map(|v| v.chars().take(300).collect()),
         id: None,
         tenant: Some((tenant.tenant.id.0, tenant.db.clone())),
+        recent: Some(state.audit_recent.clone()),
     };
     tokio::spawn(async move {
         let result = async {
@@ -338,6 +340,7 @@ impl Handler for Authenticate {
                 .await;
             if new_device {
                 record_event(
+                    &state,
                     tenant,
                     req,
                     "session.new_device",
@@ -355,6 +358,7 @@ impl Handler for Authenticate {
             && state.limiter.record_failure(ip).await
         {
             record_event(
+                &state,
                 tenant,
                 req,
                 "auth.locked_out",

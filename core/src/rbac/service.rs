@@ -1009,7 +1009,7 @@ pub async fn platform_assign(
             .await?;
         audit(
             conn,
-            &Actor::platform(tenant, db),
+            &Actor::platform(state, tenant, db),
             "role.assigned",
             "role",
             role.id.to_string(),

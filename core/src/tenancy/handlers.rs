@@ -172,6 +172,7 @@ pub async fn reconcile_users(
     let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
     let report = crate::users::service::reconcile(&state, &resolved).await?;
     platform_event(
+        &state,
         &resolved,
         "users.reconciled",
         "tenant",
@@ -228,6 +229,7 @@ pub async fn put_identity_provider(
     let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
     let view = super::idp::put(&state, &resolved, &alias.0.0, &body.0).await?;
     platform_event(
+        &state,
         &resolved,
         "identity_provider.saved",
         "identity_provider",
@@ -240,6 +242,7 @@ pub async fn put_identity_provider(
 
 /// Records a platform operator's action in the tenant's audit log.
 async fn platform_event(
+    state: &AppState,
     tenant: &super::cache::ResolvedTenant,
     action: &str,
     target_type: &str,
@@ -248,7 +251,7 @@ async fn platform_event(
 ) -> ApiResult<()> {
     crate::audit::record_alone(
         &tenant.db,
-        &crate::audit::Actor::platform(tenant.tenant.id.0, &tenant.db),
+        &crate::audit::Actor::platform(state, tenant.tenant.id.0, &tenant.db),
         crate::audit::Change {
             action,
             target_type,
@@ -270,6 +273,7 @@ pub async fn delete_identity_provider(
     let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
     super::idp::delete(&state, &resolved, &alias.0.0).await?;
     platform_event(
+        &state,
         &resolved,
         "identity_provider.deleted",
         "identity_provider",
@@ -353,7 +357,7 @@ pub async fn create_local_user(
     let result = match result {
         Ok(user) => crate::audit::record(
             tx.conn(),
-            &crate::audit::Actor::platform(resolved.tenant.id.0, &resolved.db),
+            &crate::audit::Actor::platform(&state, resolved.tenant.id.0, &resolved.db),
             crate::audit::Change {
                 action: "user.created",
                 target_type: "user",

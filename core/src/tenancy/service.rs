@@ -550,7 +550,7 @@ pub async fn delete(state: &AppState, slug: &str, confirm: Option<&str>) -> ApiR
     let Some(tenant) = repo::find_by_slug(lock.conn(), slug).await? else {
         return lock.finish(Ok(())).await;
     };
-    crate::audit::forget(tenant.id.0);
+    state.audit_recent.forget(tenant.id.0);
     if let Err(e) = remove_identity(state, &tenant).await {
         return lock
             .finish(Err(ApiError::new(
