@@ -158,7 +158,7 @@ pub async fn export_audit(can: Can<AuditExport>, req: &mut Request) -> ApiResult
             if done {
                 return None;
             }
-            match search::page_forward(&db, &filter, after, 1000).await {
+            match search::page(&db, &filter, after, 1000, search::Direction::Newer).await {
                 Ok(rows) if rows.is_empty() => None,
                 Ok(rows) => {
                     let last = rows.last().map(|e| e.id.0);

@@ -192,22 +192,38 @@ fn newest_first(
     }
 }
 
-/// Newest first, before `before`, at most `limit`.
-pub async fn search(
+/// Which way a page goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Newest first, before the cursor (search).
+    Older,
+    /// Oldest first, after the cursor (exports).
+    Newer,
+}
+
+/// One page of entries matching `filter`, at most `limit`, from `cursor` in `direction`.
+pub async fn page(
     db: &TenantDb,
     filter: &Filter,
-    before: Option<Uuid>,
+    cursor: Option<Uuid>,
     limit: i64,
+    direction: Direction,
 ) -> ApiResult<Vec<AuditEntry>> {
-    let mut q = newest_first(filter.query(), filter)
-        .select(Entry::as_select())
-        .limit(limit);
-    if let Some(b) = before {
-        q = q.filter(audit_log::id.lt(b));
+    let mut q = match direction {
+        Direction::Older => newest_first(filter.query(), filter),
+        Direction::Newer => filter.query().order(audit_log::id.asc()),
+    }
+    .select(Entry::as_select())
+    .limit(limit);
+    if let Some(c) = cursor {
+        q = match direction {
+            Direction::Older => q.filter(audit_log::id.lt(c)),
+            Direction::Newer => q.filter(audit_log::id.gt(c)),
+        };
     }
     let mut tx = db.begin().await?;
     // A generic plan cannot see which filter is selective (nor the limit) and walks the
-    // primary key; plan each search for its actual values.
+    // primary key; plan each page for its actual values.
     let rows = async {
         use diesel_async::SimpleAsyncConnection;
         tx.conn()
@@ -224,29 +240,14 @@ pub async fn search(
         .collect())
 }
 
-/// Oldest first, after `after`, at most `limit` (exports).
-pub async fn page_forward(
+/// Newest first, before `before`, at most `limit`.
+pub async fn search(
     db: &TenantDb,
     filter: &Filter,
-    after: Option<Uuid>,
+    before: Option<Uuid>,
     limit: i64,
 ) -> ApiResult<Vec<AuditEntry>> {
-    let mut q = filter
-        .query()
-        .select(Entry::as_select())
-        .order(audit_log::id.asc())
-        .limit(limit);
-    if let Some(a) = after {
-        q = q.filter(audit_log::id.gt(a));
-    }
-    let mut tx = db.begin().await?;
-    let rows = q.load(tx.conn()).await;
-    Ok(tx
-        .finish(rows)
-        .await?
-        .into_iter()
-        .map(AuditEntry::from)
-        .collect())
+    page(db, filter, before, limit, Direction::Older).await
 }
 
 /// Sealed entries after `seq`, in chain order (streaming).

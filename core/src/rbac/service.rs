@@ -310,8 +310,8 @@ async fn parent_ids(conn: &mut AsyncPgConnection, keys: &[String]) -> ApiResult<
     Ok(rows)
 }
 
-/// Every permission a role carries with its parents: what holding it hands out.
-async fn closure_perms(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> ApiResult<Vec<Perm>> {
+/// Every permission roles carry with their parents: what holding them hands out.
+pub async fn closure_perms(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> ApiResult<Vec<Perm>> {
     let roles = repo::role_closure(conn, ids).await?;
     let mut all: BTreeSet<Perm> = BTreeSet::new();
     for r in roles.values() {

@@ -20,7 +20,7 @@ use crate::db::TenantDb;
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use crate::ids::{ShareId, TeamId, UserId};
 use crate::rbac::Caller;
-use crate::rbac::perm::{Perm, Scope};
+use crate::rbac::perm::Scope;
 use crate::schema::tenant::{
     roles, team_members, team_roles, team_shares, team_templates, teams, users,
 };
@@ -289,12 +289,7 @@ async fn grant_team_roles(
         return Err(field("/role", format!("no role {missing:?}")));
     }
     let ids: Vec<Uuid> = found.iter().map(|(id, _)| *id).collect();
-    let closure = crate::rbac::repo::role_closure(conn, &ids).await?;
-    let perms: Vec<Perm> = closure
-        .values()
-        .flat_map(|r| r.permissions.iter().cloned())
-        .collect();
-    caller.require_delegable(&perms)?;
+    caller.require_delegable(&crate::rbac::service::closure_perms(conn, &ids).await?)?;
     let rows: Vec<_> = ids
         .iter()
         .map(|r| {
@@ -991,12 +986,7 @@ pub async fn remove_team_role(
         let Some(role) = role else {
             return Err(ApiError::not_found("role"));
         };
-        let closure = crate::rbac::repo::role_closure(conn, &[role]).await?;
-        let perms: Vec<Perm> = closure
-            .values()
-            .flat_map(|r| r.permissions.iter().cloned())
-            .collect();
-        caller.require_delegable(&perms)?;
+        caller.require_delegable(&crate::rbac::service::closure_perms(conn, &[role]).await?)?;
         let n = diesel::delete(
             team_roles::table
                 .filter(team_roles::team_id.eq(id.0))
