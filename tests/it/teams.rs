@@ -419,6 +419,33 @@ async fn deep_trees_templates_shares_analytics_and_the_org_chart() {
         )
         .await;
     }
+    // The seam resource modules ask: teams it was shared with get its access; others none.
+    {
+        let resolved = neotenant::tenancy::resolve::resolve(app.state(), &t.slug)
+            .await
+            .unwrap();
+        let team = |id: &str| id.parse::<neotenant::ids::TeamId>().unwrap().0;
+        let mut tx = resolved.db.begin().await.unwrap();
+        let with = neotenant::teams::service::shared_access(
+            tx.conn(),
+            &[team(&region_id)],
+            "document",
+            "doc-1",
+        )
+        .await
+        .unwrap();
+        let owner = neotenant::teams::service::shared_access(
+            tx.conn(),
+            &[team(&squad_id)],
+            "document",
+            "doc-1",
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(with.as_deref(), Some("read"));
+        assert_eq!(owner, None, "sharing grants the other team, not the owner");
+    }
     let seen: Value = as_boss(Method::GET, &format!("/v1/teams/{region_id}/shares"))
         .fetch_json()
         .await;
