@@ -405,13 +405,12 @@ mod tests {
 
 /// `/v1/api-keys`: my keys.
 pub mod handlers {
-    use std::sync::Arc;
 
     use salvo::oapi::endpoint;
     use salvo::prelude::*;
 
     use super::{ApiKeyView, CreatedApiKey, NewApiKey};
-    use crate::app::AppState;
+
     use crate::error::{ApiError, ApiResult};
     use crate::http::extract::{JsonBody, Path};
     use crate::http::reply::{NoContent, Reply};
@@ -420,12 +419,7 @@ pub mod handlers {
     use crate::rbac::need::{ApiKeysCreateOwn, ApiKeysReadOwn, ApiKeysRevokeOwn};
     use crate::tenancy::resolve::CurrentTenant;
 
-    fn state(depot: &Depot) -> ApiResult<Arc<AppState>> {
-        depot
-            .get_typed::<Arc<AppState>>()
-            .cloned()
-            .map_err(|_| ApiError::internal("state missing"))
-    }
+    use crate::http::extract::state;
 
     /// Create an API key acting as me (the secret is in this answer only).
     #[endpoint(tags("api keys"), status_codes(201, 401, 422))]

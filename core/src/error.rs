@@ -112,6 +112,11 @@ pub struct ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// `v`, or a 404 naming `what`.
+pub fn found<T>(v: Option<T>, what: &str) -> ApiResult<T> {
+    v.ok_or_else(|| ApiError::not_found(what))
+}
+
 impl ApiError {
     pub fn new(code: ErrorCode, detail: impl Into<Cow<'static, str>>) -> Self {
         Self {

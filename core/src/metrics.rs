@@ -26,8 +26,11 @@ pub struct Metrics {
     pub rate_limit_errors: prometheus::IntCounter,
     /// Sessions seen on a device their user had not used before.
     pub new_devices: prometheus::IntCounter,
-    /// Effective-permission lookups by where they were answered (`l1`, `l2`, `database`).
-    pub permission_lookups: IntCounterVec,
+    /// Effective-permission lookups by where they were answered, resolved once (the L1 one
+    /// counts on every request): `neotenant_permission_lookups_total{layer="l1"|"l2"|"database"}`.
+    pub permission_l1: prometheus::IntCounter,
+    pub permission_l2: prometheus::IntCounter,
+    pub permission_database: prometheus::IntCounter,
 }
 
 impl Default for Metrics {
@@ -135,7 +138,9 @@ impl Metrics {
             auth_lockouts,
             rate_limit_errors,
             new_devices,
-            permission_lookups,
+            permission_l1: permission_lookups.with_label_values(&["l1"]),
+            permission_l2: permission_lookups.with_label_values(&["l2"]),
+            permission_database: permission_lookups.with_label_values(&["database"]),
         }
     }
 

@@ -369,7 +369,6 @@ mod tests {
 
 /// HTTP endpoints: my sessions, revoking them, an admin revoking a user's, and token refresh.
 pub mod handlers {
-    use std::sync::Arc;
 
     use salvo::oapi::{ToSchema, endpoint};
     use salvo::prelude::*;
@@ -384,12 +383,7 @@ pub mod handlers {
     use crate::tenancy::resolve::CurrentTenant;
     use crate::users::CurrentUser;
 
-    fn state(depot: &Depot) -> ApiResult<Arc<AppState>> {
-        depot
-            .get_typed::<Arc<AppState>>()
-            .cloned()
-            .map_err(|_| ApiError::internal("state missing"))
-    }
+    use crate::http::extract::state;
 
     fn redis_down(e: redis::RedisError) -> ApiError {
         ApiError::unavailable("the session store", e)
@@ -469,12 +463,16 @@ pub mod handlers {
         Ok(NoContent)
     }
 
+    /// Ends every session of `user` (plus `current`, if the registry missed it), here and in
+    /// Keycloak, and records who did it.
     async fn revoke_all(
         state: &AppState,
         tenant: &CurrentTenant,
-        subject: &str,
+        actor: &crate::audit::Actor,
+        user: &crate::users::User,
         current: Option<&str>,
     ) -> ApiResult<()> {
+        let subject = user.subject.as_str();
         let tenant_id = tenant.0.tenant.id;
         let mut sids: Vec<String> = state
             .sessions
@@ -499,7 +497,17 @@ pub mod handlers {
         {
             tracing::warn!(%error, "ending a user's sessions in Keycloak failed; they stay revoked here");
         }
-        Ok(())
+        crate::audit::record_alone(
+            &tenant.0.db,
+            actor,
+            crate::audit::Change {
+                action: "sessions.revoked_all",
+                target_type: "user",
+                target_id: Some(user.id.to_string()),
+                data: serde_json::json!({}),
+            },
+        )
+        .await
     }
 
     /// End all my sessions, this one included.
@@ -514,19 +522,9 @@ pub mod handlers {
         revoke_all(
             &state,
             &tenant,
-            &me.user.subject,
-            me.principal.0.session_id.as_deref(),
-        )
-        .await?;
-        crate::audit::record_alone(
-            &tenant.0.db,
             &caller.actor,
-            crate::audit::Change {
-                action: "sessions.revoked_all",
-                target_type: "user",
-                target_id: Some(me.user.id.to_string()),
-                data: serde_json::json!({}),
-            },
+            &me.user,
+            me.principal.0.session_id.as_deref(),
         )
         .await?;
         Ok(NoContent)
@@ -542,18 +540,7 @@ pub mod handlers {
     ) -> ApiResult<NoContent> {
         let state = state(depot)?;
         let user = crate::users::service::by_id(&tenant.0.db, id.0).await?;
-        revoke_all(&state, &tenant, &user.subject, None).await?;
-        crate::audit::record_alone(
-            &tenant.0.db,
-            &can.actor,
-            crate::audit::Change {
-                action: "sessions.revoked_all",
-                target_type: "user",
-                target_id: Some(id.0.to_string()),
-                data: serde_json::json!({}),
-            },
-        )
-        .await?;
+        revoke_all(&state, &tenant, &can.actor, &user, None).await?;
         Ok(NoContent)
     }
 

@@ -17,12 +17,12 @@ use super::chain::Signer;
 use super::seal::{self, VerifyReport};
 use super::search::{self, AuditEntry, Filter, Format};
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
+use crate::http::extract::state;
 use crate::http::extract::{JsonBody, ListParams, Page};
 use crate::http::reply::Reply;
 use crate::ids::AuditId;
 use crate::rbac::Caller;
 use crate::rbac::Can;
-use crate::rbac::handlers::state;
 use crate::rbac::need::{AuditConfigure, AuditExport, AuditRead};
 use crate::schema::tenant::audit_settings;
 

@@ -113,36 +113,21 @@ fn record_event(
 ) {
     let db = tenant.db.clone();
     let actor = crate::audit::Actor {
-        kind: "system",
-        request_id: None,
-        ip: None,
         user_agent: req
             .headers()
             .get("user-agent")
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(300).collect()),
-        id: None,
-        tenant: Some((tenant.tenant.id.0, tenant.db.clone())),
-        recent: Some(state.audit_recent.clone()),
+        ..crate::audit::Actor::system(state, tenant.tenant.id.0, &tenant.db)
     };
     tokio::spawn(async move {
-        let result = async {
-            let mut tx = db.begin().await?;
-            let r = crate::audit::record(
-                tx.conn(),
-                &actor,
-                crate::audit::Change {
-                    action,
-                    target_type: "tenant",
-                    target_id: None,
-                    data,
-                },
-            )
-            .await;
-            tx.finish(r).await.map_err(ApiError::from)
-        }
-        .await;
-        if let Err(error) = result {
+        let change = crate::audit::Change {
+            action,
+            target_type: "tenant",
+            target_id: None,
+            data,
+        };
+        if let Err(error) = crate::audit::record_alone(&db, &actor, change).await {
             tracing::warn!(error = %error.detail, action, "security event not recorded");
         }
     });

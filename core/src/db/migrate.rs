@@ -51,6 +51,8 @@ pub enum MigrateError {
     Pool(#[from] super::PoolError),
     #[error("invalid schema name {0:?}")]
     BadSchema(String),
+    #[error("cannot open a transaction in the tenant: {0}")]
+    Tenant(String),
 }
 
 /// The migrations of one set (`registry` or `tenant`), ordered by version.

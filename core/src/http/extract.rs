@@ -44,6 +44,14 @@ macro_rules! depot_extractor {
     };
 }
 
+/// The shared [`AppState`](crate::app::AppState) the `Observe` hoop put in the depot.
+pub fn state(depot: &Depot) -> Result<std::sync::Arc<crate::app::AppState>, ApiError> {
+    depot
+        .get_typed::<std::sync::Arc<crate::app::AppState>>()
+        .cloned()
+        .map_err(|_| ApiError::internal("state missing"))
+}
+
 /// A JSON request body of type `T`.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);

@@ -1,7 +1,5 @@
 //! HTTP endpoints for roles, assignments, grants and permission checks under `/v1`.
 
-use std::sync::Arc;
-
 use salvo::oapi::endpoint;
 use salvo::prelude::*;
 
@@ -12,7 +10,6 @@ use super::{
     Assigned, Assignment, Caller, Can, CatalogEntry, CheckRequest, CheckResults, Grant, HeldRole,
     NewGrant, NewRole, Role, RolePatch, RoleTemplate, UserPermissions, service,
 };
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::extract::{JsonBody, Path};
 use crate::http::reply::{NoContent, Reply};
@@ -20,12 +17,7 @@ use crate::ids::{GrantId, UserId};
 use salvo::oapi::ToSchema;
 use serde::Serialize;
 
-pub(crate) fn state(depot: &Depot) -> ApiResult<Arc<AppState>> {
-    depot
-        .get_typed::<Arc<AppState>>()
-        .cloned()
-        .map_err(|_| ApiError::internal("state missing"))
-}
+use crate::http::extract::state;
 
 /// A strict boolean query flag: absent → false; `true`/`false`/`1`/`0` only.
 pub(crate) fn flag(req: &Request, name: &str) -> ApiResult<bool> {

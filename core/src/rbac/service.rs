@@ -21,7 +21,7 @@ use crate::app::AppState;
 use crate::audit::{self, Actor, Change};
 use crate::auth::token::Principal;
 use crate::db::TenantDb;
-use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
+use crate::error::{ApiError, ApiResult, ErrorCode, FieldError, found};
 use crate::ids::{GrantId, RoleId, UserId};
 use crate::schema::tenant::{roles, user_grants, user_roles, users};
 use crate::tenancy::cache::ResolvedTenant;
@@ -66,20 +66,12 @@ pub async fn effective(
     let idp = idp_key(idp_roles);
     let cache = &state.perms;
     if let Some(hit) = cache.l1(tid, user, idp) {
-        state
-            .metrics
-            .permission_lookups
-            .with_label_values(&["l1"])
-            .inc();
+        state.metrics.permission_l1.inc();
         return Ok(hit);
     }
     let generation = match cache.l2(tid, user, idp).await {
         Ok((generation, Some(found))) => {
-            state
-                .metrics
-                .permission_lookups
-                .with_label_values(&["l2"])
-                .inc();
+            state.metrics.permission_l2.inc();
             let found = Arc::new(found);
             cache.put_l1(tid, user, idp, generation, found.clone());
             return Ok(found);
@@ -90,11 +82,7 @@ pub async fn effective(
             None
         }
     };
-    state
-        .metrics
-        .permission_lookups
-        .with_label_values(&["database"])
-        .inc();
+    state.metrics.permission_database.inc();
     let computed = Arc::new(compute(&tenant.db, user, idp_roles).await?);
     if let Some(generation) = generation {
         if let Err(e) = cache.put_l2(tid, user, idp, generation, &computed).await {
@@ -227,10 +215,6 @@ pub async fn get_role(db: &TenantDb, key: &str) -> ApiResult<Role> {
     }
     .await;
     tx.finish(result).await
-}
-
-fn found<T>(v: Option<T>, what: &str) -> ApiResult<T> {
-    v.ok_or_else(|| ApiError::not_found(what))
 }
 
 fn is_key(s: &str) -> bool {

@@ -9,10 +9,11 @@ use super::{
     SplitTeam, Team, TeamAnalytics, TeamPatch, TeamRoleInput, TeamTemplate, service,
 };
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::http::extract::state;
 use crate::http::extract::{JsonBody, ListParams, Page, Path};
 use crate::http::reply::{NoContent, Reply};
 use crate::ids::{ShareId, TeamId, UserId};
-use crate::rbac::handlers::{flag, state};
+use crate::rbac::handlers::flag;
 use crate::rbac::need::{TeamsCreate, TeamsRead};
 use crate::rbac::{Caller, Can};
 

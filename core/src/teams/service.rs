@@ -17,7 +17,7 @@ use super::{
 use crate::app::AppState;
 use crate::audit::{self, Change};
 use crate::db::TenantDb;
-use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
+use crate::error::{ApiError, ApiResult, ErrorCode, FieldError, found};
 use crate::ids::{ShareId, TeamId, UserId};
 use crate::rbac::Caller;
 use crate::rbac::perm::Scope;
@@ -40,8 +40,9 @@ pub fn require_on_team(caller: &Caller, action: &str, team: Uuid) -> ApiResult<(
     }
 }
 
-fn found<T>(v: Option<T>) -> ApiResult<T> {
-    v.ok_or_else(|| ApiError::not_found("team"))
+/// The team, or a 404.
+fn the_team<T>(v: Option<T>) -> ApiResult<T> {
+    found(v, "team")
 }
 
 fn field(pointer: &str, message: impl Into<String>) -> ApiError {
@@ -266,7 +267,7 @@ async fn insert_team(
         ))
         .execute(conn)
         .await?;
-    found(repo::get(conn, id).await?)
+    the_team(repo::get(conn, id).await?)
 }
 
 /// Gives `team` the roles `keys`, checking the caller could hand each out.
@@ -389,7 +390,7 @@ pub async fn create(state: &AppState, caller: &Caller, input: &NewTeam) -> ApiRe
 pub async fn get(db: &TenantDb, id: TeamId) -> ApiResult<Team> {
     let mut tx = db.begin().await?;
     let result = async {
-        let row = found(repo::get(tx.conn(), id.0).await?)?;
+        let row = the_team(repo::get(tx.conn(), id.0).await?)?;
         Ok::<_, ApiError>(repo::views(tx.conn(), vec![row]).await?.remove(0))
     }
     .await;
@@ -429,7 +430,7 @@ pub async fn list(
 pub async fn subtree(db: &TenantDb, id: TeamId) -> ApiResult<Vec<Team>> {
     let mut tx = db.begin().await?;
     let result = async {
-        found(repo::get(tx.conn(), id.0).await?)?;
+        the_team(repo::get(tx.conn(), id.0).await?)?;
         let rows = repo::subtree(tx.conn(), id.0).await?;
         Ok::<_, ApiError>(repo::views(tx.conn(), rows).await?)
     }
@@ -440,7 +441,7 @@ pub async fn subtree(db: &TenantDb, id: TeamId) -> ApiResult<Vec<Team>> {
 pub async fn ancestors(db: &TenantDb, id: TeamId) -> ApiResult<Vec<Team>> {
     let mut tx = db.begin().await?;
     let result = async {
-        let row = found(repo::get(tx.conn(), id.0).await?)?;
+        let row = the_team(repo::get(tx.conn(), id.0).await?)?;
         let rows = repo::ancestors(tx.conn(), &row.path).await?;
         Ok::<_, ApiError>(repo::views(tx.conn(), rows).await?)
     }
@@ -463,7 +464,7 @@ pub async fn patch(caller: &Caller, id: TeamId, input: &TeamPatch) -> ApiResult<
     let mut tx = caller.tenant.0.db.begin().await?;
     let result = async {
         let conn = tx.conn();
-        let before = found(repo::get(conn, id.0).await?)?;
+        let before = the_team(repo::get(conn, id.0).await?)?;
         diesel::update(teams::table.find(id.0))
             .set((
                 name.as_ref().map(|n| teams::name.eq(n)),
@@ -472,7 +473,7 @@ pub async fn patch(caller: &Caller, id: TeamId, input: &TeamPatch) -> ApiResult<
             ))
             .execute(conn)
             .await?;
-        let after = found(repo::get(conn, id.0).await?)?;
+        let after = the_team(repo::get(conn, id.0).await?)?;
         record(
             conn,
             caller,
@@ -500,7 +501,7 @@ pub async fn delete(
     let result = async {
         let conn = tx.conn();
         repo::lock_tree(conn).await?;
-        found(repo::get(conn, id.0).await?)?;
+        the_team(repo::get(conn, id.0).await?)?;
         let sub = repo::subtree(conn, id.0).await?;
         if sub.len() > 1 && !recursive {
             return Err(ApiError::new(
@@ -543,7 +544,7 @@ pub async fn move_team(
     let result = async {
         let conn = tx.conn();
         repo::lock_tree(conn).await?;
-        let team = found(repo::get(conn, id.0).await?)?;
+        let team = the_team(repo::get(conn, id.0).await?)?;
         let new_parent = match parent {
             Some(p) => Some(
                 repo::get(conn, p.0)
@@ -582,7 +583,7 @@ pub async fn move_team(
             .execute(conn)
             .await?;
         repo::repath(conn, team.id, team.path.len(), &prefix).await?;
-        let after = found(repo::get(conn, team.id).await?)?;
+        let after = the_team(repo::get(conn, team.id).await?)?;
         record(
             conn,
             caller,
@@ -612,7 +613,7 @@ pub async fn merge(state: &AppState, caller: &Caller, id: TeamId, into: TeamId) 
     let result = async {
         let conn = tx.conn();
         repo::lock_tree(conn).await?;
-        let source = found(repo::get(conn, id.0).await?)?;
+        let source = the_team(repo::get(conn, id.0).await?)?;
         let target = repo::get(conn, into.0)
             .await?
             .ok_or_else(|| field("/into", "no such team"))?;
@@ -707,7 +708,7 @@ pub async fn merge(state: &AppState, caller: &Caller, id: TeamId, into: TeamId) 
                    "members": members.len(), "sub_teams": children.len(), "roles": role_keys}),
         )
         .await?;
-        let after = found(repo::get(conn, target.id).await?)?;
+        let after = the_team(repo::get(conn, target.id).await?)?;
         Ok::<_, ApiError>(repo::views(conn, vec![after]).await?.remove(0))
     }
     .await;
@@ -733,7 +734,7 @@ pub async fn split(
     let result = async {
         let conn = tx.conn();
         repo::lock_tree(conn).await?;
-        let source = found(repo::get(conn, id.0).await?)?;
+        let source = the_team(repo::get(conn, id.0).await?)?;
         match source.parent_id {
             Some(p) => require_on_team(caller, "create", p)?,
             None => caller.require("teams", "create", Scope::Tenant)?,
@@ -794,7 +795,7 @@ pub async fn split(
 pub async fn members(db: &TenantDb, id: TeamId) -> ApiResult<Vec<Member>> {
     let mut tx = db.begin().await?;
     let result = async {
-        found(repo::get(tx.conn(), id.0).await?)?;
+        the_team(repo::get(tx.conn(), id.0).await?)?;
         Ok::<_, ApiError>(repo::members(tx.conn(), id.0).await?)
     }
     .await;
@@ -819,7 +820,7 @@ pub async fn add_members(
     let mut tx = caller.tenant.0.db.begin().await?;
     let result = async {
         let conn = tx.conn();
-        found(repo::get(conn, id.0).await?)?;
+        the_team(repo::get(conn, id.0).await?)?;
         let live: Vec<Uuid> = users::table
             .filter(users::id.eq_any(&ids))
             .filter(users::status.eq("active"))
@@ -925,7 +926,7 @@ pub async fn remove_member(
 pub async fn team_roles(db: &TenantDb, id: TeamId) -> ApiResult<Vec<String>> {
     let mut tx = db.begin().await?;
     let result = async {
-        found(repo::get(tx.conn(), id.0).await?)?;
+        the_team(repo::get(tx.conn(), id.0).await?)?;
         Ok::<_, ApiError>(
             team_roles::table
                 .inner_join(roles::table)
@@ -949,7 +950,7 @@ pub async fn add_team_role(
     let mut tx = caller.tenant.0.db.begin().await?;
     let result = async {
         let conn = tx.conn();
-        found(repo::get(conn, id.0).await?)?;
+        the_team(repo::get(conn, id.0).await?)?;
         grant_team_roles(conn, caller, id.0, &[key.to_string()]).await?;
         record(
             conn,
@@ -1015,7 +1016,7 @@ pub async fn remove_team_role(
 pub async fn shares(db: &TenantDb, id: TeamId) -> ApiResult<Vec<Share>> {
     let mut tx = db.begin().await?;
     let result = async {
-        found(repo::get(tx.conn(), id.0).await?)?;
+        the_team(repo::get(tx.conn(), id.0).await?)?;
         Ok::<_, ApiError>(repo::shares_of(tx.conn(), id.0).await?)
     }
     .await;
@@ -1061,7 +1062,7 @@ pub async fn add_share(caller: &Caller, id: TeamId, input: &NewShare) -> ApiResu
     let mut tx = caller.tenant.0.db.begin().await?;
     let result = async {
         let conn = tx.conn();
-        found(repo::get(conn, id.0).await?)?;
+        the_team(repo::get(conn, id.0).await?)?;
         if repo::get(conn, input.shared_with.0).await?.is_none() {
             return Err(field("/shared_with", "no such team"));
         }
@@ -1167,7 +1168,7 @@ pub async fn analytics(
     let result = async {
         let conn = tx.conn();
         if let Some(t) = only {
-            found(repo::get(conn, t).await?)?;
+            the_team(repo::get(conn, t).await?)?;
         }
         let rows: Vec<Row> = diesel::sql_query(
             r#"

@@ -3,7 +3,6 @@
 //! Translates HTTP to `service` calls and back; no SQL and no business rules here.
 
 use std::str::FromStr;
-use std::sync::Arc;
 
 use salvo::oapi::extract::QueryParam;
 use salvo::oapi::{self, endpoint};
@@ -17,12 +16,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::extract::{JsonBody, ListParams, Page, Path};
 use crate::http::reply::{NoContent, Reply};
 
-fn state(depot: &Depot) -> ApiResult<Arc<AppState>> {
-    depot
-        .get_typed::<Arc<AppState>>()
-        .cloned()
-        .map_err(|_| ApiError::internal("state missing"))
-}
+use crate::http::extract::state;
 
 /// A syntactically valid tenant slug in a path.
 #[derive(Debug, Clone)]

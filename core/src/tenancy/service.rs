@@ -440,29 +440,14 @@ async fn migrate_tenant(state: &AppState, tenant: &Tenant) -> Result<i64, migrat
     );
     let mut conn = AsyncPgConnection::establish(&url).await?;
     let version = migrate::apply(&mut conn, &tenant.schema_name, &migrate::set("tenant")).await?;
-    seed_roles(&mut conn, &tenant.schema_name).await?;
+    // The platform's role templates, through an ordinary tenant transaction.
+    let mut tx = tenant_db(state, tenant)
+        .begin()
+        .await
+        .map_err(|e| migrate::MigrateError::Tenant(e.detail.to_string()))?;
+    let seeded = crate::rbac::service::seed(tx.conn()).await;
+    tx.finish(seeded).await?;
     Ok(version)
-}
-
-/// Gives a tenant the platform's role templates (see `rbac::service::seed`).
-async fn seed_roles(
-    conn: &mut AsyncPgConnection,
-    schema: &str,
-) -> Result<(), migrate::MigrateError> {
-    use diesel_async::SimpleAsyncConnection;
-    if !db::is_identifier(schema) {
-        return Err(migrate::MigrateError::BadSchema(schema.to_string()));
-    }
-    conn.batch_execute(&format!("BEGIN; SET LOCAL search_path TO \"{schema}\""))
-        .await?;
-    match crate::rbac::service::seed(conn).await {
-        Ok(()) => conn.batch_execute("COMMIT").await?,
-        Err(e) => {
-            let _ = conn.batch_execute("ROLLBACK").await;
-            return Err(e.into());
-        }
-    }
-    Ok(())
 }
 
 pub async fn get(state: &AppState, slug: &str) -> ApiResult<Tenant> {

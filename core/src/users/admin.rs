@@ -9,8 +9,6 @@
 //! the audit trail keeps its subject. In organization mode the Keycloak account is shared by
 //! the region's tenants: the tenant removes its membership instead of disabling or deleting it.
 
-use std::sync::Arc;
-
 use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -34,12 +32,7 @@ use crate::tenancy::cache::ResolvedTenant;
 use crate::tenancy::model::IdentityMode;
 use crate::tenancy::resolve::CurrentTenant;
 
-fn state(depot: &Depot) -> ApiResult<Arc<AppState>> {
-    depot
-        .get_typed::<Arc<AppState>>()
-        .cloned()
-        .map_err(|_| ApiError::internal("state missing"))
-}
+use crate::http::extract::state;
 
 fn idp_down(e: IdpError) -> ApiError {
     ApiError::new(
