@@ -46,6 +46,8 @@ pub struct AppState {
     pub perms: Arc<crate::rbac::cache::PermCache>,
     /// Tenants whose audit log this instance wrote recently.
     pub audit_recent: Arc<crate::audit::Recent>,
+    /// Compiled resource-type schemas by (tenant, type, version).
+    pub resource_validators: Arc<crate::resources::types::ValidatorCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +118,7 @@ impl AppState {
         Ok(Arc::new(Self {
             perms: Arc::new(crate::rbac::cache::PermCache::new(redis.clone())),
             audit_recent: Default::default(),
+            resource_validators: Default::default(),
             local_keys,
             api_key_usage: Default::default(),
             sessions,

@@ -77,6 +77,7 @@ error_codes! {
     PayloadTooLarge => (PAYLOAD_TOO_LARGE, "payload-too-large", "The request body is too large"),
     UnsupportedMediaType => (UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "The request body has an unsupported content type"),
     Validation => (UNPROCESSABLE_ENTITY, "validation", "The request body failed validation"),
+    PreconditionFailed => (PRECONDITION_FAILED, "precondition-failed", "The resource changed since it was read"),
     ConfirmationRequired => (PRECONDITION_REQUIRED, "confirmation-required", "This action must be confirmed"),
     RateLimited => (TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
     AuthLocked => (TOO_MANY_REQUESTS, "auth-locked", "Too many failed authentications from this client"),

@@ -130,6 +130,16 @@ prefixed_id!(
     ShareId,
     "shr"
 );
+prefixed_id!(
+    /// A resource (an instance of a tenant's resource type).
+    ResourceId,
+    "res"
+);
+prefixed_id!(
+    /// A resource's share with a user or a team.
+    ResourceShareId,
+    "rsh"
+);
 
 #[cfg(test)]
 mod tests {

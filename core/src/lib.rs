@@ -6,7 +6,8 @@
 //! (registry, provisioning, resolution, admin API) · `auth` (tokens, keys, local mode) ·
 //! `users` · `sessions` · `apikeys` · `ratelimit` · `rbac` (permissions, roles, `Can<P>`) ·
 //! `teams` · `audit` (chain, sealing, search, forwarding) · `pubsub` (broadcast listeners) ·
-//! `notes` (first tenant-scoped feature) · `metrics` · `telemetry` · `ids` · `schema`.
+//! `outbox` (events in the change's transaction) · `resources` (types, records, versions,
+//! shares) · `notes` (first tenant-scoped feature) · `metrics` · `telemetry` · `ids` · `schema`.
 //! See docs/ARCHITECTURE.md.
 
 pub mod apikeys;
@@ -20,9 +21,11 @@ pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod notes;
+pub mod outbox;
 pub mod pubsub;
 pub mod ratelimit;
 pub mod rbac;
+pub mod resources;
 pub mod schema;
 pub mod sessions;
 pub mod teams;

@@ -273,6 +273,97 @@ pub mod tenant {
         }
     }
 
+    diesel::table! {
+        outbox (seq) {
+            seq -> BigInt,
+            txid -> BigInt,
+            topic -> Text,
+            aggregate_type -> Text,
+            aggregate_id -> Text,
+            payload -> Jsonb,
+            at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        resource_types (name) {
+            name -> Text,
+            title -> Text,
+            description -> Text,
+            version -> Integer,
+            schema -> Jsonb,
+            searchable -> Array<Text>,
+            filterable -> Array<Text>,
+            sortable -> Array<Text>,
+            relationships -> Jsonb,
+            source -> Text,
+            created_at -> Timestamptz,
+            updated_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        resource_type_versions (name, version) {
+            name -> Text,
+            version -> Integer,
+            definition -> Jsonb,
+            created_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        resources (id) {
+            id -> Uuid,
+            #[sql_name = "type"]
+            type_ -> Text,
+            data -> Jsonb,
+            tags -> Array<Text>,
+            category -> Nullable<Text>,
+            owner_id -> Uuid,
+            team_id -> Nullable<Uuid>,
+            version -> Integer,
+            created_at -> Timestamptz,
+            updated_at -> Timestamptz,
+            deleted_at -> Nullable<Timestamptz>,
+        }
+    }
+
+    diesel::table! {
+        resource_versions (resource_id, version) {
+            resource_id -> Uuid,
+            version -> Integer,
+            data -> Jsonb,
+            tags -> Array<Text>,
+            category -> Nullable<Text>,
+            deleted -> Bool,
+            change -> Text,
+            actor_id -> Nullable<Text>,
+            at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        resource_shares (id) {
+            id -> Uuid,
+            resource_id -> Uuid,
+            user_id -> Nullable<Uuid>,
+            team_id -> Nullable<Uuid>,
+            access -> Text,
+            created_by -> Nullable<Uuid>,
+            created_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        resource_links (from_id, kind, to_id) {
+            from_id -> Uuid,
+            kind -> Text,
+            to_id -> Uuid,
+            created_by -> Nullable<Uuid>,
+            created_at -> Timestamptz,
+        }
+    }
+
     diesel::joinable!(role_parents -> roles (role_id));
     diesel::joinable!(user_roles -> roles (role_id));
     diesel::joinable!(team_roles -> roles (role_id));
@@ -289,6 +380,10 @@ pub mod tenant {
         teams,
         team_members,
         team_roles,
-        team_shares
+        team_shares,
+        resources,
+        resource_versions,
+        resource_shares,
+        resource_links
     );
 }

@@ -13,6 +13,7 @@ mod ops;
 mod pinning;
 mod ratelimit;
 mod rbac;
+mod resources;
 mod sessions;
 mod teams;
 mod useradmin;

@@ -226,6 +226,48 @@ impl<T: ToSchema> EndpointArgRegister for Path<T> {
     }
 }
 
+/// The `If-Match` request header, when present (optimistic concurrency: a change applies only
+/// if the resource's current `ETag` is among those listed, or the header is `*`).
+#[derive(Debug, Clone)]
+pub struct IfMatch(pub Option<String>);
+
+impl<'ex> Extractible<'ex> for IfMatch {
+    fn metadata() -> &'static Metadata {
+        static METADATA: Metadata = Metadata::new("IfMatch");
+        &METADATA
+    }
+
+    #[allow(refining_impl_trait)]
+    async fn extract(req: &'ex mut Request, _depot: &'ex mut Depot) -> Result<Self, ApiError> {
+        match req.headers().get(salvo::http::header::IF_MATCH) {
+            None => Ok(IfMatch(None)),
+            Some(v) => v
+                .to_str()
+                .ok()
+                .filter(|s| !s.trim().is_empty() && s.len() <= 1024)
+                .map(|s| IfMatch(Some(s.to_string())))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::InvalidParameter,
+                        "If-Match must be `*` or a list of ETags",
+                    )
+                }),
+        }
+    }
+}
+
+impl EndpointArgRegister for IfMatch {
+    fn register(_components: &mut Components, operation: &mut Operation, _arg: &str) {
+        operation.parameters.insert(
+            Parameter::new("If-Match")
+                .location(ParameterIn::Header)
+                .required(oapi::Required::False)
+                .description("Apply only if the resource's ETag is this one (else 412).")
+                .schema(oapi::Object::new().schema_type(oapi::schema::BasicType::String)),
+        );
+    }
+}
+
 /// Smallest and largest page size; the default when `limit` is absent.
 pub const LIMIT_DEFAULT: u32 = 50;
 pub const LIMIT_MAX: u32 = 200;

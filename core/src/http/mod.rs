@@ -51,6 +51,7 @@ fn authenticated_api() -> Router {
         .push(crate::rbac::handlers::router())
         .push(crate::teams::handlers::router())
         .push(crate::audit::handlers::router())
+        .push(crate::resources::handlers::router())
 }
 
 /// All routes described by the OpenAPI document.

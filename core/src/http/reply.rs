@@ -2,7 +2,7 @@
 //!
 //! Owns nothing but serialisation; a body that fails to serialise is an internal error.
 
-use salvo::http::header::{CONTENT_TYPE, HeaderValue, LOCATION};
+use salvo::http::header::{CONTENT_TYPE, ETAG, HeaderValue, LOCATION};
 use salvo::oapi::{self, Components, EndpointOutRegister, Operation, ToSchema};
 use salvo::prelude::*;
 use serde::Serialize;
@@ -13,6 +13,7 @@ use crate::error::ApiError;
 pub struct Reply<T> {
     status: StatusCode,
     location: Option<String>,
+    etag: Option<String>,
     body: T,
 }
 
@@ -21,6 +22,7 @@ impl<T> Reply<T> {
         Self {
             status: StatusCode::OK,
             location: None,
+            etag: None,
             body,
         }
     }
@@ -28,6 +30,7 @@ impl<T> Reply<T> {
         Self {
             status: StatusCode::ACCEPTED,
             location: None,
+            etag: None,
             body,
         }
     }
@@ -35,8 +38,14 @@ impl<T> Reply<T> {
         Self {
             status: StatusCode::CREATED,
             location: Some(location),
+            etag: None,
             body,
         }
+    }
+    /// Adds an `ETag` header (a quoted version).
+    pub fn with_etag(mut self, etag: String) -> Self {
+        self.etag = Some(etag);
+        self
     }
 }
 
@@ -50,6 +59,9 @@ impl<T: Serialize + Send> Writer for Reply<T> {
                     .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
                     res.headers_mut().insert(LOCATION, location);
+                }
+                if let Some(etag) = self.etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+                    res.headers_mut().insert(ETAG, etag);
                 }
                 res.body(bytes);
             }

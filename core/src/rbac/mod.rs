@@ -207,6 +207,15 @@ pub mod need {
         AuditConfigure => ("audit", "configure", Tenant);
         IdentityProvidersRead => ("identity_providers", "read", Tenant);
         IdentityProvidersUpdate => ("identity_providers", "update", Tenant);
+        ResourceTypesRead => ("resource_types", "read", Tenant);
+        ResourceTypesCreate => ("resource_types", "create", Tenant);
+        ResourceTypesUpdate => ("resource_types", "update", Tenant);
+        ResourceTypesDelete => ("resource_types", "delete", Tenant);
+        ResourcesCreateOwn => ("resources", "create", Own);
+        ResourcesReadOwn => ("resources", "read", Own);
+        ResourcesUpdateOwn => ("resources", "update", Own);
+        ResourcesDeleteOwn => ("resources", "delete", Own);
+        ResourcesShareOwn => ("resources", "share", Own);
     }
 }
 

@@ -1,0 +1,118 @@
+//! The transactional outbox: events written in the same transaction as the change they
+//! describe, read by consumers (the search indexer now; webhooks, notifications and plugins
+//! later) in commit-safe order.
+//!
+//! Order and safety: every row carries the id of the transaction that wrote it (`txid`).
+//! Consumers read in `(txid, seq)` order and only rows of transactions older than the oldest
+//! one still running (`pg_snapshot_xmin`), so a transaction that commits late can never put a
+//! row *behind* a consumer's cursor: nothing is skipped, and a consumer that stores its cursor
+//! with its own effects (atomically) applies each event at least once. A long transaction
+//! delays consumers (bounded by the pools' statement and idle-in-transaction timeouts); it
+//! never loses events. This module never decides what an event means.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Jsonb, Text, Timestamptz};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::schema::tenant::outbox;
+
+/// A consumer's position: the last `(txid, seq)` it applied. `(0, 0)` is the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Cursor {
+    pub txid: i64,
+    pub seq: i64,
+}
+
+/// An event read back.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Event {
+    #[diesel(sql_type = BigInt)]
+    pub seq: i64,
+    #[diesel(sql_type = BigInt)]
+    pub txid: i64,
+    #[diesel(sql_type = Text)]
+    pub topic: String,
+    #[diesel(sql_type = Text)]
+    pub aggregate_type: String,
+    #[diesel(sql_type = Text)]
+    pub aggregate_id: String,
+    #[diesel(sql_type = Jsonb)]
+    pub payload: Value,
+    #[diesel(sql_type = Timestamptz)]
+    pub at: DateTime<Utc>,
+}
+
+impl Event {
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            txid: self.txid,
+            seq: self.seq,
+        }
+    }
+}
+
+/// Writes an event inside the caller's transaction.
+pub async fn emit(
+    conn: &mut AsyncPgConnection,
+    topic: &str,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    payload: Value,
+) -> QueryResult<()> {
+    diesel::insert_into(outbox::table)
+        .values((
+            outbox::topic.eq(topic),
+            outbox::aggregate_type.eq(aggregate_type),
+            outbox::aggregate_id.eq(aggregate_id),
+            outbox::payload.eq(payload),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Up to `limit` events after `after`, only from transactions no longer running.
+pub async fn read_after(
+    conn: &mut AsyncPgConnection,
+    after: Cursor,
+    limit: i64,
+) -> QueryResult<Vec<Event>> {
+    diesel::sql_query(
+        "SELECT seq, txid, topic, aggregate_type, aggregate_id, payload, at FROM outbox \
+         WHERE (txid, seq) > ($1, $2) \
+           AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+         ORDER BY txid, seq LIMIT $3",
+    )
+    .bind::<BigInt, _>(after.txid)
+    .bind::<BigInt, _>(after.seq)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await
+}
+
+/// The position after every event that is safe to read now (for consumers that rebuild from
+/// the source and then continue from here).
+pub async fn head(conn: &mut AsyncPgConnection) -> QueryResult<Cursor> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        txid: i64,
+        #[diesel(sql_type = BigInt)]
+        seq: i64,
+    }
+    let row: Option<Row> = diesel::sql_query(
+        "SELECT txid, seq FROM outbox \
+         WHERE txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+         ORDER BY txid DESC, seq DESC LIMIT 1",
+    )
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(row.map_or(Cursor::default(), |r| Cursor {
+        txid: r.txid,
+        seq: r.seq,
+    }))
+}

@@ -1,0 +1,508 @@
+//! HTTP endpoints: `/v1/resource-types` (the registry) and `/v1/resources/{type}` (records,
+//! versions, shares, tag and category counts). The `Can<…>` requirement of each endpoint is
+//! the minimum (own scope); the service narrows per resource.
+
+use std::collections::BTreeMap;
+
+use salvo::oapi::ToSchema;
+use salvo::oapi::endpoint;
+use salvo::prelude::*;
+use serde::Serialize;
+
+use super::service::{self, Ctx, ListCursor, ListQuery};
+use super::{
+    Diff, Resource, ResourceInput, ResourcePatch, ResourceType, Share, ShareInput, TypeInput,
+    Version,
+};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::http::extract::{IfMatch, JsonBody, ListParams, Page, Path, state};
+use crate::http::reply::{NoContent, Reply};
+use crate::ids::{ResourceId, ResourceShareId, TeamId, UserId};
+use crate::rbac::Can;
+use crate::rbac::need::{
+    ResourceTypesCreate, ResourceTypesDelete, ResourceTypesRead, ResourceTypesUpdate,
+    ResourcesCreateOwn, ResourcesDeleteOwn, ResourcesReadOwn, ResourcesShareOwn,
+    ResourcesUpdateOwn,
+};
+
+macro_rules! ctx {
+    ($depot:expr, $can:expr) => {
+        Ctx {
+            state: &*state($depot)?,
+            caller: &$can.caller,
+        }
+    };
+}
+
+/// List the tenant's resource types.
+#[endpoint(tags("resources"), status_codes(200, 401, 403, 404))]
+pub async fn list_types(
+    can: Can<ResourceTypesRead>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Vec<ResourceType>>> {
+    Ok(Reply::ok(service::list_types(&ctx!(depot, can)).await?))
+}
+
+/// Define a resource type: a JSON Schema for the data and the searchable, filterable and
+/// sortable fields.
+#[endpoint(
+    tags("resources"),
+    status_codes(201, 400, 401, 403, 404, 409, 413, 415, 422)
+)]
+pub async fn create_type(
+    can: Can<ResourceTypesCreate>,
+    body: JsonBody<TypeInput>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<ResourceType>> {
+    let t = service::create_type(&ctx!(depot, can), &body.0).await?;
+    let location = format!("/v1/resource-types/{}", t.name);
+    Ok(Reply::created(t, location))
+}
+
+/// Get one resource type.
+#[endpoint(tags("resources"), status_codes(200, 401, 403, 404))]
+pub async fn get_type(
+    can: Can<ResourceTypesRead>,
+    name: Path<String>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<ResourceType>> {
+    Ok(Reply::ok(
+        service::get_type(&ctx!(depot, can), &name.0).await?,
+    ))
+}
+
+/// Change a resource type. Refused (409, listing the failures) when stored resources would
+/// not fit the new schema, unless `migration` mends every one of them.
+#[endpoint(
+    tags("resources"),
+    status_codes(200, 400, 401, 403, 404, 409, 413, 415, 422)
+)]
+pub async fn replace_type(
+    can: Can<ResourceTypesUpdate>,
+    name: Path<String>,
+    body: JsonBody<TypeInput>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<ResourceType>> {
+    Ok(Reply::ok(
+        service::replace_type(&ctx!(depot, can), &name.0, &body.0).await?,
+    ))
+}
+
+/// Delete a resource type that has no resources.
+#[endpoint(tags("resources"), status_codes(204, 401, 403, 404, 409))]
+pub async fn delete_type(
+    can: Can<ResourceTypesDelete>,
+    name: Path<String>,
+    depot: &mut Depot,
+) -> ApiResult<NoContent> {
+    service::delete_type(&ctx!(depot, can), &name.0).await?;
+    Ok(NoContent)
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidParameter, message.into())
+}
+
+/// Reads `tag` (repeatable), `category`, `filter[field]`, `sort`, `owner`, `team`, `deleted`.
+fn list_query(req: &Request, page: ListParams<ListCursor>) -> ApiResult<ListQuery> {
+    let mut q = ListQuery {
+        limit: i64::from(page.limit),
+        after: page.after,
+        ..Default::default()
+    };
+    let mut filters = BTreeMap::new();
+    for (k, v) in req.queries().iter_all() {
+        let one = || -> ApiResult<&String> {
+            match v.as_slice() {
+                [x] => Ok(x),
+                _ => Err(bad(format!("query parameter `{k}` may appear once"))),
+            }
+        };
+        match k.as_str() {
+            "limit" | "cursor" => {}
+            "tag" => q.tags.extend(v.iter().cloned()),
+            "category" => q.category = Some(one()?.clone()),
+            "sort" => q.sort = Some(one()?.clone()),
+            "owner" => {
+                q.owner = Some(
+                    one()?
+                        .parse::<UserId>()
+                        .map_err(|e| bad(format!("owner: {e}")))?
+                        .0,
+                )
+            }
+            "team" => {
+                q.team = Some(
+                    one()?
+                        .parse::<TeamId>()
+                        .map_err(|e| bad(format!("team: {e}")))?
+                        .0,
+                )
+            }
+            "deleted" => {
+                q.deleted = one()?
+                    .parse::<bool>()
+                    .map_err(|_| bad("deleted must be true or false"))?
+            }
+            other => match other
+                .strip_prefix("filter[")
+                .and_then(|f| f.strip_suffix(']'))
+            {
+                Some(f) if super::types::is_field(f) => {
+                    filters.insert(f.to_string(), one()?.clone());
+                }
+                _ => return Err(bad(format!("unknown query parameter `{other}`"))),
+            },
+        }
+    }
+    if q.tags.len() > 20 || filters.len() > 20 {
+        return Err(bad("at most 20 tags and 20 filters"));
+    }
+    q.filters = filters;
+    Ok(q)
+}
+
+/// List resources of a type the caller may read. Query: `tag` (repeatable, all must match),
+/// `category`, `filter[<filterable field>]=<value>` (equality, typed as declared), `sort=<field>`
+/// or `sort=-<field>` (declared sortable fields; rows without the field last), `owner`,
+/// `team`, `deleted=true` (the soft-deleted ones), `limit`, `cursor`.
+#[endpoint(tags("resources"), status_codes(200, 400, 401, 403, 404))]
+pub async fn list(
+    can: Can<ResourcesReadOwn>,
+    type_name: Path<String>,
+    page: ListParams<ListCursor>,
+    req: &mut Request,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Page<Resource>>> {
+    let q = list_query(req, page)?;
+    let (items, next_cursor) = service::list(&ctx!(depot, can), &type_name.0, &q).await?;
+    Ok(Reply::ok(Page { items, next_cursor }))
+}
+
+/// Create a resource (validated against its type: a 422 lists every field error).
+#[endpoint(
+    tags("resources"),
+    status_codes(201, 400, 401, 403, 404, 413, 415, 422)
+)]
+pub async fn create(
+    can: Can<ResourcesCreateOwn>,
+    type_name: Path<String>,
+    body: JsonBody<ResourceInput>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Resource>> {
+    let r = service::create(&ctx!(depot, can), &type_name.0, &body.0).await?;
+    let location = format!("/v1/resources/{}/{}", r.type_name, r.id);
+    let etag = r.etag();
+    Ok(Reply::created(r, location).with_etag(etag))
+}
+
+/// Get a resource (with its `ETag`); `?deleted=true` also finds a soft-deleted one.
+#[endpoint(tags("resources"), status_codes(200, 400, 401, 403, 404))]
+pub async fn get(
+    can: Can<ResourcesReadOwn>,
+    type_name: Path<String>,
+    id: Path<ResourceId>,
+    req: &mut Request,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Resource>> {
+    let deleted = match req.query::<String>("deleted").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(bad("deleted must be true or false")),
+    };
+    let r = service::get(&ctx!(depot, can), &type_name.0, id.0, deleted).await?;
+    let etag = r.etag();
+    Ok(Reply::ok(r).with_etag(etag))
+}
+
+/// Replace a resource's data, tags, category and team. With `If-Match`, only if unchanged
+/// since (412 otherwise).
+#[endpoint(
+    tags("resources"),
+    status_codes(200, 400, 401, 403, 404, 412, 413, 415, 422)
+)]
+pub async fn replace(
+    can: Can<ResourcesUpdateOwn>,
+    type_name: Path<String>,
+    id: Path<ResourceId>,
+    if_match: IfMatch,
+    body: JsonBody<ResourceInput>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Resource>> {
+    let r = service::replace(
+        &ctx!(depot, can),
+        &type_name.0,
+        id.0,
+        if_match.0.as_deref(),
+        &body.0,
+    )
+    .await?;
+    let etag = r.etag();
+    Ok(Reply::ok(r).with_etag(etag))
+}
+
+/// Change part of a resource: `data` is a JSON merge patch (RFC 7396).
+#[endpoint(
+    tags("resources"),
+    status_codes(200, 400, 401, 403, 404, 412, 413, 415, 422)
+)]
+pub async fn patch(
+    can: Can<ResourcesUpdateOwn>,
+    type_name: Path<String>,
+    id: Path<ResourceId>,
+    if_match: IfMatch,
+    body: JsonBody<ResourcePatch>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Resource>> {
+    let r = service::patch(
+        &ctx!(depot, can),
+        &type_name.0,
+        id.0,
+        if_match.0.as_deref(),
+        &body.0,
+    )
+    .await?;
+    let etag = r.etag();
+    Ok(Reply::ok(r).with_etag(etag))
+}
+
+/// Soft-delete a resource (restorable).
+#[endpoint(tags("resources"), status_codes(204, 400, 401, 403, 404, 412))]
+pub async fn delete(
+    can: Can<ResourcesDeleteOwn>,
+    type_name: Path<String>,
+    id: Path<ResourceId>,
+    if_match: IfMatch,
+    depot: &mut Depot,
+) -> ApiResult<NoContent> {
+    service::set_deleted(
+        &ctx!(depot, can),
+        &type_name.0,
+        id.0,
+        if_match.0.as_deref(),
+        true,
+    )
+    .await?;
+    Ok(NoContent)
+}
+
+/// Restore a soft-deleted resource.
+#[endpoint(tags("resources"), status_codes(200, 400, 401, 403, 404, 412))]
+pub async fn restore(
+    can: Can<ResourcesDeleteOwn>,
+    type_name: Path<String>,
+    id: Path<ResourceId>,
+    if_match: IfMatch,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Resource>> {
+    let r = service::set_deleted(
+        &ctx!(depot, can),
+        &type_name.0,
+        id.0,
+        if_match.0.as_deref(),
+        false,
+    )
+    .await?;
+    let etag = r.etag();
+    Ok(Reply::ok(r).with_etag(etag))
+}
+
+/// A resource's versions, newest first (`cursor` pages on).
+#[endpoint(tags("resources"), status_codes(200, 400, 401, 403, 404))]
+pub async fn versions(
+    can: Can<ResourcesReadOwn>,
+    type_name: Path<String>,
+    id: Path<ResourceId>,
+    page: ListParams<i32>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Page<Version>>> {
+    let rows = service::versions(
+        &ctx!(depot, can),
+        &type_name.0,
+        id.0,
+        page.after,
+        i64::from(page.limit) + 1,
+    )
+    .await?;
+    Ok(Reply::ok(Page::from_rows(rows, page.limit, |v| v.version)))
+}
+
+/// One version of a resource.
+#[endpoint(tags("resources"), status_codes(200, 400, 401, 403, 404))]
+pub async fn version(
+    can: Can<ResourcesReadOwn>,
+    type_name: Path<String>,
+    id: Path<ResourceId>,
+    number: Path<i32>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Version>> {
+    Ok(Reply::ok(
+        service::version(&ctx!(depot, can), &type_name.0, id.0, number.0).await?,
+    ))
+}
+
+/// Make an old version current again (as a new version).
+#[endpoint(tags("resources"), status_codes(200, 400, 401, 403, 404, 412, 422))]
+pub async fn revert(
+    can: Can<ResourcesUpdateOwn>,
+    type_name: Path<String>,
+    id: Path<ResourceId>,
+    number: Path<i32>,
+    if_match: IfMatch,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Resource>> {
+    let r = service::revert(
+        &ctx!(depot, can),
+        &type_name.0,
+        id.0,
+        number.0,
+        if_match.0.as_deref(),
+    )
+    .await?;
+    let etag = r.etag();
+    Ok(Reply::ok(r).with_etag(etag))
+}
+
+/// Differences between two versions: `?from=&to=` (default: the previous and the current).
+#[endpoint(tags("resources"), status_codes(200, 400, 401, 403, 404))]
+pub async fn diff(
+    can: Can<ResourcesReadOwn>,
+    type_name: Path<String>,
+    id: Path<ResourceId>,
+    req: &mut Request,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Diff>> {
+    let num = |name: &str| -> ApiResult<Option<i32>> {
+        req.query::<String>(name)
+            .map(|v| {
+                v.parse::<i32>()
+                    .map_err(|_| bad(format!("{name} must be a version number")))
+            })
+            .transpose()
+    };
+    let (from, to) = (num("from")?, num("to")?);
+    Ok(Reply::ok(
+        service::diff(&ctx!(depot, can), &type_name.0, id.0, from, to).await?,
+    ))
+}
+
+/// Who a resource is shared with.
+#[endpoint(tags("resources"), status_codes(200, 400, 401, 403, 404))]
+pub async fn shares(
+    can: Can<ResourcesShareOwn>,
+    type_name: Path<String>,
+    id: Path<ResourceId>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Vec<Share>>> {
+    Ok(Reply::ok(
+        service::shares(&ctx!(depot, can), &type_name.0, id.0).await?,
+    ))
+}
+
+/// Share a resource with a user or a team (and the teams below it): `read` or `write`.
+/// Sharing again with the same user or team changes the access.
+#[endpoint(
+    tags("resources"),
+    status_codes(201, 400, 401, 403, 404, 413, 415, 422)
+)]
+pub async fn share(
+    can: Can<ResourcesShareOwn>,
+    type_name: Path<String>,
+    id: Path<ResourceId>,
+    body: JsonBody<ShareInput>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Share>> {
+    let s = service::share(&ctx!(depot, can), &type_name.0, id.0, &body.0).await?;
+    let location = format!("/v1/resources/{}/{}/shares/{}", type_name.0, id.0, s.id);
+    Ok(Reply::created(s, location))
+}
+
+/// Remove a share.
+#[endpoint(tags("resources"), status_codes(204, 400, 401, 403, 404))]
+pub async fn unshare(
+    can: Can<ResourcesShareOwn>,
+    type_name: Path<String>,
+    id: Path<ResourceId>,
+    share_id: Path<ResourceShareId>,
+    depot: &mut Depot,
+) -> ApiResult<NoContent> {
+    service::unshare(&ctx!(depot, can), &type_name.0, id.0, share_id.0).await?;
+    Ok(NoContent)
+}
+
+/// A value and how many visible live resources carry it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Count {
+    pub value: String,
+    pub count: i64,
+}
+
+/// Tags of a type's resources with counts (resources the caller may read).
+#[endpoint(tags("resources"), status_codes(200, 400, 401, 403, 404))]
+pub async fn tag_counts(
+    can: Can<ResourcesReadOwn>,
+    type_name: Path<String>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Vec<Count>>> {
+    let rows = service::counts(&ctx!(depot, can), &type_name.0, true).await?;
+    Ok(Reply::ok(
+        rows.into_iter()
+            .map(|(value, count)| Count { value, count })
+            .collect(),
+    ))
+}
+
+/// Categories of a type's resources with counts (resources the caller may read).
+#[endpoint(tags("resources"), status_codes(200, 400, 401, 403, 404))]
+pub async fn category_counts(
+    can: Can<ResourcesReadOwn>,
+    type_name: Path<String>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Vec<Count>>> {
+    let rows = service::counts(&ctx!(depot, can), &type_name.0, false).await?;
+    Ok(Reply::ok(
+        rows.into_iter()
+            .map(|(value, count)| Count { value, count })
+            .collect(),
+    ))
+}
+
+/// `/v1/resource-types` and `/v1/resources`.
+pub fn router() -> Router {
+    Router::new()
+        .push(
+            Router::with_path("resource-types")
+                .get(list_types)
+                .post(create_type)
+                .push(
+                    Router::with_path("{name}")
+                        .get(get_type)
+                        .put(replace_type)
+                        .delete(delete_type),
+                ),
+        )
+        .push(
+            Router::with_path("resources/{type_name}")
+                .get(list)
+                .post(create)
+                .push(Router::with_path("tags").get(tag_counts))
+                .push(Router::with_path("categories").get(category_counts))
+                .push(
+                    Router::with_path("{id}")
+                        .get(get)
+                        .put(replace)
+                        .patch(patch)
+                        .delete(delete)
+                        .push(Router::with_path("restore").post(restore))
+                        .push(Router::with_path("diff").get(diff))
+                        .push(Router::with_path("versions").get(versions))
+                        .push(
+                            Router::with_path("versions/{number}")
+                                .get(version)
+                                .push(Router::with_path("restore").post(revert)),
+                        )
+                        .push(Router::with_path("shares").get(shares).post(share))
+                        .push(Router::with_path("shares/{share_id}").delete(unshare)),
+                ),
+        )
+}

@@ -1,0 +1,1289 @@
+//! Rules and transactions for resource types and resources. Every change runs in one tenant
+//! transaction that also writes the version row, the audit entry and the outbox event; the
+//! type's row is share-locked by writers and exclusively locked by type changes, so data is
+//! always validated against the schema it is stored under.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use diesel::sql_types::{Array, Jsonb, Text, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::access::{Access, Action, Relation};
+use super::repo::{self, ResourceRow, Sql, TypeRow};
+use super::types::{self, is_field};
+use super::{
+    Diff, DiffEntry, Resource, ResourceInput, ResourcePatch, ResourceType, Share, ShareInput,
+    TypeInput, Version,
+};
+use crate::app::AppState;
+use crate::audit::{self, Change};
+use crate::error::{ApiError, ApiResult, ErrorCode, FieldError, found};
+use crate::ids::{ResourceId, ResourceShareId, TeamId};
+use crate::rbac::Caller;
+
+pub const TAGS_MAX: usize = 50;
+
+/// Who is asking, in which tenant.
+pub struct Ctx<'a> {
+    pub state: &'a AppState,
+    pub caller: &'a Caller,
+}
+
+impl Ctx<'_> {
+    fn db(&self) -> &crate::db::TenantDb {
+        &self.caller.tenant.0.db
+    }
+    fn tenant(&self) -> Uuid {
+        self.caller.tenant.0.tenant.id.0
+    }
+    fn actor_id(&self) -> String {
+        self.caller.user.user.id.to_string()
+    }
+}
+
+fn invalid(pointer: &str, message: impl Into<String>) -> ApiError {
+    ApiError::validation(vec![FieldError {
+        pointer: pointer.into(),
+        message: message.into(),
+    }])
+}
+
+fn type_change(action: &'static str, t: &ResourceType) -> Change<'static> {
+    Change {
+        action,
+        target_type: "resource_type",
+        target_id: Some(t.name.clone()),
+        data: json!({"version": t.version, "searchable": t.searchable,
+                     "filterable": t.filterable, "sortable": t.sortable}),
+    }
+}
+
+/// Name of the index that sorts live resources of `type_name` by `field`.
+fn sort_index_name(type_name: &str, field: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{type_name}\0{field}").as_bytes());
+    format!("resources_sort_{}", hex::encode(&digest[..10]))
+}
+
+/// The SQL expression a sortable field sorts by, typed as its schema declares. `field` has
+/// passed `is_field`, so it is safe as a literal.
+fn sort_expr(t: &ResourceType, field: &str) -> String {
+    let numeric = t
+        .schema
+        .pointer(&format!("/properties/{field}/type"))
+        .is_some_and(|ty| ty == "number" || ty == "integer");
+    if numeric {
+        format!("((r.data ->> '{field}')::numeric)")
+    } else {
+        format!("((r.data ->> '{field}') COLLATE \"C\")")
+    }
+}
+
+/// Creates the sort indexes a type declares and drops the ones it no longer does.
+async fn sync_sort_indexes(
+    conn: &mut AsyncPgConnection,
+    t: &ResourceType,
+    old: Option<&ResourceType>,
+) -> ApiResult<()> {
+    let mut sql = String::new();
+    if let Some(old) = old {
+        for f in &old.sortable {
+            sql.push_str(&format!(
+                "DROP INDEX IF EXISTS {};",
+                sort_index_name(&old.name, f)
+            ));
+        }
+    }
+    for f in &t.sortable {
+        debug_assert!(is_field(f) && types::is_name(&t.name));
+        let expr = sort_expr(t, f).replace("r.data", "data");
+        sql.push_str(&format!(
+            "CREATE INDEX IF NOT EXISTS {} ON resources ({expr}, id) \
+             WHERE type = '{}' AND deleted_at IS NULL;",
+            sort_index_name(&t.name, f),
+            t.name
+        ));
+    }
+    if !sql.is_empty() {
+        conn.batch_execute(&sql).await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- types
+
+pub async fn list_types(ctx: &Ctx<'_>) -> ApiResult<Vec<ResourceType>> {
+    let mut tx = ctx.db().begin().await?;
+    let r = repo::types(tx.conn()).await.map_err(ApiError::from);
+    tx.finish(r).await
+}
+
+pub async fn get_type(ctx: &Ctx<'_>, name: &str) -> ApiResult<ResourceType> {
+    let mut tx = ctx.db().begin().await?;
+    let r = repo::get_type(tx.conn(), name)
+        .await
+        .map_err(ApiError::from);
+    found(tx.finish(r).await?, "resource type")
+}
+
+fn checked(input: &TypeInput, existing: &[String]) -> ApiResult<()> {
+    let mut errors = Vec::new();
+    types::check(input, existing, &mut errors);
+    if let Some(m) = &input.migration {
+        types::check_migration(m, &mut errors);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+pub async fn create_type(ctx: &Ctx<'_>, input: &TypeInput) -> ApiResult<ResourceType> {
+    if input.migration.is_some() {
+        return Err(invalid(
+            "/migration",
+            "only a type change can carry a migration",
+        ));
+    }
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        let existing: Vec<String> = repo::types(conn)
+            .await?
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        checked(input, &existing)?;
+        if existing.contains(&input.name) {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("resource type `{}` exists", input.name),
+            ));
+        }
+        let now = Utc::now();
+        let row = TypeRow {
+            name: input.name.clone(),
+            title: input.title.trim().to_string(),
+            description: input.description.clone(),
+            version: 1,
+            schema: input.schema.clone(),
+            searchable: input.searchable.clone(),
+            filterable: input.filterable.clone(),
+            sortable: input.sortable.clone(),
+            relationships: serde_json::to_value(&input.relationships).unwrap_or(json!([])),
+            source: "declarative".into(),
+            created_at: now,
+            updated_at: now,
+        };
+        repo::insert_type(conn, &row).await?;
+        let t = ResourceType::from(row);
+        repo::insert_type_version(conn, &t).await?;
+        sync_sort_indexes(conn, &t, None).await?;
+        audit::record(
+            conn,
+            &ctx.caller.actor,
+            type_change("resource_type.created", &t),
+        )
+        .await?;
+        Ok(t)
+    }
+    .await;
+    tx.finish(result).await
+}
+
+/// Replaces a type's definition. Every stored resource (live or deleted) must validate
+/// against the new schema, after the optional migration is applied to it; otherwise nothing
+/// changes and the answer lists the first failures.
+pub async fn replace_type(ctx: &Ctx<'_>, name: &str, input: &TypeInput) -> ApiResult<ResourceType> {
+    let mut input = input.clone();
+    input.name = name.to_string();
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        if !repo::lock_type(conn, name, true).await? {
+            return Err(ApiError::not_found("resource type"));
+        }
+        let old = found(repo::get_type(conn, name).await?, "resource type")?;
+        let existing: Vec<String> = repo::types(conn)
+            .await?
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        checked(&input, &existing)?;
+        let validator = types::compile(&input.schema)
+            .map_err(|e| invalid("/schema", format!("does not compile: {e}")))?;
+        let now = Utc::now();
+        let mut errors = Vec::new();
+        let mut changed = Vec::new();
+        for mut r in repo::all_of_type_for_update(conn, name).await? {
+            let data = match &input.migration {
+                Some(m) => types::migrate(&r.data, m),
+                None => r.data.clone(),
+            };
+            for e in types::validate(&validator, &data, "") {
+                if errors.len() < 20 {
+                    errors.push(FieldError {
+                        pointer: format!("/resources/{}/data{}", r.id, e.pointer),
+                        message: e.message,
+                    });
+                }
+            }
+            if data != r.data {
+                r.data = data;
+                changed.push(r);
+            }
+        }
+        if !errors.is_empty() {
+            let mut err = ApiError::new(
+                ErrorCode::Conflict,
+                "stored resources do not fit the new schema; nothing changed (add a `migration` \
+                 that mends them, or change them first)",
+            );
+            err.errors = errors;
+            return Err(err);
+        }
+        let row = TypeRow {
+            name: name.to_string(),
+            title: input.title.trim().to_string(),
+            description: input.description.clone(),
+            version: old.version + 1,
+            schema: input.schema.clone(),
+            searchable: input.searchable.clone(),
+            filterable: input.filterable.clone(),
+            sortable: input.sortable.clone(),
+            relationships: serde_json::to_value(&input.relationships).unwrap_or(json!([])),
+            source: old.source.clone(),
+            created_at: old.created_at,
+            updated_at: now,
+        };
+        repo::update_type(conn, &row).await?;
+        let t = ResourceType::from(row);
+        repo::insert_type_version(conn, &t).await?;
+        sync_sort_indexes(conn, &t, Some(&old)).await?;
+        for mut r in changed {
+            r.version += 1;
+            r.updated_at = now;
+            repo::update(conn, &r).await?;
+            repo::insert_version(conn, &r, "migrated", Some(&ctx.actor_id())).await?;
+            crate::outbox::emit(
+                conn,
+                "resource.updated",
+                &r.type_name,
+                &r.id.to_string(),
+                json!({"version": r.version}),
+            )
+            .await?;
+        }
+        audit::record(
+            conn,
+            &ctx.caller.actor,
+            type_change("resource_type.updated", &t),
+        )
+        .await?;
+        crate::outbox::emit(
+            conn,
+            "resource_type.updated",
+            "resource_type",
+            name,
+            json!({"version": t.version}),
+        )
+        .await?;
+        Ok(t)
+    }
+    .await;
+    tx.finish(result).await
+}
+
+/// Deletes a type that has no resources (live or deleted).
+pub async fn delete_type(ctx: &Ctx<'_>, name: &str) -> ApiResult<()> {
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        if !repo::lock_type(conn, name, true).await? {
+            return Err(ApiError::not_found("resource type"));
+        }
+        let t = found(repo::get_type(conn, name).await?, "resource type")?;
+        let n = repo::count_of_type(conn, name).await?;
+        if n > 0 {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("{n} resource(s) of type `{name}` exist; delete and purge them first"),
+            ));
+        }
+        let mut drop = String::new();
+        for f in &t.sortable {
+            drop.push_str(&format!(
+                "DROP INDEX IF EXISTS {};",
+                sort_index_name(name, f)
+            ));
+        }
+        if !drop.is_empty() {
+            conn.batch_execute(&drop).await?;
+        }
+        repo::delete_type(conn, name).await?;
+        audit::record(
+            conn,
+            &ctx.caller.actor,
+            type_change("resource_type.deleted", &t),
+        )
+        .await?;
+        Ok(())
+    }
+    .await;
+    tx.finish(result).await
+}
+
+// ---------------------------------------------------------------- resources
+
+fn clean_tags(tags: &[String], errors: &mut Vec<FieldError>) -> Vec<String> {
+    if tags.len() > TAGS_MAX {
+        errors.push(FieldError {
+            pointer: "/tags".into(),
+            message: format!("at most {TAGS_MAX} tags"),
+        });
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (i, t) in tags.iter().enumerate() {
+        let t = t.trim();
+        if !(1..=100).contains(&t.chars().count()) || t.chars().any(char::is_control) {
+            errors.push(FieldError {
+                pointer: format!("/tags/{i}"),
+                message: "must be 1-100 printable characters".into(),
+            });
+        } else if !out.iter().any(|o| o == t) {
+            out.push(t.to_string());
+        }
+    }
+    out
+}
+
+fn check_category(c: &Option<String>, errors: &mut Vec<FieldError>) -> Option<String> {
+    let c = c.as_ref().map(|c| c.trim().to_string());
+    if let Some(c) = &c
+        && (!(1..=100).contains(&c.chars().count()) || c.chars().any(char::is_control))
+    {
+        errors.push(FieldError {
+            pointer: "/category".into(),
+            message: "must be 1-100 printable characters".into(),
+        });
+    }
+    c
+}
+
+/// The type (share-locked for the transaction) and a compiled validator for it.
+async fn locked_type(
+    ctx: &Ctx<'_>,
+    conn: &mut AsyncPgConnection,
+    name: &str,
+) -> ApiResult<(ResourceType, std::sync::Arc<jsonschema::Validator>)> {
+    if !types::is_name(name) || !repo::lock_type(conn, name, false).await? {
+        return Err(ApiError::not_found("resource type"));
+    }
+    let t = found(repo::get_type(conn, name).await?, "resource type")?;
+    let v = ctx
+        .state
+        .resource_validators
+        .get(ctx.tenant(), &t.name, t.version, &t.schema)
+        .map_err(ApiError::internal)?;
+    Ok((t, v))
+}
+
+/// Whether `team` is one of the caller's teams or below one.
+async fn team_in_reach(
+    conn: &mut AsyncPgConnection,
+    access: &Access,
+    team: Uuid,
+) -> ApiResult<bool> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        ok: bool,
+    }
+    let row: Row = diesel_async::RunQueryDsl::get_result(
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM teams WHERE id = $1 AND path && $2) AS ok")
+            .bind::<SqlUuid, _>(team)
+            .bind::<Array<SqlUuid>, _>(&access.teams),
+        conn,
+    )
+    .await?;
+    Ok(row.ok)
+}
+
+/// Checks the team a resource is put in: it exists, and the caller is in it (or above it)
+/// unless they act on the whole tenant.
+async fn check_team(
+    conn: &mut AsyncPgConnection,
+    access: &Access,
+    action: Action,
+    team: Option<TeamId>,
+) -> ApiResult<()> {
+    let Some(team) = team else { return Ok(()) };
+    if !repo::team_exists(conn, team.0).await? {
+        return Err(invalid("/team_id", "no such team"));
+    }
+    if access.scope(action) != Some(crate::rbac::perm::Scope::Tenant)
+        && !team_in_reach(conn, access, team.0).await?
+    {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "you can only put resources in your own teams (or teams below them)",
+        ));
+    }
+    Ok(())
+}
+
+async fn record_change(
+    ctx: &Ctx<'_>,
+    conn: &mut AsyncPgConnection,
+    r: &Resource,
+    change: &'static str,
+    before: Option<&Resource>,
+) -> ApiResult<()> {
+    repo::insert_version(conn, r, change, Some(&ctx.actor_id())).await?;
+    let action: &'static str = match change {
+        "created" => "resource.created",
+        "deleted" => "resource.deleted",
+        "restored" => "resource.restored",
+        "reverted" => "resource.reverted",
+        _ => "resource.updated",
+    };
+    let data = match before {
+        Some(b) => json!({"type": r.type_name, "version": r.version,
+                          "changes": diff_states(&state_of(b), &state_of(r))}),
+        None => json!({"type": r.type_name, "version": r.version}),
+    };
+    audit::record(
+        conn,
+        &ctx.caller.actor,
+        Change {
+            action,
+            target_type: "resource",
+            target_id: Some(r.id.to_string()),
+            data,
+        },
+    )
+    .await?;
+    crate::outbox::emit(
+        conn,
+        action,
+        &r.type_name,
+        &r.id.to_string(),
+        json!({"version": r.version}),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn create(ctx: &Ctx<'_>, type_name: &str, input: &ResourceInput) -> ApiResult<Resource> {
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        let (t, validator) = locked_type(ctx, conn, type_name).await?;
+        let access = Access::load(conn, ctx.caller).await?;
+        let mut errors = types::validate(&validator, &input.data, "/data");
+        let tags = clean_tags(&input.tags, &mut errors);
+        let category = check_category(&input.category, &mut errors);
+        if !errors.is_empty() {
+            return Err(ApiError::validation(errors));
+        }
+        check_team(conn, &access, Action::Create, input.team_id).await?;
+        let now = Utc::now();
+        let row = ResourceRow {
+            id: ResourceId::generate().0,
+            type_: t.name.clone(),
+            data: input.data.clone(),
+            tags,
+            category,
+            owner_id: ctx.caller.user_id(),
+            team_id: input.team_id.map(|t| t.0),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        };
+        repo::insert(conn, &row).await?;
+        let r = Resource::from(row);
+        record_change(ctx, conn, &r, "created", None).await?;
+        Ok(r)
+    }
+    .await;
+    tx.finish(result).await
+}
+
+/// Loads a resource the caller may read (404 otherwise, never 403: its existence is not
+/// revealed), with their relation to it.
+async fn readable(
+    conn: &mut AsyncPgConnection,
+    access: &Access,
+    type_name: &str,
+    id: ResourceId,
+    lock: bool,
+) -> ApiResult<(Resource, Relation)> {
+    let r = found(repo::get(conn, type_name, id.0, lock).await?, "resource")?;
+    let rel = access
+        .relation(conn, r.id.0, r.owner_id.0, r.team_id.map(|t| t.0))
+        .await?;
+    if !access.may(Action::Read, rel) {
+        return Err(ApiError::not_found("resource"));
+    }
+    Ok((r, rel))
+}
+
+fn require(access: &Access, action: Action, rel: Relation) -> ApiResult<()> {
+    if access.may(action, rel) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "requires resources.{}.<scope> reaching this resource",
+                action.as_str()
+            ),
+        ))
+    }
+}
+
+fn check_if_match(r: &Resource, if_match: Option<&str>) -> ApiResult<()> {
+    match if_match {
+        None => Ok(()),
+        Some(tags) if tags.trim() == "*" => Ok(()),
+        Some(tags) => {
+            let current = r.etag();
+            if tags
+                .split(',')
+                .map(|t| t.trim().trim_start_matches("W/"))
+                .any(|t| t == current)
+            {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    ErrorCode::PreconditionFailed,
+                    format!(
+                        "the resource is at version {} (ETag {current}); reload it and retry",
+                        r.version
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+pub async fn get(
+    ctx: &Ctx<'_>,
+    type_name: &str,
+    id: ResourceId,
+    deleted: bool,
+) -> ApiResult<Resource> {
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        let access = Access::load(conn, ctx.caller).await?;
+        let (r, _) = readable(conn, &access, type_name, id, false).await?;
+        if r.deleted_at.is_some() && !deleted {
+            return Err(ApiError::not_found("resource"));
+        }
+        Ok(r)
+    }
+    .await;
+    tx.finish(result).await
+}
+
+/// What an update changes.
+enum Edit<'a> {
+    Replace(&'a ResourceInput),
+    Patch(&'a ResourcePatch),
+}
+
+async fn edit(
+    ctx: &Ctx<'_>,
+    type_name: &str,
+    id: ResourceId,
+    if_match: Option<&str>,
+    change: Edit<'_>,
+) -> ApiResult<Resource> {
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        let (_, validator) = locked_type(ctx, conn, type_name).await?;
+        let access = Access::load(conn, ctx.caller).await?;
+        let (before, rel) = readable(conn, &access, type_name, id, true).await?;
+        if before.deleted_at.is_some() {
+            return Err(ApiError::not_found("resource"));
+        }
+        require(&access, Action::Update, rel)?;
+        check_if_match(&before, if_match)?;
+        let mut after = before.clone();
+        let mut errors = Vec::new();
+        match change {
+            Edit::Replace(input) => {
+                after.data = input.data.clone();
+                after.tags = clean_tags(&input.tags, &mut errors);
+                after.category = check_category(&input.category, &mut errors);
+                after.team_id = input.team_id;
+            }
+            Edit::Patch(p) => {
+                if let Some(d) = &p.data {
+                    merge_patch(&mut after.data, d);
+                }
+                if let Some(tags) = &p.tags {
+                    after.tags = clean_tags(tags, &mut errors);
+                }
+                if let Some(c) = &p.category {
+                    after.category = check_category(c, &mut errors);
+                }
+                if let Some(t) = p.team_id {
+                    after.team_id = t;
+                }
+            }
+        }
+        errors.extend(types::validate(&validator, &after.data, "/data"));
+        if !errors.is_empty() {
+            return Err(ApiError::validation(errors));
+        }
+        if after.team_id != before.team_id {
+            check_team(conn, &access, Action::Update, after.team_id).await?;
+        }
+        if state_of(&after) == state_of(&before) {
+            return Ok(before);
+        }
+        after.version += 1;
+        after.updated_at = Utc::now();
+        repo::update(conn, &after).await?;
+        record_change(ctx, conn, &after, "updated", Some(&before)).await?;
+        Ok(after)
+    }
+    .await;
+    tx.finish(result).await
+}
+
+pub async fn replace(
+    ctx: &Ctx<'_>,
+    type_name: &str,
+    id: ResourceId,
+    if_match: Option<&str>,
+    input: &ResourceInput,
+) -> ApiResult<Resource> {
+    edit(ctx, type_name, id, if_match, Edit::Replace(input)).await
+}
+
+pub async fn patch(
+    ctx: &Ctx<'_>,
+    type_name: &str,
+    id: ResourceId,
+    if_match: Option<&str>,
+    input: &ResourcePatch,
+) -> ApiResult<Resource> {
+    edit(ctx, type_name, id, if_match, Edit::Patch(input)).await
+}
+
+/// RFC 7396 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Default::default());
+            }
+            let t = target.as_object_mut().expect("object");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// Soft-deletes (`deleted = true`) or restores a resource.
+pub async fn set_deleted(
+    ctx: &Ctx<'_>,
+    type_name: &str,
+    id: ResourceId,
+    if_match: Option<&str>,
+    deleted: bool,
+) -> ApiResult<Resource> {
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        locked_type(ctx, conn, type_name).await?;
+        let access = Access::load(conn, ctx.caller).await?;
+        let (before, rel) = readable(conn, &access, type_name, id, true).await?;
+        require(&access, Action::Delete, rel)?;
+        check_if_match(&before, if_match)?;
+        if before.deleted_at.is_some() == deleted {
+            return if deleted {
+                Err(ApiError::not_found("resource"))
+            } else {
+                Ok(before)
+            };
+        }
+        let mut after = before.clone();
+        after.version += 1;
+        after.updated_at = Utc::now();
+        after.deleted_at = deleted.then_some(after.updated_at);
+        repo::update(conn, &after).await?;
+        record_change(
+            ctx,
+            conn,
+            &after,
+            if deleted { "deleted" } else { "restored" },
+            None,
+        )
+        .await?;
+        Ok(after)
+    }
+    .await;
+    tx.finish(result).await
+}
+
+// ---------------------------------------------------------------- versions
+
+pub async fn versions(
+    ctx: &Ctx<'_>,
+    type_name: &str,
+    id: ResourceId,
+    before: Option<i32>,
+    limit: i64,
+) -> ApiResult<Vec<Version>> {
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        let access = Access::load(conn, ctx.caller).await?;
+        readable(conn, &access, type_name, id, false).await?;
+        Ok(repo::versions(conn, id.0, before, limit).await?)
+    }
+    .await;
+    tx.finish(result).await
+}
+
+pub async fn version(ctx: &Ctx<'_>, type_name: &str, id: ResourceId, v: i32) -> ApiResult<Version> {
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        let access = Access::load(conn, ctx.caller).await?;
+        readable(conn, &access, type_name, id, false).await?;
+        found(repo::version(conn, id.0, v).await?, "version")
+    }
+    .await;
+    tx.finish(result).await
+}
+
+/// The comparable state of a resource or version: data, tags, category, deleted.
+fn state_of(r: &Resource) -> Value {
+    json!({"data": r.data, "tags": r.tags, "category": r.category, "team_id": r.team_id,
+           "deleted": r.deleted_at.is_some()})
+}
+
+fn state_of_version(v: &Version) -> Value {
+    json!({"data": v.data, "tags": v.tags, "category": v.category, "deleted": v.deleted})
+}
+
+/// Differences between two JSON values, as pointer-addressed changes (objects compared
+/// member by member; arrays and scalars as wholes).
+pub fn diff_values(from: &Value, to: &Value, path: &str, out: &mut Vec<DiffEntry>) {
+    match (from, to) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let p = format!("{path}/{}", k.replace('~', "~0").replace('/', "~1"));
+                match (a.get(k), b.get(k)) {
+                    (Some(x), Some(y)) => diff_values(x, y, &p, out),
+                    (Some(x), None) => out.push(DiffEntry {
+                        op: "remove".into(),
+                        path: p,
+                        from: Some(x.clone()),
+                        to: None,
+                    }),
+                    (None, Some(y)) => out.push(DiffEntry {
+                        op: "add".into(),
+                        path: p,
+                        from: None,
+                        to: Some(y.clone()),
+                    }),
+                    (None, None) => {}
+                }
+            }
+        }
+        (a, b) if a != b => out.push(DiffEntry {
+            op: "replace".into(),
+            path: path.to_string(),
+            from: Some(a.clone()),
+            to: Some(b.clone()),
+        }),
+        _ => {}
+    }
+}
+
+fn diff_states(from: &Value, to: &Value) -> Vec<DiffEntry> {
+    let mut out = Vec::new();
+    diff_values(from, to, "", &mut out);
+    out
+}
+
+pub async fn diff(
+    ctx: &Ctx<'_>,
+    type_name: &str,
+    id: ResourceId,
+    from: Option<i32>,
+    to: Option<i32>,
+) -> ApiResult<Diff> {
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        let access = Access::load(conn, ctx.caller).await?;
+        let (r, _) = readable(conn, &access, type_name, id, false).await?;
+        let to = to.unwrap_or(r.version);
+        let from = from.unwrap_or(to - 1);
+        if from < 1 || to < 1 || from > r.version || to > r.version {
+            return Err(ApiError::new(
+                ErrorCode::InvalidParameter,
+                format!("versions run from 1 to {}", r.version),
+            ));
+        }
+        let a = found(repo::version(conn, id.0, from).await?, "version")?;
+        let b = found(repo::version(conn, id.0, to).await?, "version")?;
+        Ok(Diff {
+            from,
+            to,
+            changes: diff_states(&state_of_version(&a), &state_of_version(&b)),
+        })
+    }
+    .await;
+    tx.finish(result).await
+}
+
+/// Makes an old version current again, as a new version (validated against today's schema).
+pub async fn revert(
+    ctx: &Ctx<'_>,
+    type_name: &str,
+    id: ResourceId,
+    v: i32,
+    if_match: Option<&str>,
+) -> ApiResult<Resource> {
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        let (_, validator) = locked_type(ctx, conn, type_name).await?;
+        let access = Access::load(conn, ctx.caller).await?;
+        let (before, rel) = readable(conn, &access, type_name, id, true).await?;
+        if before.deleted_at.is_some() {
+            return Err(ApiError::not_found("resource"));
+        }
+        require(&access, Action::Update, rel)?;
+        check_if_match(&before, if_match)?;
+        let old = found(repo::version(conn, id.0, v).await?, "version")?;
+        let errors = types::validate(&validator, &old.data, "/data");
+        if !errors.is_empty() {
+            let mut e = ApiError::validation(errors);
+            e.detail = format!("version {v} does not fit the type's current schema").into();
+            return Err(e);
+        }
+        let mut after = before.clone();
+        after.data = old.data;
+        after.tags = old.tags;
+        after.category = old.category;
+        after.version += 1;
+        after.updated_at = Utc::now();
+        repo::update(conn, &after).await?;
+        record_change(ctx, conn, &after, "reverted", Some(&before)).await?;
+        Ok(after)
+    }
+    .await;
+    tx.finish(result).await
+}
+
+// ---------------------------------------------------------------- lists
+
+/// A list request.
+#[derive(Debug, Default)]
+pub struct ListQuery {
+    pub tags: Vec<String>,
+    pub category: Option<String>,
+    /// Equality on declared filterable fields.
+    pub filters: BTreeMap<String, String>,
+    /// A declared sortable field, `-` prefixed for descending.
+    pub sort: Option<String>,
+    pub owner: Option<Uuid>,
+    pub team: Option<Uuid>,
+    pub deleted: bool,
+    pub after: Option<ListCursor>,
+    pub limit: i64,
+}
+
+/// A list position: the sort value (when sorting by a field) and the id.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ListCursor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v: Option<Value>,
+    pub id: Uuid,
+}
+
+/// The JSON value a filter's text stands for, typed as the schema declares the field.
+fn filter_value(t: &ResourceType, field: &str, raw: &str) -> ApiResult<Value> {
+    let ty = t
+        .schema
+        .pointer(&format!("/properties/{field}/type"))
+        .and_then(Value::as_str)
+        .unwrap_or("string");
+    let bad = || {
+        ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("filter[{field}] must be a {ty}"),
+        )
+    };
+    Ok(match ty {
+        "integer" => json!(raw.parse::<i64>().map_err(|_| bad())?),
+        "number" => json!(raw.parse::<f64>().map_err(|_| bad())?),
+        "boolean" => json!(raw.parse::<bool>().map_err(|_| bad())?),
+        _ => json!(raw),
+    })
+}
+
+fn sort_value(r: &Resource, field: &str) -> Option<Value> {
+    r.data.get(field).filter(|v| !v.is_null()).cloned()
+}
+
+pub async fn list(
+    ctx: &Ctx<'_>,
+    type_name: &str,
+    q: &ListQuery,
+) -> ApiResult<(Vec<Resource>, Option<String>)> {
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        let t = found(
+            if types::is_name(type_name) {
+                repo::get_type(conn, type_name).await?
+            } else {
+                None
+            },
+            "resource type",
+        )?;
+        let access = Access::load(conn, ctx.caller).await?;
+        let mut sql = Sql::new(
+            "SELECT r.id, r.type AS type_, r.data, r.tags, r.category, r.owner_id, r.team_id, \
+             r.version, r.created_at, r.updated_at, r.deleted_at FROM resources r WHERE r.type = ",
+        )
+        .bind::<Text, _>(t.name.clone())
+        .push(if q.deleted {
+            " AND r.deleted_at IS NOT NULL"
+        } else {
+            " AND r.deleted_at IS NULL"
+        });
+        sql = access.read_predicate(sql);
+        if !q.tags.is_empty() {
+            sql = sql
+                .push(" AND r.tags @> ")
+                .bind::<Array<Text>, _>(q.tags.clone());
+        }
+        if let Some(c) = &q.category {
+            sql = sql.push(" AND r.category = ").bind::<Text, _>(c.clone());
+        }
+        if let Some(o) = q.owner {
+            sql = sql.push(" AND r.owner_id = ").bind::<SqlUuid, _>(o);
+        }
+        if let Some(team) = q.team {
+            sql = sql.push(" AND r.team_id = ").bind::<SqlUuid, _>(team);
+        }
+        if !q.filters.is_empty() {
+            let mut obj = serde_json::Map::new();
+            for (f, raw) in &q.filters {
+                if !t.filterable.contains(f) {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidParameter,
+                        format!(
+                            "`{f}` is not a filterable field of `{}` (filterable: {})",
+                            t.name,
+                            t.filterable.join(", ")
+                        ),
+                    ));
+                }
+                obj.insert(f.clone(), filter_value(&t, f, raw)?);
+            }
+            sql = sql
+                .push(" AND r.data @> ")
+                .bind::<Jsonb, _>(Value::Object(obj));
+        }
+        let sort = match &q.sort {
+            None => None,
+            Some(s) => {
+                let (desc, field) = match s.strip_prefix('-') {
+                    Some(f) => (true, f),
+                    None => (false, s.as_str()),
+                };
+                if !t.sortable.iter().any(|f| f == field) {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidParameter,
+                        format!(
+                            "`{field}` is not a sortable field of `{}` (sortable: {})",
+                            t.name,
+                            t.sortable.join(", ")
+                        ),
+                    ));
+                }
+                Some((desc, field.to_string(), sort_expr(&t, field)))
+            }
+        };
+        match (&sort, &q.after) {
+            (None, Some(c)) => sql = sql.push(" AND r.id > ").bind::<SqlUuid, _>(c.id),
+            (Some((desc, _, expr)), Some(c)) => {
+                // Rows without the field sort last, in id order.
+                match &c.v {
+                    None => {
+                        sql = sql
+                            .push(&format!(" AND {expr} IS NULL AND r.id > "))
+                            .bind::<SqlUuid, _>(c.id)
+                    }
+                    Some(v) => {
+                        let cmp = if *desc { "<" } else { ">" };
+                        let text = match v {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        let cast = if expr.contains("::numeric") {
+                            "::numeric"
+                        } else {
+                            " COLLATE \"C\""
+                        };
+                        sql = sql
+                            .push(&format!(" AND ({expr} {cmp} ("))
+                            .bind::<Text, _>(text.clone())
+                            .push(&format!("){cast} OR ({expr} = ("))
+                            .bind::<Text, _>(text)
+                            .push(&format!("){cast} AND r.id > "))
+                            .bind::<SqlUuid, _>(c.id)
+                            .push(&format!(") OR {expr} IS NULL)"));
+                    }
+                }
+            }
+            _ => {}
+        }
+        sql = match &sort {
+            None => sql.push(" ORDER BY r.id"),
+            Some((desc, _, expr)) => sql.push(&format!(
+                " ORDER BY {expr} {} NULLS LAST, r.id",
+                if *desc { "DESC" } else { "ASC" }
+            )),
+        };
+        sql = sql
+            .push(" LIMIT ")
+            .bind::<diesel::sql_types::BigInt, _>(q.limit + 1);
+        let mut rows = repo::list(conn, sql).await?;
+        let next = if rows.len() as i64 > q.limit {
+            rows.truncate(q.limit as usize);
+            rows.last().map(|last| {
+                crate::http::extract::encode_cursor(&ListCursor {
+                    v: sort.as_ref().and_then(|(_, f, _)| sort_value(last, f)),
+                    id: last.id.0,
+                })
+            })
+        } else {
+            None
+        };
+        Ok((rows, next))
+    }
+    .await;
+    tx.finish(result).await
+}
+
+/// Counts of live, visible resources of a type by tag or by category.
+pub async fn counts(ctx: &Ctx<'_>, type_name: &str, by_tag: bool) -> ApiResult<Vec<(String, i64)>> {
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        found(
+            if types::is_name(type_name) {
+                repo::get_type(conn, type_name).await?
+            } else {
+                None
+            },
+            "resource type",
+        )?;
+        let access = Access::load(conn, ctx.caller).await?;
+        let head = if by_tag {
+            "SELECT tag AS value, count(*) AS count FROM resources r, unnest(r.tags) AS tag WHERE r.type = "
+        } else {
+            "SELECT r.category AS value, count(*) AS count FROM resources r WHERE r.category IS NOT NULL AND r.type = "
+        };
+        let mut sql = Sql::new(head)
+            .bind::<Text, _>(type_name.to_string())
+            .push(" AND r.deleted_at IS NULL");
+        sql = access.read_predicate(sql);
+        sql = sql.push(" GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1000");
+        Ok(repo::counts(conn, sql)
+            .await?
+            .into_iter()
+            .map(|c| (c.value, c.count))
+            .collect())
+    }
+    .await;
+    tx.finish(result).await
+}
+
+// ---------------------------------------------------------------- shares
+
+pub async fn shares(ctx: &Ctx<'_>, type_name: &str, id: ResourceId) -> ApiResult<Vec<Share>> {
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        let access = Access::load(conn, ctx.caller).await?;
+        let (_, rel) = readable(conn, &access, type_name, id, false).await?;
+        require(&access, Action::Share, rel)?;
+        Ok(repo::shares(conn, id.0).await?)
+    }
+    .await;
+    tx.finish(result).await
+}
+
+async fn share_event(
+    ctx: &Ctx<'_>,
+    conn: &mut AsyncPgConnection,
+    r: &Resource,
+    action: &'static str,
+    data: Value,
+) -> ApiResult<()> {
+    audit::record(
+        conn,
+        &ctx.caller.actor,
+        Change {
+            action,
+            target_type: "resource",
+            target_id: Some(r.id.to_string()),
+            data,
+        },
+    )
+    .await?;
+    crate::outbox::emit(
+        conn,
+        action,
+        &r.type_name,
+        &r.id.to_string(),
+        json!({"version": r.version}),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn share(
+    ctx: &Ctx<'_>,
+    type_name: &str,
+    id: ResourceId,
+    input: &ShareInput,
+) -> ApiResult<Share> {
+    if input.user_id.is_some() == input.team_id.is_some() {
+        return Err(invalid("/", "name exactly one of user_id and team_id"));
+    }
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        let access = Access::load(conn, ctx.caller).await?;
+        let (r, rel) = readable(conn, &access, type_name, id, true).await?;
+        if r.deleted_at.is_some() {
+            return Err(ApiError::not_found("resource"));
+        }
+        require(&access, Action::Share, rel)?;
+        if let Some(u) = input.user_id
+            && !repo::user_exists(conn, u.0).await?
+        {
+            return Err(invalid("/user_id", "no such user in this tenant"));
+        }
+        if let Some(t) = input.team_id
+            && !repo::team_exists(conn, t.0).await?
+        {
+            return Err(invalid("/team_id", "no such team"));
+        }
+        let sid = repo::upsert_share(
+            conn,
+            id.0,
+            input.user_id.map(|u| u.0),
+            input.team_id.map(|t| t.0),
+            input.access,
+            ctx.caller.user_id(),
+        )
+        .await?;
+        let share = repo::shares(conn, id.0)
+            .await?
+            .into_iter()
+            .find(|s| s.id.0 == sid)
+            .ok_or_else(|| ApiError::internal("share vanished"))?;
+        share_event(
+            ctx,
+            conn,
+            &r,
+            "resource.shared",
+            json!({"share": share.id, "user_id": share.user_id, "team_id": share.team_id,
+                   "access": share.access}),
+        )
+        .await?;
+        Ok(share)
+    }
+    .await;
+    tx.finish(result).await
+}
+
+pub async fn unshare(
+    ctx: &Ctx<'_>,
+    type_name: &str,
+    id: ResourceId,
+    share: ResourceShareId,
+) -> ApiResult<()> {
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        let access = Access::load(conn, ctx.caller).await?;
+        let (r, rel) = readable(conn, &access, type_name, id, true).await?;
+        require(&access, Action::Share, rel)?;
+        if !repo::delete_share(conn, id.0, share.0).await? {
+            return Err(ApiError::not_found("share"));
+        }
+        share_event(ctx, conn, &r, "resource.unshared", json!({"share": share})).await
+    }
+    .await;
+    tx.finish(result).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut doc, &json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}}));
+        let mut doc = json!({"a": [1, 2]});
+        merge_patch(&mut doc, &json!({"a": [3], "n": {"x": 1}}));
+        assert_eq!(doc, json!({"a": [3], "n": {"x": 1}}));
+    }
+
+    #[test]
+    fn diffs_name_each_changed_member() {
+        let a = json!({"data": {"title": "a", "old": 1, "n": {"x": 1}}, "tags": ["t"]});
+        let b = json!({"data": {"title": "b", "new": 2, "n": {"x": 1}}, "tags": ["t", "u"]});
+        let d = diff_states(&a, &b);
+        let got: Vec<(&str, &str)> = d.iter().map(|e| (e.op.as_str(), e.path.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("add", "/data/new"),
+                ("remove", "/data/old"),
+                ("replace", "/data/title"),
+                ("replace", "/tags"),
+            ]
+        );
+        assert!(diff_states(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn sort_index_names_fit_postgres() {
+        let n = sort_index_name(&"t".repeat(63), &"f".repeat(63));
+        assert!(n.len() <= 63 && crate::db::is_identifier(&n));
+        assert_ne!(sort_index_name("a", "bc"), sort_index_name("ab", "c"));
+    }
+}

@@ -1,0 +1,626 @@
+//! Resources through the API: the type registry (validation, changes refused or migrated),
+//! CRUD with validation, ETags and soft delete, versions (history, diff, revert), lists with
+//! filters, sorts and pages, tag counts, resource-level permissions and shares, and the audit
+//! and outbox rows every change writes in its transaction.
+
+use neotenant_tests::{
+    Fetch, TestApp, TestTenant, audit_actions, direct, expect_problem, me, tenant_with_admin,
+};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn ticket_type() -> Value {
+    json!({
+        "name": "ticket", "title": "Ticket",
+        "schema": {"type": "object", "required": ["title"], "additionalProperties": false,
+            "properties": {
+                "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                "body": {"type": "string"},
+                "status": {"type": "string", "enum": ["open", "closed"]},
+                "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+                "owner_email": {"type": "string", "format": "email"}
+            }},
+        "searchable": ["title", "body"],
+        "filterable": ["status", "priority"],
+        "sortable": ["priority", "title"]
+    })
+}
+
+async fn outbox_topics(app: &TestApp, t: &TestTenant) -> Vec<String> {
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        topic: String,
+    }
+    let mut conn = direct(&app.state().config, &t.database).await;
+    diesel::sql_query(format!(
+        "SELECT topic FROM \"{}\".outbox ORDER BY txid, seq",
+        t.schema
+    ))
+    .load::<Row>(&mut conn)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|r| r.topic)
+    .collect()
+}
+
+#[tokio::test]
+async fn types_records_versions_and_concurrency() {
+    let app = TestApp::start().await;
+    let (t, _member, boss, _) = tenant_with_admin(&app).await;
+    let as_boss = |m: Method, path: &str| app.anonymous(m, &t.slug, path).bearer_auth(&boss);
+    let as_member = |m: Method, path: &str| app.tenant_req(m, &t.slug, path);
+
+    // Defining types: members may not; a broken definition lists every problem.
+    expect_problem(
+        as_member(Method::POST, "/v1/resource-types")
+            .json(&ticket_type())
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+    let mut broken = ticket_type();
+    broken["name"] = json!("Bad Name");
+    broken["schema"]["properties"]["priority"]["type"] = json!("integr");
+    broken["sortable"] = json!(["nope"]);
+    let problem = expect_problem(
+        as_boss(Method::POST, "/v1/resource-types")
+            .json(&broken)
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "validation",
+    )
+    .await;
+    let pointers: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert!(pointers.contains(&"/name"), "{problem}");
+    assert!(
+        pointers.iter().any(|p| p.starts_with("/schema")),
+        "{problem}"
+    );
+    let created = as_boss(Method::POST, "/v1/resource-types")
+        .json(&ticket_type())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    expect_problem(
+        as_boss(Method::POST, "/v1/resource-types")
+            .json(&ticket_type())
+            .send()
+            .await
+            .unwrap(),
+        409,
+        "conflict",
+    )
+    .await;
+    let types: Value = as_member(Method::GET, "/v1/resource-types")
+        .fetch_json()
+        .await;
+    assert_eq!(types[0]["name"], "ticket");
+
+    // Create: every field error at once; unknown type 404; wrong content type 415.
+    let problem = expect_problem(
+        as_member(Method::POST, "/v1/resources/ticket")
+            .json(
+                &json!({"data": {"status": "maybe", "priority": 9, "owner_email": "x", "extra": 1},
+                          "tags": ["", "ok"]}),
+            )
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "validation",
+    )
+    .await;
+    let pointers: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    for p in [
+        "/data",
+        "/data/status",
+        "/data/priority",
+        "/data/owner_email",
+        "/tags/0",
+    ] {
+        assert!(pointers.contains(&p), "{p} missing: {problem}");
+    }
+    expect_problem(
+        as_member(Method::POST, "/v1/resources/nosuch")
+            .json(&json!({"data": {}}))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not-found",
+    )
+    .await;
+    expect_problem(
+        as_member(Method::POST, "/v1/resources/ticket")
+            .body("title=x")
+            .send()
+            .await
+            .unwrap(),
+        415,
+        "unsupported-media-type",
+    )
+    .await;
+
+    let res = as_member(Method::POST, "/v1/resources/ticket")
+        .json(
+            &json!({"data": {"title": "Printer on fire", "status": "open", "priority": 5},
+                      "tags": ["hardware", "urgent"], "category": "facilities"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.headers()["etag"], "\"1\"");
+    let r: Value = res.json().await.unwrap();
+    let id = r["id"].as_str().unwrap().to_string();
+    let url = format!("/v1/resources/ticket/{id}");
+
+    // Optimistic concurrency: a stale If-Match is 412 and changes nothing.
+    let res = as_member(Method::PATCH, &url)
+        .header("if-match", "\"1\"")
+        .json(&json!({"data": {"status": "closed", "body": "put out"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["etag"], "\"2\"");
+    let stale = as_member(Method::PUT, &url)
+        .header("if-match", "\"1\"")
+        .json(&json!({"data": {"title": "lost update"}}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(stale, 412, "precondition-failed").await;
+    let now: Value = as_member(Method::GET, &url).fetch_json().await;
+    assert_eq!(
+        now["data"],
+        json!({"title": "Printer on fire", "status": "closed", "priority": 5, "body": "put out"})
+    );
+    // A patch that breaks the schema is refused, naming the field.
+    let problem = expect_problem(
+        as_member(Method::PATCH, &url)
+            .json(&json!({"data": {"title": null}}))
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "validation",
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["pointer"], "/data");
+
+    // Versions: history, diff, revert.
+    let history: Value = as_member(Method::GET, &format!("{url}/versions"))
+        .fetch_json()
+        .await;
+    let changes: Vec<&str> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(changes, ["updated", "created"]);
+    let diff: Value = as_member(Method::GET, &format!("{url}/diff?from=1&to=2"))
+        .fetch_json()
+        .await;
+    let got: Vec<(String, String)> = diff["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["op"].as_str().unwrap().into(),
+                c["path"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("add".into(), "/data/body".into()),
+            ("replace".into(), "/data/status".into())
+        ]
+    );
+    expect_problem(
+        as_member(Method::GET, &format!("{url}/diff?from=0&to=9"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid-parameter",
+    )
+    .await;
+    let reverted: Value = as_member(Method::POST, &format!("{url}/versions/1/restore"))
+        .fetch_json()
+        .await;
+    assert_eq!(reverted["version"], 3);
+    assert_eq!(reverted["data"]["status"], "open");
+    assert!(reverted["data"].get("body").is_none());
+
+    // Soft delete and restore.
+    let res = as_member(Method::DELETE, &url).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    expect_problem(
+        as_member(Method::GET, &url).send().await.unwrap(),
+        404,
+        "not-found",
+    )
+    .await;
+    let gone: Value = as_member(Method::GET, &format!("{url}?deleted=true"))
+        .fetch_json()
+        .await;
+    assert!(gone["deleted_at"].is_string());
+    let listed: Value = as_member(Method::GET, "/v1/resources/ticket")
+        .fetch_json()
+        .await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 0);
+    let listed: Value = as_member(Method::GET, "/v1/resources/ticket?deleted=true")
+        .fetch_json()
+        .await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    let back: Value = as_member(Method::POST, &format!("{url}/restore"))
+        .fetch_json()
+        .await;
+    assert!(back.get("deleted_at").is_none());
+    assert_eq!(back["version"], 5);
+
+    // Lists: filters typed as declared, sorts with pages, tags and category counts.
+    for (i, (status, priority, tag)) in [
+        ("open", 3, "a"),
+        ("closed", 1, "b"),
+        ("open", 2, "a"),
+        ("open", 4, "b"),
+        ("closed", 2, "a"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let res = as_member(Method::POST, "/v1/resources/ticket")
+            .json(&json!({"data": {"title": format!("t{i}"), "status": status, "priority": priority}, "tags": [tag]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    let open: Value = as_member(
+        Method::GET,
+        "/v1/resources/ticket?filter[status]=open&limit=50",
+    )
+    .fetch_json()
+    .await;
+    assert_eq!(open["items"].as_array().unwrap().len(), 4);
+    let p2: Value = as_member(Method::GET, "/v1/resources/ticket?filter[priority]=2")
+        .fetch_json()
+        .await;
+    assert_eq!(p2["items"].as_array().unwrap().len(), 2);
+    for (q, status) in [
+        ("filter[priority]=two", 400),
+        ("filter[body]=x", 400),
+        ("sort=body", 400),
+        ("bogus=1", 400),
+        ("owner=team_0193a8c5e1f27b3c9d4e5f6a7b8c9d0e", 400),
+    ] {
+        expect_problem(
+            as_member(Method::GET, &format!("/v1/resources/ticket?{q}"))
+                .send()
+                .await
+                .unwrap(),
+            status,
+            "invalid-parameter",
+        )
+        .await;
+    }
+    // Descending priority, two per page: 5, 4, 3, 2, 2, 1 — numeric, not textual, order.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = "/v1/resources/ticket?sort=-priority&limit=2".to_string();
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = as_member(Method::GET, &path).fetch_json().await;
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["data"]["priority"].as_i64().unwrap());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, [5, 4, 3, 2, 2, 1]);
+    let tags: Value = as_member(Method::GET, "/v1/resources/ticket/tags")
+        .fetch_json()
+        .await;
+    assert_eq!(tags[0], json!({"value": "a", "count": 3}));
+    let tagged: Value = as_member(Method::GET, "/v1/resources/ticket?tag=hardware&tag=urgent")
+        .fetch_json()
+        .await;
+    assert_eq!(tagged["items"].as_array().unwrap().len(), 1);
+
+    // A type change that would break stored data is refused; with a migration it applies.
+    let mut stricter = ticket_type();
+    stricter["schema"]["required"] = json!(["title", "severity"]);
+    stricter["schema"]["properties"]["severity"] =
+        json!({"type": "string", "enum": ["low", "high"]});
+    let problem = expect_problem(
+        as_boss(Method::PUT, "/v1/resource-types/ticket")
+            .json(&stricter)
+            .send()
+            .await
+            .unwrap(),
+        409,
+        "conflict",
+    )
+    .await;
+    assert!(
+        problem["errors"].as_array().unwrap().len() >= 6,
+        "{problem}"
+    );
+    stricter["migration"] = json!({"set_default": {"severity": "low"}});
+    let changed: Value = as_boss(Method::PUT, "/v1/resource-types/ticket")
+        .json(&stricter)
+        .fetch_json()
+        .await;
+    assert_eq!(changed["version"], 2);
+    let migrated: Value = as_member(Method::GET, &url).fetch_json().await;
+    assert_eq!(migrated["data"]["severity"], "low");
+    assert_eq!(migrated["version"], 6);
+    let history: Value = as_member(Method::GET, &format!("{url}/versions?limit=1"))
+        .fetch_json()
+        .await;
+    assert_eq!(history["items"][0]["change"], "migrated");
+    expect_problem(
+        as_boss(Method::DELETE, "/v1/resource-types/ticket")
+            .send()
+            .await
+            .unwrap(),
+        409,
+        "conflict",
+    )
+    .await;
+
+    // Every change wrote its audit entry and outbox event in its transaction.
+    let actions = audit_actions(&app, &t).await;
+    for a in [
+        "resource_type.created",
+        "resource.created",
+        "resource.updated",
+        "resource.reverted",
+        "resource.deleted",
+        "resource.restored",
+        "resource_type.updated",
+    ] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} not audited: {actions:?}"
+        );
+    }
+    let topics = outbox_topics(&app, &t).await;
+    assert_eq!(
+        topics.iter().filter(|x| *x == "resource.created").count(),
+        6
+    );
+    assert!(topics.iter().any(|x| x == "resource.deleted"));
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn readers_see_only_what_their_scope_and_shares_reach() {
+    let app = TestApp::start().await;
+    let (t, member, boss, _) = tenant_with_admin(&app).await;
+    let as_boss = |m: Method, path: &str| app.anonymous(m, &t.slug, path).bearer_auth(&boss);
+    let res = as_boss(Method::POST, "/v1/resource-types")
+        .json(&ticket_type())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    // Two more users: `own` (reads only their own) and `teamed` (reads their teams').
+    let token = |name: String| {
+        let app = &app;
+        let t = &t;
+        async move {
+            app.member_token(&t.realm, t.organization.as_deref(), &name)
+                .await
+        }
+    };
+    let own = token(format!("own-{}", t.slug)).await;
+    let own_id = me(&app, &t.slug, &own).await;
+    let teamed = token(format!("teamed-{}", t.slug)).await;
+    let teamed_id = me(&app, &t.slug, &teamed).await;
+    for (user, deny) in [
+        (&own_id, "resources.read.team"),
+        (&teamed_id, "resources.read.tenant"),
+    ] {
+        let res = as_boss(Method::POST, &format!("/v1/users/{user}/grants"))
+            .json(&json!({"permission": deny, "effect": "deny"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    }
+    // Teams: Eng > Platform. `teamed` is in Eng; the member is in Platform.
+    let eng: Value = as_boss(Method::POST, "/v1/teams")
+        .json(&json!({"name": "Eng"}))
+        .fetch_json()
+        .await;
+    let eng = eng["id"].as_str().unwrap().to_string();
+    let platform: Value = as_boss(Method::POST, "/v1/teams")
+        .json(&json!({"name": "Platform", "parent_id": eng}))
+        .fetch_json()
+        .await;
+    let platform = platform["id"].as_str().unwrap().to_string();
+    for (team, user) in [(&eng, &teamed_id), (&platform, &member)] {
+        let res = as_boss(Method::POST, &format!("/v1/teams/{team}/members"))
+            .json(&json!({"user_ids": [user]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+
+    let create = |token: &str, title: &str, team: Option<&str>| {
+        app.anonymous(Method::POST, &t.slug, "/v1/resources/ticket")
+            .bearer_auth(token)
+            .json(&json!({"data": {"title": title}, "team_id": team}))
+    };
+    // The member may put resources only in their own team (or below).
+    expect_problem(
+        create(&t.token, "x", Some(&eng)).send().await.unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+    let in_platform: Value = create(&t.token, "platform doc", Some(&platform))
+        .fetch_json()
+        .await;
+    let private: Value = create(&boss, "boss private", None).fetch_json().await;
+    let mine: Value = create(&own, "own doc", None).fetch_json().await;
+
+    let titles = |token: String| {
+        let app = &app;
+        let t = &t;
+        async move {
+            let page: Value = app
+                .anonymous(Method::GET, &t.slug, "/v1/resources/ticket")
+                .bearer_auth(&token)
+                .fetch_json()
+                .await;
+            let mut v: Vec<String> = page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["data"]["title"].as_str().unwrap().to_string())
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    assert_eq!(
+        titles(boss.clone()).await,
+        ["boss private", "own doc", "platform doc"]
+    );
+    assert_eq!(
+        titles(t.token.clone()).await,
+        ["boss private", "own doc", "platform doc"],
+        "members read the tenant by default"
+    );
+    assert_eq!(titles(own.clone()).await, ["own doc"]);
+    assert_eq!(
+        titles(teamed.clone()).await,
+        ["platform doc"],
+        "team scope reaches teams below"
+    );
+
+    // Reading a resource out of reach is a 404, never a 403.
+    let private_url = format!("/v1/resources/ticket/{}", private["id"].as_str().unwrap());
+    for token in [&own, &teamed] {
+        expect_problem(
+            app.anonymous(Method::GET, &t.slug, &private_url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap(),
+            404,
+            "not-found",
+        )
+        .await;
+    }
+    // Updating another's resource needs a wider scope than `own`: the member (update.own) is refused.
+    expect_problem(
+        app.anonymous(Method::PATCH, &t.slug, &private_url)
+            .bearer_auth(&t.token)
+            .json(&json!({"data": {"title": "hijacked"}}))
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+
+    // Shares: with a user (read), then with a team (write) that reaches its sub-teams.
+    let share = |body: Value| as_boss(Method::POST, &format!("{private_url}/shares")).json(&body);
+    let s: Value = share(json!({"user_id": own_id, "access": "read"}))
+        .fetch_json()
+        .await;
+    assert!(s["id"].as_str().unwrap().starts_with("rsh_"));
+    assert_eq!(titles(own.clone()).await, ["boss private", "own doc"]);
+    expect_problem(
+        app.anonymous(Method::PATCH, &t.slug, &private_url)
+            .bearer_auth(&own)
+            .json(&json!({"data": {"title": "edited"}}))
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+    let res = share(json!({"team_id": eng, "access": "write"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let edited: Value = app
+        .anonymous(Method::PATCH, &t.slug, &private_url)
+        .bearer_auth(&t.token)
+        .json(&json!({"data": {"title": "edited by platform"}}))
+        .fetch_json()
+        .await;
+    assert_eq!(
+        edited["version"], 2,
+        "a write share with Eng reaches Platform below it"
+    );
+    for body in [
+        json!({"access": "read"}),
+        json!({"user_id": own_id, "team_id": eng, "access": "read"}),
+        json!({"user_id": "usr_0193a8c5e1f27b3c9d4e5f6a7b8c9d0e", "access": "read"}),
+        json!({"user_id": own_id, "access": "admin"}),
+    ] {
+        expect_problem(share(body).send().await.unwrap(), 422, "validation").await;
+    }
+    // Sharing needs resources.share reaching the resource.
+    expect_problem(
+        app.anonymous(Method::POST, &t.slug, &format!("{private_url}/shares"))
+            .bearer_auth(&own)
+            .json(&json!({"user_id": teamed_id, "access": "read"}))
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+    // Removing the user share hides it again.
+    let res = as_boss(
+        Method::DELETE,
+        &format!("{private_url}/shares/{}", s["id"].as_str().unwrap()),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(titles(own.clone()).await, ["own doc"]);
+    let _ = (in_platform, mine);
+    app.cleanup().await;
+}
