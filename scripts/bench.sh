@@ -9,8 +9,8 @@ SECS="${BENCH_SECS:-15}"
 CONNS="${BENCH_CONNECTIONS:-32}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 BIN="$TARGET_DIR/release/neotenant"
-TOKEN="$(grep -E '^token' neotenant.toml | cut -d'"' -f2)"
-TOKEN="${NEOTENANT_ADMIN__TOKEN:-$TOKEN}"
+PLATFORM_TOKEN="$(grep -E '^token' neotenant.toml | cut -d'"' -f2)"
+PLATFORM_TOKEN="${NEOTENANT_ADMIN__TOKEN:-$PLATFORM_TOKEN}"
 
 if ! command -v wrk >/dev/null; then
   echo "[bench] installing wrk (Debian)" >&2
@@ -46,9 +46,9 @@ fi
 ID="$(curl -s "http://127.0.0.1:$PORT/v1/notes?limit=1" -H 'X-Tenant: bench-us' -H "$AUTH" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')"
 
 run() {
-  local name="$1" path="$2"
+  local name="$1" path="$2" script="${3:-}"
   local out
-  out="$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -H 'X-Tenant: bench-us' -H "$AUTH" "http://127.0.0.1:$PORT$path")"
+  out="$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency ${script:+-s "$script"} -H 'X-Tenant: bench-us' -H "$AUTH" "http://127.0.0.1:$PORT$path")"
   local rps p50 p99 errors
   rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
   p50="$(awk '$1=="50%" {print $2}' <<<"$out")"
@@ -61,3 +61,29 @@ echo "wrk: 2 threads, $CONNS connections, ${SECS}s per scenario, release build, 
 run "GET /healthz (no tenant, no DB)" "/healthz"
 run "GET /v1/notes/{id} (JWT, one row)" "/v1/notes/$ID"
 run "GET /v1/notes?limit=20 (JWT, page)" "/v1/notes?limit=20"
+
+# Resources: the bench user owns the tenant and defines a type; each create is one transaction
+# writing the resource, its first version, an audit entry and an outbox event.
+USER_ID="$(curl -s "http://127.0.0.1:$PORT/v1/me" -H 'X-Tenant: bench-us' -H "$AUTH" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
+curl -sf -o /dev/null -X POST "http://127.0.0.1:$PORT/admin/v1/tenants/bench-us/role-assignments" \
+  -H "Authorization: Bearer $PLATFORM_TOKEN" -H 'Content-Type: application/json' \
+  -d "{\"role\": \"owner\", \"user_id\": \"$USER_ID\"}"
+curl -s -o /dev/null -X POST "http://127.0.0.1:$PORT/v1/resource-types" -H 'X-Tenant: bench-us' -H "$AUTH" \
+  -H 'Content-Type: application/json' -d '{"name": "ticket", "title": "Ticket",
+    "schema": {"type": "object", "required": ["title"], "properties": {"title": {"type": "string"},
+      "status": {"type": "string", "enum": ["open", "closed"]}, "priority": {"type": "integer"}}},
+    "searchable": ["title"], "filterable": ["status"], "sortable": ["priority"]}'
+CREATE_LUA="$(mktemp --suffix=.lua)"
+trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true; rm -f "$CREATE_LUA"' EXIT
+cat >"$CREATE_LUA" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+request = function()
+  n = n + 1
+  local body = '{"data": {"title": "bench ticket ' .. n .. '", "status": "open", "priority": ' .. (n % 5 + 1) .. '}, "tags": ["bench"]}'
+  return wrk.format(nil, nil, nil, body)
+end
+LUA
+run "POST /v1/resources/ticket (create)" "/v1/resources/ticket" "$CREATE_LUA"
+run "GET /v1/resources/ticket filtered, sorted" "/v1/resources/ticket?filter%5Bstatus%5D=open&sort=-priority&limit=20"
