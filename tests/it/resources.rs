@@ -329,24 +329,44 @@ async fn types_records_versions_and_concurrency() {
         )
         .await;
     }
-    // Descending priority, two per page: 5, 4, 3, 2, 2, 1 — numeric, not textual, order.
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut path = "/v1/resources/ticket?sort=-priority&limit=2".to_string();
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={c}"));
+    // One ticket without a priority: last ascending, first descending. Numeric, not textual,
+    // order, two per page.
+    let res = as_member(Method::POST, "/v1/resources/ticket")
+        .json(&json!({"data": {"title": "unprioritised"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let order = |sort: &'static str| {
+        let as_member = &as_member;
+        async move {
+            let mut seen = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut path = format!("/v1/resources/ticket?sort={sort}&limit=2");
+                if let Some(c) = &cursor {
+                    path.push_str(&format!("&cursor={c}"));
+                }
+                let page: Value = as_member(Method::GET, &path).fetch_json().await;
+                for item in page["items"].as_array().unwrap() {
+                    seen.push(item["data"]["priority"].as_i64());
+                }
+                match page["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_string()),
+                    None => break,
+                }
+            }
+            seen
         }
-        let page: Value = as_member(Method::GET, &path).fetch_json().await;
-        for item in page["items"].as_array().unwrap() {
-            seen.push(item["data"]["priority"].as_i64().unwrap());
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
-    }
-    assert_eq!(seen, [5, 4, 3, 2, 2, 1]);
+    };
+    assert_eq!(
+        order("-priority").await,
+        [None, Some(5), Some(4), Some(3), Some(2), Some(2), Some(1)]
+    );
+    assert_eq!(
+        order("priority").await,
+        [Some(1), Some(2), Some(2), Some(3), Some(4), Some(5), None]
+    );
     let tags: Value = as_member(Method::GET, "/v1/resources/ticket/tags")
         .fetch_json()
         .await;
@@ -372,7 +392,7 @@ async fn types_records_versions_and_concurrency() {
     )
     .await;
     assert!(
-        problem["errors"].as_array().unwrap().len() >= 6,
+        problem["errors"].as_array().unwrap().len() == 7,
         "{problem}"
     );
     stricter["migration"] = json!({"set_default": {"severity": "low"}});
@@ -417,7 +437,7 @@ async fn types_records_versions_and_concurrency() {
     let topics = outbox_topics(&app, &t).await;
     assert_eq!(
         topics.iter().filter(|x| *x == "resource.created").count(),
-        6
+        7
     );
     assert!(topics.iter().any(|x| x == "resource.deleted"));
     app.cleanup().await;

@@ -164,7 +164,8 @@ fn list_query(req: &Request, page: ListParams<ListCursor>) -> ApiResult<ListQuer
 
 /// List resources of a type the caller may read. Query: `tag` (repeatable, all must match),
 /// `category`, `filter[<filterable field>]=<value>` (equality, typed as declared), `sort=<field>`
-/// or `sort=-<field>` (declared sortable fields; rows without the field last), `owner`,
+/// or `sort=-<field>` (declared sortable fields; rows without the field last ascending, first
+/// descending), `owner`,
 /// `team`, `deleted=true` (the soft-deleted ones), `limit`, `cursor`.
 #[endpoint(tags("resources"), status_codes(200, 400, 401, 403, 404))]
 pub async fn list(

@@ -150,29 +150,27 @@ pub async fn get_type(
         .map(ResourceType::from))
 }
 
-/// Locks the type's row for the rest of the transaction (type changes against writes).
+/// Takes the type's lock for the rest of the transaction: shared by writers of its resources,
+/// exclusive for changes of the type. An advisory lock (per schema and type name), so
+/// concurrent writers never write to the type's row (as `FOR SHARE` would). Read the type
+/// *after* this returns: a statement's snapshot predates its own lock wait.
 pub async fn lock_type(
     conn: &mut AsyncPgConnection,
     name: &str,
     exclusive: bool,
-) -> QueryResult<bool> {
-    let sql = if exclusive {
-        "SELECT name FROM resource_types WHERE name = $1 FOR UPDATE"
+) -> QueryResult<()> {
+    let f = if exclusive {
+        "pg_advisory_xact_lock"
     } else {
-        "SELECT name FROM resource_types WHERE name = $1 FOR SHARE"
+        "pg_advisory_xact_lock_shared"
     };
-    #[derive(QueryableByName)]
-    struct Row {
-        #[allow(dead_code)]
-        #[diesel(sql_type = Text)]
-        name: String,
-    }
-    Ok(diesel::sql_query(sql)
-        .bind::<Text, _>(name)
-        .get_result::<Row>(conn)
-        .await
-        .optional()?
-        .is_some())
+    diesel::sql_query(format!(
+        "SELECT {f}(hashtextextended(current_schema() || ':resource_type:' || $1, 0))"
+    ))
+    .bind::<Text, _>(name)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 pub async fn insert_type(conn: &mut AsyncPgConnection, row: &TypeRow) -> QueryResult<()> {

@@ -204,9 +204,10 @@ pub async fn replace_type(ctx: &Ctx<'_>, name: &str, input: &TypeInput) -> ApiRe
     let mut tx = ctx.db().begin().await?;
     let result = async {
         let conn = tx.conn();
-        if !repo::lock_type(conn, name, true).await? {
+        if !types::is_name(name) {
             return Err(ApiError::not_found("resource type"));
         }
+        repo::lock_type(conn, name, true).await?;
         let old = found(repo::get_type(conn, name).await?, "resource type")?;
         let existing: Vec<String> = repo::types(conn)
             .await?
@@ -303,9 +304,10 @@ pub async fn delete_type(ctx: &Ctx<'_>, name: &str) -> ApiResult<()> {
     let mut tx = ctx.db().begin().await?;
     let result = async {
         let conn = tx.conn();
-        if !repo::lock_type(conn, name, true).await? {
+        if !types::is_name(name) {
             return Err(ApiError::not_found("resource type"));
         }
+        repo::lock_type(conn, name, true).await?;
         let t = found(repo::get_type(conn, name).await?, "resource type")?;
         let n = repo::count_of_type(conn, name).await?;
         if n > 0 {
@@ -380,9 +382,10 @@ async fn locked_type(
     conn: &mut AsyncPgConnection,
     name: &str,
 ) -> ApiResult<(ResourceType, std::sync::Arc<jsonschema::Validator>)> {
-    if !types::is_name(name) || !repo::lock_type(conn, name, false).await? {
+    if !types::is_name(name) {
         return Err(ApiError::not_found("resource type"));
     }
+    repo::lock_type(conn, name, false).await?;
     let t = found(repo::get_type(conn, name).await?, "resource type")?;
     let v = ctx
         .state
@@ -483,14 +486,16 @@ pub async fn create(ctx: &Ctx<'_>, type_name: &str, input: &ResourceInput) -> Ap
     let result = async {
         let conn = tx.conn();
         let (t, validator) = locked_type(ctx, conn, type_name).await?;
-        let access = Access::load(conn, ctx.caller).await?;
         let mut errors = types::validate(&validator, &input.data, "/data");
         let tags = clean_tags(&input.tags, &mut errors);
         let category = check_category(&input.category, &mut errors);
         if !errors.is_empty() {
             return Err(ApiError::validation(errors));
         }
-        check_team(conn, &access, Action::Create, input.team_id).await?;
+        if input.team_id.is_some() {
+            let access = Access::load(conn, ctx.caller).await?;
+            check_team(conn, &access, Action::Create, input.team_id).await?;
+        }
         let now = Utc::now();
         let row = ResourceRow {
             id: ResourceId::generate().0,
@@ -1030,46 +1035,52 @@ pub async fn list(
                 Some((desc, field.to_string(), sort_expr(&t, field)))
             }
         };
+        // Ascending: values, then rows without the field; descending: the exact reverse
+        // (rows without the field first), so both walk the sort index one way or the other.
         match (&sort, &q.after) {
             (None, Some(c)) => sql = sql.push(" AND r.id > ").bind::<SqlUuid, _>(c.id),
             (Some((desc, _, expr)), Some(c)) => {
-                // Rows without the field sort last, in id order.
-                match &c.v {
-                    None => {
-                        sql = sql
-                            .push(&format!(" AND {expr} IS NULL AND r.id > "))
-                            .bind::<SqlUuid, _>(c.id)
-                    }
-                    Some(v) => {
-                        let cmp = if *desc { "<" } else { ">" };
-                        let text = match v {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        };
-                        let cast = if expr.contains("::numeric") {
-                            "::numeric"
-                        } else {
-                            " COLLATE \"C\""
-                        };
-                        sql = sql
-                            .push(&format!(" AND ({expr} {cmp} ("))
-                            .bind::<Text, _>(text.clone())
-                            .push(&format!("){cast} OR ({expr} = ("))
-                            .bind::<Text, _>(text)
-                            .push(&format!("){cast} AND r.id > "))
-                            .bind::<SqlUuid, _>(c.id)
-                            .push(&format!(") OR {expr} IS NULL)"));
-                    }
-                }
+                let cast = if expr.contains("::numeric") {
+                    "::numeric"
+                } else {
+                    " COLLATE \"C\""
+                };
+                let text = c.v.as_ref().map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                });
+                sql = match (desc, text) {
+                    (false, None) => sql
+                        .push(&format!(" AND {expr} IS NULL AND r.id > "))
+                        .bind::<SqlUuid, _>(c.id),
+                    (true, None) => sql
+                        .push(&format!(" AND ({expr} IS NOT NULL OR r.id < "))
+                        .bind::<SqlUuid, _>(c.id)
+                        .push(")"),
+                    (false, Some(v)) => sql
+                        .push(&format!(" AND (({expr}, r.id) > (("))
+                        .bind::<Text, _>(v)
+                        .push(&format!("){cast}, "))
+                        .bind::<SqlUuid, _>(c.id)
+                        .push(&format!(") OR {expr} IS NULL)")),
+                    (true, Some(v)) => sql
+                        .push(&format!(" AND ({expr}, r.id) < (("))
+                        .bind::<Text, _>(v)
+                        .push(&format!("){cast}, "))
+                        .bind::<SqlUuid, _>(c.id)
+                        .push(")"),
+                };
             }
             _ => {}
         }
         sql = match &sort {
             None => sql.push(" ORDER BY r.id"),
-            Some((desc, _, expr)) => sql.push(&format!(
-                " ORDER BY {expr} {} NULLS LAST, r.id",
-                if *desc { "DESC" } else { "ASC" }
-            )),
+            Some((false, _, expr)) => {
+                sql.push(&format!(" ORDER BY {expr} ASC NULLS LAST, r.id ASC"))
+            }
+            Some((true, _, expr)) => {
+                sql.push(&format!(" ORDER BY {expr} DESC NULLS FIRST, r.id DESC"))
+            }
         };
         sql = sql
             .push(" LIMIT ")
