@@ -37,12 +37,21 @@ pub fn test_config() -> Config {
         // Seal and forward the audit log quickly, so tests need not wait.
         ("NEOTENANT_AUDIT__SEAL_INTERVAL_MS", "50"),
         ("NEOTENANT_AUDIT__FORWARD_INTERVAL_MS", "100"),
+        ("NEOTENANT_SEARCH__INDEX_INTERVAL_MS", "50"),
     ] {
         env.push((key.into(), value.into()));
     }
     env.push((
         "NEOTENANT_RATE_LIMIT__NAMESPACE".into(),
         format!("test-{}", random_slug("rl")),
+    ));
+    // Each server its own search indexes (an index has one writer).
+    env.push((
+        "NEOTENANT_SEARCH__DATA_DIR".into(),
+        std::env::temp_dir()
+            .join(format!("neotenant-search-{}", random_slug("s")))
+            .display()
+            .to_string(),
     ));
     let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.devstack/assets");
     env.push((

@@ -48,6 +48,8 @@ pub struct AppState {
     pub audit_recent: Arc<crate::audit::Recent>,
     /// Compiled resource-type schemas by (tenant, type, version).
     pub resource_validators: Arc<crate::resources::types::ValidatorCache>,
+    /// Per-tenant search indexes (an LRU of open ones).
+    pub search: Arc<neotenant_search::Registry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +121,10 @@ impl AppState {
             perms: Arc::new(crate::rbac::cache::PermCache::new(redis.clone())),
             audit_recent: Default::default(),
             resource_validators: Default::default(),
+            search: Arc::new(neotenant_search::Registry::new(
+                config.search.data_dir.clone(),
+                config.search.max_open_indexes,
+            )),
             local_keys,
             api_key_usage: Default::default(),
             sessions,
@@ -176,6 +182,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         stop_rx.clone(),
     ));
     tokio::spawn(crate::audit::seal::worker(state.clone(), stop_rx.clone()));
+    tokio::spawn(crate::resources::indexer::worker(
+        state.clone(),
+        stop_rx.clone(),
+    ));
     tokio::spawn(crate::rbac::cache::listen(
         state.redis_client.clone(),
         state.perms.clone(),

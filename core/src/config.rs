@@ -59,6 +59,36 @@ pub struct Config {
     pub smtp: SmtpConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub search: SearchConfig,
+}
+
+/// The per-tenant full-text indexes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Directory holding one index directory per tenant (created if missing).
+    pub data_dir: std::path::PathBuf,
+    /// Indexes open at once (each holds a writer); idle ones are closed, least recently used
+    /// first, and reopened on demand.
+    pub max_open_indexes: usize,
+    /// Milliseconds between indexing rounds of tenants written to recently: how far search
+    /// trails writes while the instance runs.
+    pub index_interval_ms: u64,
+    /// Seconds between catch-up rounds over every tenant (after a restart, or writes made by
+    /// another instance).
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: "data/search".into(),
+            max_open_indexes: 50,
+            index_interval_ms: 250,
+            sweep_interval_secs: 30,
+        }
+    }
 }
 
 /// The audit log's sealing, forwarding and retention jobs.
@@ -463,6 +493,18 @@ impl Config {
                 return Err(bad(key, "must be 1-100 characters"));
             }
         }
+        if self.search.data_dir.as_os_str().is_empty() {
+            return Err(bad("search.data_dir", "must name a directory"));
+        }
+        if !(1..=100_000).contains(&self.search.max_open_indexes) {
+            return Err(bad("search.max_open_indexes", "must be 1-100000"));
+        }
+        if !(10..=60_000).contains(&self.search.index_interval_ms) {
+            return Err(bad("search.index_interval_ms", "must be 10-60000"));
+        }
+        if !(1..=86_400).contains(&self.search.sweep_interval_secs) {
+            return Err(bad("search.sweep_interval_secs", "must be 1-86400"));
+        }
         if self.audit.signing_key.expose().len() < 32 {
             return Err(bad("audit.signing_key", "must be at least 32 characters"));
         }
@@ -699,6 +741,16 @@ mod tests {
             ),
             ("NEOTENANT_SMTP__FROM", "nobody", "smtp.from"),
             ("NEOTENANT_AUDIT__SIGNING_KEY", "short", "audit.signing_key"),
+            (
+                "NEOTENANT_SEARCH__MAX_OPEN_INDEXES",
+                "0",
+                "search.max_open_indexes",
+            ),
+            (
+                "NEOTENANT_SEARCH__INDEX_INTERVAL_MS",
+                "5",
+                "search.index_interval_ms",
+            ),
             (
                 "NEOTENANT_AUDIT__SEAL_INTERVAL_MS",
                 "0",

@@ -45,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Maintain tenants' search indexes.
+    Search {
+        #[command(subcommand)]
+        command: SearchCommand,
+    },
     /// Print the OpenAPI document.
     Openapi,
     /// Validate the configuration and print it (secrets redacted).
@@ -66,6 +71,16 @@ enum AuditCommand {
     },
     /// Apply the tenant's retention policy now.
     Prune {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SearchCommand {
+    /// Empty the tenant's search index and refill it from PostgreSQL, then catch up with the
+    /// outbox. Run it where the index lives, with no server holding that index open.
+    Rebuild {
         #[arg(long)]
         tenant: String,
     },
@@ -215,6 +230,27 @@ async fn run(cli: Cli) -> Result<(), String> {
                     eprintln!("pruned {n} entries");
                 }
             }
+            Ok(())
+        }
+        Command::Search {
+            command: SearchCommand::Rebuild { tenant },
+        } => {
+            let state = neotenant::app::AppState::connect(config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let fail = |e: neotenant::error::ApiError| format!("{}: {}", e.code.slug(), e.detail);
+            let tenant = neotenant::tenancy::resolve::resolve(&state, &tenant)
+                .await
+                .map_err(fail)?;
+            let id = tenant.tenant.id.0;
+            let n = neotenant::resources::indexer::rebuild(&state.search, id, &tenant.db)
+                .await
+                .map_err(fail)?;
+            let caught_up =
+                neotenant::resources::indexer::index_tenant(&state.search, id, &tenant.db)
+                    .await
+                    .map_err(fail)?;
+            eprintln!("indexed {n} resources, then applied {caught_up} newer events");
             Ok(())
         }
         Command::Tenant { command } => {

@@ -14,6 +14,7 @@ mod pinning;
 mod ratelimit;
 mod rbac;
 mod resources;
+mod search;
 mod sessions;
 mod teams;
 mod useradmin;

@@ -9,7 +9,7 @@ use neotenant_tests::{
 use reqwest::Method;
 use serde_json::{Value, json};
 
-fn ticket_type() -> Value {
+pub(crate) fn ticket_type() -> Value {
     json!({
         "name": "ticket", "title": "Ticket",
         "schema": {"type": "object", "required": ["title"], "additionalProperties": false,

@@ -420,7 +420,7 @@ pub async fn prune_tenant(signer: &Signer, tenant: Uuid, db: &TenantDb) -> ApiRe
 }
 
 /// Every active tenant: (id, database).
-async fn all_tenants(state: &AppState) -> Vec<(Uuid, TenantDb)> {
+pub(crate) async fn all_tenants(state: &AppState) -> Vec<(Uuid, TenantDb)> {
     let mut out = Vec::new();
     let mut after = None;
     loop {

@@ -52,6 +52,7 @@ fn authenticated_api() -> Router {
         .push(crate::teams::handlers::router())
         .push(crate::audit::handlers::router())
         .push(crate::resources::handlers::router())
+        .push(crate::resources::handlers::search_router())
 }
 
 /// All routes described by the OpenAPI document.

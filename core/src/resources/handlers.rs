@@ -507,3 +507,145 @@ pub fn router() -> Router {
                 ),
         )
 }
+
+/// One search hit.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchHit {
+    pub id: ResourceId,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub title: String,
+    /// HTML with matched words in `<b>`; empty when no word matched the text.
+    pub highlight: String,
+    pub score: f32,
+}
+
+/// Search results.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchPage {
+    pub items: Vec<SearchHit>,
+    /// Matches in all (before the permission re-check of this page).
+    pub total: usize,
+    /// Counts by type and by tag over all matches.
+    pub facets: SearchFacets,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchFacets {
+    pub types: Vec<Count>,
+    pub tags: Vec<Count>,
+}
+
+/// Deepest result reachable by paging.
+const SEARCH_MAX_OFFSET: usize = 10_000;
+
+fn time_param(req: &Request, name: &str) -> ApiResult<Option<i64>> {
+    req.query::<String>(name)
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(&v)
+                .map(|t| t.timestamp())
+                .map_err(|_| bad(format!("{name} must be an RFC 3339 time")))
+        })
+        .transpose()
+}
+
+/// Full-text search over the resources the caller may read. `q`: words (all must match;
+/// words of 5+ letters tolerate a typo, 9+ two) and `field:value` terms on a type's
+/// non-searchable fields; filters `type` and `tag` (repeatable), `category`, `owner`, `team`,
+/// `created_from`, `created_to`, `updated_from`, `updated_to` (RFC 3339); `limit`, `cursor`.
+/// The index trails writes by about `search.index_interval_ms`.
+#[endpoint(tags("resources"), status_codes(200, 400, 401, 403, 404))]
+pub async fn search(
+    can: Can<ResourcesReadOwn>,
+    page: ListParams<usize>,
+    req: &mut Request,
+    depot: &mut Depot,
+) -> ApiResult<Reply<SearchPage>> {
+    let state = state(depot)?;
+    let mut s = super::indexer::Search {
+        limit: page.limit as usize,
+        offset: page.after.unwrap_or(0),
+        ..Default::default()
+    };
+    if s.offset > SEARCH_MAX_OFFSET {
+        return Err(ApiError::new(
+            ErrorCode::InvalidCursor,
+            "the cursor is not one this API issued",
+        ));
+    }
+    for (k, v) in req.queries().iter_all() {
+        let one = || -> ApiResult<&String> {
+            match v.as_slice() {
+                [x] => Ok(x),
+                _ => Err(bad(format!("query parameter `{k}` may appear once"))),
+            }
+        };
+        match k.as_str() {
+            "limit" | "cursor" | "created_from" | "created_to" | "updated_from" | "updated_to" => {}
+            "q" => {
+                let q = one()?;
+                if q.chars().count() > 500 {
+                    return Err(bad("q may be at most 500 characters"));
+                }
+                s.text = q.clone();
+            }
+            "type" => s.types.extend(v.iter().cloned()),
+            "tag" => s.tags.extend(v.iter().cloned()),
+            "category" => s.category = Some(one()?.clone()),
+            "owner" => s.owner = Some(one()?.parse().map_err(|e| bad(format!("owner: {e}")))?),
+            "team" => s.team = Some(one()?.parse().map_err(|e| bad(format!("team: {e}")))?),
+            other => return Err(bad(format!("unknown query parameter `{other}`"))),
+        }
+    }
+    if s.types.len() > 20 || s.tags.len() > 20 {
+        return Err(bad("at most 20 types and 20 tags"));
+    }
+    s.created = (
+        time_param(req, "created_from")?,
+        time_param(req, "created_to")?,
+    );
+    s.updated = (
+        time_param(req, "updated_from")?,
+        time_param(req, "updated_to")?,
+    );
+    let (limit, offset) = (s.limit, s.offset);
+    let r = super::indexer::search(&state, &can.caller, s).await?;
+    let next_cursor = (offset + limit < r.total.min(SEARCH_MAX_OFFSET))
+        .then(|| crate::http::extract::encode_cursor(&(offset + limit)));
+    let counts = |v: Vec<(String, u64)>| {
+        v.into_iter()
+            .map(|(value, count)| Count {
+                value,
+                count: count as i64,
+            })
+            .collect()
+    };
+    Ok(Reply::ok(SearchPage {
+        items: r
+            .hits
+            .into_iter()
+            .filter_map(|h| {
+                Some(SearchHit {
+                    id: h.id.parse().ok()?,
+                    type_name: h.type_name,
+                    title: h.title,
+                    highlight: h.highlight,
+                    score: h.score,
+                })
+            })
+            .collect(),
+        total: r.total,
+        facets: SearchFacets {
+            types: counts(r.types),
+            tags: counts(r.tags),
+        },
+        next_cursor,
+    }))
+}
+
+/// `/v1/search`.
+pub fn search_router() -> Router {
+    Router::with_path("search").get(search)
+}

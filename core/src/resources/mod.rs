@@ -15,6 +15,7 @@
 
 pub mod access;
 pub mod handlers;
+pub mod indexer;
 pub mod repo;
 pub mod service;
 pub mod types;

@@ -536,6 +536,13 @@ pub async fn delete(state: &AppState, slug: &str, confirm: Option<&str>) -> ApiR
         return lock.finish(Ok(())).await;
     };
     state.audit_recent.forget(tenant.id.0);
+    let key = crate::resources::indexer::index_key(tenant.id.0);
+    let search = state.search.clone();
+    match tokio::task::spawn_blocking(move || search.remove(&key)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not remove the tenant's search index"),
+        Err(e) => tracing::warn!(error = %e, "could not remove the tenant's search index"),
+    }
     if let Err(e) = remove_identity(state, &tenant).await {
         return lock
             .finish(Err(ApiError::new(
