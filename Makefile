@@ -52,4 +52,5 @@ bench: up
 	$(CARGO) bench -p neotenant --bench auth -- --warm-up-time 1 --measurement-time 3
 	$(CARGO) bench -p neotenant --bench rbac
 	$(CARGO) bench -p neotenant --bench audit
+	$(CARGO) bench -p neotenant --bench search
 	@scripts/bench.sh

@@ -644,3 +644,169 @@ async fn readers_see_only_what_their_scope_and_shares_reach() {
     let _ = (in_platform, mine);
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn links_follow_their_kinds_and_delete_rules() {
+    let app = TestApp::start().await;
+    let (t, _member, boss, _) = tenant_with_admin(&app).await;
+    let req = |m: Method, path: &str| app.anonymous(m, &t.slug, path).bearer_auth(&boss);
+    let schema =
+        json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}});
+    for body in [
+        json!({"name": "project", "title": "Project", "schema": schema}),
+        json!({"name": "task", "title": "Task", "schema": schema, "relationships": [
+            {"kind": "belongs_to", "target": "project", "on_delete": "cascade"},
+            {"kind": "blocks", "target": "task", "on_delete": "refuse"},
+            {"kind": "mentions", "target": "project", "on_delete": "detach"}]}),
+    ] {
+        let res = req(Method::POST, "/v1/resource-types")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    }
+    let new = |ty: &'static str, name: &'static str| {
+        let req = &req;
+        async move {
+            let v: Value = req(Method::POST, &format!("/v1/resources/{ty}"))
+                .json(&json!({"data": {"name": name}}))
+                .fetch_json()
+                .await;
+            v["id"].as_str().unwrap().to_string()
+        }
+    };
+    let p1 = new("project", "P1").await;
+    let p2 = new("project", "P2").await;
+    let t1 = new("task", "T1").await;
+    let t2 = new("task", "T2").await;
+    let t3 = new("task", "T3").await;
+    let link = |from: &str, kind: &str, to: &str| {
+        req(Method::POST, &format!("/v1/resources/task/{from}/links"))
+            .json(&json!({"kind": kind, "to_id": to}))
+    };
+    for (from, kind, to) in [
+        (&t1, "belongs_to", &p1),
+        (&t2, "belongs_to", &p1),
+        (&t3, "blocks", &t2),
+        (&t1, "mentions", &p2),
+    ] {
+        let res = link(from, kind, to).send().await.unwrap();
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    }
+    // Refusals: undeclared kind, wrong target type, a link to itself, a duplicate.
+    for (from, kind, to, status, slug) in [
+        (&t1, "owns", &p1, 422, "validation"),
+        (&t1, "belongs_to", &t2, 422, "validation"),
+        (&t3, "blocks", &t3, 422, "validation"),
+        (&t1, "belongs_to", &p1, 409, "conflict"),
+    ] {
+        expect_problem(link(from, kind, to).send().await.unwrap(), status, slug).await;
+    }
+    // Both directions.
+    let incoming: Value = req(
+        Method::GET,
+        &format!("/v1/resources/project/{p1}/links?direction=in"),
+    )
+    .fetch_json()
+    .await;
+    let mut from: Vec<&str> = incoming
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["from_id"].as_str().unwrap())
+        .collect();
+    from.sort();
+    let mut expected = vec![t1.as_str(), t2.as_str()];
+    expected.sort();
+    assert_eq!(from, expected);
+    let out: Value = req(Method::GET, &format!("/v1/resources/task/{t1}/links"))
+        .fetch_json()
+        .await;
+    assert_eq!(out.as_array().unwrap().len(), 2);
+    expect_problem(
+        req(
+            Method::GET,
+            &format!("/v1/resources/task/{t1}/links?direction=sideways"),
+        )
+        .send()
+        .await
+        .unwrap(),
+        400,
+        "invalid-parameter",
+    )
+    .await;
+
+    // detach: deleting P2 removes T1's `mentions` link.
+    assert_eq!(
+        req(Method::DELETE, &format!("/v1/resources/project/{p2}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let out: Value = req(Method::GET, &format!("/v1/resources/task/{t1}/links"))
+        .fetch_json()
+        .await;
+    assert_eq!(out.as_array().unwrap().len(), 1);
+    // cascade would reach T2, which T3 `blocks` (refuse): the whole deletion is refused.
+    let problem = expect_problem(
+        req(Method::DELETE, &format!("/v1/resources/project/{p1}"))
+            .send()
+            .await
+            .unwrap(),
+        409,
+        "conflict",
+    )
+    .await;
+    assert!(
+        problem["errors"][0]["pointer"]
+            .as_str()
+            .unwrap()
+            .contains(&t3),
+        "{problem}"
+    );
+    let still: Value = req(Method::GET, &format!("/v1/resources/task/{t1}"))
+        .fetch_json()
+        .await;
+    assert!(still.get("deleted_at").is_none(), "nothing changed");
+    // Without the blocker, deleting P1 cascades to T1 and T2.
+    let res = req(
+        Method::DELETE,
+        &format!("/v1/resources/task/{t3}/links/blocks/{t2}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(
+        req(Method::DELETE, &format!("/v1/resources/project/{p1}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    for task in [&t1, &t2] {
+        expect_problem(
+            req(Method::GET, &format!("/v1/resources/task/{task}"))
+                .send()
+                .await
+                .unwrap(),
+            404,
+            "not-found",
+        )
+        .await;
+    }
+    let alive: Value = req(Method::GET, &format!("/v1/resources/task/{t3}"))
+        .fetch_json()
+        .await;
+    assert_eq!(alive["data"]["name"], "T3");
+    let actions = audit_actions(&app, &t).await;
+    assert!(
+        actions.iter().any(|a| a == "resource.linked")
+            && actions.iter().any(|a| a == "resource.unlinked")
+    );
+    app.cleanup().await;
+}

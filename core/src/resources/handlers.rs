@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use super::service::{self, Ctx, ListCursor, ListQuery};
 use super::{
-    Diff, Resource, ResourceInput, ResourcePatch, ResourceType, Share, ShareInput, TypeInput,
-    Version,
+    Diff, Link, LinkInput, Resource, ResourceInput, ResourcePatch, ResourceType, Share, ShareInput,
+    TypeInput, Version,
 };
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::extract::{IfMatch, JsonBody, ListParams, Page, Path, state};
@@ -431,6 +431,74 @@ pub async fn unshare(
     Ok(NoContent)
 }
 
+/// Link a resource to another (`kind` declared by the source's type; needs update access to
+/// the source and read access to the target).
+#[endpoint(
+    tags("resources"),
+    status_codes(201, 400, 401, 403, 404, 409, 413, 415, 422)
+)]
+pub async fn link(
+    can: Can<ResourcesUpdateOwn>,
+    type_name: Path<String>,
+    id: Path<ResourceId>,
+    body: JsonBody<LinkInput>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Link>> {
+    let l = service::link(&ctx!(depot, can), &type_name.0, id.0, &body.0).await?;
+    let location = format!(
+        "/v1/resources/{}/{}/links/{}/{}",
+        type_name.0, id.0, l.kind, l.to_id
+    );
+    Ok(Reply::created(l, location))
+}
+
+/// A resource's links: `direction=out` (default, from it) or `in` (to it), optionally of one
+/// `kind`; only links whose other end the caller may read.
+#[endpoint(tags("resources"), status_codes(200, 400, 401, 403, 404))]
+pub async fn links(
+    can: Can<ResourcesReadOwn>,
+    type_name: Path<String>,
+    id: Path<ResourceId>,
+    req: &mut Request,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Vec<Link>>> {
+    let outgoing = match req.query::<String>("direction").as_deref() {
+        None | Some("out") => true,
+        Some("in") => false,
+        Some(_) => return Err(bad("direction must be `in` or `out`")),
+    };
+    let kind = req.query::<String>("kind");
+    if let Some(k) = &kind
+        && !super::types::is_name(k)
+    {
+        return Err(bad("kind must match [a-z][a-z0-9_]{0,62}"));
+    }
+    Ok(Reply::ok(
+        service::links(
+            &ctx!(depot, can),
+            &type_name.0,
+            id.0,
+            outgoing,
+            kind.as_deref(),
+        )
+        .await?,
+    ))
+}
+
+/// Remove a link.
+#[endpoint(tags("resources"), status_codes(204, 400, 401, 403, 404))]
+pub async fn unlink(
+    can: Can<ResourcesUpdateOwn>,
+    type_name: Path<String>,
+    id: Path<ResourceId>,
+    kind: Path<String>,
+    to_id: Path<ResourceId>,
+    depot: &mut Depot,
+) -> ApiResult<NoContent> {
+    service::unlink(&ctx!(depot, can), &type_name.0, id.0, &kind.0, to_id.0).await?;
+    Ok(NoContent)
+}
+
 /// A value and how many visible live resources carry it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Count {
@@ -503,7 +571,9 @@ pub fn router() -> Router {
                                 .push(Router::with_path("restore").post(revert)),
                         )
                         .push(Router::with_path("shares").get(shares).post(share))
-                        .push(Router::with_path("shares/{share_id}").delete(unshare)),
+                        .push(Router::with_path("shares/{share_id}").delete(unshare))
+                        .push(Router::with_path("links").get(links).post(link))
+                        .push(Router::with_path("links/{kind}/{to_id}").delete(unlink)),
                 ),
         )
 }

@@ -260,3 +260,24 @@ pub struct Share {
     pub access: ShareAccess,
     pub created_at: DateTime<Utc>,
 }
+
+/// Input for linking a resource to another.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkInput {
+    /// A relationship kind the source's type declares.
+    pub kind: String,
+    /// The target, of the type the kind names.
+    pub to_id: ResourceId,
+}
+
+/// A typed, directional link between two resources.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Link {
+    pub kind: String,
+    pub from_id: ResourceId,
+    pub from_type: String,
+    pub to_id: ResourceId,
+    pub to_type: String,
+    pub created_at: DateTime<Utc>,
+}

@@ -508,3 +508,88 @@ pub async fn team_exists(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<
         .await?
         > 0)
 }
+
+/// Adds a link; `false` if it existed.
+pub async fn insert_link(
+    conn: &mut AsyncPgConnection,
+    from: Uuid,
+    kind: &str,
+    to: Uuid,
+    by: Uuid,
+) -> QueryResult<bool> {
+    use crate::schema::tenant::resource_links as l;
+    Ok(diesel::insert_into(l::table)
+        .values((
+            l::from_id.eq(from),
+            l::kind.eq(kind),
+            l::to_id.eq(to),
+            l::created_by.eq(by),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?
+        == 1)
+}
+
+pub async fn delete_link(
+    conn: &mut AsyncPgConnection,
+    from: Uuid,
+    kind: &str,
+    to: Uuid,
+) -> QueryResult<bool> {
+    use crate::schema::tenant::resource_links as l;
+    Ok(diesel::delete(
+        l::table
+            .filter(l::from_id.eq(from))
+            .filter(l::kind.eq(kind))
+            .filter(l::to_id.eq(to)),
+    )
+    .execute(conn)
+    .await?
+        == 1)
+}
+
+/// A link with the other end's id and type.
+#[derive(QueryableByName)]
+pub struct LinkRow {
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    #[diesel(sql_type = SqlUuid)]
+    pub from_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub from_type: String,
+    #[diesel(sql_type = SqlUuid)]
+    pub to_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub to_type: String,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    pub created_at: DateTime<Utc>,
+}
+
+/// Links of a resource whose other end (aliased `r`) is live; `q` continues the `WHERE`.
+pub fn links_query(outgoing: bool, id: Uuid) -> Sql {
+    let (this, other) = if outgoing {
+        ("from_id", "to_id")
+    } else {
+        ("to_id", "from_id")
+    };
+    Sql::new(&format!(
+        "SELECT l.kind, l.from_id, f.type AS from_type, l.to_id, t.type AS to_type, l.created_at \
+         FROM resource_links l JOIN resources f ON f.id = l.from_id JOIN resources t ON t.id = l.to_id \
+         JOIN resources r ON r.id = l.{other} WHERE r.deleted_at IS NULL AND l.{this} = "
+    ))
+    .bind::<SqlUuid, _>(id)
+}
+
+pub async fn links(conn: &mut AsyncPgConnection, q: Sql) -> QueryResult<Vec<LinkRow>> {
+    q.query().load(conn).await
+}
+
+/// Every link into `to` from a live resource (for delete rules).
+pub async fn incoming_live(conn: &mut AsyncPgConnection, to: Uuid) -> QueryResult<Vec<LinkRow>> {
+    links(
+        conn,
+        links_query(false, to).push(" ORDER BY l.kind, l.from_id"),
+    )
+    .await
+}

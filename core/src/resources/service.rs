@@ -15,8 +15,8 @@ use super::access::{Access, Action, Relation};
 use super::repo::{self, ResourceRow, Sql, TypeRow};
 use super::types::{self, is_field};
 use super::{
-    Diff, DiffEntry, Resource, ResourceInput, ResourcePatch, ResourceType, Share, ShareInput,
-    TypeInput, Version,
+    Diff, DiffEntry, Link, LinkInput, Resource, ResourceInput, ResourcePatch, ResourceType, Share,
+    ShareInput, TypeInput, Version,
 };
 use crate::app::AppState;
 use crate::audit::{self, Change};
@@ -728,6 +728,9 @@ pub async fn set_deleted(
                 Ok(before)
             };
         }
+        if deleted {
+            apply_delete_rules(ctx, conn, &access, &before).await?;
+        }
         let mut after = before.clone();
         after.version += 1;
         after.updated_at = Utc::now();
@@ -1296,5 +1299,217 @@ mod tests {
         let n = sort_index_name(&"t".repeat(63), &"f".repeat(63));
         assert!(n.len() <= 63 && crate::db::is_identifier(&n));
         assert_ne!(sort_index_name("a", "bc"), sort_index_name("ab", "c"));
+    }
+}
+
+// ---------------------------------------------------------------- links
+
+fn link_of(l: repo::LinkRow) -> Link {
+    Link {
+        kind: l.kind,
+        from_id: ResourceId(l.from_id),
+        from_type: l.from_type,
+        to_id: ResourceId(l.to_id),
+        to_type: l.to_type,
+        created_at: l.created_at,
+    }
+}
+
+/// Links a resource to another under a kind its type declares; both must be readable, and
+/// the caller must be allowed to update the source.
+pub async fn link(
+    ctx: &Ctx<'_>,
+    type_name: &str,
+    id: ResourceId,
+    input: &LinkInput,
+) -> ApiResult<Link> {
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        let (t, _) = locked_type(ctx, conn, type_name).await?;
+        let Some(kind) = t.relationships.iter().find(|k| k.kind == input.kind) else {
+            return Err(invalid(
+                "/kind",
+                format!("`{type_name}` declares no relationship `{}`", input.kind),
+            ));
+        };
+        let access = Access::load(conn, ctx.caller).await?;
+        let (from, rel) = readable(conn, &access, type_name, id, true).await?;
+        if from.deleted_at.is_some() {
+            return Err(ApiError::not_found("resource"));
+        }
+        require(&access, Action::Update, rel)?;
+        let to = match readable(conn, &access, &kind.target, input.to_id, false).await {
+            Ok((to, _)) if to.deleted_at.is_none() => to,
+            _ => {
+                return Err(invalid(
+                    "/to_id",
+                    format!("no {} resource with this id that you may read", kind.target),
+                ));
+            }
+        };
+        if to.id == from.id {
+            return Err(invalid("/to_id", "a resource cannot link to itself"));
+        }
+        if !repo::insert_link(conn, from.id.0, &kind.kind, to.id.0, ctx.caller.user_id()).await? {
+            return Err(ApiError::new(ErrorCode::Conflict, "the link exists"));
+        }
+        let change = json!({"kind": kind.kind, "to_id": to.id, "to_type": to.type_name});
+        share_event(ctx, conn, &from, "resource.linked", change).await?;
+        Ok(Link {
+            kind: kind.kind.clone(),
+            from_id: from.id,
+            from_type: from.type_name,
+            to_id: to.id,
+            to_type: to.type_name,
+            created_at: Utc::now(),
+        })
+    }
+    .await;
+    tx.finish(result).await
+}
+
+pub async fn unlink(
+    ctx: &Ctx<'_>,
+    type_name: &str,
+    id: ResourceId,
+    kind: &str,
+    to: ResourceId,
+) -> ApiResult<()> {
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        let access = Access::load(conn, ctx.caller).await?;
+        let (from, rel) = readable(conn, &access, type_name, id, true).await?;
+        require(&access, Action::Update, rel)?;
+        if !repo::delete_link(conn, from.id.0, kind, to.0).await? {
+            return Err(ApiError::not_found("link"));
+        }
+        share_event(
+            ctx,
+            conn,
+            &from,
+            "resource.unlinked",
+            json!({"kind": kind, "to_id": to}),
+        )
+        .await
+    }
+    .await;
+    tx.finish(result).await
+}
+
+/// A resource's links, outgoing or incoming, to other ends the caller may read.
+pub async fn links(
+    ctx: &Ctx<'_>,
+    type_name: &str,
+    id: ResourceId,
+    outgoing: bool,
+    kind: Option<&str>,
+) -> ApiResult<Vec<Link>> {
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        let access = Access::load(conn, ctx.caller).await?;
+        readable(conn, &access, type_name, id, false).await?;
+        let mut q = repo::links_query(outgoing, id.0);
+        if let Some(k) = kind {
+            q = q.push(" AND l.kind = ").bind::<Text, _>(k.to_string());
+        }
+        let q = access
+            .read_predicate(q)
+            .push(" ORDER BY l.kind, l.created_at LIMIT 1000");
+        Ok(repo::links(conn, q)
+            .await?
+            .into_iter()
+            .map(link_of)
+            .collect())
+    }
+    .await;
+    tx.finish(result).await
+}
+
+/// Applies the delete rules of links into `first` (being soft-deleted, by the caller):
+/// `refuse` fails the deletion (409 naming the links), `detach` removes the links,
+/// `cascade` soft-deletes the linking resources too — under the same rules, and only those
+/// the caller may delete. Cycles end; chains deeper than 100 resources are refused.
+async fn apply_delete_rules(
+    ctx: &Ctx<'_>,
+    conn: &mut AsyncPgConnection,
+    access: &Access,
+    first: &Resource,
+) -> ApiResult<()> {
+    let mut queue = vec![first.id.0];
+    let mut seen = std::collections::HashSet::from([first.id.0]);
+    let mut refusals = Vec::new();
+    let mut types: std::collections::HashMap<String, Option<ResourceType>> = Default::default();
+    while let Some(target) = queue.pop() {
+        for l in repo::incoming_live(conn, target).await? {
+            if !types.contains_key(&l.from_type) {
+                let t = repo::get_type(conn, &l.from_type).await?;
+                types.insert(l.from_type.clone(), t);
+            }
+            let rule = types[&l.from_type]
+                .as_ref()
+                .and_then(|t| t.relationships.iter().find(|k| k.kind == l.kind))
+                .map_or(super::OnDelete::Detach, |k| k.on_delete);
+            match rule {
+                super::OnDelete::Refuse => refusals.push(FieldError {
+                    pointer: format!("/links/{}/{}", l.kind, ResourceId(l.from_id)),
+                    message: format!(
+                        "{} {} links here with `{}`, whose rule refuses the deletion",
+                        l.from_type,
+                        ResourceId(l.from_id),
+                        l.kind
+                    ),
+                }),
+                super::OnDelete::Detach => {
+                    repo::delete_link(conn, l.from_id, &l.kind, l.to_id).await?;
+                }
+                super::OnDelete::Cascade => {
+                    if !seen.insert(l.from_id) {
+                        continue;
+                    }
+                    if seen.len() > 100 {
+                        return Err(ApiError::new(
+                            ErrorCode::Conflict,
+                            "the deletion would cascade to more than 100 resources",
+                        ));
+                    }
+                    let src = found(
+                        repo::get(conn, &l.from_type, l.from_id, true).await?,
+                        "resource",
+                    )?;
+                    let rel = access
+                        .relation(conn, src.id.0, src.owner_id.0, src.team_id.map(|t| t.0))
+                        .await?;
+                    if !access.may(Action::Delete, rel) {
+                        return Err(ApiError::new(
+                            ErrorCode::Forbidden,
+                            format!(
+                                "the deletion cascades to {}, which you may not delete",
+                                src.id
+                            ),
+                        ));
+                    }
+                    let mut after = src.clone();
+                    after.version += 1;
+                    after.updated_at = Utc::now();
+                    after.deleted_at = Some(after.updated_at);
+                    repo::update(conn, &after).await?;
+                    record_change(ctx, conn, &after, "deleted", None).await?;
+                    queue.push(src.id.0);
+                }
+            }
+        }
+    }
+    if refusals.is_empty() {
+        Ok(())
+    } else {
+        let mut e = ApiError::new(
+            ErrorCode::Conflict,
+            "links whose rule is `refuse` point at this resource; remove them first",
+        );
+        e.errors = refusals;
+        Err(e)
     }
 }
