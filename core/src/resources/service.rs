@@ -1262,46 +1262,6 @@ pub async fn unshare(
     tx.finish(result).await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merge_patch_follows_rfc_7396() {
-        let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}});
-        merge_patch(&mut doc, &json!({"a": "z", "c": {"f": null}}));
-        assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}}));
-        let mut doc = json!({"a": [1, 2]});
-        merge_patch(&mut doc, &json!({"a": [3], "n": {"x": 1}}));
-        assert_eq!(doc, json!({"a": [3], "n": {"x": 1}}));
-    }
-
-    #[test]
-    fn diffs_name_each_changed_member() {
-        let a = json!({"data": {"title": "a", "old": 1, "n": {"x": 1}}, "tags": ["t"]});
-        let b = json!({"data": {"title": "b", "new": 2, "n": {"x": 1}}, "tags": ["t", "u"]});
-        let d = diff_states(&a, &b);
-        let got: Vec<(&str, &str)> = d.iter().map(|e| (e.op.as_str(), e.path.as_str())).collect();
-        assert_eq!(
-            got,
-            vec![
-                ("add", "/data/new"),
-                ("remove", "/data/old"),
-                ("replace", "/data/title"),
-                ("replace", "/tags"),
-            ]
-        );
-        assert!(diff_states(&a, &a).is_empty());
-    }
-
-    #[test]
-    fn sort_index_names_fit_postgres() {
-        let n = sort_index_name(&"t".repeat(63), &"f".repeat(63));
-        assert!(n.len() <= 63 && crate::db::is_identifier(&n));
-        assert_ne!(sort_index_name("a", "bc"), sort_index_name("ab", "c"));
-    }
-}
-
 // ---------------------------------------------------------------- links
 
 fn link_of(l: repo::LinkRow) -> Link {
@@ -1511,5 +1471,45 @@ async fn apply_delete_rules(
         );
         e.errors = refusals;
         Err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut doc, &json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}}));
+        let mut doc = json!({"a": [1, 2]});
+        merge_patch(&mut doc, &json!({"a": [3], "n": {"x": 1}}));
+        assert_eq!(doc, json!({"a": [3], "n": {"x": 1}}));
+    }
+
+    #[test]
+    fn diffs_name_each_changed_member() {
+        let a = json!({"data": {"title": "a", "old": 1, "n": {"x": 1}}, "tags": ["t"]});
+        let b = json!({"data": {"title": "b", "new": 2, "n": {"x": 1}}, "tags": ["t", "u"]});
+        let d = diff_states(&a, &b);
+        let got: Vec<(&str, &str)> = d.iter().map(|e| (e.op.as_str(), e.path.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("add", "/data/new"),
+                ("remove", "/data/old"),
+                ("replace", "/data/title"),
+                ("replace", "/tags"),
+            ]
+        );
+        assert!(diff_states(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn sort_index_names_fit_postgres() {
+        let n = sort_index_name(&"t".repeat(63), &"f".repeat(63));
+        assert!(n.len() <= 63 && crate::db::is_identifier(&n));
+        assert_ne!(sort_index_name("a", "bc"), sort_index_name("ab", "c"));
     }
 }
