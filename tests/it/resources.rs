@@ -810,3 +810,97 @@ async fn links_follow_their_kinds_and_delete_rules() {
     );
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn bulk_is_all_or_nothing_or_item_by_item() {
+    let app = TestApp::start().await;
+    let (t, _member, boss, _) = tenant_with_admin(&app).await;
+    let as_boss = |m: Method, path: &str| app.anonymous(m, &t.slug, path).bearer_auth(&boss);
+    let res = as_boss(Method::POST, "/v1/resource-types")
+        .json(&ticket_type())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let bulk = |body: Value| as_boss(Method::POST, "/v1/resources/ticket/bulk").json(&body);
+    let count = || async {
+        let v: Value = as_boss(Method::GET, "/v1/resources/ticket?limit=200")
+            .fetch_json()
+            .await;
+        v["items"].as_array().unwrap().len()
+    };
+    let create = |title: &str| json!({"op": "create", "data": {"title": title, "priority": 2}});
+    let statuses = |v: &Value| -> Vec<u64> {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["status"].as_u64().unwrap())
+            .collect()
+    };
+
+    let ok: Value = bulk(json!({"operations": [create("a"), create("b"), create("c")]}))
+        .fetch_json()
+        .await;
+    assert_eq!(ok["committed"], true);
+    assert_eq!(statuses(&ok), [201, 201, 201]);
+    let a = ok["results"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Atomic: one bad operation and nothing is applied.
+    let bad = json!({"op": "create", "data": {"priority": 9}});
+    let failed: Value = bulk(json!({"operations": [create("d"), bad.clone(), create("e")]}))
+        .fetch_json()
+        .await;
+    assert_eq!(failed["committed"], false);
+    assert_eq!(statuses(&failed), [424, 422, 424]);
+    let pointers: Vec<&str> = failed["results"][1]["error"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert!(
+        pointers.contains(&"/data") && pointers.contains(&"/data/priority"),
+        "{failed}"
+    );
+    assert_eq!(count().await, 3);
+
+    // Item by item: the good ones stay.
+    let each: Value = bulk(json!({"atomic": false, "operations": [
+        create("d"), bad,
+        {"op": "update", "id": a, "if_match": "\"9\"", "data": {"status": "closed"}},
+        {"op": "update", "id": a, "if_match": "\"1\"", "data": {"status": "closed"}},
+        {"op": "delete", "id": "res_0193a8c5e1f27b3c9d4e5f6a7b8c9d0e"},
+    ]}))
+    .fetch_json()
+    .await;
+    assert_eq!(statuses(&each), [201, 422, 412, 200, 404]);
+    assert_eq!(each["results"][3]["resource"]["data"]["status"], "closed");
+    assert_eq!(count().await, 4);
+
+    // Another user's bulk is checked operation by operation: a member may not change the
+    // admin's tickets (403) but may create their own.
+    let mine: Value = app
+        .tenant_req(Method::POST, &t.slug, "/v1/resources/ticket/bulk")
+        .json(&json!({"atomic": false, "operations": [
+            {"op": "delete", "id": a}, create("member's")]}))
+        .fetch_json()
+        .await;
+    assert_eq!(statuses(&mine), [403, 201]);
+
+    // Malformed requests.
+    let many: Vec<Value> = (0..1001).map(|i| create(&format!("t{i}"))).collect();
+    for body in [
+        json!({"operations": []}),
+        json!({"operations": many}),
+        json!({"operations": [{"op": "explode"}]}),
+        json!({"operations": [{"op": "create"}]}),
+        json!({"operations": [create("x")], "extra": 1}),
+    ] {
+        expect_problem(bulk(body).send().await.unwrap(), 422, "validation").await;
+    }
+    app.cleanup().await;
+}

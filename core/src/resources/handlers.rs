@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use super::service::{self, Ctx, ListCursor, ListQuery};
 use super::{
-    Diff, Link, LinkInput, Resource, ResourceInput, ResourcePatch, ResourceType, Share, ShareInput,
-    TypeInput, Version,
+    BulkRequest, BulkResponse, Diff, Link, LinkInput, Resource, ResourceInput, ResourcePatch,
+    ResourceType, Share, ShareInput, TypeInput, Version,
 };
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::extract::{IfMatch, JsonBody, ListParams, Page, Path, state};
@@ -499,6 +499,27 @@ pub async fn unlink(
     Ok(NoContent)
 }
 
+/// Many creates, updates (merge patches) and soft deletes of one type in one request:
+/// `atomic` (default) applies all or nothing in one transaction; otherwise each operation on
+/// its own. Every operation is checked as its own request would be; the answer lists what
+/// became of each.
+#[endpoint(
+    tags("resources"),
+    status_codes(200, 400, 401, 403, 404, 413, 415, 422)
+)]
+pub async fn bulk(
+    caller: crate::rbac::Caller,
+    type_name: Path<String>,
+    body: JsonBody<BulkRequest>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<BulkResponse>> {
+    let ctx = Ctx {
+        state: &*state(depot)?,
+        caller: &caller,
+    };
+    Ok(Reply::ok(service::bulk(&ctx, &type_name.0, &body.0).await?))
+}
+
 /// A value and how many visible live resources carry it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Count {
@@ -554,6 +575,7 @@ pub fn router() -> Router {
             Router::with_path("resources/{type_name}")
                 .get(list)
                 .post(create)
+                .push(Router::with_path("bulk").post(bulk))
                 .push(Router::with_path("tags").get(tag_counts))
                 .push(Router::with_path("categories").get(category_counts))
                 .push(

@@ -281,3 +281,84 @@ pub struct Link {
     pub to_type: String,
     pub created_at: DateTime<Utc>,
 }
+
+/// One operation of a bulk request.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BulkOp {
+    Create {
+        data: Value,
+        #[serde(default)]
+        tags: Vec<String>,
+        #[serde(default)]
+        category: Option<String>,
+        #[serde(default)]
+        team_id: Option<TeamId>,
+    },
+    /// A partial change (`data` is a JSON merge patch), optionally only at `if_match`.
+    Update {
+        id: ResourceId,
+        #[serde(default)]
+        if_match: Option<String>,
+        #[serde(default)]
+        data: Option<Value>,
+        #[serde(default)]
+        tags: Option<Vec<String>>,
+        #[serde(default, with = "double_option")]
+        #[salvo(schema(value_type = Option<String>))]
+        category: Option<Option<String>>,
+    },
+    /// A soft delete, optionally only at `if_match`.
+    Delete {
+        id: ResourceId,
+        #[serde(default)]
+        if_match: Option<String>,
+    },
+}
+
+/// Many creates, updates and deletes in one request.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    /// `true` (default): all or nothing, in one transaction; `false`: each operation on its
+    /// own, whatever happens to the others.
+    #[serde(default = "yes")]
+    pub atomic: bool,
+    /// 1-1000 operations, applied in order.
+    pub operations: Vec<BulkOp>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The problem an operation met.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BulkError {
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<crate::error::FieldError>,
+}
+
+/// What became of one operation: `status` as its own request would have answered; 424 for
+/// operations of an atomic request that were rolled back or not attempted.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BulkResult {
+    pub index: usize,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<Resource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<BulkError>,
+}
+
+/// The outcome of a bulk request.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BulkResponse {
+    pub atomic: bool,
+    /// For atomic requests: whether everything was applied.
+    pub committed: bool,
+    pub results: Vec<BulkResult>,
+}

@@ -15,8 +15,8 @@ use super::access::{Access, Action, Relation};
 use super::repo::{self, ResourceRow, Sql, TypeRow};
 use super::types::{self, is_field};
 use super::{
-    Diff, DiffEntry, Link, LinkInput, Resource, ResourceInput, ResourcePatch, ResourceType, Share,
-    ShareInput, TypeInput, Version,
+    BulkError, BulkOp, BulkRequest, BulkResponse, BulkResult, Diff, DiffEntry, Link, LinkInput,
+    Resource, ResourceInput, ResourcePatch, ResourceType, Share, ShareInput, TypeInput, Version,
 };
 use crate::app::AppState;
 use crate::audit::{self, Change};
@@ -483,40 +483,45 @@ async fn record_change(
 
 pub async fn create(ctx: &Ctx<'_>, type_name: &str, input: &ResourceInput) -> ApiResult<Resource> {
     let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let (t, validator) = locked_type(ctx, conn, type_name).await?;
-        let mut errors = types::validate(&validator, &input.data, "/data");
-        let tags = clean_tags(&input.tags, &mut errors);
-        let category = check_category(&input.category, &mut errors);
-        if !errors.is_empty() {
-            return Err(ApiError::validation(errors));
-        }
-        if input.team_id.is_some() {
-            let access = Access::load(conn, ctx.caller).await?;
-            check_team(conn, &access, Action::Create, input.team_id).await?;
-        }
-        let now = Utc::now();
-        let row = ResourceRow {
-            id: ResourceId::generate().0,
-            type_: t.name.clone(),
-            data: input.data.clone(),
-            tags,
-            category,
-            owner_id: ctx.caller.user_id(),
-            team_id: input.team_id.map(|t| t.0),
-            version: 1,
-            created_at: now,
-            updated_at: now,
-            deleted_at: None,
-        };
-        repo::insert(conn, &row).await?;
-        let r = Resource::from(row);
-        record_change(ctx, conn, &r, "created", None).await?;
-        Ok(r)
-    }
-    .await;
+    let result = create_in(ctx, tx.conn(), type_name, input).await;
     tx.finish(result).await
+}
+
+async fn create_in(
+    ctx: &Ctx<'_>,
+    conn: &mut AsyncPgConnection,
+    type_name: &str,
+    input: &ResourceInput,
+) -> ApiResult<Resource> {
+    let (t, validator) = locked_type(ctx, conn, type_name).await?;
+    let mut errors = types::validate(&validator, &input.data, "/data");
+    let tags = clean_tags(&input.tags, &mut errors);
+    let category = check_category(&input.category, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    if input.team_id.is_some() {
+        let access = Access::load(conn, ctx.caller).await?;
+        check_team(conn, &access, Action::Create, input.team_id).await?;
+    }
+    let now = Utc::now();
+    let row = ResourceRow {
+        id: ResourceId::generate().0,
+        type_: t.name.clone(),
+        data: input.data.clone(),
+        tags,
+        category,
+        owner_id: ctx.caller.user_id(),
+        team_id: input.team_id.map(|t| t.0),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+    };
+    repo::insert(conn, &row).await?;
+    let r = Resource::from(row);
+    record_change(ctx, conn, &r, "created", None).await?;
+    Ok(r)
 }
 
 /// Loads a resource the caller may read (404 otherwise, never 403: its existence is not
@@ -611,58 +616,65 @@ async fn edit(
     change: Edit<'_>,
 ) -> ApiResult<Resource> {
     let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let (_, validator) = locked_type(ctx, conn, type_name).await?;
-        let access = Access::load(conn, ctx.caller).await?;
-        let (before, rel) = readable(conn, &access, type_name, id, true).await?;
-        if before.deleted_at.is_some() {
-            return Err(ApiError::not_found("resource"));
-        }
-        require(&access, Action::Update, rel)?;
-        check_if_match(&before, if_match)?;
-        let mut after = before.clone();
-        let mut errors = Vec::new();
-        match change {
-            Edit::Replace(input) => {
-                after.data = input.data.clone();
-                after.tags = clean_tags(&input.tags, &mut errors);
-                after.category = check_category(&input.category, &mut errors);
-                after.team_id = input.team_id;
-            }
-            Edit::Patch(p) => {
-                if let Some(d) = &p.data {
-                    merge_patch(&mut after.data, d);
-                }
-                if let Some(tags) = &p.tags {
-                    after.tags = clean_tags(tags, &mut errors);
-                }
-                if let Some(c) = &p.category {
-                    after.category = check_category(c, &mut errors);
-                }
-                if let Some(t) = p.team_id {
-                    after.team_id = t;
-                }
-            }
-        }
-        errors.extend(types::validate(&validator, &after.data, "/data"));
-        if !errors.is_empty() {
-            return Err(ApiError::validation(errors));
-        }
-        if after.team_id != before.team_id {
-            check_team(conn, &access, Action::Update, after.team_id).await?;
-        }
-        if state_of(&after) == state_of(&before) {
-            return Ok(before);
-        }
-        after.version += 1;
-        after.updated_at = Utc::now();
-        repo::update(conn, &after).await?;
-        record_change(ctx, conn, &after, "updated", Some(&before)).await?;
-        Ok(after)
-    }
-    .await;
+    let result = edit_in(ctx, tx.conn(), type_name, id, if_match, change).await;
     tx.finish(result).await
+}
+
+async fn edit_in(
+    ctx: &Ctx<'_>,
+    conn: &mut AsyncPgConnection,
+    type_name: &str,
+    id: ResourceId,
+    if_match: Option<&str>,
+    change: Edit<'_>,
+) -> ApiResult<Resource> {
+    let (_, validator) = locked_type(ctx, conn, type_name).await?;
+    let access = Access::load(conn, ctx.caller).await?;
+    let (before, rel) = readable(conn, &access, type_name, id, true).await?;
+    if before.deleted_at.is_some() {
+        return Err(ApiError::not_found("resource"));
+    }
+    require(&access, Action::Update, rel)?;
+    check_if_match(&before, if_match)?;
+    let mut after = before.clone();
+    let mut errors = Vec::new();
+    match change {
+        Edit::Replace(input) => {
+            after.data = input.data.clone();
+            after.tags = clean_tags(&input.tags, &mut errors);
+            after.category = check_category(&input.category, &mut errors);
+            after.team_id = input.team_id;
+        }
+        Edit::Patch(p) => {
+            if let Some(d) = &p.data {
+                merge_patch(&mut after.data, d);
+            }
+            if let Some(tags) = &p.tags {
+                after.tags = clean_tags(tags, &mut errors);
+            }
+            if let Some(c) = &p.category {
+                after.category = check_category(c, &mut errors);
+            }
+            if let Some(t) = p.team_id {
+                after.team_id = t;
+            }
+        }
+    }
+    errors.extend(types::validate(&validator, &after.data, "/data"));
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    if after.team_id != before.team_id {
+        check_team(conn, &access, Action::Update, after.team_id).await?;
+    }
+    if state_of(&after) == state_of(&before) {
+        return Ok(before);
+    }
+    after.version += 1;
+    after.updated_at = Utc::now();
+    repo::update(conn, &after).await?;
+    record_change(ctx, conn, &after, "updated", Some(&before)).await?;
+    Ok(after)
 }
 
 pub async fn replace(
@@ -714,40 +726,47 @@ pub async fn set_deleted(
     deleted: bool,
 ) -> ApiResult<Resource> {
     let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        locked_type(ctx, conn, type_name).await?;
-        let access = Access::load(conn, ctx.caller).await?;
-        let (before, rel) = readable(conn, &access, type_name, id, true).await?;
-        require(&access, Action::Delete, rel)?;
-        check_if_match(&before, if_match)?;
-        if before.deleted_at.is_some() == deleted {
-            return if deleted {
-                Err(ApiError::not_found("resource"))
-            } else {
-                Ok(before)
-            };
-        }
-        if deleted {
-            apply_delete_rules(ctx, conn, &access, &before).await?;
-        }
-        let mut after = before.clone();
-        after.version += 1;
-        after.updated_at = Utc::now();
-        after.deleted_at = deleted.then_some(after.updated_at);
-        repo::update(conn, &after).await?;
-        record_change(
-            ctx,
-            conn,
-            &after,
-            if deleted { "deleted" } else { "restored" },
-            None,
-        )
-        .await?;
-        Ok(after)
-    }
-    .await;
+    let result = set_deleted_in(ctx, tx.conn(), type_name, id, if_match, deleted).await;
     tx.finish(result).await
+}
+
+async fn set_deleted_in(
+    ctx: &Ctx<'_>,
+    conn: &mut AsyncPgConnection,
+    type_name: &str,
+    id: ResourceId,
+    if_match: Option<&str>,
+    deleted: bool,
+) -> ApiResult<Resource> {
+    locked_type(ctx, conn, type_name).await?;
+    let access = Access::load(conn, ctx.caller).await?;
+    let (before, rel) = readable(conn, &access, type_name, id, true).await?;
+    require(&access, Action::Delete, rel)?;
+    check_if_match(&before, if_match)?;
+    if before.deleted_at.is_some() == deleted {
+        return if deleted {
+            Err(ApiError::not_found("resource"))
+        } else {
+            Ok(before)
+        };
+    }
+    if deleted {
+        apply_delete_rules(ctx, conn, &access, &before).await?;
+    }
+    let mut after = before.clone();
+    after.version += 1;
+    after.updated_at = Utc::now();
+    after.deleted_at = deleted.then_some(after.updated_at);
+    repo::update(conn, &after).await?;
+    record_change(
+        ctx,
+        conn,
+        &after,
+        if deleted { "deleted" } else { "restored" },
+        None,
+    )
+    .await?;
+    Ok(after)
 }
 
 // ---------------------------------------------------------------- versions
@@ -1472,6 +1491,171 @@ async fn apply_delete_rules(
         e.errors = refusals;
         Err(e)
     }
+}
+
+// ---------------------------------------------------------------- bulk
+
+pub const BULK_MAX: usize = 1000;
+
+fn bulk_error(e: &ApiError) -> BulkError {
+    BulkError {
+        type_uri: e.code.type_uri(),
+        detail: e.detail.to_string(),
+        errors: e.errors.clone(),
+    }
+}
+
+async fn bulk_one(
+    ctx: &Ctx<'_>,
+    conn: &mut AsyncPgConnection,
+    type_name: &str,
+    op: &BulkOp,
+) -> ApiResult<(u16, Resource)> {
+    match op {
+        BulkOp::Create {
+            data,
+            tags,
+            category,
+            team_id,
+        } => {
+            ctx.caller
+                .require("resources", "create", crate::rbac::perm::Scope::Own)?;
+            let input = ResourceInput {
+                data: data.clone(),
+                tags: tags.clone(),
+                category: category.clone(),
+                team_id: *team_id,
+            };
+            Ok((201, create_in(ctx, conn, type_name, &input).await?))
+        }
+        BulkOp::Update {
+            id,
+            if_match,
+            data,
+            tags,
+            category,
+        } => {
+            let patch = ResourcePatch {
+                data: data.clone(),
+                tags: tags.clone(),
+                category: category.clone(),
+                team_id: None,
+            };
+            Ok((
+                200,
+                edit_in(
+                    ctx,
+                    conn,
+                    type_name,
+                    *id,
+                    if_match.as_deref(),
+                    Edit::Patch(&patch),
+                )
+                .await?,
+            ))
+        }
+        BulkOp::Delete { id, if_match } => Ok((
+            200,
+            set_deleted_in(ctx, conn, type_name, *id, if_match.as_deref(), true).await?,
+        )),
+    }
+}
+
+/// Applies many operations, atomically (one transaction; the first failure rolls all back)
+/// or one by one (each in its own transaction).
+pub async fn bulk(ctx: &Ctx<'_>, type_name: &str, req: &BulkRequest) -> ApiResult<BulkResponse> {
+    if req.operations.is_empty() || req.operations.len() > BULK_MAX {
+        return Err(invalid(
+            "/operations",
+            format!("must hold 1-{BULK_MAX} operations"),
+        ));
+    }
+    let mut results = Vec::with_capacity(req.operations.len());
+    if !req.atomic {
+        for (index, op) in req.operations.iter().enumerate() {
+            let mut tx = ctx.db().begin().await?;
+            let r = bulk_one(ctx, tx.conn(), type_name, op).await;
+            results.push(match tx.finish(r).await {
+                Ok((status, resource)) => BulkResult {
+                    index,
+                    status,
+                    resource: Some(resource),
+                    error: None,
+                },
+                Err(e) => BulkResult {
+                    index,
+                    status: e.code.status().as_u16(),
+                    resource: None,
+                    error: Some(bulk_error(&e)),
+                },
+            });
+        }
+        return Ok(BulkResponse {
+            atomic: false,
+            committed: true,
+            results,
+        });
+    }
+    let mut tx = ctx.db().begin().await?;
+    let mut failed: Option<(usize, ApiError)> = None;
+    for (index, op) in req.operations.iter().enumerate() {
+        match bulk_one(ctx, tx.conn(), type_name, op).await {
+            Ok((status, resource)) => results.push(BulkResult {
+                index,
+                status,
+                resource: Some(resource),
+                error: None,
+            }),
+            Err(e) => {
+                failed = Some((index, e));
+                break;
+            }
+        }
+    }
+    let Some((at, e)) = failed else {
+        tx.commit().await?;
+        return Ok(BulkResponse {
+            atomic: true,
+            committed: true,
+            results,
+        });
+    };
+    // Server-side failures are not the caller's to see item by item.
+    if e.code.status().is_server_error() {
+        let _ = tx.finish::<(), ApiError>(Err(e)).await;
+        return Err(ApiError::internal("bulk operation failed"));
+    }
+    let _ = tx
+        .finish::<(), ApiError>(Err(ApiError::internal("rolled back")))
+        .await;
+    let not_applied = |index: usize, detail: String| BulkResult {
+        index,
+        status: 424,
+        resource: None,
+        error: Some(BulkError {
+            type_uri: ErrorCode::Conflict.type_uri(),
+            detail,
+            errors: Vec::new(),
+        }),
+    };
+    let mut out: Vec<BulkResult> = (0..at)
+        .map(|i| not_applied(i, format!("rolled back: operation {at} failed")))
+        .collect();
+    out.push(BulkResult {
+        index: at,
+        status: e.code.status().as_u16(),
+        resource: None,
+        error: Some(bulk_error(&e)),
+    });
+    out.extend(
+        (at + 1..req.operations.len())
+            .map(|i| not_applied(i, format!("not attempted: operation {at} failed"))),
+    );
+    Ok(BulkResponse {
+        atomic: true,
+        committed: false,
+        results: out,
+    })
 }
 
 #[cfg(test)]
