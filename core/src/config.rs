@@ -170,6 +170,8 @@ pub struct ServerConfig {
     pub base_domain: String,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Largest accepted body of a streamed import (`…/import`), in bytes.
+    pub max_import_bytes: u64,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
     /// Directory of static assets (the Scalar script for `/docs`).
@@ -184,6 +186,7 @@ impl Default for ServerConfig {
             bind: "127.0.0.1:8080".parse().expect("valid default address"),
             base_domain: "localhost".into(),
             max_body_bytes: 1024 * 1024,
+            max_import_bytes: 100 * 1024 * 1024,
             shutdown_grace_secs: 20,
             assets_dir: PathBuf::from(".devstack/assets"),
             allow_tenant_header: true,
@@ -492,6 +495,9 @@ impl Config {
             if value.is_empty() || value.len() > 100 {
                 return Err(bad(key, "must be 1-100 characters"));
             }
+        }
+        if !(1024..=16 * 1024 * 1024 * 1024).contains(&self.server.max_import_bytes) {
+            return Err(bad("server.max_import_bytes", "must be 1 KiB to 16 GiB"));
         }
         if self.search.data_dir.as_os_str().is_empty() {
             return Err(bad("search.data_dir", "must name a directory"));

@@ -904,3 +904,169 @@ async fn bulk_is_all_or_nothing_or_item_by_item() {
     }
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn export_and_import_round_trip_and_report_rejected_rows() {
+    let app = TestApp::start().await;
+    let (t, _member, boss, _) = tenant_with_admin(&app).await;
+    let as_boss = |m: Method, path: &str| app.anonymous(m, &t.slug, path).bearer_auth(&boss);
+    let res = as_boss(Method::POST, "/v1/resource-types")
+        .json(&ticket_type())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    for (title, priority, tags) in [
+        ("=SUM(A1)", 1, json!(["x"])),
+        ("comma, \"quote\"\nand a second line", 2, json!(["y", "z"])),
+        ("plain", 3, json!([])),
+    ] {
+        let res = as_boss(Method::POST, "/v1/resources/ticket")
+            .json(&json!({"data": {"title": title, "priority": priority, "status": "open"}, "tags": tags}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    let jsonl = as_boss(Method::GET, "/v1/resources/ticket/export")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jsonl.headers()["content-type"], "application/x-ndjson");
+    let jsonl = jsonl.text().await.unwrap();
+    assert_eq!(jsonl.lines().count(), 3);
+    let csv = as_boss(
+        Method::GET,
+        "/v1/resources/ticket/export?format=csv&filter[status]=open",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert!(
+        csv.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = csv.text().await.unwrap();
+    assert!(
+        csv.starts_with("id,version,created_at,updated_at,owner_id,team_id,tags,category,"),
+        "{csv}"
+    );
+    assert!(csv.contains("\"'=SUM(A1)\""), "formulas defused: {csv}");
+
+    let import = |format: &str, body: String| {
+        as_boss(
+            Method::POST,
+            &format!("/v1/resources/ticket/import?format={format}"),
+        )
+        .header(
+            "content-type",
+            if format == "csv" {
+                "text/csv"
+            } else {
+                "application/x-ndjson"
+            },
+        )
+        .body(body)
+    };
+    // The CSV export imports back, exactly.
+    let report: Value = import("csv", csv).fetch_json().await;
+    assert_eq!(report["imported"], 3, "{report}");
+    assert_eq!(report["rejected"], 0);
+    let all: Value = as_boss(Method::GET, "/v1/resources/ticket?limit=50")
+        .fetch_json()
+        .await;
+    let mut titles: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["data"]["title"].as_str().unwrap())
+        .collect();
+    titles.sort();
+    assert_eq!(
+        titles,
+        [
+            "=SUM(A1)",
+            "=SUM(A1)",
+            "comma, \"quote\"\nand a second line",
+            "comma, \"quote\"\nand a second line",
+            "plain",
+            "plain"
+        ]
+    );
+    // So does the JSON Lines export.
+    let report: Value = import("jsonl", jsonl).fetch_json().await;
+    assert_eq!(report["imported"], 3, "{report}");
+
+    // Rejected rows are reported by line; the valid ones are created.
+    let body = [
+        r#"{"data": {"title": "ok"}}"#,
+        r#"{"data": {"title": "bad", "priority": 9}}"#,
+        "not json",
+        r#"{"data": {"title": "x"}, "surprise": 1}"#,
+        "",
+    ]
+    .join("\n");
+    let report: Value = import("jsonl", body).fetch_json().await;
+    assert_eq!(
+        (
+            report["rows"].as_u64(),
+            report["imported"].as_u64(),
+            report["rejected"].as_u64()
+        ),
+        (Some(4), Some(1), Some(3)),
+        "{report}"
+    );
+    let lines: Vec<u64> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [2, 3, 4]);
+    assert_eq!(
+        report["errors"][0]["errors"][0]["pointer"],
+        "/data/priority"
+    );
+    let report: Value = import(
+        "csv",
+        "title,priority\nfine,2\nnope,two\n\"open quote,1\n".into(),
+    )
+    .fetch_json()
+    .await;
+    assert_eq!(report["imported"], 1, "{report}");
+    assert_eq!(report["errors"][0]["line"], 3);
+    assert_eq!(
+        report["errors"][0]["errors"][0]["pointer"],
+        "/data/priority"
+    );
+    assert_eq!(report["errors"][1]["line"], 4);
+
+    // Refusals: unknown columns, unknown format.
+    expect_problem(
+        import("csv", "title,colour\nx,red\n".into())
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "validation",
+    )
+    .await;
+    expect_problem(
+        import("xml", "<x/>".into()).send().await.unwrap(),
+        400,
+        "invalid-parameter",
+    )
+    .await;
+    expect_problem(
+        as_boss(Method::GET, "/v1/resources/ticket/export?format=xml")
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid-parameter",
+    )
+    .await;
+    app.cleanup().await;
+}

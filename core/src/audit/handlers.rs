@@ -1,14 +1,12 @@
 //! HTTP endpoints under `/v1/audit`: search, verify, export, a live stream and settings.
 //! Every read is permissioned and itself audited.
 
-use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use salvo::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE, HeaderValue};
-use salvo::oapi::{self, Components, EndpointOutRegister, Operation, ToSchema, endpoint};
+use salvo::oapi::{ToSchema, endpoint};
 use salvo::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -19,7 +17,7 @@ use super::search::{self, AuditEntry, Filter, Format};
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use crate::http::extract::state;
 use crate::http::extract::{JsonBody, ListParams, Page};
-use crate::http::reply::Reply;
+use crate::http::reply::{Reply, Streamed};
 use crate::ids::AuditId;
 use crate::rbac::Caller;
 use crate::rbac::Can;
@@ -89,43 +87,6 @@ pub async fn verify_audit(
     )
     .await?;
     Ok(Reply::ok(report))
-}
-
-/// A streamed body with its content type.
-pub struct Streamed {
-    content_type: &'static str,
-    filename: Option<&'static str>,
-    body: futures::stream::BoxStream<'static, Result<Bytes, Infallible>>,
-}
-
-#[async_trait]
-impl Writer for Streamed {
-    async fn write(self, _req: &mut Request, _depot: &mut Depot, res: &mut Response) {
-        res.status_code(StatusCode::OK);
-        res.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
-        res.headers_mut()
-            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(name) = self.filename
-            && let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
-        {
-            res.headers_mut().insert(CONTENT_DISPOSITION, v);
-        }
-        res.stream(self.body);
-    }
-}
-
-impl EndpointOutRegister for Streamed {
-    fn register(_components: &mut Components, operation: &mut Operation) {
-        let text = || oapi::Content::new(oapi::Object::new().schema_type(oapi::BasicType::String));
-        operation.responses.insert(
-            "200",
-            oapi::Response::new("A stream")
-                .add_content("text/csv", text())
-                .add_content("application/x-ndjson", text())
-                .add_content("text/event-stream", text()),
-        );
-    }
 }
 
 /// Export the audit log (filtered like search), oldest first, streamed: `format=csv` or

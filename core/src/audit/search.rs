@@ -2,6 +2,7 @@
 //! id (UUIDv7, so id order is time order and the time filter becomes an id range on the same
 //! indexes), and streamed CSV / JSON Lines exports.
 
+use crate::http::reply::csv_field;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -276,18 +277,6 @@ pub enum Format {
 }
 
 pub const CSV_HEADER: &str = "id,seq,at,actor_type,actor_id,action,target_type,target_id,request_id,ip,user_agent,data,hash\n";
-
-fn csv_field(out: &mut String, s: &str) {
-    // Neutralise spreadsheet formulas, then quote.
-    let guarded = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    out.push('"');
-    out.push_str(&guarded.replace('"', "\"\""));
-    out.push('"');
-}
 
 /// One entry as a line of the export.
 pub fn line(format: Format, e: &AuditEntry) -> String {

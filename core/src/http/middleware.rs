@@ -64,16 +64,23 @@ impl Handler for Observe {
         );
         let max_body = self.state.config.server.max_body_bytes;
         req.set_secure_max_size(max_body);
+        // Streamed imports read their body themselves, up to their own limit.
+        let limit =
+            if req.method() == salvo::http::Method::POST && req.uri().path().ends_with("/import") {
+                self.state.config.server.max_import_bytes
+            } else {
+                max_body as u64
+            };
         async {
             let declared = req
                 .headers()
                 .get(CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > max_body as u64) {
+            if declared.is_some_and(|n| n > limit) {
                 ApiError::new(
                     ErrorCode::PayloadTooLarge,
-                    format!("the body may be at most {max_body} bytes"),
+                    format!("the body may be at most {limit} bytes"),
                 )
                 .render(req, depot, res);
                 ctrl.skip_rest();

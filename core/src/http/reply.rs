@@ -98,3 +98,57 @@ impl EndpointOutRegister for NoContent {
             .insert("204", oapi::Response::new("Done"));
     }
 }
+
+/// A streamed body with its content type.
+pub struct Streamed {
+    pub content_type: &'static str,
+    pub filename: Option<&'static str>,
+    pub body: futures::stream::BoxStream<'static, Result<bytes::Bytes, std::convert::Infallible>>,
+}
+
+#[async_trait]
+impl Writer for Streamed {
+    async fn write(self, _req: &mut Request, _depot: &mut Depot, res: &mut Response) {
+        res.status_code(StatusCode::OK);
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        res.headers_mut().insert(
+            salvo::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+        if let Some(name) = self.filename
+            && let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+        {
+            res.headers_mut()
+                .insert(salvo::http::header::CONTENT_DISPOSITION, v);
+        }
+        res.stream(self.body);
+    }
+}
+
+impl EndpointOutRegister for Streamed {
+    fn register(_components: &mut Components, operation: &mut Operation) {
+        let text =
+            || oapi::Content::new(oapi::Object::new().schema_type(oapi::schema::BasicType::String));
+        operation.responses.insert(
+            "200",
+            oapi::Response::new("A stream")
+                .add_content("text/csv", text())
+                .add_content("application/x-ndjson", text())
+                .add_content("text/event-stream", text()),
+        );
+    }
+}
+
+/// One CSV cell, quoted, with spreadsheet formulas defused (a leading `=`, `+`, `-`, `@`,
+/// tab or carriage return gets a `'` in front).
+pub fn csv_field(out: &mut String, s: &str) {
+    let guarded = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
+    out.push('"');
+    out.push_str(&guarded.replace('"', "\"\""));
+    out.push('"');
+}

@@ -105,13 +105,20 @@ fn bad(message: impl Into<String>) -> ApiError {
 
 /// Reads `tag` (repeatable), `category`, `filter[field]`, `sort`, `owner`, `team`, `deleted`.
 fn list_query(req: &Request, page: ListParams<ListCursor>) -> ApiResult<ListQuery> {
+    list_query_from(req.queries().iter_all(), page)
+}
+
+fn list_query_from<'a>(
+    queries: impl Iterator<Item = (&'a String, &'a Vec<String>)>,
+    page: ListParams<ListCursor>,
+) -> ApiResult<ListQuery> {
     let mut q = ListQuery {
         limit: i64::from(page.limit),
         after: page.after,
         ..Default::default()
     };
     let mut filters = BTreeMap::new();
-    for (k, v) in req.queries().iter_all() {
+    for (k, v) in queries {
         let one = || -> ApiResult<&String> {
             match v.as_slice() {
                 [x] => Ok(x),
@@ -520,6 +527,68 @@ pub async fn bulk(
     Ok(Reply::ok(service::bulk(&ctx, &type_name.0, &body.0).await?))
 }
 
+/// Export a type's resources the caller may read, streamed: `format=jsonl` (default; one
+/// resource per line, as `GET` returns it) or `format=csv` (fixed columns, then one column per
+/// schema property; spreadsheet formulas defused). Filters as for the list.
+#[endpoint(tags("resources"), status_codes(200, 400, 401, 403, 404))]
+pub async fn export(
+    can: Can<ResourcesReadOwn>,
+    type_name: Path<String>,
+    req: &mut Request,
+    depot: &mut Depot,
+) -> ApiResult<crate::http::reply::Streamed> {
+    use super::transfer::Format;
+    let format = Format::parse(req.query::<String>("format").as_deref())?;
+    let page = ListParams::<ListCursor> {
+        limit: 500,
+        after: None,
+    };
+    // `format` is ours; the rest are the list's filters.
+    let mut q = list_query_from(
+        req.queries()
+            .iter_all()
+            .filter(|(k, _)| k.as_str() != "format"),
+        page,
+    )?;
+    q.sort = None;
+    let state = state(depot)?;
+    let body =
+        super::transfer::export(state, can.caller.clone(), type_name.0.clone(), format, q).await?;
+    Ok(crate::http::reply::Streamed {
+        content_type: match format {
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::JsonLines => "application/x-ndjson",
+        },
+        filename: Some(match format {
+            Format::Csv => "resources.csv",
+            Format::JsonLines => "resources.jsonl",
+        }),
+        body,
+    })
+}
+
+/// Import resources, streamed and validated row by row: `format=jsonl` (default; each line a
+/// create body, or an exported resource) or `format=csv` (a header naming the columns, as the
+/// export writes them). Valid rows are created; the report lists every rejected row with its
+/// line and field errors. Bodies up to `server.max_import_bytes`.
+#[endpoint(tags("resources"), status_codes(200, 400, 401, 403, 404, 413, 422))]
+pub async fn import(
+    can: Can<ResourcesCreateOwn>,
+    type_name: Path<String>,
+    req: &mut Request,
+    depot: &mut Depot,
+) -> ApiResult<Reply<super::transfer::ImportReport>> {
+    let format = super::transfer::Format::parse(req.query::<String>("format").as_deref())?;
+    let body = req.take_body();
+    let ctx = Ctx {
+        state: &*state(depot)?,
+        caller: &can.caller,
+    };
+    Ok(Reply::ok(
+        super::transfer::import(&ctx, &type_name.0, format, body).await?,
+    ))
+}
+
 /// A value and how many visible live resources carry it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Count {
@@ -576,6 +645,8 @@ pub fn router() -> Router {
                 .get(list)
                 .post(create)
                 .push(Router::with_path("bulk").post(bulk))
+                .push(Router::with_path("export").get(export))
+                .push(Router::with_path("import").post(import))
                 .push(Router::with_path("tags").get(tag_counts))
                 .push(Router::with_path("categories").get(category_counts))
                 .push(

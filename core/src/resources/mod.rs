@@ -18,6 +18,7 @@ pub mod handlers;
 pub mod indexer;
 pub mod repo;
 pub mod service;
+pub mod transfer;
 pub mod types;
 
 use chrono::{DateTime, Utc};

@@ -487,6 +487,16 @@ pub async fn create(ctx: &Ctx<'_>, type_name: &str, input: &ResourceInput) -> Ap
     tx.finish(result).await
 }
 
+/// Creates one resource inside the caller's transaction (imports).
+pub(super) async fn create_row(
+    ctx: &Ctx<'_>,
+    conn: &mut AsyncPgConnection,
+    type_name: &str,
+    input: &ResourceInput,
+) -> ApiResult<Resource> {
+    create_in(ctx, conn, type_name, input).await
+}
+
 async fn create_in(
     ctx: &Ctx<'_>,
     conn: &mut AsyncPgConnection,
