@@ -1070,3 +1070,51 @@ async fn export_and_import_round_trip_and_report_rejected_rows() {
     .await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_type_change_with_a_migration_can_retype_a_sortable_field() {
+    let app = TestApp::start().await;
+    let (t, _member, boss, _) = tenant_with_admin(&app).await;
+    let req = |m: Method, path: &str| app.anonymous(m, &t.slug, path).bearer_auth(&boss);
+    let v1 = json!({"name": "item", "title": "Item", "schema": {"type": "object",
+        "properties": {"name": {"type": "string"}, "rank": {"type": "string"}}}, "sortable": ["rank"]});
+    assert_eq!(
+        req(Method::POST, "/v1/resource-types")
+            .json(&v1)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    for (name, rank) in [("a", "high"), ("b", "low")] {
+        let res = req(Method::POST, "/v1/resources/item")
+            .json(&json!({"data": {"name": name, "rank": rank}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    // `rank` becomes a number: the old strings are dropped and a default set, and the sort
+    // index is rebuilt over the mended rows.
+    let v2 = json!({"title": "Item", "schema": {"type": "object",
+        "properties": {"name": {"type": "string"}, "rank": {"type": "integer"}}}, "sortable": ["rank"],
+        "migration": {"remove": ["rank"], "set_default": {"rank": 3}}});
+    let res = req(Method::PUT, "/v1/resource-types/item")
+        .json(&v2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let page: Value = req(Method::GET, "/v1/resources/item?sort=-rank")
+        .fetch_json()
+        .await;
+    let ranks: Vec<i64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["data"]["rank"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ranks, [3, 3]);
+    app.cleanup().await;
+}

@@ -76,7 +76,12 @@ fn sort_expr(t: &ResourceType, field: &str) -> String {
         .pointer(&format!("/properties/{field}/type"))
         .is_some_and(|ty| ty == "number" || ty == "integer");
     if numeric {
-        format!("((r.data ->> '{field}')::numeric)")
+        // Never throws: a value that is not a JSON number (an old row while a migration
+        // mends it, say) sorts as absent.
+        format!(
+            "(CASE WHEN jsonb_typeof(r.data -> '{field}') = 'number' \
+             THEN (r.data ->> '{field}')::numeric END)"
+        )
     } else {
         format!("((r.data ->> '{field}') COLLATE \"C\")")
     }
@@ -264,7 +269,6 @@ pub async fn replace_type(ctx: &Ctx<'_>, name: &str, input: &TypeInput) -> ApiRe
         repo::update_type(conn, &row).await?;
         let t = ResourceType::from(row);
         repo::insert_type_version(conn, &t).await?;
-        sync_sort_indexes(conn, &t, Some(&old)).await?;
         for mut r in changed {
             r.version += 1;
             r.updated_at = now;
@@ -279,6 +283,8 @@ pub async fn replace_type(ctx: &Ctx<'_>, name: &str, input: &TypeInput) -> ApiRe
             )
             .await?;
         }
+        // After the rows are mended: index expressions must hold for every stored value.
+        sync_sort_indexes(conn, &t, Some(&old)).await?;
         audit::record(
             conn,
             &ctx.caller.actor,
