@@ -1190,7 +1190,9 @@ pub async fn shares(ctx: &Ctx<'_>, type_name: &str, id: ResourceId) -> ApiResult
     tx.finish(result).await
 }
 
-async fn share_event(
+/// Records a resource-level event that is not a new version (shares, links): an audit entry
+/// and an outbox event (so the index re-derives the resource), in the caller's transaction.
+async fn resource_event(
     ctx: &Ctx<'_>,
     conn: &mut AsyncPgConnection,
     r: &Resource,
@@ -1261,7 +1263,7 @@ pub async fn share(
             .into_iter()
             .find(|s| s.id.0 == sid)
             .ok_or_else(|| ApiError::internal("share vanished"))?;
-        share_event(
+        resource_event(
             ctx,
             conn,
             &r,
@@ -1291,7 +1293,7 @@ pub async fn unshare(
         if !repo::delete_share(conn, id.0, share.0).await? {
             return Err(ApiError::not_found("share"));
         }
-        share_event(ctx, conn, &r, "resource.unshared", json!({"share": share})).await
+        resource_event(ctx, conn, &r, "resource.unshared", json!({"share": share})).await
     }
     .await;
     tx.finish(result).await
@@ -1350,7 +1352,7 @@ pub async fn link(
             return Err(ApiError::new(ErrorCode::Conflict, "the link exists"));
         }
         let change = json!({"kind": kind.kind, "to_id": to.id, "to_type": to.type_name});
-        share_event(ctx, conn, &from, "resource.linked", change).await?;
+        resource_event(ctx, conn, &from, "resource.linked", change).await?;
         Ok(Link {
             kind: kind.kind.clone(),
             from_id: from.id,
@@ -1380,7 +1382,7 @@ pub async fn unlink(
         if !repo::delete_link(conn, from.id.0, kind, to.0).await? {
             return Err(ApiError::not_found("link"));
         }
-        share_event(
+        resource_event(
             ctx,
             conn,
             &from,
