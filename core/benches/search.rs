@@ -166,7 +166,7 @@ async fn run() {
         .unwrap();
     tx.commit().await.unwrap();
     let t = Instant::now();
-    let applied = indexer::index_tenant(&registry, tid, &db)
+    let applied = indexer::index_tenant(&registry, tid, &db, usize::MAX)
         .await
         .expect("index");
     let secs = t.elapsed().as_secs_f64();

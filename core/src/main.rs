@@ -246,10 +246,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             let n = neotenant::resources::indexer::rebuild(&state.search, id, &tenant.db)
                 .await
                 .map_err(fail)?;
-            let caught_up =
-                neotenant::resources::indexer::index_tenant(&state.search, id, &tenant.db)
-                    .await
-                    .map_err(fail)?;
+            let caught_up = neotenant::resources::indexer::index_tenant(
+                &state.search,
+                id,
+                &tenant.db,
+                usize::MAX,
+            )
+            .await
+            .map_err(fail)?;
             eprintln!("indexed {n} resources, then applied {caught_up} newer events");
             Ok(())
         }

@@ -566,6 +566,11 @@ impl Registry {
         }
     }
 
+    /// Whether tenant `key` has an index on disk (open or not).
+    pub fn exists(&self, key: &str) -> bool {
+        valid_key(key) && self.root.join(key).is_dir()
+    }
+
     /// Indexes open now.
     pub fn open_count(&self) -> usize {
         self.open.lock().expect("index registry").len()

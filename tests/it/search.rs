@@ -227,7 +227,7 @@ async fn search_finds_what_the_caller_may_read_and_follows_every_change() {
     let tid = tenant.tenant.id.0;
     let dir = std::env::temp_dir().join(format!("neotenant-search-test-{}", tid.simple()));
     let registry = Arc::new(Registry::new(&dir, 2));
-    let applied = indexer::index_tenant(&registry, tid, &tenant.db)
+    let applied = indexer::index_tenant(&registry, tid, &tenant.db, usize::MAX)
         .await
         .unwrap();
     assert!(applied >= 5, "applied {applied}");
@@ -237,7 +237,7 @@ async fn search_finds_what_the_caller_may_read_and_follows_every_change() {
     drop(registry);
     let registry = Arc::new(Registry::new(&dir, 2));
     assert_eq!(
-        indexer::index_tenant(&registry, tid, &tenant.db)
+        indexer::index_tenant(&registry, tid, &tenant.db, usize::MAX)
             .await
             .unwrap(),
         0,
@@ -247,7 +247,7 @@ async fn search_finds_what_the_caller_may_read_and_follows_every_change() {
         .fetch_json()
         .await;
     assert!(
-        indexer::index_tenant(&registry, tid, &tenant.db)
+        indexer::index_tenant(&registry, tid, &tenant.db, usize::MAX)
             .await
             .unwrap()
             >= 1

@@ -187,13 +187,24 @@ struct IdRow {
     id: Uuid,
 }
 
-/// Applies a tenant's outbox to its index until caught up; returns the events applied.
+/// Applies a tenant's outbox to its index until caught up (or `max_batches` batches were
+/// applied); returns the events applied. A tenant without an index and without events is
+/// left alone (no index is created for it).
 pub async fn index_tenant(
     registry: &Arc<Registry>,
     tenant: Uuid,
     db: &TenantDb,
+    max_batches: usize,
 ) -> ApiResult<usize> {
+    if !registry.exists(&index_key(tenant)) {
+        let mut tx = db.begin().await?;
+        let any = outbox::read_after(tx.conn(), Cursor::default(), 1).await;
+        if tx.finish(any.map_err(ApiError::from)).await?.is_empty() {
+            return Ok(0);
+        }
+    }
     let index = open(registry, tenant).await?;
+    let mut batches = 0;
     let mut cursor: Cursor = index
         .cursor()
         .map_err(internal)?
@@ -248,7 +259,8 @@ pub async fn index_tenant(
         blocking(move || idx.apply(&docs, &deletes, &payload)).await?;
         cursor = last;
         applied += n;
-        if (n as i64) < BATCH {
+        batches += 1;
+        if (n as i64) < BATCH || batches >= max_batches {
             return Ok(applied);
         }
     }
@@ -303,8 +315,15 @@ pub async fn rebuild(registry: &Arc<Registry>, tenant: Uuid, db: &TenantDb) -> A
     Ok(total)
 }
 
-/// Keeps indexes behind writes: tenants written to recently every `index_interval_ms`, all
-/// tenants every `sweep_interval_secs`. Runs until `stop` changes.
+/// Batches one tenant gets per round, so no tenant's backlog delays the others.
+const BATCHES_PER_ROUND: usize = 4;
+/// Tenants of the catch-up sweep visited per round.
+const SWEEP_PER_ROUND: usize = 20;
+
+/// Keeps indexes behind writes: every `index_interval_ms`, the tenants written to recently,
+/// then a few of the catch-up list, which every `sweep_interval_secs` is refilled with all
+/// tenants. One loop, so a tenant's index is never fed by two rounds at once; a tenant with a
+/// long backlog gets a bounded share of each round and goes back to the end of the list.
 pub async fn worker(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let cfg = state.config.search.clone();
     let every = Duration::from_millis(cfg.index_interval_ms);
@@ -313,15 +332,32 @@ pub async fn worker(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver
     for t in [&mut round, &mut sweep] {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
+    let mut pending: std::collections::VecDeque<(Uuid, TenantDb)> = Default::default();
     loop {
-        let targets = tokio::select! {
+        tokio::select! {
             _ = stop.changed() => return,
-            _ = round.tick() => state.audit_recent.tenants(Duration::from_secs(10) + every),
-            _ = sweep.tick() => crate::audit::seal::all_tenants(&state).await,
-        };
-        for (id, db) in targets {
-            if let Err(e) = index_tenant(&state.search, id, &db).await {
-                tracing::warn!(tenant = %id, error = %e.detail, cause = ?e.source, "search indexing failed; retrying next round");
+            _ = sweep.tick() => {
+                pending = crate::audit::seal::all_tenants(&state).await.into();
+                continue;
+            }
+            _ = round.tick() => {}
+        }
+        let recent = state.audit_recent.tenants(Duration::from_secs(10) + every);
+        let swept: Vec<_> = (0..SWEEP_PER_ROUND.min(pending.len()))
+            .filter_map(|_| pending.pop_front())
+            .collect();
+        for (id, db) in recent.iter().chain(swept.iter()) {
+            match index_tenant(&state.search, *id, db, BATCHES_PER_ROUND).await {
+                Ok(n) if n >= BATCHES_PER_ROUND * BATCH as usize => {
+                    // More to do: back to the end of the list.
+                    if !pending.iter().any(|(p, _)| p == id) {
+                        pending.push_back((*id, db.clone()));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(tenant = %id, error = %e.detail, cause = ?e.source, "search indexing failed; retrying next round");
+                }
             }
         }
     }
