@@ -227,13 +227,22 @@ async fn search_finds_what_the_caller_may_read_and_follows_every_change() {
     let tid = tenant.tenant.id.0;
     let dir = std::env::temp_dir().join(format!("neotenant-search-test-{}", tid.simple()));
     let registry = Arc::new(Registry::new(&dir, 2));
-    let applied = indexer::index_tenant(&registry, tid, &tenant.db, usize::MAX)
-        .await
-        .unwrap();
+    // Events of transactions still running elsewhere in the cluster wait for them, so catching
+    // up may take more than one call.
+    let key = indexer::index_key(tid);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut applied = 0;
+    loop {
+        applied += indexer::index_tenant(&registry, tid, &tenant.db, usize::MAX)
+            .await
+            .unwrap();
+        if registry.get(&key).unwrap().len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(applied >= 5, "applied {applied}");
-    let idx = registry.get(&indexer::index_key(tid)).unwrap();
-    assert_eq!(idx.len(), 2);
-    drop(idx);
     drop(registry);
     let registry = Arc::new(Registry::new(&dir, 2));
     assert_eq!(
@@ -246,12 +255,15 @@ async fn search_finds_what_the_caller_may_read_and_follows_every_change() {
     create(&boss, json!({"title": "Coffee machine"}), json!([]))
         .fetch_json()
         .await;
-    assert!(
-        indexer::index_tenant(&registry, tid, &tenant.db, usize::MAX)
-            .await
-            .unwrap()
-            >= 1
-    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while indexer::index_tenant(&registry, tid, &tenant.db, usize::MAX)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the new event never arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         indexer::rebuild(&registry, tid, &tenant.db).await.unwrap(),
         3
