@@ -165,10 +165,11 @@ async fn load(
             docs.push(doc_of(&r, types.get(&r.type_name), shares));
         }
     }
+    let live: HashSet<&str> = docs.iter().map(|d| d.id.as_str()).collect();
     let deletes = ids
         .iter()
-        .filter(|id| !docs.iter().any(|d| d.id == ResourceId(**id).to_string()))
         .map(|id| ResourceId(*id).to_string())
+        .filter(|id| !live.contains(id.as_str()))
         .collect();
     Ok((docs, deletes))
 }

@@ -382,6 +382,14 @@ fn check_category(c: &Option<String>, errors: &mut Vec<FieldError>) -> Option<St
     c
 }
 
+/// The type named `name` (404 for a malformed or unknown name), without locking it.
+async fn existing_type(conn: &mut AsyncPgConnection, name: &str) -> ApiResult<ResourceType> {
+    if !types::is_name(name) {
+        return Err(ApiError::not_found("resource type"));
+    }
+    found(repo::get_type(conn, name).await?, "resource type")
+}
+
 /// The type (share-locked for the transaction) and a compiled validator for it.
 async fn locked_type(
     ctx: &Ctx<'_>,
@@ -465,26 +473,7 @@ async fn record_change(
                           "changes": diff_states(&state_of(b), &state_of(r))}),
         None => json!({"type": r.type_name, "version": r.version}),
     };
-    audit::record(
-        conn,
-        &ctx.caller.actor,
-        Change {
-            action,
-            target_type: "resource",
-            target_id: Some(r.id.to_string()),
-            data,
-        },
-    )
-    .await?;
-    crate::outbox::emit(
-        conn,
-        action,
-        &r.type_name,
-        &r.id.to_string(),
-        json!({"version": r.version}),
-    )
-    .await?;
-    Ok(())
+    resource_event(ctx, conn, r, action, data).await
 }
 
 pub async fn create(ctx: &Ctx<'_>, type_name: &str, input: &ResourceInput) -> ApiResult<Resource> {
@@ -1000,14 +989,7 @@ pub async fn list(
     let mut tx = ctx.db().begin().await?;
     let result = async {
         let conn = tx.conn();
-        let t = found(
-            if types::is_name(type_name) {
-                repo::get_type(conn, type_name).await?
-            } else {
-                None
-            },
-            "resource type",
-        )?;
+        let t = existing_type(conn, type_name).await?;
         let access = Access::load(conn, ctx.caller).await?;
         let mut sql = Sql::new(
             "SELECT r.id, r.type AS type_, r.data, r.tags, r.category, r.owner_id, r.team_id, \
@@ -1146,14 +1128,7 @@ pub async fn counts(ctx: &Ctx<'_>, type_name: &str, by_tag: bool) -> ApiResult<V
     let mut tx = ctx.db().begin().await?;
     let result = async {
         let conn = tx.conn();
-        found(
-            if types::is_name(type_name) {
-                repo::get_type(conn, type_name).await?
-            } else {
-                None
-            },
-            "resource type",
-        )?;
+        existing_type(conn, type_name).await?;
         let access = Access::load(conn, ctx.caller).await?;
         let head = if by_tag {
             "SELECT tag AS value, count(*) AS count FROM resources r, unnest(r.tags) AS tag WHERE r.type = "
@@ -1190,8 +1165,8 @@ pub async fn shares(ctx: &Ctx<'_>, type_name: &str, id: ResourceId) -> ApiResult
     tx.finish(result).await
 }
 
-/// Records a resource-level event that is not a new version (shares, links): an audit entry
-/// and an outbox event (so the index re-derives the resource), in the caller's transaction.
+/// Records a resource-level event (a new version, a share, a link): an audit entry and an
+/// outbox event (so the index re-derives the resource), in the caller's transaction.
 async fn resource_event(
     ctx: &Ctx<'_>,
     conn: &mut AsyncPgConnection,
