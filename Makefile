@@ -5,7 +5,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/debug/neotenant
 export NEOTENANT_CONFIG ?= neotenant.toml
 
-.PHONY: up down status build migrate run test lint fmt openapi bench
+.PHONY: up down status build plugins migrate run test lint fmt openapi bench
 
 ## Local services (PostgreSQL 17, Redis 7) on loopback under .devstack/: install if missing, start.
 up:
@@ -20,11 +20,23 @@ status:
 build:
 	$(CARGO) build -p neotenant
 
+## Example and test plugins (wasm32-wasip2 components) into plugins/dist/.
+PLUGINS := ticket webhook hostile
+PLUGINS_TARGET := $(or $(CARGO_TARGET_DIR),plugins/target)
+plugins:
+	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+	@for p in $(PLUGINS); do \
+	  (cd plugins && $(CARGO) build -q --release --target wasm32-wasip2 -p $$p) || exit 1; done
+	@mkdir -p plugins/dist
+	@for p in $(PLUGINS); do \
+	  cp $(PLUGINS_TARGET)/wasm32-wasip2/release/$$p.wasm plugins/dist/ && \
+	  cp plugins/examples/$$p/plugin.json plugins/dist/$$p.json || exit 1; done
+
 migrate: up build
 	$(BIN) migrate
 
 ## Serve on 127.0.0.1:8080 with two demo tenants.
-run: up build
+run: up build plugins
 	@$(BIN) migrate
 	@$(BIN) tenant create demo-us --name "Demo US" --region us --isolation schema >/dev/null
 	@$(BIN) tenant create demo-eu --name "Demo EU" --region eu --isolation database >/dev/null
@@ -32,7 +44,7 @@ run: up build
 	@exec $(BIN) serve
 
 ## The whole suite: formatting, unit tests and the integration tests against the real services.
-test: up
+test: up plugins
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --workspace --no-fail-fast
 
@@ -48,7 +60,7 @@ openapi:
 	$(CARGO) run -q -p neotenant -- openapi > docs/openapi.json
 
 ## Criterion micro-benchmarks, then HTTP load on loopback against tenant-scoped reads.
-bench: up
+bench: up plugins
 	$(CARGO) bench -p neotenant --bench auth -- --warm-up-time 1 --measurement-time 3
 	$(CARGO) bench -p neotenant --bench rbac
 	$(CARGO) bench -p neotenant --bench audit
