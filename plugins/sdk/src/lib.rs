@@ -161,7 +161,12 @@ pub trait ResourceType {
         Ok(())
     }
     /// A custom action (`POST /v1/resources/{type}/{id}/actions/{name}`).
-    fn action(name: &str, _resource_id: &str, _data: Value, _input: Value) -> Result<ActionResult, String> {
+    fn action(
+        name: &str,
+        _resource_id: &str,
+        _data: Value,
+        _input: Value,
+    ) -> Result<ActionResult, String> {
         Err(format!("no action named {name}"))
     }
 }

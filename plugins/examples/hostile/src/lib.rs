@@ -3,7 +3,9 @@
 //! trap, answer garbage (not an object, or data off its own schema) or an oversized answer, wait on a slow HTTP endpoint, flood the log
 //! — or behave (`ok`).
 
-use neotenant_plugin_sdk::{FieldError, ResourceType, TypeInfo, Value, http, json, log, resource_type};
+use neotenant_plugin_sdk::{
+    FieldError, ResourceType, TypeInfo, Value, http, json, log, resource_type,
+};
 
 struct Hostile;
 
@@ -39,7 +41,9 @@ impl ResourceType for Hostile {
             "alloc" => {
                 let mut hoard = Vec::new();
                 loop {
-                    hoard.push(vec![1u8; 1 << 20]);
+                    let mut block = Vec::<u8>::with_capacity(4 << 20);
+                    block.push(1);
+                    hoard.push(block);
                     std::hint::black_box(&hoard);
                 }
             }
@@ -51,7 +55,7 @@ impl ResourceType for Hostile {
             "trap" => panic!("hostile plugin panics"),
             "garbage" => Ok(json!("not an object")),
             "off-schema" => Ok(json!({"mode": 42})),
-            "huge" => Ok(json!({"blob": "x".repeat(8 << 20)})),
+            "huge" => Ok(json!({"blob": "x".repeat(3 << 19)})),
             "slow" => {
                 let url = data["url"].as_str().unwrap_or_default();
                 let _ = http::fetch(&http::Request {

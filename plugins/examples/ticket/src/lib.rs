@@ -35,7 +35,9 @@ impl ResourceType for Ticket {
     /// a closed ticket needs a resolution.
     fn validate(mut data: Value) -> Result<Value, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let obj = data.as_object_mut().expect("the schema makes data an object");
+        let obj = data
+            .as_object_mut()
+            .expect("the schema makes data an object");
         if let Some(Value::String(t)) = obj.get_mut("title") {
             *t = t.trim().to_string();
             if t.is_empty() {
@@ -47,14 +49,24 @@ impl ResourceType for Ticket {
             _ => "open".to_string(),
         };
         if !["open", "pending", "closed"].contains(&status.as_str()) {
-            errors.push(FieldError::new("/status", "must be open, pending or closed"));
+            errors.push(FieldError::new(
+                "/status",
+                "must be open, pending or closed",
+            ));
         }
         if status == "closed" && !obj.contains_key("resolution") {
-            errors.push(FieldError::new("/resolution", "a closed ticket needs a resolution"));
+            errors.push(FieldError::new(
+                "/resolution",
+                "a closed ticket needs a resolution",
+            ));
         }
         obj.insert("status".into(), json!(status));
         obj.entry("priority").or_insert(json!(3));
-        if errors.is_empty() { Ok(data) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(data)
+        } else {
+            Err(errors)
+        }
     }
 
     /// Open tickets cannot be deleted; they are closed first.
