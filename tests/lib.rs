@@ -38,6 +38,13 @@ pub fn test_config() -> Config {
         ("NEOTENANT_AUDIT__SEAL_INTERVAL_MS", "50"),
         ("NEOTENANT_AUDIT__FORWARD_INTERVAL_MS", "100"),
         ("NEOTENANT_SEARCH__INDEX_INTERVAL_MS", "50"),
+        // Plugins: a small pool, quick deliveries and retries, a breaker that trips early.
+        ("NEOTENANT_PLUGINS__POOL_INSTANCES", "16"),
+        ("NEOTENANT_PLUGINS__TIMEOUT_MS", "1000"),
+        ("NEOTENANT_PLUGINS__BREAKER_THRESHOLD", "3"),
+        ("NEOTENANT_PLUGINS__DELIVERY_INTERVAL_MS", "50"),
+        ("NEOTENANT_PLUGINS__RETRY_BASE_MS", "100"),
+        ("NEOTENANT_PLUGINS__DELIVERY_MAX_ATTEMPTS", "4"),
     ] {
         env.push((key.into(), value.into()));
     }
@@ -50,6 +57,14 @@ pub fn test_config() -> Config {
         "NEOTENANT_SEARCH__DATA_DIR".into(),
         std::env::temp_dir()
             .join(format!("neotenant-search-{}", random_slug("s")))
+            .display()
+            .to_string(),
+    ));
+    // Compiled components are content-addressed: servers may share the cache.
+    env.push((
+        "NEOTENANT_PLUGINS__CACHE_DIR".into(),
+        std::env::temp_dir()
+            .join("neotenant-plugin-cache")
             .display()
             .to_string(),
     ));

@@ -50,6 +50,8 @@ pub struct AppState {
     pub resource_validators: Arc<crate::resources::types::ValidatorCache>,
     /// Per-tenant search indexes (an LRU of open ones).
     pub search: Arc<neotenant_search::Registry>,
+    /// The plugin runtime (compiled components) and circuit breaker.
+    pub plugins: Arc<crate::plugins::Plugins>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +119,12 @@ impl AppState {
             crate::auth::local::LocalKeys::from_seed_hex(config.auth.local_signing_seed.expose())
                 .ok_or_else(|| StartError::Other("auth.local_signing_seed is invalid".into()))?,
         );
+        let plugins = Arc::new(
+            crate::plugins::Plugins::new(&config.plugins)
+                .map_err(|e| StartError::Other(format!("plugin runtime: {e}")))?,
+        );
         Ok(Arc::new(Self {
+            plugins,
             perms: Arc::new(crate::rbac::cache::PermCache::new(redis.clone())),
             audit_recent: Default::default(),
             resource_validators: Default::default(),
@@ -186,6 +193,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         state.clone(),
         stop_rx.clone(),
     ));
+    tokio::spawn(crate::plugins::delivery::worker(
+        state.clone(),
+        stop_rx.clone(),
+    ));
+    tokio::spawn(crate::plugins::service::warm(state.clone()));
     tokio::spawn(crate::rbac::cache::listen(
         state.redis_client.clone(),
         state.perms.clone(),

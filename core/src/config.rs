@@ -61,6 +61,56 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub search: SearchConfig,
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+}
+
+/// The plugin runtime: compiled-code cache, per-call limits, circuit breaker, delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Directory of compiled components, by engine version and content hash (created if
+    /// missing; safe to delete, components are recompiled from the registry).
+    pub cache_dir: std::path::PathBuf,
+    /// Largest component an upload may carry.
+    pub max_component_bytes: usize,
+    /// Instances the pooling allocator keeps slots for (concurrent plugin calls beyond it
+    /// answer 503); 0 allocates on demand.
+    pub pool_instances: u32,
+    /// CPU budget of one call, in fuel units (about one per WebAssembly instruction).
+    pub fuel: u64,
+    /// Memory one call may grow to, in MiB.
+    pub memory_mib: usize,
+    /// Wall-clock bound of one call, host calls included.
+    pub timeout_ms: u64,
+    /// Largest answer of one call.
+    pub output_bytes: usize,
+    /// Consecutive failed calls that disable an installation.
+    pub breaker_threshold: u32,
+    /// Milliseconds between delivery rounds to integrations.
+    pub delivery_interval_ms: u64,
+    /// Deliveries of one event before it is set aside as a dead letter.
+    pub delivery_max_attempts: u32,
+    /// First retry delay; it doubles with each attempt (at most 5 minutes).
+    pub retry_base_ms: u64,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: "data/plugins".into(),
+            max_component_bytes: 32 << 20,
+            pool_instances: 100,
+            fuel: 50_000_000,
+            memory_mib: 32,
+            timeout_ms: 2_000,
+            output_bytes: 1 << 20,
+            breaker_threshold: 5,
+            delivery_interval_ms: 250,
+            delivery_max_attempts: 5,
+            retry_base_ms: 1_000,
+        }
+    }
 }
 
 /// The per-tenant full-text indexes.
@@ -508,6 +558,40 @@ impl Config {
         if !(10..=60_000).contains(&self.search.index_interval_ms) {
             return Err(bad("search.index_interval_ms", "must be 10-60000"));
         }
+        let p = &self.plugins;
+        if p.cache_dir.as_os_str().is_empty() {
+            return Err(bad("plugins.cache_dir", "must name a directory"));
+        }
+        if !(1024..=(256 << 20)).contains(&p.max_component_bytes) {
+            return Err(bad("plugins.max_component_bytes", "must be 1 KiB-256 MiB"));
+        }
+        if p.pool_instances > 10_000 {
+            return Err(bad("plugins.pool_instances", "must be 0-10000"));
+        }
+        if !(100_000..=10_000_000_000).contains(&p.fuel) {
+            return Err(bad("plugins.fuel", "must be 100000-10000000000"));
+        }
+        if !(1..=4096).contains(&p.memory_mib) {
+            return Err(bad("plugins.memory_mib", "must be 1-4096"));
+        }
+        if !(10..=60_000).contains(&p.timeout_ms) {
+            return Err(bad("plugins.timeout_ms", "must be 10-60000"));
+        }
+        if !(1024..=(64 << 20)).contains(&p.output_bytes) {
+            return Err(bad("plugins.output_bytes", "must be 1 KiB-64 MiB"));
+        }
+        if !(1..=1000).contains(&p.breaker_threshold) {
+            return Err(bad("plugins.breaker_threshold", "must be 1-1000"));
+        }
+        if !(10..=60_000).contains(&p.delivery_interval_ms) {
+            return Err(bad("plugins.delivery_interval_ms", "must be 10-60000"));
+        }
+        if !(1..=100).contains(&p.delivery_max_attempts) {
+            return Err(bad("plugins.delivery_max_attempts", "must be 1-100"));
+        }
+        if !(10..=600_000).contains(&p.retry_base_ms) {
+            return Err(bad("plugins.retry_base_ms", "must be 10-600000"));
+        }
         if !(1..=86_400).contains(&self.search.sweep_interval_secs) {
             return Err(bad("search.sweep_interval_secs", "must be 1-86400"));
         }
@@ -761,6 +845,13 @@ mod tests {
                 "NEOTENANT_AUDIT__SEAL_INTERVAL_MS",
                 "0",
                 "audit.seal_interval_ms",
+            ),
+            ("NEOTENANT_PLUGINS__FUEL", "5", "plugins.fuel"),
+            ("NEOTENANT_PLUGINS__TIMEOUT_MS", "0", "plugins.timeout_ms"),
+            (
+                "NEOTENANT_PLUGINS__BREAKER_THRESHOLD",
+                "0",
+                "plugins.breaker_threshold",
             ),
         ];
         for (var, value, key) in cases {

@@ -140,6 +140,11 @@ prefixed_id!(
     ResourceShareId,
     "rsh"
 );
+prefixed_id!(
+    /// A plugin (a tenant's upload or a marketplace listing) with its versions.
+    PluginId,
+    "plg"
+);
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@
 //! `users` · `sessions` · `apikeys` · `ratelimit` · `rbac` (permissions, roles, `Can<P>`) ·
 //! `teams` · `audit` (chain, sealing, search, forwarding) · `pubsub` (broadcast listeners) ·
 //! `outbox` (events in the change's transaction) · `resources` (types, records, versions,
-//! shares) · `notes` (first tenant-scoped feature) · `metrics` · `telemetry` · `ids` · `schema`.
+//! shares) · `plugins` (WebAssembly components: uploads, installs, hooks, delivery) · `notes` (first tenant-scoped feature) · `metrics` · `telemetry` · `ids` · `schema`.
 //! See docs/ARCHITECTURE.md.
 
 pub mod apikeys;
@@ -22,6 +22,7 @@ pub mod ids;
 pub mod metrics;
 pub mod notes;
 pub mod outbox;
+pub mod plugins;
 pub mod pubsub;
 pub mod ratelimit;
 pub mod rbac;

@@ -31,6 +31,11 @@ pub struct Metrics {
     pub permission_l1: prometheus::IntCounter,
     pub permission_l2: prometheus::IntCounter,
     pub permission_database: prometheus::IntCounter,
+    /// Failed plugin calls by hook and failure (`cpu`, `memory`, `stack`, `timeout`, `trap`,
+    /// `output`): `neotenant_plugin_failures_total{hook,code}`.
+    pub plugin_failures: IntCounterVec,
+    /// Events delivered to integrations, by outcome (`delivered`, `retried`, `dead_letter`).
+    pub plugin_deliveries: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -113,8 +118,26 @@ impl Metrics {
             &["layer"],
         )
         .expect("valid metric");
+        let plugin_failures = IntCounterVec::new(
+            Opts::new(
+                "plugin_failures_total",
+                "Failed plugin calls by hook and failure",
+            ),
+            &["hook", "code"],
+        )
+        .expect("valid metric");
+        let plugin_deliveries = IntCounterVec::new(
+            Opts::new(
+                "plugin_deliveries_total",
+                "Events delivered to integration plugins by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(permission_lookups.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(plugin_failures.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(plugin_deliveries.clone()),
+            Box::new(permission_lookups.clone()),
             Box::new(new_devices.clone()),
             Box::new(auth_lockouts.clone()),
             Box::new(rate_limit_errors.clone()),
@@ -141,6 +164,8 @@ impl Metrics {
             permission_l1: permission_lookups.with_label_values(&["l1"]),
             permission_l2: permission_lookups.with_label_values(&["l2"]),
             permission_database: permission_lookups.with_label_values(&["database"]),
+            plugin_failures,
+            plugin_deliveries,
         }
     }
 

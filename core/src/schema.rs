@@ -299,6 +299,7 @@ pub mod tenant {
             source -> Text,
             created_at -> Timestamptz,
             updated_at -> Timestamptz,
+            plugin -> Nullable<Text>,
         }
     }
 

@@ -170,12 +170,12 @@ impl events::Host for Host {
             return Err(format!("at most {} events per call", self.caps.emit_max));
         }
         if kind.is_empty()
-            || kind.len() > 64
+            || kind.len() > 50
             || !kind
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._".contains(&b))
         {
-            return Err("kinds are 1 to 64 of a-z, 0-9, '.', '_', '-'".into());
+            return Err("kinds are 1 to 50 of a-z, 0-9, '.', '_'".into());
         }
         if subject.len() > 256 {
             return Err("subjects are at most 256 bytes".into());

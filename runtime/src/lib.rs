@@ -383,7 +383,9 @@ impl Runtime {
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let plugin = Arc::new(self.check(hash.clone(), &component)?);
         let path = self.cache_path(&hash);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        static TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
         if std::fs::write(&tmp, &compiled)
             .and_then(|_| std::fs::rename(&tmp, &path))
             .is_err()

@@ -11,6 +11,7 @@ mod local;
 mod migrations;
 mod ops;
 mod pinning;
+mod plugins;
 mod ratelimit;
 mod rbac;
 mod resources;

@@ -63,14 +63,18 @@ impl Handler for Observe {
             user = tracing::field::Empty,
         );
         let max_body = self.state.config.server.max_body_bytes;
-        req.set_secure_max_size(max_body);
-        // Streamed imports read their body themselves, up to their own limit.
-        let limit =
-            if req.method() == salvo::http::Method::POST && req.uri().path().ends_with("/import") {
-                self.state.config.server.max_import_bytes
-            } else {
-                max_body as u64
-            };
+        let post = req.method() == salvo::http::Method::POST;
+        let path = req.uri().path();
+        // Streamed imports read their body themselves, up to their own limit; plugin
+        // uploads carry a component.
+        let limit = if post && path.ends_with("/import") {
+            self.state.config.server.max_import_bytes
+        } else if post && (path == "/v1/plugins" || path == "/admin/v1/marketplace") {
+            crate::plugins::handlers::upload_limit(&self.state) as u64
+        } else {
+            max_body as u64
+        };
+        req.set_secure_max_size(max_body.max(limit.min(usize::MAX as u64) as usize));
         async {
             let declared = req
                 .headers()

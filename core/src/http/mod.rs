@@ -53,6 +53,7 @@ fn authenticated_api() -> Router {
         .push(crate::audit::handlers::router())
         .push(crate::resources::handlers::router())
         .push(crate::resources::handlers::search_router())
+        .push(crate::plugins::handlers::router())
 }
 
 /// All routes described by the OpenAPI document.
@@ -60,6 +61,7 @@ pub fn api_router() -> Router {
     Router::new()
         .push(tenant_api())
         .push(crate::tenancy::handlers::router())
+        .push(crate::plugins::handlers::admin_router())
 }
 
 /// The OpenAPI 3.1 document generated from the handlers.

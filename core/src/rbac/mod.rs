@@ -216,6 +216,9 @@ pub mod need {
         ResourcesUpdateOwn => ("resources", "update", Own);
         ResourcesDeleteOwn => ("resources", "delete", Own);
         ResourcesShareOwn => ("resources", "share", Own);
+        PluginsRead => ("plugins", "read", Tenant);
+        PluginsUpload => ("plugins", "upload", Tenant);
+        PluginsManage => ("plugins", "manage", Tenant);
     }
 }
 

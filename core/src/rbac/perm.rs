@@ -155,6 +155,11 @@ pub const CATALOG: &[(&str, &[&str], &str)] = &[
         "Resource type definitions",
     ),
     (
+        "plugins",
+        &["read", "upload", "manage"],
+        "Plugins: uploads, the marketplace, installations and their grants",
+    ),
+    (
         "users",
         &["create", "read", "update", "deactivate", "delete"],
         "Users of the tenant",
@@ -265,6 +270,7 @@ pub const TEMPLATES: &[(&str, &str, &str, &[&str], bool)] = &[
             "identity_providers.*.tenant",
             "resources.*.tenant",
             "resource_types.*.tenant",
+            "plugins.*.tenant",
         ],
         false,
     ),

@@ -249,6 +249,36 @@ pub async fn replace(
     Ok(Reply::ok(r).with_etag(etag))
 }
 
+/// Run a custom action of a plugin-provided type on one resource (the caller must be allowed
+/// to update it; `If-Match` applies). The body is the action's input (a JSON object). New
+/// data the action returns is validated and written like an update.
+#[endpoint(
+    tags("resources"),
+    status_codes(200, 400, 401, 403, 404, 412, 413, 415, 422, 424)
+)]
+pub async fn run_action(
+    can: Can<ResourcesUpdateOwn>,
+    type_name: Path<String>,
+    id: Path<ResourceId>,
+    action: Path<String>,
+    if_match: IfMatch,
+    body: JsonBody<serde_json::Map<String, serde_json::Value>>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<service::ActionOutcome>> {
+    let input = serde_json::Value::Object(body.0);
+    let r = service::action(
+        &ctx!(depot, can),
+        &type_name.0,
+        id.0,
+        &action.0,
+        if_match.0.as_deref(),
+        &input,
+    )
+    .await?;
+    let etag = r.resource.etag();
+    Ok(Reply::ok(r).with_etag(etag))
+}
+
 /// Change part of a resource: `data` is a JSON merge patch (RFC 7396).
 #[endpoint(
     tags("resources"),
@@ -656,6 +686,7 @@ pub fn router() -> Router {
                         .patch(patch)
                         .delete(delete)
                         .push(Router::with_path("restore").post(restore))
+                        .push(Router::with_path("actions/{action}").post(run_action))
                         .push(Router::with_path("diff").get(diff))
                         .push(Router::with_path("versions").get(versions))
                         .push(

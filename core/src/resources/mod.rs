@@ -109,6 +109,9 @@ pub struct ResourceType {
     pub relationships: Vec<RelationshipKind>,
     /// `declarative` (defined through this API) or `plugin`.
     pub source: String,
+    /// The installed plugin that provides the type (its validation and hooks run on every
+    /// write; the type changes only with the plugin).
+    pub plugin: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -55,7 +55,7 @@ impl Sql {
     }
 }
 
-#[derive(Queryable, QueryableByName, Selectable, Insertable)]
+#[derive(Clone, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = resources)]
 pub struct ResourceRow {
     pub id: Uuid,
@@ -104,6 +104,7 @@ pub struct TypeRow {
     pub source: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub plugin: Option<String>,
 }
 
 impl From<TypeRow> for ResourceType {
@@ -120,6 +121,7 @@ impl From<TypeRow> for ResourceType {
             relationships: serde_json::from_value::<Vec<RelationshipKind>>(r.relationships)
                 .unwrap_or_default(),
             source: r.source,
+            plugin: r.plugin,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }

@@ -22,7 +22,9 @@ use crate::app::AppState;
 use crate::audit::{self, Change};
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError, found};
 use crate::ids::{ResourceId, ResourceShareId, TeamId};
+use crate::plugins::hooks::Seen;
 use crate::rbac::Caller;
+use neotenant_runtime::Operation;
 
 pub const TAGS_MAX: usize = 50;
 
@@ -155,8 +157,33 @@ pub async fn create_type(ctx: &Ctx<'_>, input: &TypeInput) -> ApiResult<Resource
         ));
     }
     let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
+    let result = create_type_in(ctx, tx.conn(), input, None).await;
+    tx.finish(result).await
+}
+
+/// Refuses changing a plugin's type through the declarative API.
+fn not_plugin_owned(t: &ResourceType, by_plugin: Option<&str>) -> ApiResult<()> {
+    match (&t.plugin, by_plugin) {
+        (Some(p), None) => Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "resource type `{}` is provided by the plugin `{p}`; upgrade or uninstall the plugin instead",
+                t.name
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Creates a type in the caller's transaction; `plugin` names the installation that
+/// provides it (plugin installs), `None` for the declarative API.
+pub(crate) async fn create_type_in(
+    ctx: &Ctx<'_>,
+    conn: &mut AsyncPgConnection,
+    input: &TypeInput,
+    plugin: Option<&str>,
+) -> ApiResult<ResourceType> {
+    {
         let existing: Vec<String> = repo::types(conn)
             .await?
             .into_iter()
@@ -180,9 +207,15 @@ pub async fn create_type(ctx: &Ctx<'_>, input: &TypeInput) -> ApiResult<Resource
             filterable: input.filterable.clone(),
             sortable: input.sortable.clone(),
             relationships: serde_json::to_value(&input.relationships).unwrap_or(json!([])),
-            source: "declarative".into(),
+            source: if plugin.is_some() {
+                "plugin"
+            } else {
+                "declarative"
+            }
+            .into(),
             created_at: now,
             updated_at: now,
+            plugin: plugin.map(str::to_string),
         };
         repo::insert_type(conn, &row).await?;
         let t = ResourceType::from(row);
@@ -196,24 +229,35 @@ pub async fn create_type(ctx: &Ctx<'_>, input: &TypeInput) -> ApiResult<Resource
         .await?;
         Ok(t)
     }
-    .await;
-    tx.finish(result).await
 }
 
 /// Replaces a type's definition. Every stored resource (live or deleted) must validate
 /// against the new schema, after the optional migration is applied to it; otherwise nothing
 /// changes and the answer lists the first failures.
 pub async fn replace_type(ctx: &Ctx<'_>, name: &str, input: &TypeInput) -> ApiResult<ResourceType> {
+    let mut tx = ctx.db().begin().await?;
+    let result = replace_type_in(ctx, tx.conn(), name, input, None).await;
+    tx.finish(result).await
+}
+
+/// Replaces a type in the caller's transaction; `by_plugin` names the installation making
+/// the change (plugin upgrades), which alone may change a plugin's type.
+pub(crate) async fn replace_type_in(
+    ctx: &Ctx<'_>,
+    conn: &mut AsyncPgConnection,
+    name: &str,
+    input: &TypeInput,
+    by_plugin: Option<&str>,
+) -> ApiResult<ResourceType> {
     let mut input = input.clone();
     input.name = name.to_string();
-    let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
+    {
         if !types::is_name(name) {
             return Err(ApiError::not_found("resource type"));
         }
         repo::lock_type(conn, name, true).await?;
         let old = found(repo::get_type(conn, name).await?, "resource type")?;
+        not_plugin_owned(&old, by_plugin)?;
         let existing: Vec<String> = repo::types(conn)
             .await?
             .into_iter()
@@ -265,6 +309,7 @@ pub async fn replace_type(ctx: &Ctx<'_>, name: &str, input: &TypeInput) -> ApiRe
             source: old.source.clone(),
             created_at: old.created_at,
             updated_at: now,
+            plugin: old.plugin.clone(),
         };
         repo::update_type(conn, &row).await?;
         let t = ResourceType::from(row);
@@ -301,20 +346,29 @@ pub async fn replace_type(ctx: &Ctx<'_>, name: &str, input: &TypeInput) -> ApiRe
         .await?;
         Ok(t)
     }
-    .await;
-    tx.finish(result).await
 }
 
 /// Deletes a type that has no resources (live or deleted).
 pub async fn delete_type(ctx: &Ctx<'_>, name: &str) -> ApiResult<()> {
     let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
+    let result = delete_type_in(ctx, tx.conn(), name, None).await;
+    tx.finish(result).await
+}
+
+/// Deletes a type in the caller's transaction (`by_plugin`: as for [`replace_type_in`]).
+pub(crate) async fn delete_type_in(
+    ctx: &Ctx<'_>,
+    conn: &mut AsyncPgConnection,
+    name: &str,
+    by_plugin: Option<&str>,
+) -> ApiResult<()> {
+    {
         if !types::is_name(name) {
             return Err(ApiError::not_found("resource type"));
         }
         repo::lock_type(conn, name, true).await?;
         let t = found(repo::get_type(conn, name).await?, "resource type")?;
+        not_plugin_owned(&t, by_plugin)?;
         let n = repo::count_of_type(conn, name).await?;
         if n > 0 {
             return Err(ApiError::new(
@@ -341,8 +395,6 @@ pub async fn delete_type(ctx: &Ctx<'_>, name: &str) -> ApiResult<()> {
         .await?;
         Ok(())
     }
-    .await;
-    tx.finish(result).await
 }
 
 // ---------------------------------------------------------------- resources
@@ -509,11 +561,20 @@ async fn create_in(
         let access = Access::load(conn, ctx.caller).await?;
         check_team(conn, &access, Action::Create, input.team_id).await?;
     }
+    let id = ResourceId::generate().0;
+    let plugin = plugin_of(ctx, conn, &t).await?;
+    let data = match &plugin {
+        Some(p) => {
+            p.validate(ctx.state, conn, &validator, &input.data, Some(id))
+                .await?
+        }
+        None => input.data.clone(),
+    };
     let now = Utc::now();
     let row = ResourceRow {
-        id: ResourceId::generate().0,
+        id,
         type_: t.name.clone(),
-        data: input.data.clone(),
+        data,
         tags,
         category,
         owner_id: ctx.caller.user_id(),
@@ -523,10 +584,59 @@ async fn create_in(
         updated_at: now,
         deleted_at: None,
     };
+    let r = Resource::from(row.clone());
+    let actor = ctx.actor_id();
+    if let Some(p) = &plugin {
+        p.hook(
+            ctx.state,
+            conn,
+            false,
+            seen(Operation::Create, &r, None, &actor),
+        )
+        .await?;
+    }
     repo::insert(conn, &row).await?;
-    let r = Resource::from(row);
     record_change(ctx, conn, &r, "created", None).await?;
+    if let Some(p) = &plugin {
+        p.hook(
+            ctx.state,
+            conn,
+            true,
+            seen(Operation::Create, &r, None, &actor),
+        )
+        .await?;
+    }
     Ok(r)
+}
+
+/// The plugin providing a type, if any (one query, only for plugin types).
+async fn plugin_of(
+    ctx: &Ctx<'_>,
+    conn: &mut AsyncPgConnection,
+    t: &ResourceType,
+) -> ApiResult<Option<crate::plugins::hooks::Bound>> {
+    match &t.plugin {
+        None => Ok(None),
+        Some(_) => {
+            crate::plugins::hooks::bind(ctx.state, ctx.tenant(), ctx.db(), conn, &t.name).await
+        }
+    }
+}
+
+fn seen<'a>(
+    operation: Operation,
+    r: &'a Resource,
+    before: Option<&'a Value>,
+    actor: &'a str,
+) -> Seen<'a> {
+    Seen {
+        operation,
+        type_name: &r.type_name,
+        resource_id: r.id.0,
+        before,
+        after: &r.data,
+        actor,
+    }
 }
 
 /// Loads a resource the caller may read (404 otherwise, never 403: its existence is not
@@ -611,6 +721,8 @@ pub async fn get(
 enum Edit<'a> {
     Replace(&'a ResourceInput),
     Patch(&'a ResourcePatch),
+    /// New data from a plugin's custom action.
+    Data(Value),
 }
 
 async fn edit(
@@ -633,7 +745,7 @@ async fn edit_in(
     if_match: Option<&str>,
     change: Edit<'_>,
 ) -> ApiResult<Resource> {
-    let (_, validator) = locked_type(ctx, conn, type_name).await?;
+    let (t, validator) = locked_type(ctx, conn, type_name).await?;
     let access = Access::load(conn, ctx.caller).await?;
     let (before, rel) = readable(conn, &access, type_name, id, true).await?;
     if before.deleted_at.is_some() {
@@ -664,6 +776,7 @@ async fn edit_in(
                 after.team_id = t;
             }
         }
+        Edit::Data(d) => after.data = d,
     }
     errors.extend(types::validate(&validator, &after.data, "/data"));
     if !errors.is_empty() {
@@ -672,13 +785,28 @@ async fn edit_in(
     if after.team_id != before.team_id {
         check_team(conn, &access, Action::Update, after.team_id).await?;
     }
+    let plugin = plugin_of(ctx, conn, &t).await?;
+    if let Some(p) = &plugin {
+        after.data = p
+            .validate(ctx.state, conn, &validator, &after.data, Some(id.0))
+            .await?;
+    }
     if state_of(&after) == state_of(&before) {
         return Ok(before);
     }
     after.version += 1;
     after.updated_at = Utc::now();
+    let actor = ctx.actor_id();
+    if let Some(p) = &plugin {
+        let s = seen(Operation::Update, &after, Some(&before.data), &actor);
+        p.hook(ctx.state, conn, false, s).await?;
+    }
     repo::update(conn, &after).await?;
     record_change(ctx, conn, &after, "updated", Some(&before)).await?;
+    if let Some(p) = &plugin {
+        let s = seen(Operation::Update, &after, Some(&before.data), &actor);
+        p.hook(ctx.state, conn, true, s).await?;
+    }
     Ok(after)
 }
 
@@ -743,7 +871,7 @@ async fn set_deleted_in(
     if_match: Option<&str>,
     deleted: bool,
 ) -> ApiResult<Resource> {
-    locked_type(ctx, conn, type_name).await?;
+    let (t, _) = locked_type(ctx, conn, type_name).await?;
     let access = Access::load(conn, ctx.caller).await?;
     let (before, rel) = readable(conn, &access, type_name, id, true).await?;
     require(&access, Action::Delete, rel)?;
@@ -762,6 +890,22 @@ async fn set_deleted_in(
     after.version += 1;
     after.updated_at = Utc::now();
     after.deleted_at = deleted.then_some(after.updated_at);
+    let plugin = plugin_of(ctx, conn, &t).await?;
+    let op = if deleted {
+        Operation::Delete
+    } else {
+        Operation::Update
+    };
+    let actor = ctx.actor_id();
+    if let Some(p) = &plugin {
+        p.hook(
+            ctx.state,
+            conn,
+            false,
+            seen(op, &after, Some(&before.data), &actor),
+        )
+        .await?;
+    }
     repo::update(conn, &after).await?;
     record_change(
         ctx,
@@ -771,7 +915,80 @@ async fn set_deleted_in(
         None,
     )
     .await?;
+    if let Some(p) = &plugin {
+        p.hook(
+            ctx.state,
+            conn,
+            true,
+            seen(op, &after, Some(&before.data), &actor),
+        )
+        .await?;
+    }
     Ok(after)
+}
+
+/// What a custom action answers: the plugin's output and the resource after it.
+#[derive(Debug, serde::Serialize, salvo::oapi::ToSchema)]
+pub struct ActionOutcome {
+    #[salvo(schema(value_type = Object))]
+    pub output: Value,
+    pub resource: Resource,
+}
+
+/// Runs a plugin type's custom action on one resource (the caller must be allowed to update
+/// it). New data the action returns is written like any update (validation, hooks, version,
+/// audit, event); the action itself is audited too.
+pub async fn action(
+    ctx: &Ctx<'_>,
+    type_name: &str,
+    id: ResourceId,
+    name: &str,
+    if_match: Option<&str>,
+    input: &Value,
+) -> ApiResult<ActionOutcome> {
+    let mut tx = ctx.db().begin().await?;
+    let result = async {
+        let conn = tx.conn();
+        let (t, _) = locked_type(ctx, conn, type_name).await?;
+        let plugin = plugin_of(ctx, conn, &t)
+            .await?
+            .ok_or_else(|| ApiError::not_found("action"))?;
+        if !types::is_name(name) || !plugin.actions(ctx.state).await?.iter().any(|a| a == name) {
+            return Err(ApiError::not_found("action"));
+        }
+        let access = Access::load(conn, ctx.caller).await?;
+        let (before, rel) = readable(conn, &access, type_name, id, true).await?;
+        if before.deleted_at.is_some() {
+            return Err(ApiError::not_found("resource"));
+        }
+        require(&access, Action::Update, rel)?;
+        check_if_match(&before, if_match)?;
+        let result = plugin
+            .action(ctx.state, conn, name, id.0, &before.data, input)
+            .await?;
+        let resource = match result.data {
+            Some(d) => edit_in(ctx, conn, type_name, id, None, Edit::Data(d)).await?,
+            None => before,
+        };
+        audit::record(
+            conn,
+            &ctx.caller.actor,
+            Change {
+                action: "resource.action",
+                target_type: "resource",
+                target_id: Some(id.to_string()),
+                data: json!({"type": type_name, "action": name, "plugin": plugin.name(),
+                             "version": resource.version}),
+            },
+        )
+        .await?;
+        Ok(ActionOutcome {
+            output: result.output,
+            resource,
+        })
+    }
+    .await;
+    tx.finish(result).await
 }
 
 // ---------------------------------------------------------------- versions

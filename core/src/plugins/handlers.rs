@@ -1,0 +1,331 @@
+//! HTTP endpoints for plugins: a tenant's uploads (`/v1/plugins`), the marketplace as tenants
+//! see it (`/v1/marketplace`), installations (`/v1/plugin-installations`) and publishing to the
+//! marketplace (`/admin/v1/marketplace`, platform token). No rules here.
+
+use salvo::oapi::endpoint;
+use salvo::prelude::*;
+
+use super::{DeadLetter, Failure, Install, InstallChange, InstallInput, Plugin, service};
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::http::extract::{JsonBody, Path, state};
+use crate::http::reply::{NoContent, Reply};
+use crate::rbac::Can;
+use crate::rbac::need::{PluginsManage, PluginsRead, PluginsUpload};
+
+/// Largest upload body: the component limit plus room for the manifest and framing.
+pub fn upload_limit(state: &AppState) -> usize {
+    state.config.plugins.max_component_bytes + (1 << 20)
+}
+
+/// Reads an upload: the `component` (a WebAssembly component) and `manifest` (JSON) parts.
+async fn read_upload(req: &mut Request, state: &AppState) -> ApiResult<(Vec<u8>, Vec<u8>)> {
+    let boundary = super::multipart::boundary(
+        req.headers()
+            .get(salvo::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )?;
+    let limit = upload_limit(state);
+    let body = req
+        .payload_with_max_size(limit)
+        .await
+        .map_err(|e| match e {
+            salvo::http::ParseError::PayloadTooLarge => ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("an upload may be at most {limit} bytes"),
+            ),
+            other => ApiError::new(
+                ErrorCode::MalformedMultipart,
+                format!("cannot read the body: {other}"),
+            ),
+        })?;
+    let parts = super::multipart::parse(body, &boundary)?;
+    let mut component = None;
+    let mut manifest = None;
+    for p in parts {
+        let slot = match p.name.as_str() {
+            "component" => &mut component,
+            "manifest" => &mut manifest,
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::MalformedMultipart,
+                    format!("unexpected part `{other}`: send `component` and `manifest`"),
+                ));
+            }
+        };
+        if slot.replace(p.data.to_vec()).is_some() {
+            return Err(ApiError::new(
+                ErrorCode::MalformedMultipart,
+                format!("two `{}` parts", p.name),
+            ));
+        }
+    }
+    match (component, manifest) {
+        (Some(c), Some(m)) => Ok((c, m)),
+        _ => Err(ApiError::new(
+            ErrorCode::MalformedMultipart,
+            "an upload has the parts `component` (the .wasm file) and `manifest` (plugin.json)",
+        )),
+    }
+}
+
+fn uploaded(p: Plugin, created: bool, location: String) -> Reply<Plugin> {
+    if created {
+        Reply::created(p, location)
+    } else {
+        Reply::ok(p)
+    }
+}
+
+/// The tenant's own plugins and their versions.
+#[endpoint(tags("plugins"), status_codes(200, 401, 403))]
+pub async fn list(can: Can<PluginsRead>, depot: &mut Depot) -> ApiResult<Reply<Vec<Plugin>>> {
+    let tenant = can.caller.tenant.0.tenant.id.0;
+    Ok(Reply::ok(
+        service::list(&*state(depot)?, Some(tenant)).await?,
+    ))
+}
+
+/// Upload a plugin version (multipart: `component` = the .wasm component, `manifest` =
+/// plugin.json). The component must implement the world the manifest names and import only
+/// the host interfaces it asks for. 201 for a new version, 200 when these exact bytes are
+/// this version already; versions never change (another component under the same version is
+/// 409).
+#[endpoint(
+    tags("plugins"),
+    status_codes(200, 201, 400, 401, 403, 409, 413, 415, 422)
+)]
+pub async fn upload(
+    can: Can<PluginsUpload>,
+    req: &mut Request,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Plugin>> {
+    let state = state(depot)?;
+    let (component, manifest) = read_upload(req, &state).await?;
+    let tenant = can.caller.tenant.0.tenant.id.0;
+    let by = can.caller.user_id().to_string();
+    let (p, created) = service::upload(&state, Some(tenant), &by, component, &manifest).await?;
+    crate::audit::record_alone(
+        &can.caller.tenant.0.db,
+        &can.caller.actor,
+        crate::audit::Change {
+            action: "plugin.uploaded",
+            target_type: "plugin",
+            target_id: Some(p.name.clone()),
+            data: serde_json::json!({"version": p.versions.first().map(|v| &v.version),
+                                     "hash": p.versions.first().map(|v| &v.hash), "new": created}),
+        },
+    )
+    .await?;
+    let location = format!("/v1/plugins/{}", p.name);
+    Ok(uploaded(p, created, location))
+}
+
+/// One of the tenant's own plugins.
+#[endpoint(tags("plugins"), status_codes(200, 401, 403, 404))]
+pub async fn get(
+    can: Can<PluginsRead>,
+    name: Path<String>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Plugin>> {
+    let tenant = can.caller.tenant.0.tenant.id.0;
+    Ok(Reply::ok(
+        service::get(&*state(depot)?, Some(tenant), &name.0).await?,
+    ))
+}
+
+/// The marketplace: published plugins any tenant may install.
+#[endpoint(tags("plugins"), status_codes(200, 401, 403))]
+pub async fn marketplace(
+    _can: Can<PluginsRead>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Vec<Plugin>>> {
+    Ok(Reply::ok(service::list(&*state(depot)?, None).await?))
+}
+
+/// One marketplace plugin.
+#[endpoint(tags("plugins"), status_codes(200, 401, 403, 404))]
+pub async fn marketplace_get(
+    _can: Can<PluginsRead>,
+    name: Path<String>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Plugin>> {
+    Ok(Reply::ok(
+        service::get(&*state(depot)?, None, &name.0).await?,
+    ))
+}
+
+/// Installed plugins.
+#[endpoint(tags("plugins"), status_codes(200, 401, 403))]
+pub async fn installs(can: Can<PluginsRead>) -> ApiResult<Reply<Vec<Install>>> {
+    Ok(Reply::ok(service::installs(&can.caller).await?))
+}
+
+/// Install a plugin (the tenant's own or from the marketplace) at a version, granting host
+/// interfaces (only those the plugin asks for) and choosing each hook's failure mode. A
+/// resource-type plugin registers its type; an integration receives events from now on.
+#[endpoint(
+    tags("plugins"),
+    status_codes(201, 400, 401, 403, 404, 409, 413, 415, 422)
+)]
+pub async fn install(
+    can: Can<PluginsManage>,
+    body: JsonBody<InstallInput>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Install>> {
+    let i = service::install(&*state(depot)?, &can.caller, &body.0).await?;
+    let location = format!("/v1/plugin-installations/{}", i.name);
+    Ok(Reply::created(i, location))
+}
+
+/// One installation.
+#[endpoint(tags("plugins"), status_codes(200, 401, 403, 404))]
+pub async fn get_install(can: Can<PluginsRead>, name: Path<String>) -> ApiResult<Reply<Install>> {
+    Ok(Reply::ok(service::get_install(&can.caller, &name.0).await?))
+}
+
+/// Change an installation: `version` upgrades or downgrades (a resource type follows, 409 if
+/// stored resources would not fit), and grants, settings, secrets, failure modes and
+/// subscriptions change as given.
+#[endpoint(
+    tags("plugins"),
+    status_codes(200, 400, 401, 403, 404, 409, 413, 415, 422)
+)]
+pub async fn change(
+    can: Can<PluginsManage>,
+    name: Path<String>,
+    body: JsonBody<InstallChange>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Install>> {
+    Ok(Reply::ok(
+        service::change(&*state(depot)?, &can.caller, &name.0, &body.0, false).await?,
+    ))
+}
+
+/// Return to the version installed before the last upgrade (or rollback).
+#[endpoint(tags("plugins"), status_codes(200, 401, 403, 404, 409, 422))]
+pub async fn rollback(
+    can: Can<PluginsManage>,
+    name: Path<String>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Install>> {
+    Ok(Reply::ok(
+        service::change(
+            &*state(depot)?,
+            &can.caller,
+            &name.0,
+            &InstallChange::default(),
+            true,
+        )
+        .await?,
+    ))
+}
+
+/// Enable an installation (also after the circuit breaker disabled it).
+#[endpoint(tags("plugins"), status_codes(200, 401, 403, 404))]
+pub async fn enable(
+    can: Can<PluginsManage>,
+    name: Path<String>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Install>> {
+    Ok(Reply::ok(
+        service::set_enabled(&*state(depot)?, &can.caller, &name.0, true).await?,
+    ))
+}
+
+/// Disable an installation: its hooks stop running (writes of its type then fail or go on
+/// without it, per failure mode), an integration stops receiving events until enabled.
+#[endpoint(tags("plugins"), status_codes(200, 401, 403, 404))]
+pub async fn disable(
+    can: Can<PluginsManage>,
+    name: Path<String>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<Install>> {
+    Ok(Reply::ok(
+        service::set_enabled(&*state(depot)?, &can.caller, &name.0, false).await?,
+    ))
+}
+
+/// Uninstall (a resource-type plugin only while its type holds no resources).
+#[endpoint(tags("plugins"), status_codes(204, 401, 403, 404, 409))]
+pub async fn uninstall(
+    can: Can<PluginsManage>,
+    name: Path<String>,
+    depot: &mut Depot,
+) -> ApiResult<NoContent> {
+    service::uninstall(&*state(depot)?, &can.caller, &name.0).await?;
+    Ok(NoContent)
+}
+
+/// The installation's latest failed calls (newest first, at most 100).
+#[endpoint(tags("plugins"), status_codes(200, 401, 403, 404))]
+pub async fn failures(can: Can<PluginsRead>, name: Path<String>) -> ApiResult<Reply<Vec<Failure>>> {
+    Ok(Reply::ok(service::failures(&can.caller, &name.0).await?))
+}
+
+/// Events an integration could not handle after every retry (newest first, at most 100).
+#[endpoint(tags("plugins"), status_codes(200, 401, 403, 404))]
+pub async fn dead_letters(
+    can: Can<PluginsRead>,
+    name: Path<String>,
+) -> ApiResult<Reply<Vec<DeadLetter>>> {
+    Ok(Reply::ok(
+        service::dead_letters(&can.caller, &name.0).await?,
+    ))
+}
+
+/// Publish a plugin version to the marketplace (platform token; multipart like a tenant
+/// upload). The manifest's publisher is shown to tenants.
+#[endpoint(tags("admin"), status_codes(200, 201, 400, 401, 409, 413, 415, 422))]
+pub async fn publish(req: &mut Request, depot: &mut Depot) -> ApiResult<Reply<Plugin>> {
+    let state = state(depot)?;
+    let (component, manifest) = read_upload(req, &state).await?;
+    let (p, created) = service::upload(&state, None, "platform", component, &manifest).await?;
+    tracing::info!(plugin = %p.name, version = ?p.versions.first().map(|v| &v.version), created, "marketplace publish");
+    let location = format!("/admin/v1/marketplace/{}", p.name);
+    Ok(uploaded(p, created, location))
+}
+
+/// The marketplace as the platform sees it.
+#[endpoint(tags("admin"), status_codes(200, 401))]
+pub async fn admin_marketplace(depot: &mut Depot) -> ApiResult<Reply<Vec<Plugin>>> {
+    Ok(Reply::ok(service::list(&*state(depot)?, None).await?))
+}
+
+pub fn router() -> Router {
+    Router::new()
+        .push(
+            Router::with_path("plugins")
+                .get(list)
+                .post(upload)
+                .push(Router::with_path("{name}").get(get)),
+        )
+        .push(
+            Router::with_path("marketplace")
+                .get(marketplace)
+                .push(Router::with_path("{name}").get(marketplace_get)),
+        )
+        .push(
+            Router::with_path("plugin-installations")
+                .get(installs)
+                .post(install)
+                .push(
+                    Router::with_path("{name}")
+                        .get(get_install)
+                        .patch(change)
+                        .delete(uninstall)
+                        .push(Router::with_path("rollback").post(rollback))
+                        .push(Router::with_path("enable").post(enable))
+                        .push(Router::with_path("disable").post(disable))
+                        .push(Router::with_path("failures").get(failures))
+                        .push(Router::with_path("dead-letters").get(dead_letters)),
+                ),
+        )
+}
+
+pub fn admin_router() -> Router {
+    Router::with_path("admin/v1/marketplace")
+        .hoop(crate::tenancy::handlers::AdminAuth)
+        .get(admin_marketplace)
+        .post(publish)
+}

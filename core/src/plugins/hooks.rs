@@ -1,0 +1,361 @@
+//! A resource type's plugin on the write path: validation and normalisation, the before- and
+//! after-change hooks and custom actions, each settled by the installation's failure mode.
+//!
+//! A plugin fault (CPU, memory, stack, timeout, trap, garbage) is recorded, counts toward the
+//! circuit breaker and then either blocks the write (`closed`, 424 `plugin-failed`) or lets it
+//! through unchanged (`open`). A plugin's verdict — field errors or a veto — is not a fault:
+//! it is the answer (422). Events a plugin emits are written to the outbox in the write's
+//! transaction. This module never opens the write transaction itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use diesel_async::AsyncPgConnection;
+use jsonschema::Validator;
+use neotenant_runtime::{ActionResult, CallCtx, CallError, Effects, Operation};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::repo::{self, InstallRow};
+use super::service::{breaker_key, count_failure, loaded, record_failure};
+use super::{FailureMode, FailureModes};
+use crate::app::AppState;
+use crate::db::TenantDb;
+use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
+
+/// The plugin bound to a resource type for one write.
+pub struct Bound {
+    install: InstallRow,
+    modes: FailureModes,
+    plugin: Option<Arc<neotenant_runtime::Plugin>>,
+    call: CallCtx,
+    tenant: Uuid,
+    db: TenantDb,
+}
+
+/// What a hook sees of a change.
+pub struct Seen<'a> {
+    pub operation: Operation,
+    pub type_name: &'a str,
+    pub resource_id: Uuid,
+    pub before: Option<&'a Value>,
+    pub after: &'a Value,
+    pub actor: &'a str,
+}
+
+/// The installation providing `type_name`, ready to call (`None` for declarative types).
+pub async fn bind(
+    state: &AppState,
+    tenant: Uuid,
+    db: &TenantDb,
+    conn: &mut AsyncPgConnection,
+    type_name: &str,
+) -> ApiResult<Option<Bound>> {
+    let Some(install) = repo::install_for_type(conn, type_name).await? else {
+        return Ok(None);
+    };
+    let plugin = if install.enabled {
+        Some(loaded(state, &install.hash).await?)
+    } else {
+        None
+    };
+    Ok(Some(Bound::new(tenant, db, install, plugin)))
+}
+
+/// Settings and secrets as the plugin's `config` interface serves them.
+pub fn config_of(install: &InstallRow) -> HashMap<String, String> {
+    let mut config: HashMap<String, String> =
+        serde_json::from_value(install.settings.clone()).unwrap_or_default();
+    let secrets: HashMap<String, String> =
+        serde_json::from_value(install.secrets.clone()).unwrap_or_default();
+    config.extend(secrets);
+    config
+}
+
+/// The call context of an installation.
+pub fn call_ctx(tenant: Uuid, db: &TenantDb, install: &InstallRow) -> CallCtx {
+    let grants: super::Grants = serde_json::from_value(install.grants.clone()).unwrap_or_default();
+    CallCtx {
+        tenant: tenant.to_string(),
+        plugin: install.name.clone(),
+        grants: Arc::new((&grants).into()),
+        config: Arc::new(config_of(install)),
+        kv: Arc::new(super::kv::DbKv {
+            db: db.clone(),
+            plugin: install.name.clone(),
+        }),
+    }
+}
+
+/// Writes what a plugin emitted to the outbox (in the caller's transaction).
+pub async fn emit(conn: &mut AsyncPgConnection, plugin: &str, fx: Effects) -> ApiResult<()> {
+    for e in fx.emitted {
+        crate::outbox::emit(
+            conn,
+            &format!("plugin.{plugin}.{}", e.kind),
+            "plugin",
+            &e.subject,
+            e.data,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+impl Bound {
+    fn new(
+        tenant: Uuid,
+        db: &TenantDb,
+        install: InstallRow,
+        plugin: Option<Arc<neotenant_runtime::Plugin>>,
+    ) -> Bound {
+        Bound {
+            modes: serde_json::from_value(install.failure_modes.clone()).unwrap_or_default(),
+            call: call_ctx(tenant, db, &install),
+            plugin,
+            tenant,
+            db: db.clone(),
+            install,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.install.name
+    }
+
+    /// The component, unless the installation is disabled: then `Ok(None)` when failing
+    /// open, 424 when failing closed.
+    fn active(&self, mode: FailureMode) -> ApiResult<Option<&neotenant_runtime::Plugin>> {
+        match (&self.plugin, mode) {
+            (Some(p), _) => Ok(Some(p)),
+            (None, FailureMode::Open) => Ok(None),
+            (None, FailureMode::Closed) => Err(ApiError::new(
+                ErrorCode::PluginFailed,
+                format!(
+                    "plugin `{}` is disabled ({}); enable it to write resources of its type",
+                    self.install.name,
+                    self.install
+                        .disabled_reason
+                        .as_deref()
+                        .unwrap_or("no reason given")
+                ),
+            )),
+        }
+    }
+
+    /// Turns a call's outcome into the answer, applying the failure mode: `Ok(None)` means
+    /// "failed, but open: go on without it".
+    async fn settle<T>(
+        &self,
+        state: &AppState,
+        hook: &'static str,
+        mode: FailureMode,
+        subject: Option<&str>,
+        r: Result<T, CallError>,
+    ) -> ApiResult<Option<T>> {
+        let key = breaker_key(self.tenant, &self.install.name, &self.install.hash);
+        match r {
+            Ok(v) => {
+                state.plugins.breaker.success(&key);
+                Ok(Some(v))
+            }
+            Err(CallError::Unavailable(m)) => Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the plugin runtime is at capacity; retry shortly",
+            )
+            .with_source(m)),
+            Err(e) => {
+                state
+                    .metrics
+                    .plugin_failures
+                    .with_label_values(&[hook, e.code()])
+                    .inc();
+                let open = mode == FailureMode::Open;
+                let message = e.to_string();
+                record_failure(
+                    &self.db,
+                    &self.install.name,
+                    hook,
+                    e.code(),
+                    &message,
+                    subject,
+                    open,
+                )
+                .await;
+                count_failure(
+                    state,
+                    self.tenant,
+                    &self.db,
+                    &self.install.name,
+                    &self.install.hash,
+                    &message,
+                )
+                .await;
+                if open {
+                    Ok(None)
+                } else {
+                    Err(ApiError::new(
+                        ErrorCode::PluginFailed,
+                        format!("plugin `{}` failed in {hook}: {message}", self.install.name),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Validates and normalises data (already valid against the schema); the normalised
+    /// data must satisfy the schema too, or the plugin is at fault.
+    pub async fn validate(
+        &self,
+        state: &AppState,
+        conn: &mut AsyncPgConnection,
+        validator: &Validator,
+        data: &Value,
+        subject: Option<Uuid>,
+    ) -> ApiResult<Value> {
+        let mode = self.modes.validate;
+        let Some(p) = self.active(mode)? else {
+            return Ok(data.clone());
+        };
+        let r = state
+            .plugins
+            .runtime
+            .validate(p, self.call.clone(), data)
+            .await
+            .and_then(|(verdict, fx)| match verdict {
+                Ok(v) => match crate::resources::types::validate(validator, &v, "").first() {
+                    Some(e) => Err(CallError::Output(format!(
+                        "its normalised data does not satisfy the type's schema ({}: {})",
+                        e.pointer, e.message
+                    ))),
+                    None => Ok((Ok(v), fx)),
+                },
+                Err(errors) => Ok((Err(errors), fx)),
+            });
+        let subject = subject.map(|s| s.to_string());
+        match self
+            .settle(state, "validate", mode, subject.as_deref(), r)
+            .await?
+        {
+            None => Ok(data.clone()),
+            Some((Ok(v), fx)) => {
+                emit(conn, &self.install.name, fx).await?;
+                Ok(v)
+            }
+            Some((Err(errors), _)) => Err(ApiError::validation(
+                errors
+                    .into_iter()
+                    .take(100)
+                    .map(|e| FieldError {
+                        pointer: format!("/data{}", e.pointer),
+                        message: e.message,
+                    })
+                    .collect(),
+            )),
+        }
+    }
+
+    /// Runs the before- (`after == false`) or after-change hook.
+    pub async fn hook(
+        &self,
+        state: &AppState,
+        conn: &mut AsyncPgConnection,
+        after: bool,
+        seen: Seen<'_>,
+    ) -> ApiResult<()> {
+        let (mode, hook) = if after {
+            (self.modes.after_change, "after_change")
+        } else {
+            (self.modes.before_change, "before_change")
+        };
+        let Some(p) = self.active(mode)? else {
+            return Ok(());
+        };
+        let change = neotenant_runtime::Change {
+            operation: seen.operation,
+            type_name: seen.type_name.to_string(),
+            resource_id: crate::ids::ResourceId(seen.resource_id).to_string(),
+            before: seen.before.cloned(),
+            after: seen.after.clone(),
+            actor: seen.actor.to_string(),
+        };
+        let r = state
+            .plugins
+            .runtime
+            .hook(p, self.call.clone(), after, &change)
+            .await;
+        match self
+            .settle(state, hook, mode, Some(&change.resource_id), r)
+            .await?
+        {
+            None => Ok(()),
+            Some((Ok(()), fx)) => emit(conn, &self.install.name, fx).await,
+            Some((Err(veto), _)) => Err(ApiError::new(
+                ErrorCode::PluginVeto,
+                format!("plugin `{}` refused: {}", self.install.name, clip(&veto)),
+            )),
+        }
+    }
+
+    /// Runs a custom action (always failing closed).
+    pub async fn action(
+        &self,
+        state: &AppState,
+        conn: &mut AsyncPgConnection,
+        name: &str,
+        resource_id: Uuid,
+        data: &Value,
+        input: &Value,
+    ) -> ApiResult<ActionResult> {
+        let p = self
+            .active(FailureMode::Closed)?
+            .expect("closed mode answers or errs");
+        let id = crate::ids::ResourceId(resource_id).to_string();
+        let r = state
+            .plugins
+            .runtime
+            .action(p, self.call.clone(), name, &id, data, input)
+            .await;
+        match self
+            .settle(state, "action", FailureMode::Closed, Some(&id), r)
+            .await?
+        {
+            None => unreachable!("closed mode never goes on without the plugin"),
+            Some((Ok(result), fx)) => {
+                emit(conn, &self.install.name, fx).await?;
+                Ok(result)
+            }
+            Some((Err(refusal), _)) => Err(ApiError::new(
+                ErrorCode::PluginVeto,
+                format!("plugin `{}` refused: {}", self.install.name, clip(&refusal)),
+            )),
+        }
+    }
+
+    /// The custom actions the installed version declares.
+    pub async fn actions(&self, state: &AppState) -> ApiResult<Vec<String>> {
+        let mut conn = state.registry.get().await?;
+        let v = repo::version(&mut conn, self.install.plugin_id, &self.install.version).await?;
+        Ok(v.and_then(|v| v.type_info)
+            .map(|t| {
+                t["actions"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.get(0).and_then(Value::as_str).map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default())
+    }
+}
+
+fn clip(s: &str) -> String {
+    let s: String = s.chars().take(500).collect();
+    if s.is_empty() {
+        "no reason given".into()
+    } else {
+        s
+    }
+}
