@@ -65,4 +65,5 @@ bench: up plugins
 	$(CARGO) bench -p neotenant --bench rbac
 	$(CARGO) bench -p neotenant --bench audit
 	$(CARGO) bench -p neotenant --bench search
+	$(CARGO) bench -p neotenant-runtime --bench plugin
 	@scripts/bench.sh

@@ -48,7 +48,7 @@ ID="$(curl -s "http://127.0.0.1:$PORT/v1/notes?limit=1" -H 'X-Tenant: bench-us' 
 run() {
   local name="$1" path="$2" script="${3:-}"
   local out
-  out="$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency ${script:+-s "$script"} -H 'X-Tenant: bench-us' -H "$AUTH" "http://127.0.0.1:$PORT$path")"
+  out="$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency ${script:+-s "$script"} -H "X-Tenant: ${TENANT:-bench-us}" -H "Authorization: Bearer ${RUN_TOKEN:-$TOKEN}" "http://127.0.0.1:$PORT$path")"
   local rps p50 p99 errors
   rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
   p50="$(awk '$1=="50%" {print $2}' <<<"$out")"
@@ -87,3 +87,19 @@ end
 LUA
 run "POST /v1/resources/ticket (create)" "/v1/resources/ticket" "$CREATE_LUA"
 run "GET /v1/resources/ticket filtered, sorted" "/v1/resources/ticket?filter%5Bstatus%5D=open&sort=-priority&limit=20"
+
+# Plugins: the same create against a type provided by the `ticket` plugin (make plugins) in a
+# tenant of its own — schema check, then the plugin's validate, before- and after-change hooks
+# (the latter a key-value read and write), each call in a fresh sandboxed instance.
+"$BIN" tenant create bench-plug --name "Bench plugins" --region us --isolation schema >/dev/null 2>&1 || true
+PTOKEN="$(DEMO_TOKEN_BIN="$BIN" scripts/demo-token.sh bench-plug bench)"
+PUSER="$(curl -s "http://127.0.0.1:$PORT/v1/me" -H 'X-Tenant: bench-plug' -H "Authorization: Bearer $PTOKEN" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
+curl -sf -o /dev/null -X POST "http://127.0.0.1:$PORT/admin/v1/tenants/bench-plug/role-assignments" \
+  -H "Authorization: Bearer $PLATFORM_TOKEN" -H 'Content-Type: application/json' \
+  -d "{\"role\": \"owner\", \"user_id\": \"$PUSER\"}" || true
+curl -s -o /dev/null -X POST "http://127.0.0.1:$PORT/v1/plugins" -H 'X-Tenant: bench-plug' -H "Authorization: Bearer $PTOKEN" \
+  -F component=@plugins/dist/ticket.wasm -F manifest=@plugins/dist/ticket.json
+curl -s -o /dev/null -X POST "http://127.0.0.1:$PORT/v1/plugin-installations" -H 'X-Tenant: bench-plug' \
+  -H "Authorization: Bearer $PTOKEN" -H 'Content-Type: application/json' \
+  -d '{"plugin": "ticket", "grants": {"logging": true, "kv": true, "events": true}}'
+TENANT=bench-plug RUN_TOKEN="$PTOKEN" run "POST /v1/resources/ticket (plugin type)" "/v1/resources/ticket" "$CREATE_LUA"
