@@ -20,10 +20,22 @@ status:
 build:
 	$(CARGO) build -p neotenant
 
-## Example and test plugins (wasm32-wasip2 components) into plugins/dist/.
+## Example and test plugins (wasm32-wasip2 components) into plugins/dist/: the Rust ones,
+## and py_webhook in Python (componentize-py from PyPI, installed under .devstack/).
 PLUGINS := ticket webhook hostile
 PLUGINS_TARGET := $(or $(CARGO_TARGET_DIR),plugins/target)
-plugins:
+COMPONENTIZE_PY_DIR := $(CURDIR)/.devstack/componentize-py
+COMPONENTIZE_PY := PYTHONPATH=$(COMPONENTIZE_PY_DIR) python3 -c 'import sys; from componentize_py import script; sys.exit(script())'
+
+$(COMPONENTIZE_PY_DIR)/componentize_py:
+	python3 -m pip install --quiet --disable-pip-version-check --target $(COMPONENTIZE_PY_DIR) componentize-py==0.25.1
+
+plugins/dist/py_webhook.wasm: plugins/examples/py_webhook/app.py plugins/examples/py_webhook/plugin.json wit/plugin.wit | $(COMPONENTIZE_PY_DIR)/componentize_py
+	@mkdir -p plugins/dist
+	cd plugins/examples/py_webhook && $(COMPONENTIZE_PY) -d ../../../wit -w neotenant:plugin/integration@0.1.0 componentize app -o ../../dist/py_webhook.wasm >/dev/null
+	cp plugins/examples/py_webhook/plugin.json plugins/dist/py_webhook.json
+
+plugins: plugins/dist/py_webhook.wasm
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 	@for p in $(PLUGINS); do \
 	  (cd plugins && $(CARGO) build -q --release --target wasm32-wasip2 -p $$p) || exit 1; done

@@ -102,4 +102,19 @@ curl -s -o /dev/null -X POST "http://127.0.0.1:$PORT/v1/plugins" -H 'X-Tenant: b
 curl -s -o /dev/null -X POST "http://127.0.0.1:$PORT/v1/plugin-installations" -H 'X-Tenant: bench-plug' \
   -H "Authorization: Bearer $PTOKEN" -H 'Content-Type: application/json' \
   -d '{"plugin": "ticket", "grants": {"logging": true, "kv": true, "events": true}}'
+curl -s -o /dev/null -X POST "http://127.0.0.1:$PORT/v1/plugins" -H 'X-Tenant: bench-plug' -H "Authorization: Bearer $PTOKEN" \
+  -F component=@plugins/dist/hostile.wasm -F manifest=@plugins/dist/hostile.json
+curl -s -o /dev/null -X POST "http://127.0.0.1:$PORT/v1/plugin-installations" -H 'X-Tenant: bench-plug' \
+  -H "Authorization: Bearer $PTOKEN" -H 'Content-Type: application/json' -d '{"plugin": "hostile"}'
+PLAIN_LUA="$(mktemp --suffix=.lua)"
+trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true; rm -f "$CREATE_LUA" "$PLAIN_LUA"' EXIT
+cat >"$PLAIN_LUA" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"data": {"mode": "ok", "url": "none"}, "tags": ["bench"]}'
+LUA
+# `hostile` behaving: three plugin calls per create (validate, before, after), no storage.
+TENANT=bench-plug RUN_TOKEN="$PTOKEN" run "POST /v1/resources/hostile (3 calls)" "/v1/resources/hostile" "$PLAIN_LUA"
+# `ticket`: the same three calls, the after-change hook also reads and writes a counter in
+# its key-value store inside the write's transaction (one hot row: creates serialise on it).
 TENANT=bench-plug RUN_TOKEN="$PTOKEN" run "POST /v1/resources/ticket (plugin type)" "/v1/resources/ticket" "$CREATE_LUA"

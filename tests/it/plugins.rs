@@ -186,6 +186,17 @@ async fn uploads_are_checked_and_a_resource_type_plugin_runs_on_the_write_path()
     )
     .await;
     assert!(p["detail"].as_str().unwrap().contains("core module"), "{p}");
+    // A component that implements no world of the package (it exports nothing).
+    let p = expect_problem(
+        upload(&app, &t.slug, &boss, b"\0asm\x0d\0\x01\0", &ticket_manifest).await,
+        422,
+        "plugin-invalid",
+    )
+    .await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("does not implement"),
+        "{p}"
+    );
     let mut lying = ticket_manifest.clone();
     lying["kind"] = json!("integration");
     lying["events"] = json!(["resource.*"]);
@@ -1018,5 +1029,72 @@ async fn an_integration_receives_events_at_least_once_with_retries_and_dead_lett
             .any(|b| b["subject"] == want)
     })
     .await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_python_component_is_an_integration_like_any_other() {
+    let app = TestApp::start().await;
+    let (t, _, boss, _) = tenant_with_admin(&app).await;
+    let as_boss = |m: Method, path: &str| app.anonymous(m, &t.slug, path).bearer_auth(&boss);
+    let rx = receiver(0).await;
+    // componentize-py imports every interface of the world, so its manifest asks for all;
+    // the tenant grants only what it wants (the rest answer errors to the plugin).
+    let res = upload(
+        &app,
+        &t.slug,
+        &boss,
+        &dist("py_webhook"),
+        &manifest("py_webhook"),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    install(
+        &app,
+        &t.slug,
+        &boss,
+        json!({
+            "plugin": "py_webhook",
+            "grants": {"kv": true, "http": [rx.addr]},
+            "settings": {"url": format!("http://{}/hook", rx.addr)},
+            "events": ["resource.created"]
+        }),
+    )
+    .await;
+    let ty = json!({"name": "lead", "title": "Lead", "schema": {"type": "object"}});
+    assert_eq!(
+        as_boss(Method::POST, "/v1/resource-types")
+            .json(&ty)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let r: Value = as_boss(Method::POST, "/v1/resources/lead")
+        .json(&json!({"data": {"n": 1}}))
+        .fetch_json()
+        .await;
+    let want = format!("lead/{}", r["id"].as_str().unwrap());
+    wait_until("the Python plugin's delivery", || {
+        rx.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|b| b["subject"] == want && b["via"] == "python")
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while kv_value(&app, &t, "py_webhook", "delivered")
+        .await
+        .as_deref()
+        != Some("1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the Python plugin's key-value write"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     app.cleanup().await;
 }

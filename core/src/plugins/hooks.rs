@@ -143,6 +143,27 @@ impl Bound {
         }
     }
 
+    /// Runs a plugin call whose key-value operations execute on `conn` (the write's
+    /// transaction), serving them while the call runs.
+    async fn in_tx<T, F>(&self, conn: &mut AsyncPgConnection, call: impl FnOnce(CallCtx) -> F) -> T
+    where
+        F: std::future::Future<Output = T>,
+    {
+        let (kv, mut ops) = super::kv::TxKv::channel();
+        let ctx = CallCtx {
+            kv: Arc::new(kv),
+            ..self.call.clone()
+        };
+        let fut = call(ctx);
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                r = &mut fut => return r,
+                Some(op) = ops.recv() => super::kv::serve(conn, &self.install.name, op).await,
+            }
+        }
+    }
+
     /// Turns a call's outcome into the answer, applying the failure mode: `Ok(None)` means
     /// "failed, but open: go on without it".
     async fn settle<T>(
@@ -217,10 +238,8 @@ impl Bound {
         let Some(p) = self.active(mode)? else {
             return Ok(data.clone());
         };
-        let r = state
-            .plugins
-            .runtime
-            .validate(p, self.call.clone(), data)
+        let r = self
+            .in_tx(conn, |ctx| state.plugins.runtime.validate(p, ctx, data))
             .await
             .and_then(|(verdict, fx)| match verdict {
                 Ok(v) => match crate::resources::types::validate(validator, &v, "").first() {
@@ -279,10 +298,10 @@ impl Bound {
             after: seen.after.clone(),
             actor: seen.actor.to_string(),
         };
-        let r = state
-            .plugins
-            .runtime
-            .hook(p, self.call.clone(), after, &change)
+        let r = self
+            .in_tx(conn, |ctx| {
+                state.plugins.runtime.hook(p, ctx, after, &change)
+            })
             .await;
         match self
             .settle(state, hook, mode, Some(&change.resource_id), r)
@@ -311,10 +330,10 @@ impl Bound {
             .active(FailureMode::Closed)?
             .expect("closed mode answers or errs");
         let id = crate::ids::ResourceId(resource_id).to_string();
-        let r = state
-            .plugins
-            .runtime
-            .action(p, self.call.clone(), name, &id, data, input)
+        let r = self
+            .in_tx(conn, |ctx| {
+                state.plugins.runtime.action(p, ctx, name, &id, data, input)
+            })
             .await;
         match self
             .settle(state, "action", FailureMode::Closed, Some(&id), r)

@@ -847,28 +847,31 @@ pub async fn count_failure(
         let mut tx = db.begin().await?;
         let r = async {
             let conn = tx.conn();
-            if repo::disable(conn, name, &reason).await? {
-                let row = found(
-                    repo::install(conn, name, false).await?,
-                    "plugin installation",
-                )?;
-                record(
-                    conn,
-                    &Actor::system(state, tenant, db),
-                    "plugin.disabled",
-                    &row,
-                    json!({"reason": reason}),
-                )
-                .await?;
+            if !repo::disable(conn, name, &reason).await? {
+                return Ok(false);
             }
-            Ok::<_, ApiError>(())
+            let row = found(
+                repo::install(conn, name, false).await?,
+                "plugin installation",
+            )?;
+            let actor = Actor::system(state, tenant, db);
+            record(
+                conn,
+                &actor,
+                "plugin.disabled",
+                &row,
+                json!({"reason": reason}),
+            )
+            .await?;
+            Ok::<_, ApiError>(true)
         }
         .await;
         tx.finish(r).await
     }
     .await;
     match r {
-        Ok(()) => tracing::warn!(%tenant, plugin = %name, %reason, "plugin disabled"),
+        Ok(true) => tracing::warn!(%tenant, plugin = %name, %reason, "plugin disabled"),
+        Ok(false) => {}
         Err(e) => {
             tracing::warn!(%tenant, plugin = %name, error = %e, "cannot disable a failing plugin")
         }
