@@ -18,7 +18,8 @@ if ! command -v wrk >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 fi
 
-cargo build --release -q -p neotenant
+# BENCH_NO_BUILD=1 reuses the release binary already built.
+[ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release -q -p neotenant
 export NEOTENANT_SERVER__BIND="127.0.0.1:$PORT" NEOTENANT_LOG__LEVEL=warn NEOTENANT_DATABASE__POOL_MAX_SIZE=32
 # One client and one user drive all the load: limits stay on (their Redis check is part of
 # every request) but high enough not to refuse it.
@@ -106,6 +107,10 @@ curl -s -o /dev/null -X POST "http://127.0.0.1:$PORT/v1/plugins" -H 'X-Tenant: b
   -F component=@plugins/dist/hostile.wasm -F manifest=@plugins/dist/hostile.json
 curl -s -o /dev/null -X POST "http://127.0.0.1:$PORT/v1/plugin-installations" -H 'X-Tenant: bench-plug' \
   -H "Authorization: Bearer $PTOKEN" -H 'Content-Type: application/json' -d '{"plugin": "hostile"}'
+# A run cut short (or a tripped breaker) may have left an installation disabled.
+for p in ticket hostile; do
+  curl -s -o /dev/null -X POST "http://127.0.0.1:$PORT/v1/plugin-installations/$p/enable" -H 'X-Tenant: bench-plug' -H "Authorization: Bearer $PTOKEN"
+done
 PLAIN_LUA="$(mktemp --suffix=.lua)"
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true; rm -f "$CREATE_LUA" "$PLAIN_LUA"' EXIT
 cat >"$PLAIN_LUA" <<'LUA'

@@ -268,7 +268,8 @@ async fn uploads_are_checked_and_a_resource_type_plugin_runs_on_the_write_path()
     )
     .await;
 
-    // A good upload: 201, then 200 for the same bytes; other bytes under the same version: 409.
+    // A good upload: 201, then 200 for the same bytes and manifest; another component or
+    // manifest under the same version: 409.
     let res = upload(&app, &t.slug, &boss, &ticket, &ticket_manifest).await;
     assert_eq!(res.status(), 201);
     let plugin: Value = res.json().await.unwrap();
@@ -293,6 +294,14 @@ async fn uploads_are_checked_and_a_resource_type_plugin_runs_on_the_write_path()
             &ticket_manifest,
         )
         .await,
+        409,
+        "conflict",
+    )
+    .await;
+    let mut redescribed = ticket_manifest.clone();
+    redescribed["description"] = json!("the same version, described otherwise");
+    expect_problem(
+        upload(&app, &t.slug, &boss, &ticket, &redescribed).await,
         409,
         "conflict",
     )

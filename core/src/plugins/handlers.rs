@@ -104,7 +104,13 @@ pub async fn upload(
     let (component, manifest) = read_upload(req, &state).await?;
     let tenant = can.caller.tenant.0.tenant.id.0;
     let by = can.caller.user_id().to_string();
-    let (p, created) = service::upload(&state, Some(tenant), &by, component, &manifest).await?;
+    let (p, version, created) =
+        service::upload(&state, Some(tenant), &by, component, &manifest).await?;
+    let hash = p
+        .versions
+        .iter()
+        .find(|v| v.version == version)
+        .map(|v| v.hash.clone());
     crate::audit::record_alone(
         &can.caller.tenant.0.db,
         &can.caller.actor,
@@ -112,8 +118,7 @@ pub async fn upload(
             action: "plugin.uploaded",
             target_type: "plugin",
             target_id: Some(p.name.clone()),
-            data: serde_json::json!({"version": p.versions.first().map(|v| &v.version),
-                                     "hash": p.versions.first().map(|v| &v.hash), "new": created}),
+            data: serde_json::json!({"version": version, "hash": hash, "new": created}),
         },
     )
     .await?;
@@ -280,8 +285,9 @@ pub async fn dead_letters(
 pub async fn publish(req: &mut Request, depot: &mut Depot) -> ApiResult<Reply<Plugin>> {
     let state = state(depot)?;
     let (component, manifest) = read_upload(req, &state).await?;
-    let (p, created) = service::upload(&state, None, "platform", component, &manifest).await?;
-    tracing::info!(plugin = %p.name, version = ?p.versions.first().map(|v| &v.version), created, "marketplace publish");
+    let (p, version, created) =
+        service::upload(&state, None, "platform", component, &manifest).await?;
+    tracing::info!(plugin = %p.name, %version, created, "marketplace publish");
     let location = format!("/admin/v1/marketplace/{}", p.name);
     Ok(uploaded(p, created, location))
 }

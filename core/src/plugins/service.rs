@@ -104,14 +104,15 @@ pub fn type_input(info: &Value) -> ApiResult<TypeInput> {
 }
 
 /// Stores an upload: `owner` is the uploading tenant, or `None` for the marketplace. Answers
-/// the plugin and whether this version is new (re-uploading identical bytes is a no-op).
+/// the plugin, the uploaded version and whether it is new (re-uploading the same component
+/// with the same manifest is a no-op).
 pub async fn upload(
     state: &AppState,
     owner: Option<Uuid>,
     by: &str,
     component: Vec<u8>,
     manifest: &[u8],
-) -> ApiResult<(Plugin, bool)> {
+) -> ApiResult<(Plugin, String, bool)> {
     let m: Manifest = serde_json::from_slice(manifest).map_err(|e| {
         refused(
             "the manifest is not valid",
@@ -171,20 +172,20 @@ pub async fn upload(
                 p
             }
         };
+        let manifest = serde_json::to_value(&m).map_err(ApiError::internal)?;
         let created = match repo::version(conn, plugin.id, &m.version).await? {
-            Some(v) if v.hash == hash => false,
+            Some(v) if v.hash == hash && v.manifest == manifest => false,
             Some(_) => {
                 return Err(ApiError::new(
                     ErrorCode::Conflict,
                     format!(
-                        "version {} of `{}` exists with other content; versions never change, upload a new version",
+                        "version {} of `{}` exists with another component or manifest; versions never change, upload a new version",
                         m.version, m.name
                     ),
                 ));
             }
             None => {
                 repo::insert_component(conn, &hash, &bytes).await?;
-                let manifest = serde_json::to_value(&m).map_err(ApiError::internal)?;
                 repo::insert_version(conn, plugin.id, &m.version, &hash, &manifest, type_info.as_ref(), by)
                     .await?;
                 repo::touch_plugin(conn, plugin.id, m.publisher.trim(), &m.description).await?;
@@ -195,7 +196,7 @@ pub async fn upload(
     }
     .await;
     let (plugin, created) = tx.finish(result).await?;
-    Ok((get_row(state, plugin).await?, created))
+    Ok((get_row(state, plugin).await?, m.version, created))
 }
 
 /// Asks a resource-type component for its type and checks it like a declared type.
