@@ -591,7 +591,7 @@ async fn create_in(
             ctx.state,
             conn,
             false,
-            seen(Operation::Create, &r, None, &actor),
+            seen_change(Operation::Create, &r, None, &actor),
         )
         .await?;
     }
@@ -602,7 +602,7 @@ async fn create_in(
             ctx.state,
             conn,
             true,
-            seen(Operation::Create, &r, None, &actor),
+            seen_change(Operation::Create, &r, None, &actor),
         )
         .await?;
     }
@@ -623,7 +623,7 @@ async fn plugin_of(
     }
 }
 
-fn seen<'a>(
+fn seen_change<'a>(
     operation: Operation,
     r: &'a Resource,
     before: Option<&'a Value>,
@@ -798,13 +798,13 @@ async fn edit_in(
     after.updated_at = Utc::now();
     let actor = ctx.actor_id();
     if let Some(p) = &plugin {
-        let s = seen(Operation::Update, &after, Some(&before.data), &actor);
+        let s = seen_change(Operation::Update, &after, Some(&before.data), &actor);
         p.hook(ctx.state, conn, false, s).await?;
     }
     repo::update(conn, &after).await?;
     record_change(ctx, conn, &after, "updated", Some(&before)).await?;
     if let Some(p) = &plugin {
-        let s = seen(Operation::Update, &after, Some(&before.data), &actor);
+        let s = seen_change(Operation::Update, &after, Some(&before.data), &actor);
         p.hook(ctx.state, conn, true, s).await?;
     }
     Ok(after)
@@ -902,7 +902,7 @@ async fn set_deleted_in(
             ctx.state,
             conn,
             false,
-            seen(op, &after, Some(&before.data), &actor),
+            seen_change(op, &after, Some(&before.data), &actor),
         )
         .await?;
     }
@@ -920,7 +920,7 @@ async fn set_deleted_in(
             ctx.state,
             conn,
             true,
-            seen(op, &after, Some(&before.data), &actor),
+            seen_change(op, &after, Some(&before.data), &actor),
         )
         .await?;
     }
@@ -1684,8 +1684,21 @@ async fn apply_delete_rules(
                     after.version += 1;
                     after.updated_at = Utc::now();
                     after.deleted_at = Some(after.updated_at);
+                    // A cascaded deletion is a deletion: the source type's plugin sees it.
+                    let plugin = match types[&l.from_type].as_ref() {
+                        Some(t) => plugin_of(ctx, conn, t).await?,
+                        None => None,
+                    };
+                    let actor = ctx.actor_id();
+                    let change = || seen_change(Operation::Delete, &after, Some(&src.data), &actor);
+                    if let Some(p) = &plugin {
+                        p.hook(ctx.state, conn, false, change()).await?;
+                    }
                     repo::update(conn, &after).await?;
                     record_change(ctx, conn, &after, "deleted", None).await?;
+                    if let Some(p) = &plugin {
+                        p.hook(ctx.state, conn, true, change()).await?;
+                    }
                     queue.push(src.id.0);
                 }
             }
