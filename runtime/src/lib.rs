@@ -314,7 +314,8 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(cfg: RuntimeConfig) -> anyhow_like::Result<Arc<Runtime>> {
+    /// The engine, linker and HTTP client; errors name what could not be set up.
+    pub fn new(cfg: RuntimeConfig) -> Result<Arc<Runtime>, String> {
         let mut c = Config::new();
         c.consume_fuel(true)
             .epoch_interruption(true)
@@ -334,19 +335,18 @@ impl Runtime {
                 .max_tables_per_component(8);
             c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
         }
-        let engine = Engine::new(&c).map_err(anyhow_like::msg)?;
+        let engine = Engine::new(&c).map_err(display)?;
         let mut linker = Linker::<Host>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow_like::msg)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(display)?;
         bindings::rt::ResourceType::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |h| h)
-            .map_err(anyhow_like::msg)?;
+            .map_err(display)?;
         let cache_dir = cfg.cache_dir.join(engine_key(&engine));
-        std::fs::create_dir_all(&cache_dir)
-            .map_err(|e| anyhow_like::msg(format!("{}: {e}", cache_dir.display())))?;
+        std::fs::create_dir_all(&cache_dir).map_err(|e| format!("{}: {e}", cache_dir.display()))?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.limits.http_timeout)
             .build()
-            .map_err(anyhow_like::msg)?;
+            .map_err(display)?;
         spawn_ticker(&engine);
         Ok(Arc::new(Runtime {
             engine,
@@ -853,12 +853,8 @@ fn spawn_ticker(engine: &Engine) {
         .expect("spawn the epoch thread");
 }
 
-/// Tiny error type for constructor failures (no anyhow in this workspace).
-pub mod anyhow_like {
-    pub type Result<T> = std::result::Result<T, String>;
-    pub fn msg(e: impl std::fmt::Display) -> String {
-        e.to_string()
-    }
+fn display(e: impl std::fmt::Display) -> String {
+    e.to_string()
 }
 
 /// Path helper for tests and benches: the first-party plugins built by `make plugins`.
