@@ -406,3 +406,33 @@ async fn outbound_http_is_limited_to_approved_hosts() {
         .unwrap();
     assert!(r.is_ok());
 }
+
+#[tokio::test]
+async fn a_full_pool_is_the_hosts_limit_not_the_plugins_fault() {
+    let (rt, _d) = runtime(1);
+    let p = rt.compile(&dist("hostile")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/slow",
+        listener.local_addr().unwrap().port()
+    );
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            held.push(s);
+        }
+    });
+    // One call holds the only slot while it waits on a host call...
+    let (rt2, p2) = (rt.clone(), p.clone());
+    let slow =
+        tokio::spawn(async move { hostile(&rt2, &p2, json!({"mode": "slow", "url": url})).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...so another is refused as unavailable, which does not count against the plugin.
+    let e = hostile(&rt, &p, json!({"mode": "ok"})).await.unwrap_err();
+    assert!(matches!(e, CallError::Unavailable(_)), "{e:?}");
+    assert!(!e.is_plugin_fault());
+    assert!(matches!(slow.await.unwrap(), Err(CallError::Timeout(_))));
+    assert!(hostile(&rt, &p, json!({"mode": "ok"})).await.is_ok());
+    hold.abort();
+}
