@@ -124,8 +124,10 @@ pub async fn insert_component(
     bytes: &[u8],
 ) -> QueryResult<()> {
     diesel::sql_query(
+        // DO UPDATE (not NOTHING) locks an existing row, so a concurrent removal of unused
+        // components either finishes first (and this inserts anew) or waits for this upload.
         "INSERT INTO admin.plugin_components (hash, bytes, size) VALUES ($1, $2, $3) \
-         ON CONFLICT (hash) DO NOTHING",
+         ON CONFLICT (hash) DO UPDATE SET size = EXCLUDED.size",
     )
     .bind::<Text, _>(hash)
     .bind::<Bytea, _>(bytes)
@@ -153,7 +155,7 @@ pub async fn component_bytes(
     Ok(r.map(|r| r.bytes))
 }
 
-/// Every stored component hash (to warm the compiled cache at start).
+/// Every component some version uses (to warm the compiled cache at start).
 pub async fn all_hashes(conn: &mut AsyncPgConnection) -> QueryResult<Vec<String>> {
     #[derive(QueryableByName)]
     struct Row {
@@ -161,10 +163,22 @@ pub async fn all_hashes(conn: &mut AsyncPgConnection) -> QueryResult<Vec<String>
         hash: String,
     }
     let rows: Vec<Row> =
-        diesel::sql_query("SELECT hash FROM admin.plugin_components ORDER BY created_at DESC")
+        diesel::sql_query("SELECT DISTINCT hash FROM admin.plugin_versions ORDER BY hash")
             .load(conn)
             .await?;
     Ok(rows.into_iter().map(|r| r.hash).collect())
+}
+
+/// Deletes components no version uses any more (their plugins were deleted with their
+/// tenant). An upload inserts its component and version in one transaction, so it never
+/// loses a component it is adding.
+pub async fn delete_orphan_components(conn: &mut AsyncPgConnection) -> QueryResult<usize> {
+    diesel::sql_query(
+        "DELETE FROM admin.plugin_components c \
+         WHERE NOT EXISTS (SELECT 1 FROM admin.plugin_versions v WHERE v.hash = c.hash)",
+    )
+    .execute(conn)
+    .await
 }
 
 pub async fn insert_version(

@@ -61,11 +61,19 @@ pub async fn loaded(state: &AppState, hash: &str) -> ApiResult<Arc<neotenant_run
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// Compiles every stored component this engine has not compiled yet (at start, in the
-/// background, so that no request waits for a compilation).
+/// Deletes components no version uses any more, then compiles every used one this engine
+/// has not compiled yet (at start, in the background, so that no request waits for a
+/// compilation).
 pub async fn warm(state: Arc<AppState>) {
     let hashes = match state.registry.get().await {
-        Ok(mut conn) => repo::all_hashes(&mut conn).await.unwrap_or_default(),
+        Ok(mut conn) => {
+            match repo::delete_orphan_components(&mut conn).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed plugin components no version uses"),
+                Err(e) => tracing::warn!(error = %e, "cannot remove unused plugin components"),
+            }
+            repo::all_hashes(&mut conn).await.unwrap_or_default()
+        }
         Err(_) => return,
     };
     for hash in hashes {
