@@ -588,10 +588,21 @@ async fn syslog_forwarding_loses_nothing_while_the_collector_is_down() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let s: Value = as_boss(Method::GET, "/v1/audit/settings")
-        .fetch_json()
-        .await;
-    assert!(s["forward_error"].is_null(), "{s}");
+    // The forwarder records its success after the collector has the frames: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s: Value = as_boss(Method::GET, "/v1/audit/settings")
+            .fetch_json()
+            .await;
+        if s["forward_error"].is_null() && s["forwarded_seq"].as_i64() >= Some(head) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the recovery was never recorded: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     receiver.abort();
     app.cleanup().await;
 }
