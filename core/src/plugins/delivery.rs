@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use super::DeadLetter;
 use super::hooks::{call_ctx, emit};
 use super::manifest::matches;
-use super::repo::{self, DeadLetterRow, InstallRow};
+use super::repo::{self, InstallRow};
 use super::service::{breaker_key, count_failure, loaded, record_failure};
 use crate::app::AppState;
 use crate::db::TenantDb;
@@ -181,7 +182,7 @@ async fn deliver_install(
                 repo::advance(conn, &install.name, c.txid, c.seq).await?;
             }
             if attempts as u32 >= cfg.delivery_max_attempts {
-                let dead = DeadLetterRow {
+                let dead = DeadLetter {
                     id: 0,
                     event_seq: ev.seq,
                     topic: ev.topic.clone(),

@@ -110,7 +110,8 @@ pub fn is_event_pattern(s: &str) -> bool {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.'))
 }
 
-/// Whether `topic` matches `pattern`.
+/// Whether `topic` matches `pattern`; given a pattern for `topic`, whether `pattern` covers
+/// it (`resource.*` covers `resource.created` and `resource.x.*`, not `*`).
 pub fn matches(pattern: &str, topic: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => topic.starts_with(prefix),
@@ -336,5 +337,8 @@ mod tests {
         );
         assert!(matches("resource.*", "resource.created") && !matches("resource.*", "resources"));
         assert!(matches("*", "x") && matches("a.b", "a.b") && !matches("a.b", "a.bc"));
+        // Narrowing subscriptions: a pattern covers narrower ones only.
+        assert!(matches("resource.*", "resource.*") && matches("resource.*", "resource.x.*"));
+        assert!(!matches("resource.*", "*") && !matches("resource.created", "resource.*"));
     }
 }

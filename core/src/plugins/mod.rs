@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use diesel::sql_types::{BigInt, Bool, Integer, Jsonb, Nullable, Text, Timestamptz};
 use neotenant_runtime::{Breaker, Limits, Runtime, RuntimeConfig};
 use salvo::oapi::ToSchema;
 use serde::{Deserialize, Serialize};
@@ -234,31 +235,47 @@ pub struct Install {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A failed plugin call.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// A failed plugin call (a row of `plugin_failures`).
+#[derive(Debug, Clone, Serialize, ToSchema, diesel::QueryableByName)]
 pub struct Failure {
+    #[diesel(sql_type = BigInt)]
     pub id: i64,
-    /// `validate`, `before_change`, `after_change`, `action`, `describe` or `on_event`.
+    /// `validate`, `before_change`, `after_change`, `action` or `on_event`.
+    #[diesel(sql_type = Text)]
     pub hook: String,
-    /// `cpu`, `memory`, `stack`, `timeout`, `trap`, `output`, `disabled` or `refused`.
+    /// `cpu`, `memory`, `stack`, `timeout`, `trap` or `output`.
+    #[diesel(sql_type = Text)]
     pub code: String,
+    #[diesel(sql_type = Text)]
     pub message: String,
+    #[diesel(sql_type = Nullable<Text>)]
     pub subject: Option<String>,
     /// Whether the write went ahead anyway.
+    #[diesel(sql_type = Bool)]
     pub fail_open: bool,
+    #[diesel(sql_type = Timestamptz)]
     pub at: DateTime<Utc>,
 }
 
-/// An event an integration could not handle after every retry.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// An event an integration could not handle after every retry (a row of
+/// `plugin_dead_letters`).
+#[derive(Debug, Clone, Serialize, ToSchema, diesel::QueryableByName)]
 pub struct DeadLetter {
+    #[diesel(sql_type = BigInt)]
     pub id: i64,
+    #[diesel(sql_type = BigInt)]
     pub event_seq: i64,
+    #[diesel(sql_type = Text)]
     pub topic: String,
+    #[diesel(sql_type = Text)]
     pub subject: String,
     #[salvo(schema(value_type = Object))]
+    #[diesel(sql_type = Jsonb)]
     pub payload: Value,
+    #[diesel(sql_type = Text)]
     pub error: String,
+    #[diesel(sql_type = Integer)]
     pub attempts: i32,
+    #[diesel(sql_type = Timestamptz)]
     pub at: DateTime<Utc>,
 }

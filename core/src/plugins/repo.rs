@@ -11,6 +11,8 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::{DeadLetter, Failure};
+
 // ---------------------------------------------------------------- registry
 
 #[derive(Debug, Clone, QueryableByName)]
@@ -501,24 +503,6 @@ pub async fn retry_later(
     .map(drop)
 }
 
-#[derive(Debug, Clone, QueryableByName)]
-pub struct FailureRow {
-    #[diesel(sql_type = BigInt)]
-    pub id: i64,
-    #[diesel(sql_type = Text)]
-    pub hook: String,
-    #[diesel(sql_type = Text)]
-    pub code: String,
-    #[diesel(sql_type = Text)]
-    pub message: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub subject: Option<String>,
-    #[diesel(sql_type = Bool)]
-    pub fail_open: bool,
-    #[diesel(sql_type = Timestamptz)]
-    pub at: DateTime<Utc>,
-}
-
 pub async fn insert_failure(
     conn: &mut AsyncPgConnection,
     plugin: &str,
@@ -547,7 +531,7 @@ pub async fn failures(
     conn: &mut AsyncPgConnection,
     plugin: &str,
     limit: i64,
-) -> QueryResult<Vec<FailureRow>> {
+) -> QueryResult<Vec<Failure>> {
     diesel::sql_query(
         "SELECT id, hook, code, message, subject, fail_open, at FROM plugin_failures \
          WHERE plugin = $1 ORDER BY id DESC LIMIT $2",
@@ -558,30 +542,10 @@ pub async fn failures(
     .await
 }
 
-#[derive(Debug, Clone, QueryableByName)]
-pub struct DeadLetterRow {
-    #[diesel(sql_type = BigInt)]
-    pub id: i64,
-    #[diesel(sql_type = BigInt)]
-    pub event_seq: i64,
-    #[diesel(sql_type = Text)]
-    pub topic: String,
-    #[diesel(sql_type = Text)]
-    pub subject: String,
-    #[diesel(sql_type = Jsonb)]
-    pub payload: Value,
-    #[diesel(sql_type = Text)]
-    pub error: String,
-    #[diesel(sql_type = Integer)]
-    pub attempts: i32,
-    #[diesel(sql_type = Timestamptz)]
-    pub at: DateTime<Utc>,
-}
-
 pub async fn insert_dead_letter(
     conn: &mut AsyncPgConnection,
     plugin: &str,
-    d: &DeadLetterRow,
+    d: &DeadLetter,
 ) -> QueryResult<()> {
     diesel::sql_query(
         "INSERT INTO plugin_dead_letters (plugin, event_seq, topic, subject, payload, error, attempts) \
@@ -603,7 +567,7 @@ pub async fn dead_letters(
     conn: &mut AsyncPgConnection,
     plugin: &str,
     limit: i64,
-) -> QueryResult<Vec<DeadLetterRow>> {
+) -> QueryResult<Vec<DeadLetter>> {
     diesel::sql_query(
         "SELECT id, event_seq, topic, subject, payload, error, attempts, at FROM plugin_dead_letters \
          WHERE plugin = $1 ORDER BY id DESC LIMIT $2",

@@ -394,14 +394,7 @@ fn check_events(m: &Manifest, events: &[String], errors: &mut Vec<FieldError>) {
         let p = format!("/events/{i}");
         if !manifest::is_event_pattern(e) {
             errors.push(field(&p, "must be a kind, a prefix ending in .* or *"));
-        } else if !m.events.iter().any(|a| {
-            a == e
-                || (manifest::matches(a, e) && !e.ends_with('*'))
-                || a == "*"
-                || (e.ends_with(".*")
-                    && a.ends_with(".*")
-                    && e.starts_with(a.trim_end_matches('*')))
-        }) {
+        } else if !m.events.iter().any(|a| manifest::matches(a, e)) {
             errors.push(field(&p, "the plugin does not subscribe to this"));
         }
     }
@@ -571,19 +564,24 @@ pub async fn installs(caller: &Caller) -> ApiResult<Vec<Install>> {
     Ok(tx.finish(r).await?.into_iter().map(install_view).collect())
 }
 
-async fn locked(conn: &mut AsyncPgConnection, name: &str) -> ApiResult<InstallRow> {
+/// An installation (404 if there is none), row-locked for the transaction when `lock`.
+async fn install_row(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+    lock: bool,
+) -> ApiResult<InstallRow> {
     if !manifest::is_name(name) {
         return Err(ApiError::not_found("plugin installation"));
     }
     found(
-        repo::install(conn, name, true).await?,
+        repo::install(conn, name, lock).await?,
         "plugin installation",
     )
 }
 
 pub async fn get_install(caller: &Caller, name: &str) -> ApiResult<Install> {
     let mut tx = db_of(caller).begin().await?;
-    let r = locked(tx.conn(), name).await;
+    let r = install_row(tx.conn(), name, false).await;
     Ok(install_view(tx.finish(r).await?))
 }
 
@@ -600,7 +598,7 @@ pub async fn change(
     let mut tx = db_of(caller).begin().await?;
     let result = async {
         let conn = tx.conn();
-        let old = locked(conn, name).await?;
+        let old = install_row(conn, name, true).await?;
         let version = if rollback {
             Some(old.previous_version.clone().ok_or_else(|| {
                 ApiError::new(
@@ -712,7 +710,7 @@ pub async fn set_enabled(
     let mut tx = db_of(caller).begin().await?;
     let result = async {
         let conn = tx.conn();
-        let mut row = locked(conn, name).await?;
+        let mut row = install_row(conn, name, true).await?;
         if row.enabled == enabled {
             return Ok::<_, ApiError>(row);
         }
@@ -745,7 +743,7 @@ pub async fn uninstall(state: &AppState, caller: &Caller, name: &str) -> ApiResu
     let mut tx = db_of(caller).begin().await?;
     let result = async {
         let conn = tx.conn();
-        let row = locked(conn, name).await?;
+        let row = install_row(conn, name, true).await?;
         if let Some(t) = &row.type_name {
             let rctx = ResourceCtx { state, caller };
             crate::resources::service::delete_type_in(&rctx, conn, t, Some(name)).await?;
@@ -761,50 +759,21 @@ pub async fn uninstall(state: &AppState, caller: &Caller, name: &str) -> ApiResu
 pub async fn failures(caller: &Caller, name: &str) -> ApiResult<Vec<Failure>> {
     let mut tx = db_of(caller).begin().await?;
     let r = async {
-        let conn = tx.conn();
-        locked(conn, name).await?;
-        Ok::<_, ApiError>(repo::failures(conn, name, 100).await?)
+        install_row(tx.conn(), name, false).await?;
+        Ok(repo::failures(tx.conn(), name, 100).await?)
     }
     .await;
-    Ok(tx
-        .finish(r)
-        .await?
-        .into_iter()
-        .map(|f| Failure {
-            id: f.id,
-            hook: f.hook,
-            code: f.code,
-            message: f.message,
-            subject: f.subject,
-            fail_open: f.fail_open,
-            at: f.at,
-        })
-        .collect())
+    tx.finish(r).await
 }
 
 pub async fn dead_letters(caller: &Caller, name: &str) -> ApiResult<Vec<DeadLetter>> {
     let mut tx = db_of(caller).begin().await?;
     let r = async {
-        let conn = tx.conn();
-        locked(conn, name).await?;
-        Ok::<_, ApiError>(repo::dead_letters(conn, name, 100).await?)
+        install_row(tx.conn(), name, false).await?;
+        Ok(repo::dead_letters(tx.conn(), name, 100).await?)
     }
     .await;
-    Ok(tx
-        .finish(r)
-        .await?
-        .into_iter()
-        .map(|d| DeadLetter {
-            id: d.id,
-            event_seq: d.event_seq,
-            topic: d.topic,
-            subject: d.subject,
-            payload: d.payload,
-            error: d.error,
-            attempts: d.attempts,
-            at: d.at,
-        })
-        .collect())
+    tx.finish(r).await
 }
 
 // ---------------------------------------------------------------- failures and the breaker
