@@ -130,7 +130,7 @@ impl TestApp {
         ensure_migrated(&config).await;
         let server = app::start(config).await.expect("server starts");
         // Make sure the shared-database connections exist in the registry.
-        neotenant::tenancy::service::ensure_platform(&server.state)
+        neotenant::tenancy::service::ensure_platform(&server.state.tenancy)
             .await
             .expect("platform migrates");
         Self {

@@ -68,11 +68,11 @@ async fn run() {
     ));
     let config = Config::load(Some(&path), env).expect("config");
     let state: Arc<AppState> = AppState::connect(config).await.expect("services (make up)");
-    neotenant::tenancy::service::ensure_platform(&state)
+    neotenant::tenancy::service::ensure_platform(&state.tenancy)
         .await
         .expect("platform");
     neotenant::tenancy::service::create(
-        &state,
+        &state.tenancy,
         &CreateTenant {
             slug: SLUG.into(),
             display_name: "Audit bench".into(),
@@ -86,7 +86,7 @@ async fn run() {
     )
     .await
     .expect("bench tenant");
-    let tenant = neotenant::tenancy::resolve::resolve(&state, SLUG)
+    let tenant = neotenant::tenancy::resolve::resolve(&state.tenancy, SLUG)
         .await
         .expect("resolves");
     let db = tenant.db.clone();

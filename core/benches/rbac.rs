@@ -105,11 +105,11 @@ async fn run() {
     };
     let config = Config::load(Some(&path), std::env::vars()).expect("config");
     let state: Arc<AppState> = AppState::connect(config).await.expect("services (make up)");
-    neotenant::tenancy::service::ensure_platform(&state)
+    neotenant::tenancy::service::ensure_platform(&state.tenancy)
         .await
         .expect("platform");
     let _ = neotenant::tenancy::service::create(
-        &state,
+        &state.tenancy,
         &CreateTenant {
             slug: SLUG.into(),
             display_name: "RBAC bench".into(),
@@ -123,7 +123,7 @@ async fn run() {
     )
     .await
     .expect("bench tenant");
-    let tenant = neotenant::tenancy::resolve::resolve(&state, SLUG)
+    let tenant = neotenant::tenancy::resolve::resolve(&state.tenancy, SLUG)
         .await
         .expect("resolves");
     let db = &tenant.db;
@@ -239,13 +239,17 @@ END $$;
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     for u in users.iter().take(1000) {
-        service::effective(&state, &tenant, *u, &[]).await.unwrap();
+        service::effective(&state.rbac, &tenant, *u, &[])
+            .await
+            .unwrap();
     }
     let mut l1 = Vec::new();
     for _ in 0..200 {
         for u in users.iter().take(1000) {
             let t = Instant::now();
-            let e = service::effective(&state, &tenant, *u, &[]).await.unwrap();
+            let e = service::effective(&state.rbac, &tenant, *u, &[])
+                .await
+                .unwrap();
             std::hint::black_box(check(&e));
             l1.push(t.elapsed());
         }

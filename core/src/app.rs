@@ -1,5 +1,6 @@
-//! Process wiring: the shared [`AppState`], start-up checks, the HTTP server and graceful
-//! shutdown.
+//! Process wiring: the composition root [`AppState`] (every long-lived resource, and the
+//! narrow state each feature receives), start-up checks, background workers, the HTTP server
+//! and graceful shutdown.
 //!
 //! Owns the lifetime of every long-lived resource (pools, Redis connections, background
 //! listeners). Start-up fails fast with a message naming the unreachable dependency; shutdown
@@ -13,45 +14,52 @@ use salvo::conn::{Acceptor, TcpListener};
 use salvo::prelude::*;
 use salvo::server::ServerHandle;
 
+use crate::account::AccountState;
+use crate::audit::AuditState;
+use crate::auth::AuthState;
 use crate::config::Config;
 use crate::db::{self, PgPool, PoolSettings, Pools};
+use crate::http::Ops;
+use crate::http::extract::Provide;
 use crate::metrics::Metrics;
+use crate::plugins::PluginsState;
+use crate::rbac::RbacState;
+use crate::resources::ResourcesState;
+use crate::sessions::SessionsState;
+use crate::tenancy::TenancyState;
 use crate::tenancy::cache::{self, TenantCache};
+use crate::users::UsersState;
 
-/// Everything a request may need, shared by all requests.
+/// The composition root: every long-lived resource, and the narrow state each layer and
+/// feature receives (built here, once; nothing below `app` sees this struct).
 pub struct AppState {
-    pub config: Config,
+    pub config: Arc<Config>,
     /// The platform registry database.
     pub registry: PgPool,
     /// Tenant databases, one pool per physical database.
     pub pools: Arc<Pools>,
     pub redis: redis::aio::ConnectionManager,
     pub redis_client: redis::Client,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub tenant_cache: Arc<TenantCache>,
     /// Keycloak admin API (provisioning, users); never used on the request path.
     pub keycloak: Arc<crate::auth::keycloak::KeycloakAdmin>,
-    /// Signing keys per realm, for token validation.
-    pub jwks: Arc<crate::auth::jwks::JwksCache>,
-    /// Tokens already validated, per tenant.
-    pub tokens: crate::auth::TokenCache,
-    /// Users by (tenant, subject).
-    pub users: crate::users::service::UserCache,
-    pub limiter: crate::ratelimit::RateLimiter,
-    pub sessions: Arc<crate::sessions::Sessions>,
-    pub api_key_usage: crate::apikeys::UsageThrottle,
-    /// The key that signs local-mode tenants' tokens.
-    pub local_keys: Arc<crate::auth::local::LocalKeys>,
-    /// Effective permissions per (tenant, user).
-    pub perms: Arc<crate::rbac::cache::PermCache>,
-    /// Tenants whose audit log this instance wrote recently.
-    pub audit_recent: Arc<crate::audit::Recent>,
-    /// Compiled resource-type schemas by (tenant, type, version).
-    pub resource_validators: Arc<crate::resources::types::ValidatorCache>,
     /// Per-tenant search indexes (an LRU of open ones).
     pub search: Arc<neotenant_search::Registry>,
-    /// The plugin runtime (compiled components) and circuit breaker.
-    pub plugins: Arc<crate::plugins::Plugins>,
+    pub sessions: Arc<crate::sessions::Sessions>,
+    pub perms: Arc<crate::rbac::cache::PermCache>,
+    pub tenancy: Arc<TenancyState>,
+    pub auth: Arc<AuthState>,
+    pub rbac: Arc<RbacState>,
+    pub audit: Arc<AuditState>,
+    pub users: Arc<UsersState>,
+    pub account: Arc<AccountState>,
+    pub session_api: Arc<SessionsState>,
+    pub resources: Arc<ResourcesState>,
+    pub plugins: Arc<PluginsState>,
+    pub ops: Arc<Ops>,
+    pub api_key_usage: Arc<crate::apikeys::UsageThrottle>,
+    pub audit_recent: Arc<crate::audit::Recent>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,11 +100,12 @@ impl AppState {
         )
         .await
         .map_err(|_| StartError::Other("Redis at redis.url did not answer within 5 s".into()))??;
+        let config = Arc::new(config);
         let tenant_cache = Arc::new(TenantCache::new(
             Duration::from_secs(config.tenancy.cache_ttl_secs),
             redis.clone(),
         ));
-        let metrics = Metrics::new();
+        let metrics = Arc::new(Metrics::new());
         let keycloak = Arc::new(crate::auth::keycloak::KeycloakAdmin::new(
             &config.keycloak,
             &config.auth,
@@ -105,12 +114,12 @@ impl AppState {
             &config.auth,
             metrics.jwks_fetches.clone(),
         ));
-        let limiter = crate::ratelimit::RateLimiter::new(
+        let limiter = Arc::new(crate::ratelimit::RateLimiter::new(
             config.rate_limit.clone(),
             redis.clone(),
             metrics.auth_lockouts.clone(),
             metrics.rate_limit_errors.clone(),
-        );
+        ));
         let sessions = Arc::new(crate::sessions::Sessions::new(
             redis.clone(),
             metrics.new_devices.clone(),
@@ -119,35 +128,130 @@ impl AppState {
             crate::auth::local::LocalKeys::from_seed_hex(config.auth.local_signing_seed.expose())
                 .ok_or_else(|| StartError::Other("auth.local_signing_seed is invalid".into()))?,
         );
-        let plugins = Arc::new(
+        let runtime = Arc::new(
             crate::plugins::Plugins::new(&config.plugins)
                 .map_err(|e| StartError::Other(format!("plugin runtime: {e}")))?,
         );
-        Ok(Arc::new(Self {
-            plugins,
-            perms: Arc::new(crate::rbac::cache::PermCache::new(redis.clone())),
-            audit_recent: Default::default(),
-            resource_validators: Default::default(),
-            search: Arc::new(neotenant_search::Registry::new(
-                config.search.data_dir.clone(),
-                config.search.max_open_indexes,
-            )),
-            local_keys,
-            api_key_usage: Default::default(),
-            sessions,
-            keycloak,
+        let search = Arc::new(neotenant_search::Registry::new(
+            config.search.data_dir.clone(),
+            config.search.max_open_indexes,
+        ));
+        let pools = Arc::new(Pools::new(settings));
+        let perms = Arc::new(crate::rbac::cache::PermCache::new(redis.clone()));
+        let audit_recent: Arc<crate::audit::Recent> = Default::default();
+        let tenancy = Arc::new(TenancyState {
+            config: config.clone(),
+            registry: registry.clone(),
+            pools: pools.clone(),
+            tenant_cache: tenant_cache.clone(),
+            keycloak: keycloak.clone(),
+            search: search.clone(),
+            audit_recent: audit_recent.clone(),
+        });
+        let auth = Arc::new(AuthState {
+            config: config.clone(),
+            tokens: Default::default(),
             jwks,
-            tokens: crate::auth::TokenCache::default(),
+            limiter: limiter.clone(),
+            local_keys: local_keys.clone(),
+        });
+        let rbac = Arc::new(RbacState {
+            config: config.clone(),
+            perms: perms.clone(),
+            metrics: metrics.clone(),
+            audit_recent: audit_recent.clone(),
+        });
+        let audit = Arc::new(AuditState {
+            config: config.clone(),
+            registry: registry.clone(),
+            audit_recent: audit_recent.clone(),
+            tenancy: tenancy.clone(),
+        });
+        let users = Arc::new(UsersState {
+            config: config.clone(),
+            tenancy: tenancy.clone(),
             users: Default::default(),
+            sessions: sessions.clone(),
+            keycloak: keycloak.clone(),
+            redis: redis.clone(),
+        });
+        let account = Arc::new(AccountState {
+            config: config.clone(),
+            keycloak: keycloak.clone(),
             limiter,
-            pools: Arc::new(Pools::new(settings)),
+            local_keys,
+            redis: redis.clone(),
+            sessions: sessions.clone(),
+        });
+        let session_api = Arc::new(SessionsState {
+            sessions: sessions.clone(),
+            keycloak: keycloak.clone(),
+        });
+        let plugins = Arc::new(PluginsState {
+            config: config.clone(),
+            registry: registry.clone(),
+            plugins: runtime,
+            metrics: metrics.clone(),
+            audit_recent: audit_recent.clone(),
+            tenancy: tenancy.clone(),
+        });
+        let resources = Arc::new(ResourcesState {
+            config: config.clone(),
+            resource_validators: Default::default(),
+            search: search.clone(),
+            audit_recent: audit_recent.clone(),
+            tenancy: tenancy.clone(),
+            hooks: Arc::new(crate::plugins::hooks::PluginTypeHooks(plugins.clone())),
+        });
+        let ops = Arc::new(Ops {
+            config: config.clone(),
+            registry: registry.clone(),
+            pools: pools.clone(),
+            redis: redis.clone(),
+            metrics: metrics.clone(),
+        });
+        Ok(Arc::new(Self {
+            config,
             registry,
+            pools,
             redis,
             redis_client,
             metrics,
             tenant_cache,
-            config,
+            keycloak,
+            search,
+            sessions,
+            perms,
+            tenancy,
+            auth,
+            rbac,
+            audit,
+            users,
+            account,
+            session_api,
+            resources,
+            plugins,
+            ops,
+            api_key_usage: Default::default(),
+            audit_recent,
         }))
+    }
+
+    /// The hoop that hands every request the states its routes may ask for.
+    fn provide(&self) -> Provide {
+        Provide::default()
+            .with(self.tenancy.clone())
+            .with(self.auth.clone())
+            .with(self.rbac.clone())
+            .with(self.audit.clone())
+            .with(self.users.clone())
+            .with(self.account.clone())
+            .with(self.session_api.clone())
+            .with(self.sessions.clone())
+            .with(self.resources.clone())
+            .with(self.plugins.clone())
+            .with(self.api_key_usage.clone())
+            .with(self.audit_recent.clone())
     }
 }
 
@@ -188,16 +292,19 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         state.sessions.clone(),
         stop_rx.clone(),
     ));
-    tokio::spawn(crate::audit::seal::worker(state.clone(), stop_rx.clone()));
+    tokio::spawn(crate::audit::seal::worker(
+        state.audit.clone(),
+        stop_rx.clone(),
+    ));
     tokio::spawn(crate::resources::indexer::worker(
-        state.clone(),
+        state.resources.clone(),
         stop_rx.clone(),
     ));
     tokio::spawn(crate::plugins::delivery::worker(
-        state.clone(),
+        state.plugins.clone(),
         stop_rx.clone(),
     ));
-    tokio::spawn(crate::plugins::service::warm(state.clone()));
+    tokio::spawn(crate::plugins::service::warm(state.plugins.clone()));
     tokio::spawn(crate::rbac::cache::listen(
         state.redis_client.clone(),
         state.perms.clone(),
@@ -205,12 +312,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     ));
     if state.config.users.reconcile_interval_secs > 0 {
         tokio::spawn(crate::users::service::reconcile_loop(
-            state.clone(),
+            state.users.clone(),
             Duration::from_secs(state.config.users.reconcile_interval_secs),
             stop_rx,
         ));
     }
-    let service = crate::http::service(state.clone());
+    let service = crate::http::service(state.ops.clone(), state.provide());
     let server = salvo::Server::new(acceptor);
     let handle = server.handle();
     let task = tokio::spawn(server.serve(service));

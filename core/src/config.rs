@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::tenancy::model::Region;
+use crate::region::Region;
 
 /// A string that must never appear in logs or debug output.
 #[derive(Clone, Deserialize, PartialEq, Eq, Default)]
@@ -52,7 +52,7 @@ pub struct Config {
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
-    pub rate_limit: crate::ratelimit::RateLimitConfig,
+    pub rate_limit: RateLimitConfig,
     #[serde(default)]
     pub users: UsersConfig,
     #[serde(default)]
@@ -93,6 +93,24 @@ pub struct PluginsConfig {
     pub delivery_max_attempts: u32,
     /// First retry delay; it doubles with each attempt (at most 5 minutes).
     pub retry_base_ms: u64,
+}
+
+impl From<&DatabaseConfig> for crate::db::PoolSettings {
+    fn from(c: &DatabaseConfig) -> Self {
+        Self {
+            max_size: c.pool_max_size,
+            timeout: std::time::Duration::from_millis(c.pool_timeout_ms),
+            statement_timeout_ms: c.statement_timeout_ms,
+        }
+    }
+}
+
+impl PluginsConfig {
+    /// The largest plugin upload body: a component of the largest size plus room for the
+    /// manifest and the multipart framing.
+    pub fn upload_limit(&self) -> usize {
+        self.max_component_bytes + (1 << 20)
+    }
 }
 
 impl Default for PluginsConfig {
@@ -625,9 +643,8 @@ impl Config {
         if self.auth.api_key_secret.expose().len() < 32 {
             return Err(bad("auth.api_key_secret", "must be at least 32 characters"));
         }
-        if crate::auth::local::LocalKeys::from_seed_hex(self.auth.local_signing_seed.expose())
-            .is_none()
-        {
+        // Any 32 bytes are an Ed25519 seed: the check is the encoding.
+        if hex::decode(self.auth.local_signing_seed.expose()).map(|b| b.len()) != Ok(32) {
             return Err(bad("auth.local_signing_seed", "must be 64 hex digits"));
         }
         if self.auth.leeway_secs > 300 {
@@ -733,6 +750,81 @@ fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Res
     Ok(())
 }
 
+/// Rate-limit settings (`[rate_limit]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Sustained requests per second per client IP, and the burst above it.
+    pub per_ip_per_sec: f64,
+    pub per_ip_burst: u32,
+    /// Sustained requests per second per user (token subject), and the burst above it.
+    pub per_user_per_sec: f64,
+    pub per_user_burst: u32,
+    /// Authentication failures from one IP within `failure_window_secs` that lock it out.
+    pub max_auth_failures: u32,
+    pub failure_window_secs: u64,
+    /// How long a lockout lasts.
+    pub lockout_secs: u64,
+    /// Prefix of every Redis key (deployments sharing one Redis use different ones).
+    pub namespace: String,
+    /// Take the client IP from the first `X-Forwarded-For` entry (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_ip_per_sec: 200.0,
+            per_ip_burst: 400,
+            per_user_per_sec: 100.0,
+            per_user_burst: 200,
+            max_auth_failures: 20,
+            failure_window_secs: 60,
+            lockout_secs: 300,
+            namespace: "neotenant:rl".into(),
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if !(0.01..=1_000_000.0).contains(&self.per_ip_per_sec) {
+            return Err((
+                "rate_limit.per_ip_per_sec",
+                "must be between 0.01 and 1000000",
+            ));
+        }
+        if !(0.01..=1_000_000.0).contains(&self.per_user_per_sec) {
+            return Err((
+                "rate_limit.per_user_per_sec",
+                "must be between 0.01 and 1000000",
+            ));
+        }
+        if self.per_ip_burst == 0 || self.per_user_burst == 0 {
+            return Err(("rate_limit.per_ip_burst", "bursts must be at least 1"));
+        }
+        if self.max_auth_failures == 0 {
+            return Err(("rate_limit.max_auth_failures", "must be at least 1"));
+        }
+        if !(1..=86_400).contains(&self.failure_window_secs)
+            || !(1..=86_400).contains(&self.lockout_secs)
+        {
+            return Err((
+                "rate_limit.lockout_secs",
+                "windows must be between 1 and 86400 seconds",
+            ));
+        }
+        if self.namespace.is_empty() || self.namespace.len() > 64 {
+            return Err(("rate_limit.namespace", "must be 1-64 characters"));
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of one check.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,20 +1,15 @@
-//! The closed set of API error codes and the one place that renders them as RFC 9457
-//! `application/problem+json`.
+//! The closed set of error codes and the error value every layer returns.
 //!
-//! Every module maps its own failures to an [`ApiError`] carrying an [`ErrorCode`]; the code
-//! fixes the HTTP status, the stable `type` URI and the title. Internal errors are logged once,
-//! here, with the request id, and leave the process as a bare "internal error" problem: this
-//! module must never put an internal cause (SQL, stack, secret) into a response body.
+//! Foundation: an [`ApiError`] is a code, a human detail, field errors and (for server-side
+//! failures) a cause that is logged, never sent. Each [`ErrorCode`] fixes a status number, the
+//! stable problem `type` slug and a title; `http::problem` is the one place that renders them
+//! as RFC 9457 `application/problem+json`. This module never imports HTTP machinery, and
+//! classifies database failures once (not found, conflicts, transient ones).
 
 use std::borrow::Cow;
 
-use salvo::http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
-use salvo::http::{StatusCode, StatusError};
-use salvo::oapi::{self, Components, EndpointOutRegister, Operation, ToSchema};
-use salvo::prelude::*;
+use salvo_oapi::ToSchema;
 use serde::Serialize;
-
-use crate::http::middleware::RequestId;
 
 /// Base of every problem `type` URI; the slug after it is stable API surface.
 pub const PROBLEM_BASE: &str = "https://neotenant.dev/problems/";
@@ -28,8 +23,9 @@ macro_rules! error_codes {
 
         impl ErrorCode {
             pub const ALL: &'static [ErrorCode] = &[ $( ErrorCode::$variant, )* ];
-            pub fn status(self) -> StatusCode {
-                match self { $( ErrorCode::$variant => StatusCode::$status, )* }
+            /// The HTTP status number this code answers with.
+            pub fn status(self) -> u16 {
+                match self { $( ErrorCode::$variant => status::$status, )* }
             }
             /// The stable slug of the problem `type` URI.
             pub fn slug(self) -> &'static str {
@@ -40,6 +36,26 @@ macro_rules! error_codes {
             }
         }
     };
+}
+
+/// Status numbers by their standard names (the subset the codes use).
+mod status {
+    pub const BAD_REQUEST: u16 = 400;
+    pub const UNAUTHORIZED: u16 = 401;
+    pub const FORBIDDEN: u16 = 403;
+    pub const NOT_FOUND: u16 = 404;
+    pub const METHOD_NOT_ALLOWED: u16 = 405;
+    pub const NOT_ACCEPTABLE: u16 = 406;
+    pub const CONFLICT: u16 = 409;
+    pub const PRECONDITION_FAILED: u16 = 412;
+    pub const PAYLOAD_TOO_LARGE: u16 = 413;
+    pub const UNSUPPORTED_MEDIA_TYPE: u16 = 415;
+    pub const UNPROCESSABLE_ENTITY: u16 = 422;
+    pub const FAILED_DEPENDENCY: u16 = 424;
+    pub const PRECONDITION_REQUIRED: u16 = 428;
+    pub const TOO_MANY_REQUESTS: u16 = 429;
+    pub const INTERNAL_SERVER_ERROR: u16 = 500;
+    pub const SERVICE_UNAVAILABLE: u16 = 503;
 }
 
 error_codes! {
@@ -94,6 +110,12 @@ error_codes! {
 impl ErrorCode {
     pub fn type_uri(self) -> String {
         format!("{PROBLEM_BASE}{}", self.slug())
+    }
+    pub fn is_client_error(self) -> bool {
+        (400..500).contains(&self.status())
+    }
+    pub fn is_server_error(self) -> bool {
+        self.status() >= 500
     }
 }
 
@@ -180,118 +202,6 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// The body of every error response.
-#[derive(Debug, Serialize, ToSchema)]
-#[salvo(schema(name = "Problem"))]
-pub struct ProblemBody {
-    /// Stable URI naming the kind of problem (`https://neotenant.dev/problems/<slug>`).
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
-    /// The request path this problem occurred on.
-    pub instance: String,
-    /// Correlates the response with the server's logs.
-    pub request_id: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<FieldError>,
-}
-
-impl ApiError {
-    /// Renders into `res`. Server-side errors are logged here, once.
-    pub fn render(self, req: &Request, depot: &Depot, res: &mut Response) {
-        let request_id = depot
-            .get_typed::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
-        let status = self.code.status();
-        // Once per failure, where it is rendered: internal errors as errors, a dependency or
-        // tenant being unavailable as a warning.
-        if status.is_server_error() {
-            let source = self.source.as_ref().map(|s| s.to_string());
-            let source = source.as_deref().unwrap_or(&self.detail);
-            if self.code == ErrorCode::Internal {
-                tracing::error!(code = self.code.slug(), error = %source, request_id = %request_id, "request failed");
-            } else {
-                tracing::warn!(code = self.code.slug(), error = %source, request_id = %request_id, "request failed");
-            }
-        }
-        let body = ProblemBody {
-            kind: self.code.type_uri(),
-            title: self.code.title().to_string(),
-            status: status.as_u16(),
-            detail: self.detail.into_owned(),
-            instance: req.uri().path().to_string(),
-            request_id,
-            errors: self.errors,
-        };
-        res.status_code(status);
-        if status == StatusCode::UNAUTHORIZED && !res.headers().contains_key(WWW_AUTHENTICATE) {
-            res.headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        res.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        // Replace whatever body a previous handler may have set.
-        let _ = res.take_body();
-        let _ = res.write_body(bytes);
-    }
-}
-
-#[async_trait]
-impl Writer for ApiError {
-    async fn write(self, req: &mut Request, depot: &mut Depot, res: &mut Response) {
-        self.render(req, depot, res);
-    }
-}
-
-impl EndpointOutRegister for ApiError {
-    fn register(components: &mut Components, operation: &mut Operation) {
-        let schema = ProblemBody::to_schema(components);
-        for (status, description) in [
-            ("400", "Malformed request"),
-            ("404", "Not found"),
-            ("422", "Validation failed"),
-            ("503", "A dependency is unavailable"),
-        ] {
-            operation.responses.insert(
-                status,
-                oapi::Response::new(description)
-                    .add_content(PROBLEM_JSON, oapi::Content::new(schema.clone())),
-            );
-        }
-    }
-}
-
-/// Maps a salvo status error (from routing, extraction or a hoop) to our problem codes.
-pub fn from_status_error(err: &StatusError) -> ApiError {
-    let code = match err.code {
-        StatusCode::NOT_FOUND => ErrorCode::RouteNotFound,
-        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
-        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
-        StatusCode::NOT_ACCEPTABLE => ErrorCode::NotAcceptable,
-        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
-        StatusCode::FORBIDDEN => ErrorCode::Forbidden,
-        StatusCode::CONFLICT => ErrorCode::Conflict,
-        StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
-        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
-        s if s.is_client_error() => ErrorCode::BadRequest,
-        _ => ErrorCode::Internal,
-    };
-    let detail = match code {
-        ErrorCode::RouteNotFound => "no endpoint matches this path".to_string(),
-        ErrorCode::MethodNotAllowed => {
-            "this method is not supported here; see the Allow header".to_string()
-        }
-        ErrorCode::Internal => "internal error".to_string(),
-        _ => err.brief.clone(),
-    };
-    ApiError::new(code, detail)
-}
-
 impl From<diesel::result::Error> for ApiError {
     /// diesel errors are classified once, here: not found → 404, unique or foreign-key
     /// violation → 409, a closed connection → 503, anything else → 500.
@@ -299,15 +209,25 @@ impl From<diesel::result::Error> for ApiError {
         use diesel::result::{DatabaseErrorKind as K, Error as E};
         match &err {
             E::NotFound => ApiError::not_found("resource"),
-            E::DatabaseError(K::UniqueViolation, info) => ApiError::new(
+            // The constraint's name is schema detail: logged with the cause, never sent.
+            E::DatabaseError(K::UniqueViolation, _) => ApiError::new(
                 ErrorCode::Conflict,
-                format!(
-                    "a record with the same unique value already exists{}",
-                    info.constraint_name()
-                        .map(|c| format!(" ({c})"))
-                        .unwrap_or_default()
-                ),
-            ),
+                "a record with the same unique value already exists",
+            )
+            .with_source(err),
+            // Serialisation failures and deadlocks are transient: the client may retry.
+            E::DatabaseError(K::SerializationFailure, _) => ApiError::new(
+                ErrorCode::Conflict,
+                "the change conflicted with a concurrent one; retry the request",
+            )
+            .with_source(err),
+            E::DatabaseError(K::Unknown, info) if info.message().contains("deadlock detected") => {
+                ApiError::new(
+                    ErrorCode::Conflict,
+                    "the change conflicted with a concurrent one; retry the request",
+                )
+                .with_source(err)
+            }
             E::DatabaseError(K::ForeignKeyViolation, _) => {
                 ApiError::new(ErrorCode::Conflict, "a referenced record does not exist")
             }
@@ -318,6 +238,15 @@ impl From<diesel::result::Error> for ApiError {
                 ApiError::unavailable("the database", err)
             }
             _ => ApiError::internal(err),
+        }
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(err: crate::db::DbError) -> Self {
+        match err {
+            crate::db::DbError::Pool(e) => e.into(),
+            crate::db::DbError::Query(e) => e.into(),
         }
     }
 }
@@ -337,7 +266,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for code in ErrorCode::ALL {
             assert!(seen.insert(code.slug()), "duplicate slug {}", code.slug());
-            assert!(code.status().is_client_error() || code.status().is_server_error());
+            assert!(code.is_client_error() || code.is_server_error());
             assert!(code.type_uri().starts_with("https://"));
         }
     }

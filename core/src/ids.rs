@@ -174,3 +174,14 @@ mod tests {
         assert!(a < b);
     }
 }
+
+/// The id of the current request (accepted from `X-Request-Id` when well-formed, else new):
+/// it correlates a response, its log lines and the audit entries it wrote.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The name of a tenant's search index (its id without dashes): the indexer writes it and
+/// tenant deletion removes it.
+pub fn search_index_key(tenant: uuid::Uuid) -> String {
+    tenant.simple().to_string()
+}

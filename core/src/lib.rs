@@ -10,15 +10,19 @@
 //! shares) · `plugins` (WebAssembly components: uploads, installs, hooks, delivery) · `notes` (first tenant-scoped feature) · `metrics` · `telemetry` · `ids` · `schema`.
 //! See docs/ARCHITECTURE.md.
 
+pub mod account;
 pub mod apikeys;
 pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod csv;
+pub mod cursor;
 pub mod db;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod keys;
 pub mod metrics;
 pub mod notes;
 pub mod outbox;
@@ -26,6 +30,7 @@ pub mod plugins;
 pub mod pubsub;
 pub mod ratelimit;
 pub mod rbac;
+pub mod region;
 pub mod resources;
 pub mod schema;
 pub mod sessions;

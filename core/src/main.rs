@@ -163,7 +163,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let state = neotenant::app::AppState::connect(config)
                 .await
                 .map_err(|e| e.to_string())?;
-            let report = service::migrate_all(&state)
+            let report = service::migrate_all(&state.tenancy)
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
@@ -191,7 +191,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 | AuditCommand::Seal { tenant }
                 | AuditCommand::Prune { tenant } => tenant.clone(),
             };
-            let tenant = neotenant::tenancy::resolve::resolve(&state, &slug)
+            let tenant = neotenant::tenancy::resolve::resolve(&state.tenancy, &slug)
                 .await
                 .map_err(fail)?;
             let signer =
@@ -239,7 +239,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             let fail = |e: neotenant::error::ApiError| format!("{}: {}", e.code.slug(), e.detail);
-            let tenant = neotenant::tenancy::resolve::resolve(&state, &tenant)
+            let tenant = neotenant::tenancy::resolve::resolve(&state.tenancy, &tenant)
                 .await
                 .map_err(fail)?;
             let id = tenant.tenant.id.0;
@@ -287,7 +287,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                             link,
                         },
                     };
-                    let (tenant, created) = service::create(&state, &input).await.map_err(fail)?;
+                    let (tenant, created) = service::create(&state.tenancy, &input)
+                        .await
+                        .map_err(fail)?;
                     eprintln!("{}", if created { "created" } else { "already exists" });
                     print_json(&TenantView::from(&tenant));
                 }
@@ -298,7 +300,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                         "SLUG", "REGION", "ISOLATION", "STATUS", "DATABASE"
                     );
                     loop {
-                        let page = service::list(&state, after, 500).await.map_err(fail)?;
+                        let page = service::list(&state.tenancy, after, 500)
+                            .await
+                            .map_err(fail)?;
                         let Some(last) = page.last() else { break };
                         after = Some(last.id.0);
                         for t in &page {
@@ -316,21 +320,23 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
                 TenantCommand::Show { slug } => {
                     print_json(&TenantView::from(
-                        &service::get(&state, &slug).await.map_err(fail)?,
+                        &service::get(&state.tenancy, &slug).await.map_err(fail)?,
                     ));
                 }
                 TenantCommand::Suspend { slug } => {
                     print_json(&TenantView::from(
-                        &service::suspend(&state, &slug).await.map_err(fail)?,
+                        &service::suspend(&state.tenancy, &slug)
+                            .await
+                            .map_err(fail)?,
                     ));
                 }
                 TenantCommand::Resume { slug } => {
                     print_json(&TenantView::from(
-                        &service::resume(&state, &slug).await.map_err(fail)?,
+                        &service::resume(&state.tenancy, &slug).await.map_err(fail)?,
                     ));
                 }
                 TenantCommand::Delete { slug, confirm } => {
-                    service::delete(&state, &slug, confirm.as_deref())
+                    service::delete(&state.tenancy, &slug, confirm.as_deref())
                         .await
                         .map_err(fail)?;
                     eprintln!("deleted {slug}");

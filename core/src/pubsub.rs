@@ -64,3 +64,13 @@ pub async fn listen<C, M, L>(
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
+
+/// Whether Redis answers (readiness): a `PING`.
+pub async fn ping(conn: &redis::aio::ConnectionManager) -> Result<(), String> {
+    let mut conn = conn.clone();
+    redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}

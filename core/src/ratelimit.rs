@@ -10,83 +10,9 @@
 
 use std::net::IpAddr;
 
-use serde::Deserialize;
+pub use crate::config::RateLimitConfig;
+use crate::keys;
 
-/// Rate-limit settings (`[rate_limit]`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RateLimitConfig {
-    pub enabled: bool,
-    /// Sustained requests per second per client IP, and the burst above it.
-    pub per_ip_per_sec: f64,
-    pub per_ip_burst: u32,
-    /// Sustained requests per second per user (token subject), and the burst above it.
-    pub per_user_per_sec: f64,
-    pub per_user_burst: u32,
-    /// Authentication failures from one IP within `failure_window_secs` that lock it out.
-    pub max_auth_failures: u32,
-    pub failure_window_secs: u64,
-    /// How long a lockout lasts.
-    pub lockout_secs: u64,
-    /// Prefix of every Redis key (deployments sharing one Redis use different ones).
-    pub namespace: String,
-    /// Take the client IP from the first `X-Forwarded-For` entry (only behind a proxy that sets it).
-    pub trust_forwarded_for: bool,
-}
-
-impl Default for RateLimitConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            per_ip_per_sec: 200.0,
-            per_ip_burst: 400,
-            per_user_per_sec: 100.0,
-            per_user_burst: 200,
-            max_auth_failures: 20,
-            failure_window_secs: 60,
-            lockout_secs: 300,
-            namespace: "neotenant:rl".into(),
-            trust_forwarded_for: false,
-        }
-    }
-}
-
-impl RateLimitConfig {
-    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
-        if !(0.01..=1_000_000.0).contains(&self.per_ip_per_sec) {
-            return Err((
-                "rate_limit.per_ip_per_sec",
-                "must be between 0.01 and 1000000",
-            ));
-        }
-        if !(0.01..=1_000_000.0).contains(&self.per_user_per_sec) {
-            return Err((
-                "rate_limit.per_user_per_sec",
-                "must be between 0.01 and 1000000",
-            ));
-        }
-        if self.per_ip_burst == 0 || self.per_user_burst == 0 {
-            return Err(("rate_limit.per_ip_burst", "bursts must be at least 1"));
-        }
-        if self.max_auth_failures == 0 {
-            return Err(("rate_limit.max_auth_failures", "must be at least 1"));
-        }
-        if !(1..=86_400).contains(&self.failure_window_secs)
-            || !(1..=86_400).contains(&self.lockout_secs)
-        {
-            return Err((
-                "rate_limit.lockout_secs",
-                "windows must be between 1 and 86400 seconds",
-            ));
-        }
-        if self.namespace.is_empty() || self.namespace.len() > 64 {
-            return Err(("rate_limit.namespace", "must be 1-64 characters"));
-        }
-        Ok(())
-    }
-}
-
-/// The outcome of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Allowed; `remaining` requests before the tightest bucket refuses, and the seconds until
@@ -196,13 +122,17 @@ impl RateLimiter {
         }
         let ns = &self.config.namespace;
         let mut invocation = self.gcra.prepare_invoke();
-        invocation.key(format!("{ns}:lock:ip:{ip}"));
+        invocation.key(keys::rate::ip_lock(ns, ip));
         let (i, t, b) = bucket_args(self.config.per_ip_per_sec, self.config.per_ip_burst);
-        invocation.key(format!("{ns}:ip:{ip}")).arg(i).arg(t).arg(b);
+        invocation
+            .key(keys::rate::ip_bucket(ns, ip))
+            .arg(i)
+            .arg(t)
+            .arg(b);
         if let Some(user) = user {
             let (i, t, b) = bucket_args(self.config.per_user_per_sec, self.config.per_user_burst);
             invocation
-                .key(format!("{ns}:user:{user}"))
+                .key(keys::rate::user_bucket(ns, user))
                 .arg(i)
                 .arg(t)
                 .arg(b);
@@ -248,8 +178,8 @@ impl RateLimiter {
         let mut conn = self.redis.clone();
         let locked: redis::RedisResult<i64> = self
             .failure
-            .key(format!("{ns}:fail:ip:{ip}"))
-            .key(format!("{ns}:lock:ip:{ip}"))
+            .key(keys::rate::ip_failures(ns, ip))
+            .key(keys::rate::ip_lock(ns, ip))
             .arg(self.config.failure_window_secs * 1000)
             .arg(self.config.max_auth_failures)
             .arg(self.config.lockout_secs * 1000)

@@ -48,10 +48,11 @@ async fn verify_reports_the_chain_and_fails_when_it_is_broken() {
     )
     .unwrap();
     let state = neotenant::app::AppState::connect(config).await.unwrap();
-    let tenant = neotenant::tenancy::resolve::resolve(&state, &slug)
+    let tenant = neotenant::tenancy::resolve::resolve(&state.tenancy, &slug)
         .await
         .unwrap();
-    let actor = neotenant::audit::Actor::system(&state, tenant.tenant.id.0, &tenant.db);
+    let actor =
+        neotenant::audit::Actor::system(&state.audit_recent, tenant.tenant.id.0, &tenant.db);
     for i in 0..3 {
         let mut tx = tenant.db.begin().await.unwrap();
         let r = neotenant::audit::record(

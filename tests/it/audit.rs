@@ -631,7 +631,7 @@ async fn retention_prunes_a_prefix_that_stays_verifiable() {
         .await;
     }
     let state = app.state();
-    let resolved = neotenant::tenancy::resolve::resolve(state, &t.slug)
+    let resolved = neotenant::tenancy::resolve::resolve(&state.tenancy, &t.slug)
         .await
         .unwrap();
     let signer = neotenant::audit::chain::Signer::new(state.config.audit.signing_key.expose());

@@ -387,10 +387,10 @@ async fn deletion_racing_a_migration_leaves_nothing_behind() {
         // Start the migration a little earlier or later each round to hit both orders.
         let stagger = std::time::Duration::from_millis(round % 4);
         let (deleted, _migrated) = tokio::join!(
-            neotenant::tenancy::service::delete(state, &t.slug, Some(&t.slug)),
+            neotenant::tenancy::service::delete(&state.tenancy, &t.slug, Some(&t.slug)),
             async {
                 tokio::time::sleep(stagger).await;
-                neotenant::tenancy::service::migrate_one(state, &t.slug).await
+                neotenant::tenancy::service::migrate_one(&state.tenancy, &t.slug).await
             },
         );
         deleted.unwrap();

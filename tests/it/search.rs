@@ -221,7 +221,7 @@ async fn search_finds_what_the_caller_may_read_and_follows_every_change() {
 
     // Another index directory (as after a move or a lost disk): a fresh index catches up from
     // the start of the outbox, keeps its cursor across reopening, and a rebuild refills it.
-    let tenant = neotenant::tenancy::resolve::resolve(app.state(), &t.slug)
+    let tenant = neotenant::tenancy::resolve::resolve(&app.state().tenancy, &t.slug)
         .await
         .unwrap();
     let tid = tenant.tenant.id.0;

@@ -421,7 +421,7 @@ async fn deep_trees_templates_shares_analytics_and_the_org_chart() {
     }
     // The seam resource modules ask: teams it was shared with get its access; others none.
     {
-        let resolved = neotenant::tenancy::resolve::resolve(app.state(), &t.slug)
+        let resolved = neotenant::tenancy::resolve::resolve(&app.state().tenancy, &t.slug)
             .await
             .unwrap();
         let team = |id: &str| id.parse::<neotenant::ids::TeamId>().unwrap().0;

@@ -80,6 +80,7 @@ async fn first_request_creates_the_user_and_later_ones_reuse_it() {
     let tenant_id: neotenant::ids::TenantId = me_tenant_id(&app, &t.slug).await;
     app.state()
         .users
+        .users
         .evict(tenant_id, me["subject"].as_str().unwrap());
     let res = app
         .tenant_req(Method::GET, &t.slug, "/v1/notes")

@@ -15,23 +15,23 @@
 pub mod chain;
 pub mod forward;
 pub mod handlers;
+pub mod recent;
+pub mod repo;
 pub mod seal;
 pub mod search;
+pub mod settings;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use salvo::prelude::*;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::db::TenantDb;
 use crate::schema::tenant::audit_log;
+pub use recent::Recent;
 
 /// Who performed an action, and from where; and in which tenant (so the sealer hears of it).
 #[derive(Debug, Clone, Default)]
@@ -50,47 +50,22 @@ pub struct Actor {
 
 impl Actor {
     /// The platform itself (background jobs, provisioning) in `tenant`.
-    pub fn system(state: &AppState, tenant: Uuid, db: &TenantDb) -> Self {
+    pub fn system(recent: &Arc<Recent>, tenant: Uuid, db: &TenantDb) -> Self {
         Actor {
             kind: "system",
             tenant: Some((tenant, db.clone())),
-            recent: Some(state.audit_recent.clone()),
+            recent: Some(recent.clone()),
             ..Default::default()
         }
     }
 
     /// The platform operator (admin API) in `tenant`.
-    pub fn platform(state: &AppState, tenant: Uuid, db: &TenantDb) -> Self {
+    pub fn platform(recent: &Arc<Recent>, tenant: Uuid, db: &TenantDb) -> Self {
         Actor {
             kind: "platform",
             tenant: Some((tenant, db.clone())),
-            recent: Some(state.audit_recent.clone()),
+            recent: Some(recent.clone()),
             ..Default::default()
-        }
-    }
-
-    /// The caller of a tenant request, from the request context.
-    pub fn from_request(req: &Request, depot: &Depot, id: String, api_key: bool) -> Self {
-        let state = depot.get_typed::<Arc<AppState>>().ok();
-        let trust = state.is_some_and(|s| s.config.rate_limit.trust_forwarded_for);
-        Actor {
-            kind: if api_key { "api_key" } else { "user" },
-            id: Some(id),
-            request_id: depot
-                .get_typed::<crate::http::middleware::RequestId>()
-                .ok()
-                .map(|r| r.0.clone()),
-            ip: Some(crate::auth::client_ip(req, trust).to_string()),
-            user_agent: req
-                .headers()
-                .get("user-agent")
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v.chars().take(300).collect()),
-            tenant: depot
-                .get_typed::<crate::tenancy::resolve::CurrentTenant>()
-                .ok()
-                .map(|t| (t.0.tenant.id.0, t.0.db.clone())),
-            recent: state.map(|s| s.audit_recent.clone()),
         }
     }
 }
@@ -102,40 +77,6 @@ pub struct Change<'a> {
     pub target_type: &'a str,
     pub target_id: Option<String>,
     pub data: Value,
-}
-
-/// Tenants one instance wrote entries for recently: its sealer visits them every round. Part
-/// of `AppState` (never process-global: a database handle belongs to its instance).
-#[derive(Debug, Default)]
-pub struct Recent(Mutex<HashMap<Uuid, (Instant, TenantDb)>>);
-
-impl Recent {
-    fn mark(&self, id: Uuid, db: &TenantDb) {
-        let mut recent = self.0.lock().expect("audit recent lock");
-        match recent.get_mut(&id) {
-            Some(entry) => entry.0 = Instant::now(),
-            None => {
-                recent.insert(id, (Instant::now(), db.clone()));
-            }
-        }
-    }
-
-    /// Stops visiting `tenant` until it is written to again (it was deleted, or sealing
-    /// failed and the periodic sweep will retry it).
-    pub fn forget(&self, tenant: Uuid) {
-        self.0.lock().expect("audit recent lock").remove(&tenant);
-    }
-
-    /// The tenants written to within `window` (entries older than an hour are forgotten).
-    pub fn tenants(&self, window: std::time::Duration) -> Vec<(Uuid, TenantDb)> {
-        let mut recent = self.0.lock().expect("audit recent lock");
-        recent.retain(|_, (at, _)| at.elapsed() < std::time::Duration::from_secs(3600));
-        recent
-            .iter()
-            .filter(|(_, (at, _))| at.elapsed() < window)
-            .map(|(id, (_, db))| (*id, db.clone()))
-            .collect()
-    }
 }
 
 /// The time encoded in a UUIDv7 (the entry's time, so the id orders entries by time).
@@ -192,4 +133,15 @@ pub async fn record_alone(
     let r = record(tx.conn(), actor, change).await;
     tx.finish(r).await?;
     Ok(())
+}
+
+/// What the audit log's sealer and endpoints use, built once by `app`.
+pub struct AuditState {
+    pub config: Arc<crate::config::Config>,
+    /// The platform registry (checkpoint signatures are kept there).
+    pub registry: crate::db::PgPool,
+    /// Tenants whose audit log this instance wrote recently.
+    pub audit_recent: Arc<Recent>,
+    /// Where every tenant's database is (the sealer's catch-up rounds).
+    pub tenancy: Arc<crate::tenancy::TenancyState>,
 }

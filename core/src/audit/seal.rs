@@ -15,7 +15,6 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::chain::{ANCHOR, Broken, CHECKPOINT, Entry, GENESIS, Signer, Verifier, link};
-use crate::app::AppState;
 use crate::db::{PgPool, TenantDb};
 use crate::error::{ApiError, ApiResult};
 use crate::schema::admin::audit_heads;
@@ -420,7 +419,7 @@ pub async fn prune_tenant(signer: &Signer, tenant: Uuid, db: &TenantDb) -> ApiRe
 }
 
 /// Every active tenant: (id, database).
-pub(crate) async fn all_tenants(state: &AppState) -> Vec<(Uuid, TenantDb)> {
+pub(crate) async fn all_tenants(state: &crate::tenancy::TenancyState) -> Vec<(Uuid, TenantDb)> {
     let mut out = Vec::new();
     let mut after = None;
     loop {
@@ -446,7 +445,7 @@ pub(crate) async fn all_tenants(state: &AppState) -> Vec<(Uuid, TenantDb)> {
 
 /// The background jobs: sealing behind recent writes, a sweep of every tenant, forwarding to
 /// syslog collectors and retention. Runs until `stop` changes.
-pub async fn worker(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn worker(state: Arc<super::AuditState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let cfg = state.config.audit.clone();
     let signer = Signer::new(cfg.signing_key.expose());
     let seal_every = Duration::from_millis(cfg.seal_interval_ms);
@@ -471,7 +470,7 @@ pub async fn worker(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver
                 }
             }
             _ = sweep.tick() => {
-                known = all_tenants(&state).await;
+                known = all_tenants(&state.tenancy).await;
                 for (id, db) in &known {
                     if let Err(e) = seal_tenant(&signer, &state.registry, *id, db).await {
                         tracing::warn!(tenant = %id, error = %e.detail, cause = ?e.source, "audit sealing failed; retrying next sweep");

@@ -2,7 +2,7 @@
 //! id (UUIDv7, so id order is time order and the time filter becomes an id range on the same
 //! indexes), and streamed CSV / JSON Lines exports.
 
-use crate::http::reply::csv_field;
+use crate::csv::csv_field;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -249,6 +249,20 @@ pub async fn search(
     limit: i64,
 ) -> ApiResult<Vec<AuditEntry>> {
     page(db, filter, before, limit, Direction::Older).await
+}
+
+/// The highest sequence number sealed so far (0 for an empty log).
+pub async fn head_seq(db: &TenantDb) -> ApiResult<i64> {
+    db.transaction(async |tx| {
+        Ok::<_, ApiError>(
+            crate::schema::tenant::audit_log::table
+                .select(diesel::dsl::max(crate::schema::tenant::audit_log::seq))
+                .first::<Option<i64>>(tx.conn())
+                .await?
+                .unwrap_or(0),
+        )
+    })
+    .await
 }
 
 /// Sealed entries after `seq`, in chain order (streaming).

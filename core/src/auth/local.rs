@@ -139,10 +139,7 @@ pub fn refresh_digest(token: &str) -> String {
     ))
 }
 
-/// Redis key of a refresh token of a tenant.
-pub fn refresh_key(tenant: crate::ids::TenantId, digest: &str) -> String {
-    format!("neotenant:rt:{tenant}:{digest}")
-}
+pub use crate::keys::local_refresh_token as refresh_key;
 
 /// The shared keys, if configured.
 pub type SharedKeys = Arc<LocalKeys>;

@@ -28,13 +28,21 @@ use diesel_async::{
 };
 use futures::FutureExt;
 
-use crate::config::DatabaseConfig;
 use crate::ids::ConnectionId;
 
 pub type PgPool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
 pub type PooledConn =
     bb8::PooledConnection<'static, AsyncDieselConnectionManager<AsyncPgConnection>>;
 pub type PoolError = bb8::RunError<diesel_async::pooled_connection::PoolError>;
+
+/// Why a transaction could not start: no connection, or the server refused the `BEGIN`.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("no database connection: {0}")]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
 
 /// `true` for a safe, unquoted-compatible PostgreSQL identifier: `[a-z_][a-z0-9_]{0,62}`.
 pub fn is_identifier(name: &str) -> bool {
@@ -55,16 +63,6 @@ pub struct PoolSettings {
     pub max_size: u32,
     pub timeout: Duration,
     pub statement_timeout_ms: u64,
-}
-
-impl From<&DatabaseConfig> for PoolSettings {
-    fn from(c: &DatabaseConfig) -> Self {
-        Self {
-            max_size: c.pool_max_size,
-            timeout: Duration::from_millis(c.pool_timeout_ms),
-            statement_timeout_ms: c.statement_timeout_ms,
-        }
-    }
 }
 
 /// Builds a pool whose connections start with an empty `search_path` and bounded timeouts.
@@ -170,6 +168,17 @@ impl Pools {
     }
 }
 
+/// Whether the database behind `pool` answers (readiness): a connection and `SELECT 1`.
+pub async fn ping(pool: &PgPool) -> Result<(), String> {
+    use diesel_async::RunQueryDsl;
+    let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+    diesel::sql_query("SELECT 1")
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Where one tenant's rows live: a pool (physical database) and a schema in it.
 #[derive(Clone)]
 pub struct TenantDb {
@@ -204,9 +213,25 @@ impl TenantDb {
 
     /// Opens a transaction pinned to this tenant's schema. All tenant-scoped SQL runs
     /// through the returned [`Tx`]; there is no other way to reach a tenant's tables.
-    pub async fn begin(&self) -> Result<Tx, crate::error::ApiError> {
+    /// Prefer [`TenantDb::transaction`], which cannot forget to commit.
+    pub async fn begin(&self) -> Result<Tx, DbError> {
         let sql = format!("BEGIN; SET LOCAL search_path TO \"{}\"", self.schema);
         Tx::begin(&self.pool, &sql).await
+    }
+
+    /// Runs `work` in a transaction pinned to this tenant's schema: commits when it returns
+    /// `Ok`, rolls back when it returns `Err` (the error path *is* the rollback), and answers
+    /// what `work` answered (or the commit's failure).
+    pub async fn transaction<T, E>(
+        &self,
+        work: impl AsyncFnOnce(&mut Tx) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DbError> + From<diesel::result::Error>,
+    {
+        let mut tx = self.begin().await?;
+        let result = work(&mut tx).await;
+        tx.finish(result).await
     }
 }
 
@@ -221,7 +246,7 @@ pub struct Tx {
 impl Tx {
     /// Checks out a connection and runs `begin_sql` (which must start a transaction) on it,
     /// tracked by diesel's transaction manager.
-    pub async fn begin(pool: &PgPool, begin_sql: &str) -> Result<Tx, crate::error::ApiError> {
+    pub async fn begin(pool: &PgPool, begin_sql: &str) -> Result<Tx, DbError> {
         let mut conn = pool.get_owned().await?;
         AnsiTransactionManager::begin_transaction_sql(&mut *conn, begin_sql).await?;
         Ok(Tx { conn })

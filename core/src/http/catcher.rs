@@ -7,7 +7,7 @@ use salvo::http::ResBody;
 use salvo::http::StatusError;
 use salvo::prelude::*;
 
-use crate::error::from_status_error;
+use crate::http::problem::{Render, from_status_error};
 
 pub struct ProblemCatcher;
 

@@ -17,6 +17,7 @@ use salvo::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use crate::cursor::{decode_cursor, encode_cursor};
 use crate::error::{ApiError, ErrorCode, FieldError};
 
 /// Implements `Extractible` for a type a hoop puts in the depot, so handlers can take it as an
@@ -44,12 +45,42 @@ macro_rules! depot_extractor {
     };
 }
 
-/// The shared [`AppState`](crate::app::AppState) the `Observe` hoop put in the depot.
-pub fn state(depot: &Depot) -> Result<std::sync::Arc<crate::app::AppState>, ApiError> {
+/// A piece of state `app` injected for the routes (`Arc<T>`): each feature's handlers ask
+/// for their own feature's state and nothing wider.
+pub fn dep<T: Send + Sync + 'static>(depot: &Depot) -> Result<std::sync::Arc<T>, ApiError> {
     depot
-        .get_typed::<std::sync::Arc<crate::app::AppState>>()
+        .get_typed::<std::sync::Arc<T>>()
         .cloned()
-        .map_err(|_| ApiError::internal("state missing"))
+        .map_err(|_| ApiError::internal(format!("{} was not injected", std::any::type_name::<T>())))
+}
+
+/// The hoop that puts the pieces of state `app` built in every request's depot, where
+/// [`dep`] finds them.
+#[derive(Default)]
+pub struct Provide(Vec<Box<dyn Fn(&mut Depot) + Send + Sync>>);
+
+impl Provide {
+    pub fn with<T: Send + Sync + 'static>(mut self, value: std::sync::Arc<T>) -> Self {
+        self.0.push(Box::new(move |depot: &mut Depot| {
+            depot.insert_typed(value.clone());
+        }));
+        self
+    }
+}
+
+#[async_trait]
+impl Handler for Provide {
+    async fn handle(
+        &self,
+        _req: &mut Request,
+        depot: &mut Depot,
+        _res: &mut Response,
+        _ctrl: &mut FlowCtrl,
+    ) {
+        for put in &self.0 {
+            put(depot);
+        }
+    }
 }
 
 /// A JSON request body of type `T`.
@@ -331,30 +362,6 @@ impl<K> EndpointArgRegister for ListParams<K> {
                 .schema(oapi::Object::new().schema_type(oapi::schema::BasicType::String)),
         );
     }
-}
-
-/// Encodes a position in a list as an opaque string.
-pub fn encode_cursor<K: Serialize>(key: &K) -> String {
-    use base64::Engine;
-    let json = serde_json::to_vec(key).unwrap_or_default();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
-}
-
-pub fn decode_cursor<K: DeserializeOwned>(raw: &str) -> Result<K, ApiError> {
-    use base64::Engine;
-    let invalid = || {
-        ApiError::new(
-            ErrorCode::InvalidCursor,
-            "the cursor is not one this API issued",
-        )
-    };
-    if raw.len() > 512 {
-        return Err(invalid());
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(raw)
-        .map_err(|_| invalid())?;
-    serde_json::from_slice(&bytes).map_err(|_| invalid())
 }
 
 /// One page of a list, in a stable order, with the cursor of the next page.

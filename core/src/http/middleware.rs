@@ -1,5 +1,5 @@
-//! Service-wide hoops that run on every request, matched or not: request id, tracing span,
-//! access log, metrics, body-size guard, and injection of the shared state.
+//! The service-wide hoop that runs on every request, matched or not: request id, tracing
+//! span, access log, metrics and the body-size guard.
 //!
 //! Owns the order of the request path before routing reaches a feature. Never reads a body
 //! and never touches a database.
@@ -11,14 +11,13 @@ use salvo::http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
 use salvo::prelude::*;
 use tracing::Instrument;
 
-use crate::app::AppState;
+use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
+use crate::http::problem::Render;
+pub use crate::ids::RequestId;
+use crate::metrics::Metrics;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The id of the current request (accepted from `X-Request-Id` when well-formed, else new).
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
 
 fn acceptable_request_id(value: &str) -> bool {
     (1..=128).contains(&value.len())
@@ -27,9 +26,10 @@ fn acceptable_request_id(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// The outermost hoop: state, request id, span, body-size guard, metrics and access log.
+/// The outermost hoop: request id, span, body-size guard, metrics and access log.
 pub struct Observe {
-    pub state: Arc<AppState>,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
 }
 
 #[async_trait]
@@ -49,7 +49,6 @@ impl Handler for Observe {
             .filter(|v| acceptable_request_id(v))
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
-        depot.insert_typed(self.state.clone());
         depot.insert_typed(RequestId(request_id.clone()));
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             res.headers_mut().insert(X_REQUEST_ID.clone(), value);
@@ -62,15 +61,15 @@ impl Handler for Observe {
             tenant = tracing::field::Empty,
             user = tracing::field::Empty,
         );
-        let max_body = self.state.config.server.max_body_bytes;
+        let max_body = self.config.server.max_body_bytes;
         let post = req.method() == salvo::http::Method::POST;
         let path = req.uri().path();
         // Streamed imports read their body themselves, up to their own limit; plugin
         // uploads carry a component.
         let limit = if post && path.ends_with("/import") {
-            self.state.config.server.max_import_bytes
+            self.config.server.max_import_bytes
         } else if post && (path == "/v1/plugins" || path == "/admin/v1/marketplace") {
-            crate::plugins::handlers::upload_limit(&self.state) as u64
+            self.config.plugins.upload_limit() as u64
         } else {
             max_body as u64
         };
@@ -97,12 +96,8 @@ impl Handler for Observe {
                 path => path,
             };
             let elapsed = started.elapsed();
-            self.state.metrics.observe_request(
-                req.method().as_str(),
-                route,
-                status.as_u16(),
-                elapsed,
-            );
+            self.metrics
+                .observe_request(req.method().as_str(), route, status.as_u16(), elapsed);
             tracing::info!(
                 status = status.as_u16(),
                 route,

@@ -1,14 +1,16 @@
 //! The HTTP surface: router assembly, operational endpoints (`/healthz`, `/readyz`,
 //! `/metrics`, `/openapi.json`, `/docs`) and the conventions every feature endpoint uses.
 //!
-//! Request path: `Observe` (state, request id, span, body limit, metrics, access log) →
-//! `CatchPanic` → routing → for `/v1/*`, `ResolveTenant` → the feature handler. Every error
-//! leaves through `error::ApiError` or the `ProblemCatcher`. Features add routers here and
-//! never install service-wide hoops of their own.
+//! Request path: `Observe` (request id, span, body limit, metrics, access log) → the state
+//! injection `app` passes in → `CatchPanic` → routing → for `/v1/*`, `ResolveTenant` → the
+//! feature handler. Every error leaves through `problem` (RFC 9457) or the `ProblemCatcher`.
+//! Features add routers here and never install service-wide hoops of their own. This layer
+//! never builds state: `app` does, and hands each piece to the routes that use it.
 
 pub mod catcher;
 pub mod extract;
 pub mod middleware;
+pub mod problem;
 pub mod reply;
 
 use std::sync::Arc;
@@ -21,32 +23,41 @@ use salvo::oapi::{OpenApi, scalar::Scalar};
 use salvo::prelude::*;
 use serde::Serialize;
 
-use crate::app::AppState;
+use crate::config::Config;
+use crate::db::{PgPool, Pools};
 use crate::error::{ApiError, ErrorCode};
+use crate::metrics::Metrics;
+use problem::Render;
+
+/// What the operational endpoints and the outermost hoop use, built once by `app`.
+pub struct Ops {
+    pub config: Arc<Config>,
+    /// The platform registry database (readiness).
+    pub registry: PgPool,
+    /// Tenant databases (pool metrics).
+    pub pools: Arc<Pools>,
+    pub redis: redis::aio::ConnectionManager,
+    pub metrics: Arc<Metrics>,
+}
 
 /// Everything under `/v1`: tenant-scoped feature routers.
 fn tenant_api() -> Router {
     Router::with_path("v1")
-        .hoop(crate::tenancy::resolve::ResolveTenant)
-        // Token refresh needs the tenant but no access token.
-        .push(Router::with_path("auth/refresh").post(crate::sessions::handlers::refresh))
-        .push(Router::with_path("auth/login").post(crate::sessions::handlers::local_login))
-        .push(
-            Router::with_path("auth/password-reset")
-                .post(crate::sessions::handlers::password_reset),
-        )
+        .hoop(crate::tenancy::hoops::ResolveTenant)
+        // Sign-in, token refresh and password reset need the tenant but no access token.
+        .push(crate::account::handlers::router())
         .push(authenticated_api())
 }
 
 /// `/v1` routes that need an authenticated, active user.
 fn authenticated_api() -> Router {
     Router::new()
-        .hoop(crate::auth::Authenticate)
-        .hoop(crate::users::LoadUser)
+        .hoop(crate::auth::hoops::Authenticate)
+        .hoop(crate::users::hoops::LoadUser)
         .push(crate::users::handlers::router())
         .push(crate::sessions::handlers::router())
         .push(crate::apikeys::handlers::router())
-        .push(crate::users::admin::router())
+        .push(crate::users::handlers::admin_router())
         .push(crate::notes::handlers::router())
         .push(crate::rbac::handlers::router())
         .push(crate::teams::handlers::router())
@@ -79,14 +90,14 @@ pub fn openapi() -> OpenApi {
         .merge_router(&api_router())
 }
 
-/// The whole service.
-pub fn service(state: Arc<AppState>) -> Service {
+/// The whole service: `provide` (from `app`) puts each feature's state in the depot.
+pub fn service(ops: Arc<Ops>, provide: extract::Provide) -> Service {
     let doc = openapi();
     let router = Router::new()
         .push(Router::with_path("healthz").get(healthz))
         .push(Router::with_path("readyz").get(readyz))
         .push(Router::with_path("metrics").get(metrics))
-        .push(Router::with_path(".well-known/jwks.json").get(crate::sessions::handlers::jwks))
+        .push(Router::with_path(".well-known/jwks.json").get(crate::account::handlers::jwks))
         .push(doc.into_router("openapi.json"))
         .push(
             Scalar::new("/openapi.json")
@@ -94,11 +105,15 @@ pub fn service(state: Arc<AppState>) -> Service {
                 .lib_url("/assets/scalar/standalone.js")
                 .into_router("docs"),
         )
-        .push(Router::with_path("assets/scalar/standalone.js").get(ScalarScript::load(&state)))
+        .push(Router::with_path("assets/scalar/standalone.js").get(ScalarScript::load(&ops.config)))
         .push(api_router());
     // Service-level hoops run for every request, including unmatched routes and 405s.
     Service::new(router)
-        .hoop(middleware::Observe { state })
+        .hoop(middleware::Observe {
+            config: ops.config.clone(),
+            metrics: ops.metrics.clone(),
+        })
+        .hoop(provide.with(ops))
         .hoop(CatchPanic::new())
         .catcher(Catcher::default().hoop(catcher::ProblemCatcher))
 }
@@ -118,25 +133,13 @@ struct Readiness {
 /// Readiness: PostgreSQL (registry) and Redis answer within 2 s each.
 #[handler]
 async fn readyz(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    let Ok(state) = depot.get_typed::<Arc<AppState>>().cloned() else {
-        return;
+    let state = match extract::dep::<Ops>(depot) {
+        Ok(state) => state,
+        Err(e) => return e.render(req, depot, res),
     };
     let timeout = Duration::from_secs(2);
-    let pg = async {
-        let mut conn = state.registry.get().await.map_err(|e| e.to_string())?;
-        diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), &mut *conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    };
-    let redis = async {
-        let mut conn = state.redis.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    };
+    let pg = crate::db::ping(&state.registry);
+    let redis = crate::pubsub::ping(&state.redis);
     let (pg, redis) = tokio::join!(
         tokio::time::timeout(timeout, pg),
         tokio::time::timeout(timeout, redis)
@@ -175,7 +178,7 @@ async fn readyz(req: &mut Request, depot: &mut Depot, res: &mut Response) {
 /// Prometheus text exposition.
 #[handler]
 async fn metrics(depot: &mut Depot, res: &mut Response) {
-    let Ok(state) = depot.get_typed::<Arc<AppState>>() else {
+    let Ok(state) = extract::dep::<Ops>(depot) else {
         return;
     };
     let mut pools = state.pools.stats();
@@ -199,8 +202,8 @@ async fn metrics(depot: &mut Depot, res: &mut Response) {
 struct ScalarScript(Option<bytes::Bytes>);
 
 impl ScalarScript {
-    fn load(state: &AppState) -> Self {
-        let path = state.config.server.assets_dir.join("scalar/standalone.js");
+    fn load(config: &Config) -> Self {
+        let path = config.server.assets_dir.join("scalar/standalone.js");
         match std::fs::read(&path) {
             Ok(bytes) => Self(Some(bytes.into())),
             Err(error) => {

@@ -2,12 +2,14 @@
 //!
 //! Owns nothing but serialisation; a body that fails to serialise is an internal error.
 
+pub use crate::csv::csv_field;
 use salvo::http::header::{CONTENT_TYPE, ETAG, HeaderValue, LOCATION};
 use salvo::oapi::{self, Components, EndpointOutRegister, Operation, ToSchema};
 use salvo::prelude::*;
 use serde::Serialize;
 
 use crate::error::ApiError;
+use crate::http::problem::Render;
 
 /// A JSON body with a status (and, for a creation, its `Location`).
 pub struct Reply<T> {
@@ -138,17 +140,4 @@ impl EndpointOutRegister for Streamed {
                 .add_content("text/event-stream", text()),
         );
     }
-}
-
-/// One CSV cell, quoted, with spreadsheet formulas defused (a leading `=`, `+`, `-`, `@`,
-/// tab or carriage return gets a `'` in front).
-pub fn csv_field(out: &mut String, s: &str) {
-    let guarded = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    out.push('"');
-    out.push_str(&guarded.replace('"', "\"\""));
-    out.push('"');
 }

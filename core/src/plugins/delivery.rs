@@ -17,11 +17,11 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::DeadLetter;
+use super::PluginsState;
 use super::hooks::{call_ctx, emit};
 use super::manifest::matches;
 use super::repo::{self, InstallRow};
 use super::service::{breaker_key, count_failure, loaded, record_failure};
-use crate::app::AppState;
 use crate::db::TenantDb;
 use crate::error::ApiError;
 use crate::outbox::{self, Cursor};
@@ -39,7 +39,7 @@ fn subscribed(install: &InstallRow, topic: &str) -> bool {
 /// Delivers due events of one tenant: how many were delivered, or `None` when the tenant
 /// has no enabled integration at all.
 pub async fn deliver_tenant(
-    state: &AppState,
+    state: &PluginsState,
     tenant: Uuid,
     db: &TenantDb,
 ) -> Result<Option<usize>, ApiError> {
@@ -89,7 +89,7 @@ pub async fn deliver_tenant(
 }
 
 async fn deliver_install(
-    state: &AppState,
+    state: &PluginsState,
     tenant: Uuid,
     db: &TenantDb,
     install: InstallRow,
@@ -226,7 +226,7 @@ async fn deliver_install(
 }
 
 /// The delivery loop; runs until `stop` changes.
-pub async fn worker(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn worker(state: Arc<PluginsState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let every = Duration::from_millis(state.config.plugins.delivery_interval_ms);
     let mut round = tokio::time::interval(every);
     let mut sweep =
@@ -240,7 +240,7 @@ pub async fn worker(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver
         tokio::select! {
             _ = stop.changed() => return,
             _ = sweep.tick() => {
-                known = crate::audit::seal::all_tenants(&state).await;
+                known = crate::audit::seal::all_tenants(&state.tenancy).await;
                 continue;
             }
             _ = round.tick() => {}

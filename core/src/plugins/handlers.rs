@@ -5,27 +5,28 @@
 use salvo::oapi::endpoint;
 use salvo::prelude::*;
 
+use super::PluginsState;
 use super::{DeadLetter, Failure, Install, InstallChange, InstallInput, Plugin, service};
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::http::extract::{JsonBody, Path, state};
+use crate::http::extract::{JsonBody, Path, dep};
 use crate::http::reply::{NoContent, Reply};
 use crate::rbac::Can;
 use crate::rbac::need::{PluginsManage, PluginsRead, PluginsUpload};
+use crate::resources::ResourcesState;
 
 /// Largest upload body: the component limit plus room for the manifest and framing.
-pub fn upload_limit(state: &AppState) -> usize {
-    state.config.plugins.max_component_bytes + (1 << 20)
+pub fn upload_limit(config: &crate::config::Config) -> usize {
+    config.plugins.upload_limit()
 }
 
 /// Reads an upload: the `component` (a WebAssembly component) and `manifest` (JSON) parts.
-async fn read_upload(req: &mut Request, state: &AppState) -> ApiResult<(Vec<u8>, Vec<u8>)> {
+async fn read_upload(req: &mut Request, state: &PluginsState) -> ApiResult<(Vec<u8>, Vec<u8>)> {
     let boundary = super::multipart::boundary(
         req.headers()
             .get(salvo::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok()),
     )?;
-    let limit = upload_limit(state);
+    let limit = upload_limit(&state.config);
     let body = req
         .payload_with_max_size(limit)
         .await
@@ -82,7 +83,7 @@ fn uploaded(p: Plugin, created: bool, location: String) -> Reply<Plugin> {
 pub async fn list(can: Can<PluginsRead>, depot: &mut Depot) -> ApiResult<Reply<Vec<Plugin>>> {
     let tenant = can.caller.tenant.0.tenant.id.0;
     Ok(Reply::ok(
-        service::list(&*state(depot)?, Some(tenant)).await?,
+        service::list(&*dep::<PluginsState>(depot)?, Some(tenant)).await?,
     ))
 }
 
@@ -100,7 +101,7 @@ pub async fn upload(
     req: &mut Request,
     depot: &mut Depot,
 ) -> ApiResult<Reply<Plugin>> {
-    let state = state(depot)?;
+    let state = dep::<PluginsState>(depot)?;
     let (component, manifest) = read_upload(req, &state).await?;
     let tenant = can.caller.tenant.0.tenant.id.0;
     let by = can.caller.user_id().to_string();
@@ -135,7 +136,7 @@ pub async fn get(
 ) -> ApiResult<Reply<Plugin>> {
     let tenant = can.caller.tenant.0.tenant.id.0;
     Ok(Reply::ok(
-        service::get(&*state(depot)?, Some(tenant), &name.0).await?,
+        service::get(&*dep::<PluginsState>(depot)?, Some(tenant), &name.0).await?,
     ))
 }
 
@@ -145,7 +146,9 @@ pub async fn marketplace(
     _can: Can<PluginsRead>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<Vec<Plugin>>> {
-    Ok(Reply::ok(service::list(&*state(depot)?, None).await?))
+    Ok(Reply::ok(
+        service::list(&*dep::<PluginsState>(depot)?, None).await?,
+    ))
 }
 
 /// One marketplace plugin.
@@ -156,7 +159,7 @@ pub async fn marketplace_get(
     depot: &mut Depot,
 ) -> ApiResult<Reply<Plugin>> {
     Ok(Reply::ok(
-        service::get(&*state(depot)?, None, &name.0).await?,
+        service::get(&*dep::<PluginsState>(depot)?, None, &name.0).await?,
     ))
 }
 
@@ -178,7 +181,13 @@ pub async fn install(
     body: JsonBody<InstallInput>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<Install>> {
-    let i = service::install(&*state(depot)?, &can.caller, &body.0).await?;
+    let i = service::install(
+        &*dep::<PluginsState>(depot)?,
+        &*dep::<ResourcesState>(depot)?,
+        &can.caller,
+        &body.0,
+    )
+    .await?;
     let location = format!("/v1/plugin-installations/{}", i.name);
     Ok(Reply::created(i, location))
 }
@@ -203,7 +212,15 @@ pub async fn change(
     depot: &mut Depot,
 ) -> ApiResult<Reply<Install>> {
     Ok(Reply::ok(
-        service::change(&*state(depot)?, &can.caller, &name.0, &body.0, false).await?,
+        service::change(
+            &*dep::<PluginsState>(depot)?,
+            &*dep::<ResourcesState>(depot)?,
+            &can.caller,
+            &name.0,
+            &body.0,
+            false,
+        )
+        .await?,
     ))
 }
 
@@ -216,7 +233,8 @@ pub async fn rollback(
 ) -> ApiResult<Reply<Install>> {
     Ok(Reply::ok(
         service::change(
-            &*state(depot)?,
+            &*dep::<PluginsState>(depot)?,
+            &*dep::<ResourcesState>(depot)?,
             &can.caller,
             &name.0,
             &InstallChange::default(),
@@ -234,7 +252,7 @@ pub async fn enable(
     depot: &mut Depot,
 ) -> ApiResult<Reply<Install>> {
     Ok(Reply::ok(
-        service::set_enabled(&*state(depot)?, &can.caller, &name.0, true).await?,
+        service::set_enabled(&*dep::<PluginsState>(depot)?, &can.caller, &name.0, true).await?,
     ))
 }
 
@@ -247,7 +265,7 @@ pub async fn disable(
     depot: &mut Depot,
 ) -> ApiResult<Reply<Install>> {
     Ok(Reply::ok(
-        service::set_enabled(&*state(depot)?, &can.caller, &name.0, false).await?,
+        service::set_enabled(&*dep::<PluginsState>(depot)?, &can.caller, &name.0, false).await?,
     ))
 }
 
@@ -258,7 +276,7 @@ pub async fn uninstall(
     name: Path<String>,
     depot: &mut Depot,
 ) -> ApiResult<NoContent> {
-    service::uninstall(&*state(depot)?, &can.caller, &name.0).await?;
+    service::uninstall(&*dep::<ResourcesState>(depot)?, &can.caller, &name.0).await?;
     Ok(NoContent)
 }
 
@@ -283,7 +301,7 @@ pub async fn dead_letters(
 /// upload). The manifest's publisher is shown to tenants.
 #[endpoint(tags("admin"), status_codes(200, 201, 400, 401, 409, 413, 415, 422))]
 pub async fn publish(req: &mut Request, depot: &mut Depot) -> ApiResult<Reply<Plugin>> {
-    let state = state(depot)?;
+    let state = dep::<PluginsState>(depot)?;
     let (component, manifest) = read_upload(req, &state).await?;
     let (p, version, created) =
         service::upload(&state, None, "platform", component, &manifest).await?;
@@ -295,7 +313,9 @@ pub async fn publish(req: &mut Request, depot: &mut Depot) -> ApiResult<Reply<Pl
 /// The marketplace as the platform sees it.
 #[endpoint(tags("admin"), status_codes(200, 401))]
 pub async fn admin_marketplace(depot: &mut Depot) -> ApiResult<Reply<Vec<Plugin>>> {
-    Ok(Reply::ok(service::list(&*state(depot)?, None).await?))
+    Ok(Reply::ok(
+        service::list(&*dep::<PluginsState>(depot)?, None).await?,
+    ))
 }
 
 pub fn router() -> Router {

@@ -10,21 +10,25 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use async_trait::async_trait;
+
 use diesel_async::AsyncPgConnection;
 use jsonschema::Validator;
-use neotenant_runtime::{ActionResult, CallCtx, CallError, Effects, Operation};
+use neotenant_runtime::{ActionResult, CallCtx, CallError, Effects};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::PluginsState;
 use super::repo::{self, InstallRow};
 use super::service::{breaker_key, count_failure, loaded, record_failure};
 use super::{FailureMode, FailureModes};
-use crate::app::AppState;
 use crate::db::TenantDb;
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
+use crate::resources::hooks::{Seen, TypeHooks, TypePlugin};
 
 /// The plugin bound to a resource type for one write.
 pub struct Bound {
+    state: Arc<PluginsState>,
     install: InstallRow,
     modes: FailureModes,
     plugin: Option<Arc<neotenant_runtime::Plugin>>,
@@ -33,19 +37,9 @@ pub struct Bound {
     db: TenantDb,
 }
 
-/// What a hook sees of a change.
-pub struct Seen<'a> {
-    pub operation: Operation,
-    pub type_name: &'a str,
-    pub resource_id: Uuid,
-    pub before: Option<&'a Value>,
-    pub after: &'a Value,
-    pub actor: &'a str,
-}
-
 /// The installation providing `type_name`, ready to call (`None` for declarative types).
 pub async fn bind(
-    state: &AppState,
+    state: &Arc<PluginsState>,
     tenant: Uuid,
     db: &TenantDb,
     conn: &mut AsyncPgConnection,
@@ -59,7 +53,7 @@ pub async fn bind(
     } else {
         None
     };
-    Ok(Some(Bound::new(tenant, db, install, plugin)))
+    Ok(Some(Bound::new(state.clone(), tenant, db, install, plugin)))
 }
 
 /// Settings and secrets as the plugin's `config` interface serves them.
@@ -104,12 +98,14 @@ pub async fn emit(conn: &mut AsyncPgConnection, plugin: &str, fx: Effects) -> Ap
 
 impl Bound {
     fn new(
+        state: Arc<PluginsState>,
         tenant: Uuid,
         db: &TenantDb,
         install: InstallRow,
         plugin: Option<Arc<neotenant_runtime::Plugin>>,
     ) -> Bound {
         Bound {
+            state,
             modes: serde_json::from_value(install.failure_modes.clone()).unwrap_or_default(),
             call: call_ctx(tenant, db, &install),
             plugin,
@@ -117,10 +113,6 @@ impl Bound {
             db: db.clone(),
             install,
         }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.install.name
     }
 
     /// The component, unless the installation is disabled: then `Ok(None)` when failing
@@ -168,7 +160,6 @@ impl Bound {
     /// "failed, but open: go on without it".
     async fn settle<T>(
         &self,
-        state: &AppState,
         hook: &'static str,
         mode: FailureMode,
         subject: Option<&str>,
@@ -177,7 +168,7 @@ impl Bound {
         let key = breaker_key(self.tenant, &self.install.name, &self.install.hash);
         match r {
             Ok(v) => {
-                state.plugins.breaker.success(&key);
+                self.state.plugins.breaker.success(&key);
                 Ok(Some(v))
             }
             Err(CallError::Unavailable(m)) => Err(ApiError::new(
@@ -186,7 +177,7 @@ impl Bound {
             )
             .with_source(m)),
             Err(e) => {
-                state
+                self.state
                     .metrics
                     .plugin_failures
                     .with_label_values(&[hook, e.code()])
@@ -204,7 +195,7 @@ impl Bound {
                 )
                 .await;
                 count_failure(
-                    state,
+                    &self.state,
                     self.tenant,
                     &self.db,
                     &self.install.name,
@@ -223,12 +214,18 @@ impl Bound {
             }
         }
     }
+}
+
+#[async_trait]
+impl TypePlugin for Bound {
+    fn name(&self) -> &str {
+        &self.install.name
+    }
 
     /// Validates and normalises data (already valid against the schema); the normalised
     /// data must satisfy the schema too, or the plugin is at fault.
-    pub async fn validate(
+    async fn validate(
         &self,
-        state: &AppState,
         conn: &mut AsyncPgConnection,
         validator: &Validator,
         data: &Value,
@@ -239,7 +236,9 @@ impl Bound {
             return Ok(data.clone());
         };
         let r = self
-            .in_tx(conn, |ctx| state.plugins.runtime.validate(p, ctx, data))
+            .in_tx(conn, |ctx| {
+                self.state.plugins.runtime.validate(p, ctx, data)
+            })
             .await
             .and_then(|(verdict, fx)| match verdict {
                 Ok(v) => match crate::resources::types::validate(validator, &v, "").first() {
@@ -252,10 +251,7 @@ impl Bound {
                 Err(errors) => Ok((Err(errors), fx)),
             });
         let subject = subject.map(|s| s.to_string());
-        match self
-            .settle(state, "validate", mode, subject.as_deref(), r)
-            .await?
-        {
+        match self.settle("validate", mode, subject.as_deref(), r).await? {
             None => Ok(data.clone()),
             Some((Ok(v), fx)) => {
                 emit(conn, &self.install.name, fx).await?;
@@ -275,9 +271,8 @@ impl Bound {
     }
 
     /// Runs the before- (`after == false`) or after-change hook.
-    pub async fn hook(
+    async fn hook(
         &self,
-        state: &AppState,
         conn: &mut AsyncPgConnection,
         after: bool,
         seen: Seen<'_>,
@@ -300,11 +295,11 @@ impl Bound {
         };
         let r = self
             .in_tx(conn, |ctx| {
-                state.plugins.runtime.hook(p, ctx, after, &change)
+                self.state.plugins.runtime.hook(p, ctx, after, &change)
             })
             .await;
         match self
-            .settle(state, hook, mode, Some(&change.resource_id), r)
+            .settle(hook, mode, Some(&change.resource_id), r)
             .await?
         {
             None => Ok(()),
@@ -317,9 +312,8 @@ impl Bound {
     }
 
     /// Runs a custom action (always failing closed).
-    pub async fn action(
+    async fn action(
         &self,
-        state: &AppState,
         conn: &mut AsyncPgConnection,
         name: &str,
         resource_id: Uuid,
@@ -332,11 +326,14 @@ impl Bound {
         let id = crate::ids::ResourceId(resource_id).to_string();
         let r = self
             .in_tx(conn, |ctx| {
-                state.plugins.runtime.action(p, ctx, name, &id, data, input)
+                self.state
+                    .plugins
+                    .runtime
+                    .action(p, ctx, name, &id, data, input)
             })
             .await;
         match self
-            .settle(state, "action", FailureMode::Closed, Some(&id), r)
+            .settle("action", FailureMode::Closed, Some(&id), r)
             .await?
         {
             None => unreachable!("closed mode never goes on without the plugin"),
@@ -352,7 +349,8 @@ impl Bound {
     }
 
     /// The custom actions the installed version declares.
-    pub async fn actions(&self, state: &AppState) -> ApiResult<Vec<String>> {
+    async fn actions(&self) -> ApiResult<Vec<String>> {
+        let state = &self.state;
         let mut conn = state.registry.get().await?;
         let v = repo::version(&mut conn, self.install.plugin_id, &self.install.version).await?;
         Ok(v.and_then(|v| v.type_info)
@@ -376,5 +374,24 @@ fn clip(s: &str) -> String {
         "no reason given".into()
     } else {
         s
+    }
+}
+
+/// The plugin side of the resources' hooks port: finds and calls the installation that
+/// provides a type.
+pub struct PluginTypeHooks(pub Arc<PluginsState>);
+
+#[async_trait]
+impl TypeHooks for PluginTypeHooks {
+    async fn bind(
+        &self,
+        tenant: Uuid,
+        db: &TenantDb,
+        conn: &mut AsyncPgConnection,
+        type_name: &str,
+    ) -> ApiResult<Option<Box<dyn TypePlugin>>> {
+        Ok(bind(&self.0, tenant, db, conn, type_name)
+            .await?
+            .map(|b| Box::new(b) as Box<dyn TypePlugin>))
     }
 }

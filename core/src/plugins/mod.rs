@@ -40,6 +40,19 @@ use crate::config::PluginsConfig;
 use crate::ids::PluginId;
 pub use manifest::{Capabilities, Manifest};
 
+/// What the plugin feature uses, built once by `app`: the registry (components, versions,
+/// the marketplace), the runtime with its circuit breaker, and counters.
+pub struct PluginsState {
+    pub config: Arc<crate::config::Config>,
+    pub registry: crate::db::PgPool,
+    pub plugins: Arc<Plugins>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Tenants written to recently: delivery visits them first; breaker trips are audited.
+    pub audit_recent: Arc<crate::audit::Recent>,
+    /// Every tenant's database (delivery's catch-up rounds).
+    pub tenancy: Arc<crate::tenancy::TenancyState>,
+}
+
 /// The runtime and the per-installation circuit breaker, shared by the instance.
 pub struct Plugins {
     pub runtime: Arc<Runtime>,

@@ -12,18 +12,19 @@ use neotenant_runtime::{CallCtx, Kind, Kv};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::PluginsState;
 use super::manifest::{self, Manifest, check_grants};
 use super::repo::{self, InstallRow, PluginRow, VersionRow};
 use super::{
     DeadLetter, Delivery, Failure, Grants, Install, InstallChange, InstallInput, Plugin,
     PluginVersion,
 };
-use crate::app::AppState;
 use crate::audit::{self, Actor, Change};
 use crate::db::{TenantDb, Tx};
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError, found};
 use crate::ids::PluginId;
 use crate::rbac::Caller;
+use crate::resources::ResourcesState;
 use crate::resources::TypeInput;
 use crate::resources::service::Ctx as ResourceCtx;
 
@@ -42,7 +43,7 @@ fn field(pointer: &str, message: impl Into<String>) -> FieldError {
 
 /// A compiled component: from memory or the disk cache, else compiled from the registry's
 /// bytes (once per engine; logged, as it should only happen on a cold instance).
-pub async fn loaded(state: &AppState, hash: &str) -> ApiResult<Arc<neotenant_runtime::Plugin>> {
+pub async fn loaded(state: &PluginsState, hash: &str) -> ApiResult<Arc<neotenant_runtime::Plugin>> {
     if let Some(p) = state.plugins.runtime.cached(hash) {
         return Ok(p);
     }
@@ -64,7 +65,7 @@ pub async fn loaded(state: &AppState, hash: &str) -> ApiResult<Arc<neotenant_run
 /// Deletes components no version uses any more, then compiles every used one this engine
 /// has not compiled yet (at start, in the background, so that no request waits for a
 /// compilation).
-pub async fn warm(state: Arc<AppState>) {
+pub async fn warm(state: Arc<PluginsState>) {
     let hashes = match state.registry.get().await {
         Ok(mut conn) => {
             match repo::delete_orphan_components(&mut conn).await {
@@ -115,7 +116,7 @@ pub fn type_input(info: &Value) -> ApiResult<TypeInput> {
 /// the plugin, the uploaded version and whether it is new (re-uploading the same component
 /// with the same manifest is a no-op).
 pub async fn upload(
-    state: &AppState,
+    state: &PluginsState,
     owner: Option<Uuid>,
     by: &str,
     component: Vec<u8>,
@@ -209,7 +210,7 @@ pub async fn upload(
 
 /// Asks a resource-type component for its type and checks it like a declared type.
 async fn describe(
-    state: &AppState,
+    state: &PluginsState,
     owner: Option<Uuid>,
     m: &Manifest,
     compiled: &neotenant_runtime::Plugin,
@@ -289,14 +290,14 @@ fn plugin_view(p: PluginRow, versions: Vec<VersionRow>) -> Plugin {
     }
 }
 
-async fn get_row(state: &AppState, p: PluginRow) -> ApiResult<Plugin> {
+async fn get_row(state: &PluginsState, p: PluginRow) -> ApiResult<Plugin> {
     let mut conn = state.registry.get().await?;
     let versions = repo::versions(&mut conn, &[p.id]).await?;
     Ok(plugin_view(p, versions))
 }
 
 /// A tenant's uploads (`owner`), or the marketplace (`None`).
-pub async fn list(state: &AppState, owner: Option<Uuid>) -> ApiResult<Vec<Plugin>> {
+pub async fn list(state: &PluginsState, owner: Option<Uuid>) -> ApiResult<Vec<Plugin>> {
     let mut conn = state.registry.get().await?;
     let plugins = repo::list_plugins(&mut conn, owner).await?;
     let ids: Vec<Uuid> = plugins.iter().map(|p| p.id).collect();
@@ -313,7 +314,7 @@ pub async fn list(state: &AppState, owner: Option<Uuid>) -> ApiResult<Vec<Plugin
         .collect())
 }
 
-pub async fn get(state: &AppState, owner: Option<Uuid>, name: &str) -> ApiResult<Plugin> {
+pub async fn get(state: &PluginsState, owner: Option<Uuid>, name: &str) -> ApiResult<Plugin> {
     let p = {
         let mut conn = state.registry.get().await?;
         if !manifest::is_name(name) {
@@ -403,7 +404,7 @@ fn check_events(m: &Manifest, events: &[String], errors: &mut Vec<FieldError>) {
 /// The plugin row and the version an installation asks for (the newest when `version` is
 /// absent).
 async fn find_version(
-    state: &AppState,
+    state: &PluginsState,
     owner: Option<Uuid>,
     plugin_id: Option<Uuid>,
     name: &str,
@@ -465,7 +466,8 @@ async fn record(
 }
 
 pub async fn install(
-    state: &AppState,
+    state: &PluginsState,
+    resources: &ResourcesState,
     caller: &Caller,
     input: &InstallInput,
 ) -> ApiResult<Install> {
@@ -543,7 +545,10 @@ pub async fn install(
         };
         repo::insert_install(conn, &row).await?;
         if let Some(t) = &type_in {
-            let rctx = ResourceCtx { state, caller };
+            let rctx = ResourceCtx {
+                state: resources,
+                caller,
+            };
             crate::resources::service::create_type_in(&rctx, conn, t, Some(&row.name)).await?;
         }
         record(conn, &caller.actor, "plugin.installed", &row, json!({})).await?;
@@ -588,7 +593,8 @@ pub async fn get_install(caller: &Caller, name: &str) -> ApiResult<Install> {
 /// Changes an installation: version (upgrade, downgrade or `rollback`), grants, settings,
 /// secrets, failure modes, subscriptions.
 pub async fn change(
-    state: &AppState,
+    state: &PluginsState,
+    resources: &ResourcesState,
     caller: &Caller,
     name: &str,
     input: &InstallChange,
@@ -657,7 +663,10 @@ pub async fn change(
                         ),
                     )]));
                 }
-                let rctx = ResourceCtx { state, caller };
+                let rctx = ResourceCtx {
+                    state: resources,
+                    caller,
+                };
                 crate::resources::service::replace_type_in(&rctx, conn, type_name, &t, Some(name))
                     .await?;
             }
@@ -701,7 +710,7 @@ pub async fn change(
 /// Enables or disables an installation (enabling also clears a tripped breaker and an
 /// integration's retry wait).
 pub async fn set_enabled(
-    state: &AppState,
+    state: &PluginsState,
     caller: &Caller,
     name: &str,
     enabled: bool,
@@ -739,13 +748,16 @@ pub async fn set_enabled(
 }
 
 /// Removes an installation; a resource-type plugin only while its type holds no resources.
-pub async fn uninstall(state: &AppState, caller: &Caller, name: &str) -> ApiResult<()> {
+pub async fn uninstall(resources: &ResourcesState, caller: &Caller, name: &str) -> ApiResult<()> {
     let mut tx = db_of(caller).begin().await?;
     let result = async {
         let conn = tx.conn();
         let row = install_row(conn, name, true).await?;
         if let Some(t) = &row.type_name {
-            let rctx = ResourceCtx { state, caller };
+            let rctx = ResourceCtx {
+                state: resources,
+                caller,
+            };
             crate::resources::service::delete_type_in(&rctx, conn, t, Some(name)).await?;
         }
         repo::delete_install(conn, name).await?;
@@ -803,7 +815,7 @@ pub async fn record_failure(
 /// Counts a failed call; when the breaker trips, disables the installation (its own
 /// transaction, audited as the system) and says so in the log.
 pub async fn count_failure(
-    state: &AppState,
+    state: &PluginsState,
     tenant: Uuid,
     db: &TenantDb,
     name: &str,
@@ -832,7 +844,7 @@ pub async fn count_failure(
                 repo::install(conn, name, false).await?,
                 "plugin installation",
             )?;
-            let actor = Actor::system(state, tenant, db);
+            let actor = Actor::system(&state.audit_recent, tenant, db);
             record(
                 conn,
                 &actor,

@@ -20,18 +20,12 @@ use uuid::Uuid;
 
 use super::perm::Effective;
 
-pub const CHANNEL: &str = "neotenant:rbac";
+pub const CHANNEL: &str = crate::keys::channel::RBAC;
 const L1_TTL: Duration = Duration::from_secs(60);
 pub const L2_TTL_SECS: i64 = 300;
 const L1_MAX_PER_TENANT: usize = 100_000;
 
-fn gen_key(tenant: Uuid) -> String {
-    format!("neotenant:rbac:gen:{}", tenant.simple())
-}
-
-fn hash_key(tenant: Uuid) -> String {
-    format!("neotenant:rbac:perm:{}", tenant.simple())
-}
+use crate::keys::{rbac_generation as gen_key, rbac_permissions as hash_key};
 
 /// What a cached set was computed for, besides the user: the identity-provider roles of the
 /// token (realm mode), summarised.

@@ -17,7 +17,8 @@ use crate::ids::{GrantId, UserId};
 use salvo::oapi::ToSchema;
 use serde::Serialize;
 
-use crate::http::extract::state;
+use crate::http::extract::dep;
+use crate::rbac::RbacState;
 
 /// A strict boolean query flag: absent → false; `true`/`false`/`1`/`0` only.
 pub(crate) fn flag(req: &Request, name: &str) -> ApiResult<bool> {
@@ -47,7 +48,7 @@ pub async fn check(
     body: JsonBody<CheckRequest>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<CheckResults>> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     let results = service::check(&state, &caller, &body.0.checks).await?;
     Ok(Reply::ok(CheckResults { results }))
 }
@@ -61,7 +62,7 @@ pub async fn user_permissions(
     req: &mut Request,
     depot: &mut Depot,
 ) -> ApiResult<Reply<UserPermissions>> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     let explain = flag(req, "explain")?;
     Ok(Reply::ok(
         service::permissions_of(&state, &caller, id.0, explain).await?,
@@ -75,7 +76,7 @@ pub async fn my_permissions(
     req: &mut Request,
     depot: &mut Depot,
 ) -> ApiResult<Reply<UserPermissions>> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     let explain = flag(req, "explain")?;
     let me = caller.user.user.id;
     Ok(Reply::ok(
@@ -103,7 +104,7 @@ pub async fn create_role(
     body: JsonBody<NewRole>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<Role>> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     let role = service::create_role(&state, &can, &body.0).await?;
     let location = format!("/v1/roles/{}", role.key);
     Ok(Reply::created(role, location))
@@ -125,7 +126,7 @@ pub async fn update_role(
     body: JsonBody<RolePatch>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<Role>> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     Ok(Reply::ok(
         service::update_role(&state, &can, &key.0, &body.0).await?,
     ))
@@ -138,7 +139,7 @@ pub async fn delete_role(
     key: Path<String>,
     depot: &mut Depot,
 ) -> ApiResult<NoContent> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     service::delete_role(&state, &can, &key.0).await?;
     Ok(NoContent)
 }
@@ -173,7 +174,7 @@ pub async fn assign(
     body: JsonBody<Assignment>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<Assigned>> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     Ok(Reply::ok(
         service::assign(&state, &can, &key.0, &body.0.user_ids, body.0.expires_at).await?,
     ))
@@ -187,7 +188,7 @@ pub async fn unassign(
     user_id: Path<UserId>,
     depot: &mut Depot,
 ) -> ApiResult<NoContent> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     service::unassign(&state, &can, &key.0, user_id.0).await?;
     Ok(NoContent)
 }
@@ -218,7 +219,7 @@ pub async fn add_grant(
     body: JsonBody<NewGrant>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<Grant>> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     let grant = service::add_grant(&state, &can, id.0, &body.0).await?;
     let location = format!("/v1/users/{}/grants/{}", id.0, grant.id);
     Ok(Reply::created(grant, location))
@@ -232,7 +233,7 @@ pub async fn remove_grant(
     grant_id: Path<GrantId>,
     depot: &mut Depot,
 ) -> ApiResult<NoContent> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     service::remove_grant(&state, &can, id.0, grant_id.0).await?;
     Ok(NoContent)
 }

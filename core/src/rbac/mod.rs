@@ -11,6 +11,7 @@
 
 pub mod cache;
 pub mod handlers;
+pub mod hoops;
 pub mod perm;
 pub mod repo;
 pub mod service;
@@ -19,17 +20,14 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use salvo::extract::{Extractible, Metadata};
-use salvo::oapi::{Components, EndpointArgRegister, Operation, ToSchema};
-use salvo::prelude::*;
+use salvo::oapi::ToSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
 use crate::audit::Actor;
+use crate::auth::identity::CurrentUser;
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{GrantId, RoleId, UserId};
 use crate::tenancy::resolve::CurrentTenant;
-use crate::users::CurrentUser;
 use perm::{Effective, Perm, Scope};
 
 /// The caller of a tenant request with their resolved permissions.
@@ -102,54 +100,6 @@ impl Caller {
 
     pub fn user_id(&self) -> uuid::Uuid {
         self.user.user.id.0
-    }
-}
-
-impl<'ex> Extractible<'ex> for Caller {
-    fn metadata() -> &'static Metadata {
-        static METADATA: Metadata = Metadata::new("Caller");
-        &METADATA
-    }
-
-    #[allow(refining_impl_trait)]
-    async fn extract(req: &'ex mut Request, depot: &'ex mut Depot) -> Result<Self, ApiError> {
-        if let Ok(caller) = depot.get_typed::<Caller>() {
-            return Ok(caller.clone());
-        }
-        let (Ok(state), Ok(tenant), Ok(user)) = (
-            depot.get_typed::<Arc<AppState>>().cloned(),
-            depot.get_typed::<CurrentTenant>().cloned(),
-            depot.get_typed::<CurrentUser>().cloned(),
-        ) else {
-            return Err(ApiError::internal(
-                "handler mounted without ResolveTenant, Authenticate and LoadUser",
-            ));
-        };
-        let idp_roles = service::idp_roles(&tenant.0, &user.principal.0);
-        let effective = service::effective(&state, &tenant.0, user.user.id.0, idp_roles).await?;
-        let key_scopes = user.principal.0.key_scopes.as_ref().map(|scopes| {
-            scopes
-                .iter()
-                .filter_map(|s| s.parse::<Perm>().ok())
-                .collect::<Vec<_>>()
-                .into()
-        });
-        let actor = Actor::from_request(req, depot, user.user.id.to_string(), key_scopes.is_some());
-        let caller = Caller {
-            user,
-            tenant,
-            effective,
-            key_scopes,
-            actor,
-        };
-        depot.insert_typed(caller.clone());
-        Ok(caller)
-    }
-}
-
-impl EndpointArgRegister for Caller {
-    fn register(components: &mut Components, operation: &mut Operation, arg: &str) {
-        CurrentUser::register(components, operation, arg);
     }
 }
 
@@ -226,46 +176,13 @@ pub mod need {
 /// and the check cannot be forgotten.
 pub struct Can<P: Requirement> {
     pub caller: Caller,
-    _need: PhantomData<fn() -> P>,
+    pub(crate) _need: PhantomData<fn() -> P>,
 }
 
 impl<P: Requirement> std::ops::Deref for Can<P> {
     type Target = Caller;
     fn deref(&self) -> &Caller {
         &self.caller
-    }
-}
-
-impl<'ex, P: Requirement> Extractible<'ex> for Can<P> {
-    fn metadata() -> &'static Metadata {
-        static METADATA: Metadata = Metadata::new("Can");
-        &METADATA
-    }
-
-    #[allow(refining_impl_trait)]
-    async fn extract(req: &'ex mut Request, depot: &'ex mut Depot) -> Result<Self, ApiError> {
-        let caller = Caller::extract(req, depot).await?;
-        caller.require(P::RESOURCE, P::ACTION, P::SCOPE)?;
-        Ok(Can {
-            caller,
-            _need: PhantomData,
-        })
-    }
-}
-
-impl<P: Requirement> EndpointArgRegister for Can<P> {
-    fn register(components: &mut Components, operation: &mut Operation, arg: &str) {
-        Caller::register(components, operation, arg);
-        let note = format!(
-            "Requires the permission `{}.{}.{}`.",
-            P::RESOURCE,
-            P::ACTION,
-            P::SCOPE.as_str()
-        );
-        operation.description = Some(match operation.description.take() {
-            Some(d) if !d.is_empty() => format!("{d}\n\n{note}"),
-            _ => note,
-        });
     }
 }
 
@@ -457,4 +374,15 @@ pub struct CatalogEntry {
     pub resource: String,
     pub actions: Vec<String>,
     pub scopes: Vec<String>,
+}
+
+/// What RBAC's services use, built once by `app`: the effective-permission caches and the
+/// counters of where checks were answered.
+pub struct RbacState {
+    pub config: Arc<crate::config::Config>,
+    /// Effective permissions per (tenant, user).
+    pub perms: Arc<cache::PermCache>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The caller's audit actor marks the tenant as recently written.
+    pub audit_recent: Arc<crate::audit::Recent>,
 }

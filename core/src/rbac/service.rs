@@ -11,13 +11,13 @@ use serde_json::json;
 use sha2::Digest;
 use uuid::Uuid;
 
+use super::RbacState;
 use super::perm::{Catalog, Effective, Perm, Scope, TEMPLATES};
 use super::repo::{self, GrantRow, RoleRow};
 use super::{
     Assigned, Caller, CatalogEntry, CheckItem, CheckOutcome, Explanation, Grant, NewGrant, NewRole,
     Role, RolePatch, RoleTemplate, UserPermissions,
 };
-use crate::app::AppState;
 use crate::audit::{self, Actor, Change};
 use crate::auth::token::Principal;
 use crate::db::TenantDb;
@@ -57,7 +57,7 @@ fn idp_key(roles: &[String]) -> u64 {
 
 /// `user`'s effective permissions: from L1, else L2, else the database (then cached).
 pub async fn effective(
-    state: &AppState,
+    state: &RbacState,
     tenant: &ResolvedTenant,
     user: Uuid,
     idp_roles: &[String],
@@ -326,7 +326,7 @@ async fn audit(
     Ok(())
 }
 
-pub async fn create_role(state: &AppState, caller: &Caller, input: &NewRole) -> ApiResult<Role> {
+pub async fn create_role(state: &RbacState, caller: &Caller, input: &NewRole) -> ApiResult<Role> {
     let db = &caller.tenant.0.db;
     let mut tx = db.begin().await?;
     let result = async {
@@ -432,7 +432,7 @@ async fn get_in(conn: &mut AsyncPgConnection, key: &str) -> ApiResult<Role> {
 }
 
 pub async fn update_role(
-    state: &AppState,
+    state: &RbacState,
     caller: &Caller,
     key: &str,
     patch: &RolePatch,
@@ -522,7 +522,7 @@ pub async fn update_role(
     Ok(role)
 }
 
-pub async fn delete_role(state: &AppState, caller: &Caller, key: &str) -> ApiResult<()> {
+pub async fn delete_role(state: &RbacState, caller: &Caller, key: &str) -> ApiResult<()> {
     let db = &caller.tenant.0.db;
     let mut tx = db.begin().await?;
     let result = async {
@@ -575,7 +575,7 @@ async fn existing_users(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> ApiResult
 
 /// Assigns `key` to many users at once (all or nothing); re-assigning renews the expiry.
 pub async fn assign(
-    state: &AppState,
+    state: &RbacState,
     caller: &Caller,
     key: &str,
     user_ids: &[UserId],
@@ -644,7 +644,12 @@ pub async fn assign(
     Ok(out)
 }
 
-pub async fn unassign(state: &AppState, caller: &Caller, key: &str, user: UserId) -> ApiResult<()> {
+pub async fn unassign(
+    state: &RbacState,
+    caller: &Caller,
+    key: &str,
+    user: UserId,
+) -> ApiResult<()> {
     let db = &caller.tenant.0.db;
     let mut tx = db.begin().await?;
     let result = async {
@@ -742,7 +747,7 @@ pub async fn grants_of(db: &TenantDb, user: UserId) -> ApiResult<Vec<Grant>> {
 }
 
 pub async fn add_grant(
-    state: &AppState,
+    state: &RbacState,
     caller: &Caller,
     user: UserId,
     input: &NewGrant,
@@ -815,7 +820,7 @@ pub async fn add_grant(
 }
 
 pub async fn remove_grant(
-    state: &AppState,
+    state: &RbacState,
     caller: &Caller,
     user: UserId,
     grant: GrantId,
@@ -858,7 +863,7 @@ pub async fn remove_grant(
 
 /// Another user's effective permissions (through the caches), refusing unknown users.
 async fn effective_of(
-    state: &AppState,
+    state: &RbacState,
     caller: &Caller,
     user: UserId,
 ) -> ApiResult<Arc<Effective>> {
@@ -882,7 +887,7 @@ async fn effective_of(
 }
 
 pub async fn check(
-    state: &AppState,
+    state: &RbacState,
     caller: &Caller,
     items: &[CheckItem],
 ) -> ApiResult<Vec<CheckOutcome>> {
@@ -929,7 +934,7 @@ pub async fn check(
 }
 
 pub async fn permissions_of(
-    state: &AppState,
+    state: &RbacState,
     caller: &Caller,
     user: UserId,
     explain: bool,
@@ -968,7 +973,7 @@ pub async fn permissions_of(
 /// Platform-admin bootstrap: gives `user` the role `key` in a tenant, bypassing delegation
 /// (the platform token outranks every tenant role). Audited as the platform.
 pub async fn platform_assign(
-    state: &AppState,
+    state: &RbacState,
     db: &TenantDb,
     tenant: Uuid,
     key: &str,
@@ -993,7 +998,7 @@ pub async fn platform_assign(
             .await?;
         audit(
             conn,
-            &Actor::platform(state, tenant, db),
+            &Actor::platform(&state.audit_recent, tenant, db),
             "role.assigned",
             "role",
             role.id.to_string(),

@@ -9,13 +9,14 @@ use salvo::oapi::endpoint;
 use salvo::prelude::*;
 use serde::Serialize;
 
+use super::ResourcesState;
 use super::service::{self, Ctx, ListCursor, ListQuery};
 use super::{
     BulkRequest, BulkResponse, Diff, Link, LinkInput, Resource, ResourceInput, ResourcePatch,
     ResourceType, Share, ShareInput, TypeInput, Version,
 };
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::http::extract::{IfMatch, JsonBody, ListParams, Page, Path, state};
+use crate::http::extract::{IfMatch, JsonBody, ListParams, Page, Path, dep};
 use crate::http::reply::{NoContent, Reply};
 use crate::ids::{ResourceId, ResourceShareId, TeamId, UserId};
 use crate::rbac::Can;
@@ -28,7 +29,7 @@ use crate::rbac::need::{
 macro_rules! ctx {
     ($depot:expr, $can:expr) => {
         Ctx {
-            state: &*state($depot)?,
+            state: &*dep::<ResourcesState>($depot)?,
             caller: &$can.caller,
         }
     };
@@ -264,7 +265,7 @@ pub async fn run_action(
     if_match: IfMatch,
     body: JsonBody<serde_json::Map<String, serde_json::Value>>,
     depot: &mut Depot,
-) -> ApiResult<Reply<service::ActionOutcome>> {
+) -> ApiResult<Reply<super::ActionOutcome>> {
     let input = serde_json::Value::Object(body.0);
     let r = service::action(
         &ctx!(depot, can),
@@ -551,7 +552,7 @@ pub async fn bulk(
     depot: &mut Depot,
 ) -> ApiResult<Reply<BulkResponse>> {
     let ctx = Ctx {
-        state: &*state(depot)?,
+        state: &*dep::<ResourcesState>(depot)?,
         caller: &caller,
     };
     Ok(Reply::ok(service::bulk(&ctx, &type_name.0, &body.0).await?))
@@ -581,7 +582,7 @@ pub async fn export(
         page,
     )?;
     q.sort = None;
-    let state = state(depot)?;
+    let state = dep::<ResourcesState>(depot)?;
     let body =
         super::transfer::export(state, can.caller.clone(), type_name.0.clone(), format, q).await?;
     Ok(crate::http::reply::Streamed {
@@ -611,7 +612,7 @@ pub async fn import(
     let format = super::transfer::Format::parse(req.query::<String>("format").as_deref())?;
     let body = req.take_body();
     let ctx = Ctx {
-        state: &*state(depot)?,
+        state: &*dep::<ResourcesState>(depot)?,
         caller: &can.caller,
     };
     Ok(Reply::ok(
@@ -757,7 +758,7 @@ pub async fn search(
     req: &mut Request,
     depot: &mut Depot,
 ) -> ApiResult<Reply<SearchPage>> {
-    let state = state(depot)?;
+    let state = dep::<ResourcesState>(depot)?;
     let mut s = super::indexer::Search {
         limit: page.limit as usize,
         offset: page.after.unwrap_or(0),

@@ -19,10 +19,10 @@ use neotenant_search::{Doc, Registry, SearchQuery, Visibility};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::ResourcesState;
 use super::access::{Access, Action};
 use super::repo::{self, Sql};
 use super::{Resource, ResourceType};
-use crate::app::AppState;
 use crate::db::TenantDb;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{ResourceId, TeamId, UserId};
@@ -33,10 +33,7 @@ use crate::rbac::perm::Scope;
 /// Events read per round (and resources loaded per batch).
 const BATCH: i64 = 500;
 
-/// A tenant's index key: its id, without dashes.
-pub fn index_key(tenant: Uuid) -> String {
-    tenant.simple().to_string()
-}
+pub use crate::ids::search_index_key as index_key;
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(e.to_string())
@@ -325,7 +322,7 @@ const SWEEP_PER_ROUND: usize = 20;
 /// then a few of the catch-up list, which every `sweep_interval_secs` is refilled with all
 /// tenants. One loop, so a tenant's index is never fed by two rounds at once; a tenant with a
 /// long backlog gets a bounded share of each round and goes back to the end of the list.
-pub async fn worker(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn worker(state: Arc<ResourcesState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let cfg = state.config.search.clone();
     let every = Duration::from_millis(cfg.index_interval_ms);
     let mut round = tokio::time::interval(every);
@@ -338,7 +335,7 @@ pub async fn worker(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver
         tokio::select! {
             _ = stop.changed() => return,
             _ = sweep.tick() => {
-                pending = crate::audit::seal::all_tenants(&state).await.into();
+                pending = crate::audit::seal::all_tenants(&state.tenancy).await.into();
                 continue;
             }
             _ = round.tick() => {}
@@ -381,7 +378,7 @@ pub struct Search {
 
 /// Results: hits the caller may read (re-checked in PostgreSQL), total matches, facets.
 pub async fn search(
-    state: &AppState,
+    state: &ResourcesState,
     caller: &Caller,
     s: Search,
 ) -> ApiResult<neotenant_search::Results> {

@@ -5,7 +5,9 @@
 //! Shape: `types` validates type definitions and compiles/caches their schemas; `access`
 //! decides what a caller may see and do (owner, team and tenant scopes from RBAC, plus
 //! per-resource shares) and renders that as one SQL predicate; `repo` is the SQL; `service`
-//! holds the rules and transactions; `handlers` is `/v1/resource-types` and `/v1/resources`.
+//! holds the rules and transactions; `handlers` is `/v1/resource-types` and `/v1/resources`;
+//! `hooks` is the port a plugin-provided type is called through (implemented by `plugins`,
+//! wired by `app`: resources never import the plugin feature).
 //! **Invariants:** every change writes its version row, its audit entry and its outbox event
 //! in the change's own transaction; a caller never learns of a resource it may not read (404,
 //! never 403, and never in a list); stored data always validates against its type's current
@@ -15,6 +17,7 @@
 
 pub mod access;
 pub mod handlers;
+pub mod hooks;
 pub mod indexer;
 pub mod repo;
 pub mod service;
@@ -27,6 +30,21 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{ResourceId, ResourceShareId, TeamId, UserId};
+
+/// What the resource feature uses, built once by `app`.
+pub struct ResourcesState {
+    pub config: std::sync::Arc<crate::config::Config>,
+    /// Compiled resource-type schemas by (tenant, type, version).
+    pub resource_validators: std::sync::Arc<types::ValidatorCache>,
+    /// Per-tenant search indexes (an LRU of open ones).
+    pub search: std::sync::Arc<neotenant_search::Registry>,
+    /// Tenants written to recently: the indexer visits them first.
+    pub audit_recent: std::sync::Arc<crate::audit::Recent>,
+    /// Every tenant's database (the indexer's catch-up rounds).
+    pub tenancy: std::sync::Arc<crate::tenancy::TenancyState>,
+    /// The plugins behind plugin-provided types.
+    pub hooks: std::sync::Arc<dyn hooks::TypeHooks>,
+}
 
 /// What deleting a link's target does to the link's source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -365,4 +383,13 @@ pub struct BulkResponse {
     /// For atomic requests: whether everything was applied.
     pub committed: bool,
     pub results: Vec<BulkResult>,
+}
+
+/// What a custom action answers: the plugin's output and the resource after it.
+#[derive(Debug, Serialize, ToSchema)]
+#[salvo(schema(name = "neotenant.resources.service.ActionOutcome"))]
+pub struct ActionOutcome {
+    #[salvo(schema(value_type = Object))]
+    pub output: Value,
+    pub resource: Resource,
 }

@@ -11,18 +11,19 @@ use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::ResourcesState;
 use super::access::{Access, Action, Relation};
+use super::hooks::{Seen, TypePlugin};
 use super::repo::{self, ResourceRow, Sql, TypeRow};
 use super::types::{self, is_field};
 use super::{
-    BulkError, BulkOp, BulkRequest, BulkResponse, BulkResult, Diff, DiffEntry, Link, LinkInput,
-    Resource, ResourceInput, ResourcePatch, ResourceType, Share, ShareInput, TypeInput, Version,
+    ActionOutcome, BulkError, BulkOp, BulkRequest, BulkResponse, BulkResult, Diff, DiffEntry, Link,
+    LinkInput, Resource, ResourceInput, ResourcePatch, ResourceType, Share, ShareInput, TypeInput,
+    Version,
 };
-use crate::app::AppState;
 use crate::audit::{self, Change};
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError, found};
 use crate::ids::{ResourceId, ResourceShareId, TeamId};
-use crate::plugins::hooks::Seen;
 use crate::rbac::Caller;
 use neotenant_runtime::Operation;
 
@@ -30,7 +31,7 @@ pub const TAGS_MAX: usize = 50;
 
 /// Who is asking, in which tenant.
 pub struct Ctx<'a> {
-    pub state: &'a AppState,
+    pub state: &'a ResourcesState,
     pub caller: &'a Caller,
 }
 
@@ -564,10 +565,7 @@ async fn create_in(
     let id = ResourceId::generate().0;
     let plugin = plugin_of(ctx, conn, &t).await?;
     let data = match &plugin {
-        Some(p) => {
-            p.validate(ctx.state, conn, &validator, &input.data, Some(id))
-                .await?
-        }
+        Some(p) => p.validate(conn, &validator, &input.data, Some(id)).await?,
         None => input.data.clone(),
     };
     let now = Utc::now();
@@ -588,7 +586,6 @@ async fn create_in(
     let actor = ctx.actor_id();
     if let Some(p) = &plugin {
         p.hook(
-            ctx.state,
             conn,
             false,
             seen_change(Operation::Create, &r, None, &actor),
@@ -598,13 +595,8 @@ async fn create_in(
     repo::insert(conn, &row).await?;
     record_change(ctx, conn, &r, "created", None).await?;
     if let Some(p) = &plugin {
-        p.hook(
-            ctx.state,
-            conn,
-            true,
-            seen_change(Operation::Create, &r, None, &actor),
-        )
-        .await?;
+        p.hook(conn, true, seen_change(Operation::Create, &r, None, &actor))
+            .await?;
     }
     Ok(r)
 }
@@ -614,11 +606,14 @@ async fn plugin_of(
     ctx: &Ctx<'_>,
     conn: &mut AsyncPgConnection,
     t: &ResourceType,
-) -> ApiResult<Option<crate::plugins::hooks::Bound>> {
+) -> ApiResult<Option<Box<dyn TypePlugin>>> {
     match &t.plugin {
         None => Ok(None),
         Some(_) => {
-            crate::plugins::hooks::bind(ctx.state, ctx.tenant(), ctx.db(), conn, &t.name).await
+            ctx.state
+                .hooks
+                .bind(ctx.tenant(), ctx.db(), conn, &t.name)
+                .await
         }
     }
 }
@@ -788,7 +783,7 @@ async fn edit_in(
     let plugin = plugin_of(ctx, conn, &t).await?;
     if let Some(p) = &plugin {
         after.data = p
-            .validate(ctx.state, conn, &validator, &after.data, Some(id.0))
+            .validate(conn, &validator, &after.data, Some(id.0))
             .await?;
     }
     if state_of(&after) == state_of(&before) {
@@ -799,13 +794,13 @@ async fn edit_in(
     let actor = ctx.actor_id();
     if let Some(p) = &plugin {
         let s = seen_change(Operation::Update, &after, Some(&before.data), &actor);
-        p.hook(ctx.state, conn, false, s).await?;
+        p.hook(conn, false, s).await?;
     }
     repo::update(conn, &after).await?;
     record_change(ctx, conn, &after, "updated", Some(&before)).await?;
     if let Some(p) = &plugin {
         let s = seen_change(Operation::Update, &after, Some(&before.data), &actor);
-        p.hook(ctx.state, conn, true, s).await?;
+        p.hook(conn, true, s).await?;
     }
     Ok(after)
 }
@@ -899,7 +894,6 @@ async fn set_deleted_in(
     let actor = ctx.actor_id();
     if let Some(p) = &plugin {
         p.hook(
-            ctx.state,
             conn,
             false,
             seen_change(op, &after, Some(&before.data), &actor),
@@ -917,7 +911,6 @@ async fn set_deleted_in(
     .await?;
     if let Some(p) = &plugin {
         p.hook(
-            ctx.state,
             conn,
             true,
             seen_change(op, &after, Some(&before.data), &actor),
@@ -925,14 +918,6 @@ async fn set_deleted_in(
         .await?;
     }
     Ok(after)
-}
-
-/// What a custom action answers: the plugin's output and the resource after it.
-#[derive(Debug, serde::Serialize, salvo::oapi::ToSchema)]
-pub struct ActionOutcome {
-    #[salvo(schema(value_type = Object))]
-    pub output: Value,
-    pub resource: Resource,
 }
 
 /// Runs a plugin type's custom action on one resource (the caller must be allowed to update
@@ -953,7 +938,7 @@ pub async fn action(
         let plugin = plugin_of(ctx, conn, &t)
             .await?
             .ok_or_else(|| ApiError::not_found("action"))?;
-        if !types::is_name(name) || !plugin.actions(ctx.state).await?.iter().any(|a| a == name) {
+        if !types::is_name(name) || !plugin.actions().await?.iter().any(|a| a == name) {
             return Err(ApiError::not_found("action"));
         }
         let access = Access::load(conn, ctx.caller).await?;
@@ -963,9 +948,7 @@ pub async fn action(
         }
         require(&access, Action::Update, rel)?;
         check_if_match(&before, if_match)?;
-        let result = plugin
-            .action(ctx.state, conn, name, id.0, &before.data, input)
-            .await?;
+        let result = plugin.action(conn, name, id.0, &before.data, input).await?;
         let resource = match result.data {
             Some(d) => edit_in(ctx, conn, type_name, id, None, Edit::Data(d)).await?,
             None => before,
@@ -1326,7 +1309,7 @@ pub async fn list(
         let next = if rows.len() as i64 > q.limit {
             rows.truncate(q.limit as usize);
             rows.last().map(|last| {
-                crate::http::extract::encode_cursor(&ListCursor {
+                crate::cursor::encode_cursor(&ListCursor {
                     v: sort.as_ref().and_then(|(_, f, _)| sort_value(last, f)),
                     id: last.id.0,
                 })
@@ -1692,12 +1675,12 @@ async fn apply_delete_rules(
                     let actor = ctx.actor_id();
                     let change = || seen_change(Operation::Delete, &after, Some(&src.data), &actor);
                     if let Some(p) = &plugin {
-                        p.hook(ctx.state, conn, false, change()).await?;
+                        p.hook(conn, false, change()).await?;
                     }
                     repo::update(conn, &after).await?;
                     record_change(ctx, conn, &after, "deleted", None).await?;
                     if let Some(p) = &plugin {
-                        p.hook(ctx.state, conn, true, change()).await?;
+                        p.hook(conn, true, change()).await?;
                     }
                     queue.push(src.id.0);
                 }
@@ -1807,7 +1790,7 @@ pub async fn bulk(ctx: &Ctx<'_>, type_name: &str, req: &BulkRequest) -> ApiResul
                 },
                 Err(e) => BulkResult {
                     index,
-                    status: e.code.status().as_u16(),
+                    status: e.code.status(),
                     resource: None,
                     error: Some(bulk_error(&e)),
                 },
@@ -1844,7 +1827,7 @@ pub async fn bulk(ctx: &Ctx<'_>, type_name: &str, req: &BulkRequest) -> ApiResul
         });
     };
     // Server-side failures are not the caller's to see item by item.
-    if e.code.status().is_server_error() {
+    if e.code.is_server_error() {
         let _ = tx.finish::<(), ApiError>(Err(e)).await;
         return Err(ApiError::internal("bulk operation failed"));
     }
@@ -1866,7 +1849,7 @@ pub async fn bulk(ctx: &Ctx<'_>, type_name: &str, req: &BulkRequest) -> ApiResul
         .collect();
     out.push(BulkResult {
         index: at,
-        status: e.code.status().as_u16(),
+        status: e.code.status(),
         resource: None,
         error: Some(bulk_error(&e)),
     });

@@ -17,11 +17,11 @@ use salvo::oapi::ToSchema;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::ResourcesState;
 use super::service::{self, Ctx, ListCursor, ListQuery};
 use super::{Resource, ResourceInput, ResourceType};
-use crate::app::AppState;
+use crate::csv::csv_field;
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
-use crate::http::reply::csv_field;
 use crate::ids::TeamId;
 use crate::rbac::Caller;
 
@@ -100,7 +100,7 @@ fn csv_line(r: &Resource, columns: &[String]) -> String {
 
 /// The export stream: the header (CSV), then every visible resource matching `q`.
 pub async fn export(
-    state: Arc<AppState>,
+    state: Arc<ResourcesState>,
     caller: Caller,
     type_name: String,
     format: Format,
@@ -391,7 +391,7 @@ impl Importer<'_> {
                         AnsiTransactionManager::commit_transaction(conn).await?;
                         imported += 1;
                     }
-                    Err(e) if e.code.status().is_client_error() => {
+                    Err(e) if e.code.is_client_error() => {
                         AnsiTransactionManager::rollback_transaction(conn).await?;
                         let errors = if e.errors.is_empty() {
                             vec![FieldError {

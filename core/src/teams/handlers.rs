@@ -9,10 +9,11 @@ use super::{
     SplitTeam, Team, TeamAnalytics, TeamPatch, TeamRoleInput, TeamTemplate, service,
 };
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::http::extract::state;
+use crate::http::extract::dep;
 use crate::http::extract::{JsonBody, ListParams, Page, Path};
 use crate::http::reply::{NoContent, Reply};
 use crate::ids::{ShareId, TeamId, UserId};
+use crate::rbac::RbacState;
 use crate::rbac::handlers::flag;
 use crate::rbac::need::{TeamsCreate, TeamsRead};
 use crate::rbac::{Caller, Can};
@@ -52,7 +53,7 @@ pub async fn create_team(
     body: JsonBody<NewTeam>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<Team>> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     let team = service::create(&state, &caller, &body.0).await?;
     let location = format!("/v1/teams/{}", team.id);
     Ok(Reply::created(team, location))
@@ -82,7 +83,7 @@ pub async fn delete_team(
     req: &mut Request,
     depot: &mut Depot,
 ) -> ApiResult<NoContent> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     let recursive = flag(req, "recursive")?;
     service::delete(&state, &caller, id.0, recursive).await?;
     Ok(NoContent)
@@ -108,7 +109,7 @@ pub async fn move_team(
     body: JsonBody<MoveTeam>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<Team>> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     Ok(Reply::ok(
         service::move_team(&state, &caller, id.0, body.0.parent_id).await?,
     ))
@@ -122,7 +123,7 @@ pub async fn merge_team(
     body: JsonBody<MergeTeam>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<Team>> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     Ok(Reply::ok(
         service::merge(&state, &caller, id.0, body.0.into).await?,
     ))
@@ -136,7 +137,7 @@ pub async fn split_team(
     body: JsonBody<SplitTeam>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<Team>> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     let team = service::split(&state, &caller, id.0, &body.0).await?;
     let location = format!("/v1/teams/{}", team.id);
     Ok(Reply::created(team, location))
@@ -156,7 +157,7 @@ pub async fn add_members(
     body: JsonBody<AddMembers>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<Vec<Member>>> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     Ok(Reply::ok(
         service::add_members(&state, &caller, id.0, &body.0).await?,
     ))
@@ -183,7 +184,7 @@ pub async fn remove_member(
     user_id: Path<UserId>,
     depot: &mut Depot,
 ) -> ApiResult<NoContent> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     service::remove_member(&state, &caller, id.0, user_id.0).await?;
     Ok(NoContent)
 }
@@ -207,7 +208,7 @@ pub async fn add_team_role(
     body: JsonBody<TeamRoleInput>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<Vec<String>>> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     Ok(Reply::ok(
         service::add_team_role(&state, &caller, id.0, &body.0.role).await?,
     ))
@@ -221,7 +222,7 @@ pub async fn remove_team_role(
     key: Path<String>,
     depot: &mut Depot,
 ) -> ApiResult<NoContent> {
-    let state = state(depot)?;
+    let state = dep::<RbacState>(depot)?;
     service::remove_team_role(&state, &caller, id.0, &key.0).await?;
     Ok(NoContent)
 }

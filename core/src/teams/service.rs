@@ -14,12 +14,12 @@ use super::{
     AddMembers, ChartNode, Member, MonthGrowth, NewShare, NewTeam, Share, SplitTeam, Team,
     TeamAnalytics, TeamPatch, TeamTemplate, TemplateChild, TemplateSpec,
 };
-use crate::app::AppState;
 use crate::audit::{self, Change};
 use crate::db::TenantDb;
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError, found};
 use crate::ids::{ShareId, TeamId, UserId};
 use crate::rbac::Caller;
+use crate::rbac::RbacState;
 use crate::rbac::perm::Scope;
 use crate::schema::tenant::{
     roles, team_members, team_roles, team_shares, team_templates, teams, users,
@@ -327,7 +327,7 @@ fn instantiate<'a>(
     })
 }
 
-pub async fn create(state: &AppState, caller: &Caller, input: &NewTeam) -> ApiResult<Team> {
+pub async fn create(state: &RbacState, caller: &Caller, input: &NewTeam) -> ApiResult<Team> {
     let name = check_name(&input.name, "/name")?;
     let description = check_description(&input.description)?;
     let template = match &input.template {
@@ -491,7 +491,7 @@ pub async fn patch(caller: &Caller, id: TeamId, input: &TeamPatch) -> ApiResult<
 
 /// Deletes a team; with `recursive`, its whole subtree, else only a team without sub-teams.
 pub async fn delete(
-    state: &AppState,
+    state: &RbacState,
     caller: &Caller,
     id: TeamId,
     recursive: bool,
@@ -531,7 +531,7 @@ pub async fn delete(
 
 /// Moves a team (with its subtree) under another team, or to the root.
 pub async fn move_team(
-    state: &AppState,
+    state: &RbacState,
     caller: &Caller,
     id: TeamId,
     parent: Option<TeamId>,
@@ -603,7 +603,12 @@ pub async fn move_team(
 
 /// Merges `id` into `into`: members (a `lead` stays lead), sub-teams, team roles and shares
 /// move over; `id` is deleted.
-pub async fn merge(state: &AppState, caller: &Caller, id: TeamId, into: TeamId) -> ApiResult<Team> {
+pub async fn merge(
+    state: &RbacState,
+    caller: &Caller,
+    id: TeamId,
+    into: TeamId,
+) -> ApiResult<Team> {
     require_on_team(caller, "delete", id.0)?;
     require_on_team(caller, "update", into.0)?;
     if id == into {
@@ -719,7 +724,7 @@ pub async fn merge(state: &AppState, caller: &Caller, id: TeamId, into: TeamId) 
 
 /// Splits members of `id` off into a new sibling team.
 pub async fn split(
-    state: &AppState,
+    state: &RbacState,
     caller: &Caller,
     id: TeamId,
     input: &SplitTeam,
@@ -803,7 +808,7 @@ pub async fn members(db: &TenantDb, id: TeamId) -> ApiResult<Vec<Member>> {
 }
 
 pub async fn add_members(
-    state: &AppState,
+    state: &RbacState,
     caller: &Caller,
     id: TeamId,
     input: &AddMembers,
@@ -893,7 +898,7 @@ pub async fn set_member_role(
 }
 
 pub async fn remove_member(
-    state: &AppState,
+    state: &RbacState,
     caller: &Caller,
     id: TeamId,
     user: UserId,
@@ -942,7 +947,7 @@ pub async fn team_roles(db: &TenantDb, id: TeamId) -> ApiResult<Vec<String>> {
 }
 
 pub async fn add_team_role(
-    state: &AppState,
+    state: &RbacState,
     caller: &Caller,
     id: TeamId,
     key: &str,
@@ -969,7 +974,7 @@ pub async fn add_team_role(
 }
 
 pub async fn remove_team_role(
-    state: &AppState,
+    state: &RbacState,
     caller: &Caller,
     id: TeamId,
     key: &str,

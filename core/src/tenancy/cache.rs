@@ -15,7 +15,7 @@ use super::model::Tenant;
 use crate::db::TenantDb;
 
 /// Redis channel carrying the slug of every tenant that changed.
-pub const CHANNEL: &str = "neotenant:tenant-changed";
+pub const CHANNEL: &str = crate::keys::channel::TENANT_CHANGED;
 const MAX_ENTRIES: usize = 100_000;
 const NEGATIVE_TTL: Duration = Duration::from_secs(2);
 

@@ -9,14 +9,15 @@ use salvo::oapi::{self, endpoint};
 use salvo::prelude::*;
 use sha2::{Digest, Sha256};
 
+use super::TenancyState;
 use super::model::{CreateTenant, TenantView, validate_slug};
 use super::service;
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::extract::{JsonBody, ListParams, Page, Path};
+use crate::http::problem::Render;
 use crate::http::reply::{NoContent, Reply};
 
-use crate::http::extract::state;
+use crate::http::extract::dep;
 
 /// A syntactically valid tenant slug in a path.
 #[derive(Debug, Clone)]
@@ -50,7 +51,7 @@ impl Handler for AdminAuth {
         res: &mut Response,
         ctrl: &mut FlowCtrl,
     ) {
-        let Ok(state) = state(depot) else {
+        let Ok(state) = dep::<TenancyState>(depot) else {
             ctrl.skip_rest();
             return;
         };
@@ -95,7 +96,7 @@ pub async fn create_tenant(
     body: JsonBody<CreateTenant>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<TenantView>> {
-    let state = state(depot)?;
+    let state = dep::<TenancyState>(depot)?;
     let (tenant, created) = service::create(&state, &body.0).await?;
     let view = TenantView::from(&tenant);
     Ok(if created {
@@ -111,7 +112,7 @@ pub async fn list_tenants(
     page: ListParams<uuid::Uuid>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<Page<TenantView>>> {
-    let state = state(depot)?;
+    let state = dep::<TenancyState>(depot)?;
     let rows = service::list(&state, page.after, i64::from(page.limit) + 1).await?;
     let views: Vec<TenantView> = rows.iter().map(TenantView::from).collect();
     Ok(Reply::ok(Page::from_rows(views, page.limit, |t| t.id.0)))
@@ -120,7 +121,7 @@ pub async fn list_tenants(
 /// Show one tenant.
 #[endpoint(tags("admin: tenants"), status_codes(200, 400, 401, 404))]
 pub async fn show_tenant(slug: Path<Slug>, depot: &mut Depot) -> ApiResult<Reply<TenantView>> {
-    let state = state(depot)?;
+    let state = dep::<TenancyState>(depot)?;
     Ok(Reply::ok(TenantView::from(
         &service::get(&state, &slug.0.0).await?,
     )))
@@ -129,7 +130,7 @@ pub async fn show_tenant(slug: Path<Slug>, depot: &mut Depot) -> ApiResult<Reply
 /// Suspend a tenant: its API answers 403 `tenant-suspended` until resumed.
 #[endpoint(tags("admin: tenants"), status_codes(200, 400, 401, 404, 409))]
 pub async fn suspend_tenant(slug: Path<Slug>, depot: &mut Depot) -> ApiResult<Reply<TenantView>> {
-    let state = state(depot)?;
+    let state = dep::<TenancyState>(depot)?;
     Ok(Reply::ok(TenantView::from(
         &service::suspend(&state, &slug.0.0).await?,
     )))
@@ -138,7 +139,7 @@ pub async fn suspend_tenant(slug: Path<Slug>, depot: &mut Depot) -> ApiResult<Re
 /// Resume a suspended tenant.
 #[endpoint(tags("admin: tenants"), status_codes(200, 400, 401, 404, 409))]
 pub async fn resume_tenant(slug: Path<Slug>, depot: &mut Depot) -> ApiResult<Reply<TenantView>> {
-    let state = state(depot)?;
+    let state = dep::<TenancyState>(depot)?;
     Ok(Reply::ok(TenantView::from(
         &service::resume(&state, &slug.0.0).await?,
     )))
@@ -151,7 +152,7 @@ pub async fn delete_tenant(
     confirm: QueryParam<String, false>,
     depot: &mut Depot,
 ) -> ApiResult<NoContent> {
-    let state = state(depot)?;
+    let state = dep::<TenancyState>(depot)?;
     service::delete(&state, &slug.0.0, confirm.as_deref()).await?;
     Ok(NoContent)
 }
@@ -161,10 +162,12 @@ pub async fn delete_tenant(
 pub async fn reconcile_users(
     slug: Path<Slug>,
     depot: &mut Depot,
-) -> ApiResult<Reply<crate::users::service::ReconcileReport>> {
-    let state = state(depot)?;
+) -> ApiResult<Reply<crate::users::ReconcileReport>> {
+    let state = dep::<TenancyState>(depot)?;
     let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
-    let report = crate::users::service::reconcile(&state, &resolved).await?;
+    let report =
+        crate::users::service::reconcile(&*dep::<crate::users::UsersState>(depot)?, &resolved)
+            .await?;
     platform_event(
         &state,
         &resolved,
@@ -206,7 +209,7 @@ pub async fn list_identity_providers(
     slug: Path<Slug>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<Vec<super::idp::IdentityProviderView>>> {
-    let state = state(depot)?;
+    let state = dep::<TenancyState>(depot)?;
     let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
     Ok(Reply::ok(super::idp::list(&state, &resolved).await?))
 }
@@ -219,7 +222,7 @@ pub async fn put_identity_provider(
     body: JsonBody<super::idp::IdentityProviderInput>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<super::idp::IdentityProviderView>> {
-    let state = state(depot)?;
+    let state = dep::<TenancyState>(depot)?;
     let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
     let view = super::idp::put(&state, &resolved, &alias.0.0, &body.0).await?;
     platform_event(
@@ -236,7 +239,7 @@ pub async fn put_identity_provider(
 
 /// Records a platform operator's action in the tenant's audit log.
 async fn platform_event(
-    state: &AppState,
+    state: &TenancyState,
     tenant: &super::cache::ResolvedTenant,
     action: &str,
     target_type: &str,
@@ -245,7 +248,7 @@ async fn platform_event(
 ) -> ApiResult<()> {
     crate::audit::record_alone(
         &tenant.db,
-        &crate::audit::Actor::platform(state, tenant.tenant.id.0, &tenant.db),
+        &crate::audit::Actor::platform(&state.audit_recent, tenant.tenant.id.0, &tenant.db),
         crate::audit::Change {
             action,
             target_type,
@@ -263,7 +266,7 @@ pub async fn delete_identity_provider(
     alias: Path<ProviderAlias>,
     depot: &mut Depot,
 ) -> ApiResult<NoContent> {
-    let state = state(depot)?;
+    let state = dep::<TenancyState>(depot)?;
     let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
     super::idp::delete(&state, &resolved, &alias.0.0).await?;
     platform_event(
@@ -298,7 +301,7 @@ pub async fn create_local_user(
     body: JsonBody<NewLocalUser>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<crate::users::User>> {
-    let state = state(depot)?;
+    let state = dep::<TenancyState>(depot)?;
     let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
     if resolved.tenant.identity.mode != super::model::IdentityMode::Local {
         return Err(ApiError::new(
@@ -351,7 +354,7 @@ pub async fn create_local_user(
     let result = match result {
         Ok(user) => crate::audit::record(
             tx.conn(),
-            &crate::audit::Actor::platform(&state, resolved.tenant.id.0, &resolved.db),
+            &crate::audit::Actor::platform(&state.audit_recent, resolved.tenant.id.0, &resolved.db),
             crate::audit::Change {
                 action: "user.created",
                 target_type: "user",
@@ -398,7 +401,7 @@ pub async fn assign_role(
     body: JsonBody<PlatformAssignment>,
     depot: &mut Depot,
 ) -> ApiResult<NoContent> {
-    let state = state(depot)?;
+    let state = dep::<TenancyState>(depot)?;
     let resolved = crate::tenancy::resolve::resolve(&state, &slug.0.0).await?;
     let user = match (&body.0.user_id, &body.0.email) {
         (Some(id), None) => *id,
@@ -413,7 +416,7 @@ pub async fn assign_role(
         }
     };
     crate::rbac::service::platform_assign(
-        &state,
+        &*dep::<crate::rbac::RbacState>(depot)?,
         &resolved.db,
         resolved.tenant.id.0,
         &body.0.role,

@@ -10,9 +10,9 @@ use salvo::oapi::ToSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::TenancyState;
 use super::cache::ResolvedTenant;
 use super::model::IdentityMode;
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
 
 /// Providers Keycloak ships that make sense for tenant login.
@@ -104,7 +104,7 @@ pub fn valid_alias(alias: &str) -> bool {
 }
 
 pub async fn list(
-    state: &AppState,
+    state: &TenancyState,
     tenant: &ResolvedTenant,
 ) -> ApiResult<Vec<IdentityProviderView>> {
     let (realm, org, prefix) = placement(tenant)?;
@@ -132,7 +132,7 @@ pub async fn list(
 }
 
 pub async fn put(
-    state: &AppState,
+    state: &TenancyState,
     tenant: &ResolvedTenant,
     alias: &str,
     input: &IdentityProviderInput,
@@ -187,7 +187,7 @@ pub async fn put(
     })
 }
 
-pub async fn delete(state: &AppState, tenant: &ResolvedTenant, alias: &str) -> ApiResult<()> {
+pub async fn delete(state: &TenancyState, tenant: &ResolvedTenant, alias: &str) -> ApiResult<()> {
     let (realm, org, prefix) = placement(tenant)?;
     state
         .keycloak

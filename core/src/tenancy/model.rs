@@ -2,55 +2,14 @@
 //!
 //! Owns the naming rules that turn a slug into a schema or database name. Pure data: no I/O.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use salvo::oapi::ToSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ConnectionId, TenantId};
+pub use crate::region::Region;
+use crate::region::string_enum;
 
-macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-        #[serde(rename_all = "lowercase")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.pad(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err(format!(
-                        "unknown {} {s:?} (expected one of: {})",
-                        stringify!($name).to_lowercase(),
-                        [$($text),+].join(", ")
-                    )),
-                }
-            }
-        }
-    };
-}
-
-string_enum!(
-    /// A data-residency region; a tenant's rows live only in its region's databases.
-    Region { Us => "us", Eu => "eu" }
-);
 string_enum!(
     /// `schema`: a schema in the region's shared database; `database`: a database of its own.
     Isolation { Schema => "schema", Database => "database" }

@@ -9,13 +9,12 @@
 
 use std::sync::Arc;
 
-use salvo::oapi::{self, Components, EndpointArgRegister, Operation, Parameter, ParameterIn};
-use salvo::prelude::*;
-
+use super::TenancyState;
 use super::cache::ResolvedTenant;
+use super::model::{IdentityMode, Tenant};
 use super::model::{TenantStatus, validate_slug};
-use super::{repo, service};
-use crate::app::AppState;
+use super::repo;
+use crate::db::{self, TenantDb};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 
 pub const X_TENANT: &str = "x-tenant";
@@ -64,7 +63,7 @@ pub fn requested_slug<'a>(
 }
 
 /// Looks a tenant up (cache first) and checks that it may serve requests.
-pub async fn resolve(state: &AppState, slug: &str) -> ApiResult<Arc<ResolvedTenant>> {
+pub async fn resolve(state: &TenancyState, slug: &str) -> ApiResult<Arc<ResolvedTenant>> {
     let unknown = || ApiError::new(ErrorCode::TenantNotFound, format!("no tenant {slug:?}"));
     let slug = slug.to_ascii_lowercase();
     if validate_slug(&slug).is_err() {
@@ -76,7 +75,7 @@ pub async fn resolve(state: &AppState, slug: &str) -> ApiResult<Arc<ResolvedTena
             let mut conn = state.registry.get_owned().await?;
             let found = repo::find_by_slug(&mut conn, &slug)
                 .await?
-                .map(|tenant| Arc::new(service::resolved(state, tenant)));
+                .map(|tenant| Arc::new(resolved(state, tenant)));
             state.tenant_cache.put(&slug, found.clone());
             found
         }
@@ -95,68 +94,48 @@ pub async fn resolve(state: &AppState, slug: &str) -> ApiResult<Arc<ResolvedTena
     }
 }
 
-/// Hoop for tenant-scoped routers: resolves the tenant or answers with a problem.
-pub struct ResolveTenant;
-
-#[async_trait]
-impl Handler for ResolveTenant {
-    async fn handle(
-        &self,
-        req: &mut Request,
-        depot: &mut Depot,
-        res: &mut Response,
-        ctrl: &mut FlowCtrl,
-    ) {
-        let Ok(state) = depot.get_typed::<Arc<AppState>>().cloned() else {
-            ApiError::internal("state missing").render(req, depot, res);
-            ctrl.skip_rest();
-            return;
-        };
-        let host = req
-            .headers()
-            .get(salvo::http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()));
-        let header = req.headers().get(X_TENANT).and_then(|v| v.to_str().ok());
-        let server = &state.config.server;
-        let outcome = match requested_slug(
-            host,
-            header,
-            &server.base_domain,
-            server.allow_tenant_header,
-        ) {
-            Ok(slug) => resolve(&state, slug).await,
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(tenant) => {
-                tracing::Span::current().record("tenant", tenant.tenant.slug.as_str());
-                depot.insert_typed(CurrentTenant(tenant));
-            }
-            Err(e) => {
-                e.render(req, depot, res);
-                ctrl.skip_rest();
-            }
-        }
-    }
-}
-
-/// The active tenant of this request; only present behind [`ResolveTenant`].
+/// The active tenant of this request; only present behind the `ResolveTenant` hoop.
 #[derive(Debug, Clone)]
 pub struct CurrentTenant(pub Arc<ResolvedTenant>);
 
-crate::depot_extractor!(CurrentTenant, "ResolveTenant");
-
-impl EndpointArgRegister for CurrentTenant {
-    fn register(_components: &mut Components, operation: &mut Operation, _arg: &str) {
-        operation.parameters.insert(
-            Parameter::new("X-Tenant")
-                .location(ParameterIn::Header)
-                .required(oapi::Required::False)
-                .description("Tenant slug, when the tenant is not addressed by the Host subdomain.")
-                .schema(oapi::Object::new().schema_type(oapi::schema::BasicType::String)),
-        );
+/// A tenant with everything a request needs precomputed: its database handle and what its
+/// tokens must carry.
+pub fn resolved(state: &TenancyState, tenant: Tenant) -> ResolvedTenant {
+    let db = tenant_db(state, &tenant);
+    let identity = &tenant.identity;
+    let (issuer, org_alias) = match (
+        identity.ready,
+        identity.mode,
+        &identity.realm,
+        &identity.org_alias,
+    ) {
+        (true, IdentityMode::Realm, Some(realm), _) => (Some(state.keycloak.issuer(realm)), None),
+        (true, IdentityMode::Organization, Some(realm), Some(alias)) => {
+            (Some(state.keycloak.issuer(realm)), Some(alias.clone()))
+        }
+        (true, IdentityMode::Local, _, _) => (Some(crate::auth::local::issuer(&tenant.slug)), None),
+        // Not provisioned (or inconsistent): no issuer, so every token is refused.
+        _ => (None, None),
+    };
+    ResolvedTenant {
+        tenant,
+        db,
+        issuer,
+        org_alias,
     }
+}
+
+/// The scoped database handle of an active tenant.
+pub fn tenant_db(state: &TenancyState, tenant: &Tenant) -> TenantDb {
+    let pool = state
+        .pools
+        .get_or_create(tenant.connection_id, &tenant.database_name, || {
+            db::database_url(
+                state.config.region_server_url(tenant.region),
+                &tenant.database_name,
+            )
+        });
+    TenantDb::new(pool, &tenant.schema_name)
 }
 
 #[cfg(test)]

@@ -12,16 +12,15 @@ use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::cache::ResolvedTenant;
+use super::TenancyState;
 use super::model::{
     self, CreateTenant, IdentityMode, Isolation, Region, Tenant, TenantStatus,
     dedicated_database_name, schema_name, shared_database_name, shared_realm_name,
     tenant_realm_name, validate_slug,
 };
 use super::repo::{self, ConnectionRow, NewTenantRow};
-use crate::app::AppState;
 use crate::auth::keycloak::{IdpError, Ownership};
-use crate::db::{self, TenantDb, Tx, migrate};
+use crate::db::{self, Tx, migrate};
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use crate::ids::{ConnectionId, TenantId};
 
@@ -64,7 +63,7 @@ pub fn validate_create(input: &CreateTenant) -> ApiResult<()> {
     }
 }
 
-async fn registry_conn(state: &AppState) -> ApiResult<crate::db::PooledConn> {
+async fn registry_conn(state: &TenancyState) -> ApiResult<crate::db::PooledConn> {
     Ok(state.registry.get_owned().await?)
 }
 
@@ -81,7 +80,7 @@ fn host_port(server_url: &str) -> (String, i32) {
 
 async fn ensure_connection(
     conn: &mut AsyncPgConnection,
-    state: &AppState,
+    state: &TenancyState,
     region: Region,
     isolation: Isolation,
     database_name: &str,
@@ -104,7 +103,7 @@ async fn ensure_connection(
 
 /// Creates a tenant, or finishes one whose creation was interrupted. Returns the tenant and
 /// whether this call created its registry row.
-pub async fn create(state: &AppState, input: &CreateTenant) -> ApiResult<(Tenant, bool)> {
+pub async fn create(state: &TenancyState, input: &CreateTenant) -> ApiResult<(Tenant, bool)> {
     validate_create(input)?;
     let mut conn = registry_conn(state).await?;
     let (tenant, created) = match repo::find_by_slug(&mut conn, &input.slug).await? {
@@ -232,7 +231,7 @@ pub async fn create(state: &AppState, input: &CreateTenant) -> ApiResult<(Tenant
 /// Takes the registry-side lock that serialises provisioning, migration and deletion of one
 /// tenant across all processes. It is a transaction-scoped advisory lock: it is released when
 /// the returned transaction ends, including when a cancelled caller drops it.
-async fn lock_tenant(state: &AppState, slug: &str) -> ApiResult<Tx> {
+async fn lock_tenant(state: &TenancyState, slug: &str) -> ApiResult<Tx> {
     let mut tx = Tx::begin(&state.registry, "BEGIN").await?;
     sql_query("SELECT pg_advisory_xact_lock(hashtextextended('neotenant-tenant:' || $1, 0))")
         .bind::<Text, _>(slug)
@@ -244,7 +243,7 @@ async fn lock_tenant(state: &AppState, slug: &str) -> ApiResult<Tx> {
 /// Makes the tenant's database (dedicated isolation) and schema, then marks it active.
 /// Runs under the tenant's lock; `registry` is the lock's transaction.
 async fn provision(
-    state: &AppState,
+    state: &TenancyState,
     tenant: &Tenant,
     registry: &mut AsyncPgConnection,
 ) -> Result<(), ProvisionError> {
@@ -296,7 +295,7 @@ fn managed_realm_settings(config: &crate::config::Config) -> serde_json::Value {
 /// one) with the API's clients and roles, or an organization in the region's shared realm.
 /// Records what it created, so deletion removes exactly that. Idempotent.
 async fn provision_identity(
-    state: &AppState,
+    state: &TenancyState,
     tenant: &Tenant,
     registry: &mut AsyncPgConnection,
 ) -> Result<(), ProvisionError> {
@@ -397,7 +396,7 @@ async fn provision_identity(
 }
 
 /// Removes from Keycloak what provisioning created for this tenant, and nothing else.
-async fn remove_identity(state: &AppState, tenant: &Tenant) -> Result<(), IdpError> {
+async fn remove_identity(state: &TenancyState, tenant: &Tenant) -> Result<(), IdpError> {
     let kc = &state.keycloak;
     let identity = &tenant.identity;
     let Some(realm) = identity.realm.as_deref() else {
@@ -432,7 +431,10 @@ async fn remove_identity(state: &AppState, tenant: &Tenant) -> Result<(), IdpErr
 }
 
 /// Applies the tenant template to one tenant's schema; returns its version.
-async fn migrate_tenant(state: &AppState, tenant: &Tenant) -> Result<i64, migrate::MigrateError> {
+async fn migrate_tenant(
+    state: &TenancyState,
+    tenant: &Tenant,
+) -> Result<i64, migrate::MigrateError> {
     use diesel_async::AsyncConnection;
     let url = db::database_url(
         state.config.region_server_url(tenant.region),
@@ -444,26 +446,26 @@ async fn migrate_tenant(state: &AppState, tenant: &Tenant) -> Result<i64, migrat
     let mut tx = tenant_db(state, tenant)
         .begin()
         .await
-        .map_err(|e| migrate::MigrateError::Tenant(e.detail.to_string()))?;
+        .map_err(|e| migrate::MigrateError::Tenant(e.to_string()))?;
     let seeded = crate::rbac::service::seed(tx.conn()).await;
     tx.finish(seeded).await?;
     Ok(version)
 }
 
-pub async fn get(state: &AppState, slug: &str) -> ApiResult<Tenant> {
+pub async fn get(state: &TenancyState, slug: &str) -> ApiResult<Tenant> {
     let mut conn = registry_conn(state).await?;
     repo::find_by_slug(&mut conn, slug)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, format!("no tenant {slug:?}")))
 }
 
-pub async fn list(state: &AppState, after: Option<Uuid>, limit: i64) -> ApiResult<Vec<Tenant>> {
+pub async fn list(state: &TenancyState, after: Option<Uuid>, limit: i64) -> ApiResult<Vec<Tenant>> {
     let mut conn = registry_conn(state).await?;
     Ok(repo::list(&mut conn, after, limit).await?)
 }
 
 async fn transition(
-    state: &AppState,
+    state: &TenancyState,
     slug: &str,
     to: TenantStatus,
     from: &[TenantStatus],
@@ -483,7 +485,7 @@ async fn transition(
     get(state, slug).await
 }
 
-pub async fn suspend(state: &AppState, slug: &str) -> ApiResult<Tenant> {
+pub async fn suspend(state: &TenancyState, slug: &str) -> ApiResult<Tenant> {
     transition(
         state,
         slug,
@@ -493,7 +495,7 @@ pub async fn suspend(state: &AppState, slug: &str) -> ApiResult<Tenant> {
     .await
 }
 
-pub async fn resume(state: &AppState, slug: &str) -> ApiResult<Tenant> {
+pub async fn resume(state: &TenancyState, slug: &str) -> ApiResult<Tenant> {
     transition(
         state,
         slug,
@@ -505,7 +507,7 @@ pub async fn resume(state: &AppState, slug: &str) -> ApiResult<Tenant> {
 
 /// Deletes a tenant and all its data. `confirm` must repeat the slug. Idempotent: an
 /// interrupted deletion (status `deleting`) finishes when called again.
-pub async fn delete(state: &AppState, slug: &str, confirm: Option<&str>) -> ApiResult<()> {
+pub async fn delete(state: &TenancyState, slug: &str, confirm: Option<&str>) -> ApiResult<()> {
     if confirm != Some(slug) {
         return Err(ApiError::new(
             ErrorCode::ConfirmationRequired,
@@ -536,7 +538,7 @@ pub async fn delete(state: &AppState, slug: &str, confirm: Option<&str>) -> ApiR
         return lock.finish(Ok(())).await;
     };
     state.audit_recent.forget(tenant.id.0);
-    let key = crate::resources::indexer::index_key(tenant.id.0);
+    let key = crate::ids::search_index_key(tenant.id.0);
     let search = state.search.clone();
     match tokio::task::spawn_blocking(move || search.remove(&key)).await {
         Ok(Ok(())) => {}
@@ -622,7 +624,7 @@ pub async fn migrate_platform(
 
 /// Migrates the registry and records each region's shared database; returns the registry
 /// version. Enough for a fresh platform to provision tenants.
-pub async fn ensure_platform(state: &AppState) -> ApiResult<i64> {
+pub async fn ensure_platform(state: &TenancyState) -> ApiResult<i64> {
     let version = migrate_platform(&state.config)
         .await
         .map_err(|e| ApiError::unavailable("the registry database", e))?;
@@ -640,7 +642,7 @@ pub async fn ensure_platform(state: &AppState) -> ApiResult<i64> {
     Ok(version)
 }
 
-pub async fn migrate_all(state: &AppState) -> ApiResult<MigrateReport> {
+pub async fn migrate_all(state: &TenancyState) -> ApiResult<MigrateReport> {
     let mut report = MigrateReport {
         registry_version: ensure_platform(state).await?,
         ..Default::default()
@@ -668,7 +670,7 @@ pub async fn migrate_all(state: &AppState) -> ApiResult<MigrateReport> {
 
 /// Migrates (or finishes provisioning) one tenant under its lock; `false` when it was deleted
 /// or is being deleted meanwhile.
-pub async fn migrate_one(state: &AppState, slug: &str) -> ApiResult<bool> {
+pub async fn migrate_one(state: &TenancyState, slug: &str) -> ApiResult<bool> {
     let mut lock = lock_tenant(state, slug).await?;
     let tenant = match repo::find_by_slug(lock.conn(), slug).await? {
         Some(t) if t.status != TenantStatus::Deleting => t,
@@ -693,45 +695,7 @@ pub async fn migrate_one(state: &AppState, slug: &str) -> ApiResult<bool> {
     lock.finish(outcome).await
 }
 
-/// A tenant with everything a request needs precomputed: its database handle and what its
-/// tokens must carry.
-pub fn resolved(state: &AppState, tenant: Tenant) -> ResolvedTenant {
-    let db = tenant_db(state, &tenant);
-    let identity = &tenant.identity;
-    let (issuer, org_alias) = match (
-        identity.ready,
-        identity.mode,
-        &identity.realm,
-        &identity.org_alias,
-    ) {
-        (true, IdentityMode::Realm, Some(realm), _) => (Some(state.keycloak.issuer(realm)), None),
-        (true, IdentityMode::Organization, Some(realm), Some(alias)) => {
-            (Some(state.keycloak.issuer(realm)), Some(alias.clone()))
-        }
-        (true, IdentityMode::Local, _, _) => (Some(crate::auth::local::issuer(&tenant.slug)), None),
-        // Not provisioned (or inconsistent): no issuer, so every token is refused.
-        _ => (None, None),
-    };
-    ResolvedTenant {
-        tenant,
-        db,
-        issuer,
-        org_alias,
-    }
-}
-
-/// The scoped database handle of an active tenant.
-pub fn tenant_db(state: &AppState, tenant: &Tenant) -> TenantDb {
-    let pool = state
-        .pools
-        .get_or_create(tenant.connection_id, &tenant.database_name, || {
-            db::database_url(
-                state.config.region_server_url(tenant.region),
-                &tenant.database_name,
-            )
-        });
-    TenantDb::new(pool, &tenant.schema_name)
-}
+pub use super::resolve::{resolved, tenant_db};
 
 /// `model` re-exported for callers that only need the types.
 pub use model::TenantView;

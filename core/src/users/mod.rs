@@ -1,49 +1,24 @@
 //! Users of a tenant as this API knows them: created just in time from the token on a user's
 //! first authenticated request, then loaded from an in-process cache.
 //!
-//! Shape: `handlers` → `service` (JIT, cache) → `repo`. Owns the rule that a request runs as
+//! Shape: `handlers` (`/v1/me`, `/v1/users`) → `service` (JIT, cache, reconciliation, and
+//! management by tenant admins written to Keycloak and PostgreSQL together) → `repo`. Owns the rule that a request runs as
 //! an *active* user of its tenant: a deactivated or deleted user is refused even with a valid
 //! token. Never trusts anything but the validated token for identity.
 
-pub mod admin;
 pub mod handlers;
+pub mod hoops;
 pub mod repo;
 pub mod service;
 
 use std::sync::Arc;
 
-use salvo::oapi::{Components, EndpointArgRegister, Operation};
-use salvo::prelude::*;
-
-use crate::app::AppState;
-use crate::auth::CurrentPrincipal;
-use crate::error::ApiError;
-use crate::tenancy::resolve::CurrentTenant;
-
-use chrono::{DateTime, Utc};
 use salvo::oapi::ToSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::UserId;
-
-/// A user of the tenant.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-pub struct User {
-    pub id: UserId,
-    /// The identity provider's id of this user (the token's `sub`).
-    pub subject: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
-    /// `active`, `deactivated` or `deleted`.
-    pub status: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub last_seen_at: DateTime<Utc>,
-}
+pub use crate::auth::identity::{CurrentUser, User};
+use crate::config::Config;
+use crate::tenancy::TenancyState;
 
 /// The caller: the user row plus what this request's token says.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -57,52 +32,60 @@ pub struct Me {
     pub client: Option<String>,
 }
 
-/// Hoop after `Authenticate`: loads (or creates, on first sight) the caller's user row and
-/// refuses inactive users.
-pub struct LoadUser;
-
-#[async_trait]
-impl Handler for LoadUser {
-    async fn handle(
-        &self,
-        req: &mut Request,
-        depot: &mut Depot,
-        res: &mut Response,
-        ctrl: &mut FlowCtrl,
-    ) {
-        let (Ok(state), Ok(tenant), Ok(principal)) = (
-            depot.get_typed::<Arc<AppState>>().cloned(),
-            depot.get_typed::<CurrentTenant>().cloned(),
-            depot.get_typed::<CurrentPrincipal>().cloned(),
-        ) else {
-            ApiError::internal("LoadUser mounted without ResolveTenant and Authenticate")
-                .render(req, depot, res);
-            ctrl.skip_rest();
-            return;
-        };
-        match service::current(&state.users, tenant.0.tenant.id, &tenant.0.db, &principal.0).await {
-            Ok(user) => {
-                depot.insert_typed(CurrentUser { user, principal });
-            }
-            Err(e) => {
-                e.render(req, depot, res);
-                ctrl.skip_rest();
-            }
-        }
-    }
+/// What user management uses, built once by `app`: the user cache, the session registry
+/// (deactivation ends sessions), Keycloak (users sync both ways) and the tenant registry
+/// (reconciliation visits every tenant).
+pub struct UsersState {
+    pub config: Arc<Config>,
+    pub tenancy: Arc<TenancyState>,
+    /// Users by (tenant, subject).
+    pub users: Arc<service::UserCache>,
+    pub sessions: Arc<crate::sessions::Sessions>,
+    /// Keycloak admin API (users); never used on the request path.
+    pub keycloak: Arc<crate::auth::keycloak::KeycloakAdmin>,
+    pub redis: redis::aio::ConnectionManager,
 }
 
-/// The authenticated, active user of this request (and its token's claims).
-#[derive(Debug, Clone)]
-pub struct CurrentUser {
-    pub user: Arc<User>,
-    pub principal: CurrentPrincipal,
+/// What a reconciliation changed.
+#[derive(Debug, Default, Clone, Serialize, ToSchema)]
+#[salvo(schema(name = "neotenant.users.service.ReconcileReport"))]
+pub struct ReconcileReport {
+    /// Users listed by the identity provider.
+    pub seen: usize,
+    /// Users created or whose profile or status changed.
+    pub changed: usize,
+    /// Users deactivated because the identity provider no longer lists them.
+    pub removed: usize,
 }
 
-crate::depot_extractor!(CurrentUser, "LoadUser");
+/// A user to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[salvo(schema(name = "neotenant.users.admin.NewUser"))]
+pub struct NewUser {
+    /// 3-64 characters of a-z, 0-9, `.`, `_`, `-`.
+    pub username: String,
+    pub email: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// An initial password; the user must change it at first login unless `temporary` is false.
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default = "yes")]
+    pub temporary: bool,
+}
 
-impl EndpointArgRegister for CurrentUser {
-    fn register(components: &mut Components, operation: &mut Operation, arg: &str) {
-        CurrentPrincipal::register(components, operation, arg);
-    }
+fn yes() -> bool {
+    true
+}
+
+/// Fields to change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[salvo(schema(name = "neotenant.users.admin.UserPatch"))]
+pub struct UserPatch {
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
 }

@@ -190,3 +190,68 @@ pub async fn create_local(
         .await?;
     Ok(user)
 }
+
+/// Inserts a user created through the admin API.
+pub async fn insert(
+    conn: &mut AsyncPgConnection,
+    subject: &str,
+    username: &str,
+    email: &str,
+    display_name: Option<&str>,
+) -> QueryResult<User> {
+    diesel::insert_into(users::table)
+        .values((
+            users::id.eq(UserId::generate().0),
+            users::subject.eq(subject),
+            users::username.eq(username),
+            users::email.eq(email),
+            users::display_name.eq(display_name),
+        ))
+        .returning(row_selection())
+        .get_result(conn)
+        .await
+        .map(User::from)
+}
+
+/// A page of users by id, oldest first (`limit` rows after `after`).
+pub async fn page(
+    conn: &mut AsyncPgConnection,
+    after: Option<UserId>,
+    limit: i64,
+) -> QueryResult<Vec<User>> {
+    let mut query = users::table
+        .select(row_selection())
+        .order(users::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(users::id.gt(after.0));
+    }
+    Ok(query
+        .load(conn)
+        .await?
+        .into_iter()
+        .map(User::from)
+        .collect())
+}
+
+/// Sets a user's email, display name and status.
+pub async fn set_profile(
+    conn: &mut AsyncPgConnection,
+    id: UserId,
+    email: Option<&str>,
+    display_name: Option<&str>,
+    status: &str,
+) -> QueryResult<User> {
+    diesel::update(users::table.find(id.0))
+        .set((
+            users::email.eq(email),
+            users::display_name.eq(display_name),
+            users::status.eq(status),
+            users::updated_at.eq(chrono::Utc::now()),
+        ))
+        .returning(row_selection())
+        .get_result(conn)
+        .await
+        .map(User::from)
+}

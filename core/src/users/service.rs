@@ -1,15 +1,23 @@
 //! Just-in-time users and the per-instance user cache (profile TTL 15 minutes, as planned).
 
+use super::ReconcileReport;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::User;
+use serde_json::json;
+
 use super::repo::{self, SeenUser};
+use super::{NewUser, User, UserPatch, UsersState};
+use crate::audit::{self, Actor, Change};
+use crate::auth::keycloak::IdpError;
 use crate::auth::token::Principal;
 use crate::db::TenantDb;
+use crate::error::FieldError;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{TenantId, UserId};
+use crate::tenancy::cache::ResolvedTenant;
+use crate::tenancy::model::IdentityMode;
 
 const TTL: Duration = Duration::from_secs(15 * 60);
 const MAX_ENTRIES: usize = 100_000;
@@ -127,22 +135,11 @@ pub async fn by_email(db: &TenantDb, email: &str) -> ApiResult<UserId> {
     }
 }
 
-/// What a reconciliation changed.
-#[derive(Debug, Default, Clone, serde::Serialize, salvo::oapi::ToSchema)]
-pub struct ReconcileReport {
-    /// Users listed by the identity provider.
-    pub seen: usize,
-    /// Users created or whose profile or status changed.
-    pub changed: usize,
-    /// Users deactivated because the identity provider no longer lists them.
-    pub removed: usize,
-}
-
 /// Brings this tenant's users in line with Keycloak: created, changed and disabled users
 /// arrive; users gone from Keycloak (or from the tenant's organization) are deactivated, and
 /// sessions of users who became inactive are revoked.
 pub async fn reconcile(
-    state: &crate::app::AppState,
+    state: &super::UsersState,
     resolved: &crate::tenancy::cache::ResolvedTenant,
 ) -> ApiResult<ReconcileReport> {
     let tenant = &resolved.tenant;
@@ -241,7 +238,7 @@ pub async fn reconcile(
 /// Reconciles every active tenant's users every `interval`, one instance per tenant at a time
 /// (a Redis lock per tenant and round), until `shutdown` fires.
 pub async fn reconcile_loop(
-    state: std::sync::Arc<crate::app::AppState>,
+    state: std::sync::Arc<super::UsersState>,
     interval: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -252,7 +249,7 @@ pub async fn reconcile_loop(
         }
         let mut after = None;
         loop {
-            let page = match crate::tenancy::service::list(&state, after, 200).await {
+            let page = match crate::tenancy::service::list(&state.tenancy, after, 200).await {
                 Ok(page) => page,
                 Err(error) => {
                     tracing::warn!(%error, "user reconciliation could not list tenants");
@@ -265,7 +262,7 @@ pub async fn reconcile_loop(
                 .iter()
                 .filter(|t| t.status == crate::tenancy::model::TenantStatus::Active)
             {
-                let lock = format!("neotenant:lock:reconcile:{}", tenant.id);
+                let lock = crate::keys::reconcile_lock(tenant.id);
                 let mut redis = state.redis.clone();
                 let won: redis::RedisResult<Option<String>> = redis::cmd("SET")
                     .arg(&lock)
@@ -278,11 +275,372 @@ pub async fn reconcile_loop(
                 if !matches!(won, Ok(Some(_))) {
                     continue;
                 }
-                let resolved = crate::tenancy::service::resolved(&state, tenant.clone());
+                let resolved = crate::tenancy::service::resolved(&state.tenancy, tenant.clone());
                 if let Err(error) = reconcile(&state, &resolved).await {
                     tracing::warn!(tenant = %tenant.slug, %error, "user reconciliation failed");
                 }
             }
         }
     }
+}
+
+// ---- management by tenant admins -------------------------------------------------------
+//
+// **Invariants:** a change is made in a PostgreSQL transaction that commits only after
+// Keycloak accepted it, so Keycloak failing leaves PostgreSQL untouched; a user created in
+// Keycloak whose row then cannot be written is deleted from Keycloak again (compensation), and
+// the reconciliation job repairs anything a crash between the two leaves behind. Deactivation
+// and deletion revoke every session at once. A deleted user's row stays (status `deleted`) so
+// the audit trail keeps its subject. In organization mode the Keycloak account is shared by
+// the region's tenants: the tenant removes its membership instead of disabling or deleting it.
+
+fn idp_down(e: IdpError) -> ApiError {
+    ApiError::new(
+        ErrorCode::IdentityUnavailable,
+        "Keycloak is unavailable; nothing was changed",
+    )
+    .with_source(e)
+}
+
+fn realm_of(tenant: &ResolvedTenant) -> ApiResult<&str> {
+    tenant
+        .tenant
+        .identity
+        .realm
+        .as_deref()
+        .filter(|_| tenant.tenant.identity.is_complete())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::IdentityUnavailable,
+                "the tenant's identity home is not provisioned",
+            )
+        })
+}
+
+fn check_email(email: &str, pointer: &str, errors: &mut Vec<FieldError>) {
+    let ok = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'));
+    if !ok {
+        errors.push(FieldError {
+            pointer: pointer.into(),
+            message: "must be an email address".into(),
+        });
+    }
+}
+
+fn check_display(name: &Option<String>, errors: &mut Vec<FieldError>) {
+    if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+        errors.push(FieldError {
+            pointer: "/display_name".into(),
+            message: "must be at most 200 characters".into(),
+        });
+    }
+}
+
+/// Keycloak's user profile wants a first and a last name: split a display name into both.
+fn names(display: &str) -> (String, String) {
+    match display.trim().split_once(' ') {
+        Some((first, last)) => (first.to_string(), last.trim().to_string()),
+        None => (display.trim().to_string(), display.trim().to_string()),
+    }
+}
+
+/// Creates a user (Keycloak account, then the row; the account is removed again if the row
+/// cannot be written).
+pub async fn create(
+    state: &UsersState,
+    tenant: &ResolvedTenant,
+    actor: &Actor,
+    input: &NewUser,
+) -> ApiResult<User> {
+    let mut errors = Vec::new();
+    let username_ok = (3..=64).contains(&input.username.len())
+        && input.username.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        });
+    if !username_ok {
+        errors.push(FieldError {
+            pointer: "/username".into(),
+            message: "must be 3-64 characters of a-z, 0-9, . _ -".into(),
+        });
+    }
+    check_email(&input.email, "/email", &mut errors);
+    check_display(&input.display_name, &mut errors);
+    if input
+        .password
+        .as_ref()
+        .is_some_and(|p| !(8..=256).contains(&p.chars().count()))
+    {
+        errors.push(FieldError {
+            pointer: "/password".into(),
+            message: "must be 8-256 characters".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let realm = realm_of(tenant)?;
+    let (first, last) = names(input.display_name.as_deref().unwrap_or(&input.username));
+    let mut representation = json!({
+        "username": input.username, "email": input.email, "emailVerified": false, "enabled": true,
+        "firstName": first, "lastName": last,
+    });
+    if let Some(password) = &input.password {
+        representation["credentials"] =
+            json!([{"type": "password", "value": password, "temporary": input.temporary}]);
+    }
+    let kc = &state.keycloak;
+    let subject = kc
+        .create_user(realm, &representation)
+        .await
+        .map_err(idp_down)?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Conflict,
+                "a user with this username or email already exists",
+            )
+        })?;
+    let written: ApiResult<User> = async {
+        if let (IdentityMode::Organization, Some(org)) = (
+            tenant.tenant.identity.mode,
+            tenant.tenant.identity.org_id.as_deref(),
+        ) {
+            kc.add_organization_member(realm, org, &subject)
+                .await
+                .map_err(idp_down)?;
+        }
+        tenant
+            .db
+            .transaction(async |tx| {
+                let user = repo::insert(
+                    tx.conn(),
+                    &subject,
+                    &input.username,
+                    &input.email,
+                    input.display_name.as_deref(),
+                )
+                .await?;
+                audit::record(
+                    tx.conn(),
+                    actor,
+                    Change {
+                        action: "user.created",
+                        target_type: "user",
+                        target_id: Some(user.id.to_string()),
+                        data: json!({"after": {"username": user.username, "email": user.email,
+                                               "display_name": user.display_name}}),
+                    },
+                )
+                .await?;
+                Ok::<_, ApiError>(user)
+            })
+            .await
+    }
+    .await;
+    if written.is_err() {
+        // Compensate: the Keycloak account must not outlive a failed creation.
+        if let Err(undo) = kc.delete_user(realm, &subject).await {
+            tracing::error!(error = %undo, subject, "compensating a failed user creation failed; reconciliation will pick it up");
+        }
+    }
+    written
+}
+
+/// A page of the tenant's users, oldest first (`limit` + 1 rows: the extra one says there is
+/// a next page).
+pub async fn list(db: &TenantDb, after: Option<UserId>, limit: i64) -> ApiResult<Vec<User>> {
+    db.transaction(async |tx| Ok::<_, ApiError>(repo::page(tx.conn(), after, limit).await?))
+        .await
+}
+
+/// Applies `change` to the row inside a transaction that commits only if `idp` succeeds.
+#[allow(clippy::too_many_arguments)]
+async fn change<F>(
+    state: &UsersState,
+    tenant: &ResolvedTenant,
+    actor: &Actor,
+    action: &str,
+    id: UserId,
+    set_status: Option<&str>,
+    patch: Option<&UserPatch>,
+    idp: F,
+) -> ApiResult<User>
+where
+    F: AsyncFnOnce(&User) -> Result<(), IdpError>,
+{
+    let mut tx = tenant.db.begin().await?;
+    let result: ApiResult<User> = async {
+        let current = repo::get(tx.conn(), id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("user"))?;
+        if current.status == "deleted" {
+            return Err(ApiError::new(ErrorCode::Conflict, "the user was deleted"));
+        }
+        let email = patch
+            .and_then(|p| p.email.clone())
+            .or(current.email.clone());
+        let display = patch
+            .and_then(|p| p.display_name.clone())
+            .or(current.display_name.clone());
+        let status = set_status.unwrap_or(&current.status).to_string();
+        let updated = repo::set_profile(
+            tx.conn(),
+            id,
+            email.as_deref(),
+            display.as_deref(),
+            &status,
+        )
+        .await?;
+        audit::record(
+            tx.conn(),
+            actor,
+            Change {
+                action,
+                target_type: "user",
+                target_id: Some(id.to_string()),
+                data: json!({
+                    "before": {"email": current.email, "display_name": current.display_name, "status": current.status},
+                    "after": {"email": updated.email, "display_name": updated.display_name, "status": updated.status},
+                }),
+            },
+        )
+        .await?;
+        idp(&updated).await.map_err(idp_down)?;
+        Ok(updated)
+    }
+    .await;
+    let user = tx.finish(result).await?;
+    state.users.evict(tenant.tenant.id, &user.subject);
+    Ok(user)
+}
+
+/// Changes a user's email or display name (in Keycloak too).
+pub async fn update(
+    state: &UsersState,
+    tenant: &ResolvedTenant,
+    actor: &Actor,
+    id: UserId,
+    patch: &UserPatch,
+) -> ApiResult<User> {
+    let mut errors = Vec::new();
+    if let Some(email) = &patch.email {
+        check_email(email, "/email", &mut errors);
+    }
+    check_display(&patch.display_name, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let realm = realm_of(tenant)?.to_string();
+    let kc = state.keycloak.clone();
+    change(
+        state,
+        tenant,
+        actor,
+        "user.updated",
+        id,
+        None,
+        Some(patch),
+        async |u: &User| {
+            kc.update_user(
+                &realm,
+                &u.subject,
+                &json!({"email": u.email, "firstName": u.display_name.clone().unwrap_or_default()}),
+            )
+            .await
+        },
+    )
+    .await
+}
+
+/// Deactivates (`active == false`) or reactivates a user; deactivation ends their sessions.
+pub async fn set_active(
+    state: &UsersState,
+    tenant: &ResolvedTenant,
+    actor: &Actor,
+    id: UserId,
+    active: bool,
+) -> ApiResult<User> {
+    let realm = realm_of(tenant)?.to_string();
+    let identity = tenant.tenant.identity.clone();
+    let kc = state.keycloak.clone();
+    let user = change(
+        state,
+        tenant,
+        actor,
+        if active {
+            "user.reactivated"
+        } else {
+            "user.deactivated"
+        },
+        id,
+        Some(if active { "active" } else { "deactivated" }),
+        None,
+        async |u: &User| {
+            match (identity.mode, identity.org_id.as_deref()) {
+                // A shared account: the tenant grants or withdraws its membership only.
+                (IdentityMode::Organization, Some(org)) if active => {
+                    kc.add_organization_member(&realm, org, &u.subject).await
+                }
+                (IdentityMode::Organization, Some(org)) => {
+                    kc.remove_organization_member(&realm, org, &u.subject).await
+                }
+                _ => {
+                    kc.update_user(&realm, &u.subject, &json!({"enabled": active}))
+                        .await
+                }
+            }
+        },
+    )
+    .await?;
+    if !active {
+        revoke_all(state, tenant, &user.subject).await;
+    }
+    Ok(user)
+}
+
+async fn revoke_all(state: &UsersState, tenant: &ResolvedTenant, subject: &str) {
+    let sids: Vec<String> = match state.sessions.list(tenant.tenant.id, subject).await {
+        Ok(list) => list.into_iter().map(|s| s.id).collect(),
+        Err(_) => Vec::new(),
+    };
+    if let Err(error) = state
+        .sessions
+        .revoke(tenant.tenant.id, subject, &sids)
+        .await
+    {
+        tracing::warn!(%error, "revoking sessions failed; the user row is inactive and refused anyway");
+    }
+}
+
+/// Deletes a user: the row stays as `deleted` (audit trail); the Keycloak account (or, for a
+/// shared account, the tenant's membership) goes; sessions end.
+pub async fn delete(
+    state: &UsersState,
+    tenant: &ResolvedTenant,
+    actor: &Actor,
+    id: UserId,
+) -> ApiResult<()> {
+    let realm = realm_of(tenant)?.to_string();
+    let identity = tenant.tenant.identity.clone();
+    let kc = state.keycloak.clone();
+    let user = change(
+        state,
+        tenant,
+        actor,
+        "user.deleted",
+        id,
+        Some("deleted"),
+        None,
+        async |u: &User| match (identity.mode, identity.org_id.as_deref()) {
+            (IdentityMode::Organization, Some(org)) => {
+                kc.remove_organization_member(&realm, org, &u.subject).await
+            }
+            _ => kc.delete_user(&realm, &u.subject).await,
+        },
+    )
+    .await?;
+    revoke_all(state, tenant, &user.subject).await;
+    Ok(())
 }

@@ -8,6 +8,8 @@
 //! revoked key is refused by every instance at once, through the session revocation broadcast.
 //! Never logs a key.
 
+pub mod handlers;
+
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
@@ -400,92 +402,5 @@ mod tests {
     fn digests_are_keyed() {
         assert_ne!(digest("k1", "s"), digest("k2", "s"));
         assert_eq!(digest("k1", "s"), digest("k1", "s"));
-    }
-}
-
-/// `/v1/api-keys`: my keys.
-pub mod handlers {
-
-    use salvo::oapi::endpoint;
-    use salvo::prelude::*;
-
-    use super::{ApiKeyView, CreatedApiKey, NewApiKey};
-
-    use crate::error::{ApiError, ApiResult};
-    use crate::http::extract::{JsonBody, Path};
-    use crate::http::reply::{NoContent, Reply};
-    use crate::ids::ApiKeyId;
-    use crate::rbac::Can;
-    use crate::rbac::need::{ApiKeysCreateOwn, ApiKeysReadOwn, ApiKeysRevokeOwn};
-    use crate::tenancy::resolve::CurrentTenant;
-
-    use crate::http::extract::state;
-
-    /// Create an API key acting as me (the secret is in this answer only).
-    #[endpoint(tags("api keys"), status_codes(201, 401, 422))]
-    pub async fn create_key(
-        can: Can<ApiKeysCreateOwn>,
-        tenant: CurrentTenant,
-        body: JsonBody<NewApiKey>,
-        depot: &mut Depot,
-    ) -> ApiResult<Reply<CreatedApiKey>> {
-        let state = state(depot)?;
-        let me = &can.user;
-        let mut tx = tenant.0.db.begin().await?;
-        let catalog = crate::rbac::service::catalog(tx.conn()).await;
-        let catalog = tx.finish(catalog).await?;
-        let created = super::create(
-            &tenant.0.db,
-            state.config.auth.api_key_secret.expose(),
-            me.user.id,
-            &body.0,
-            &catalog,
-            &can,
-        )
-        .await?;
-        let location = format!("/v1/api-keys/{}", created.key.id);
-        Ok(Reply::created(created, location))
-    }
-
-    /// My live API keys.
-    #[endpoint(tags("api keys"), status_codes(200, 401))]
-    pub async fn list_keys(
-        can: Can<ApiKeysReadOwn>,
-        tenant: CurrentTenant,
-    ) -> ApiResult<Reply<Vec<ApiKeyView>>> {
-        Ok(Reply::ok(
-            super::list(&tenant.0.db, can.user.user.id).await?,
-        ))
-    }
-
-    /// Revoke one of my API keys; every instance refuses it from now on.
-    #[endpoint(tags("api keys"), status_codes(204, 400, 401, 404))]
-    pub async fn revoke_key(
-        can: Can<ApiKeysRevokeOwn>,
-        tenant: CurrentTenant,
-        id: Path<ApiKeyId>,
-        depot: &mut Depot,
-    ) -> ApiResult<NoContent> {
-        let state = state(depot)?;
-        if !super::revoke(&tenant.0.db, &can.actor, can.user.user.id, id.0).await? {
-            return Err(ApiError::not_found("API key"));
-        }
-        state
-            .sessions
-            .revoke(
-                tenant.0.tenant.id,
-                &can.user.user.subject,
-                &[super::revocation_id(id.0)],
-            )
-            .await
-            .map_err(|e| ApiError::unavailable("the session store", e))?;
-        Ok(NoContent)
-    }
-
-    pub fn router() -> Router {
-        Router::with_path("api-keys")
-            .get(list_keys)
-            .post(create_key)
-            .push(Router::with_path("{id}").delete(revoke_key))
     }
 }

@@ -1,0 +1,168 @@
+//! A tenant's audit settings: retention and syslog forwarding. Validation (one 422 listing
+//! every problem), and changes audited in their own transaction. SQL is `repo`.
+
+use salvo::oapi::ToSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{Actor, Change, repo};
+use crate::db::TenantDb;
+use crate::error::{ApiError, ApiResult, FieldError};
+
+/// Where to forward the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[salvo(schema(name = "neotenant.audit.handlers.Syslog"))]
+pub struct Syslog {
+    /// The collector's host name or IP address.
+    pub host: String,
+    pub port: u16,
+    /// Use TLS (RFC 5425); the collector's certificate must match `host`.
+    #[serde(default)]
+    pub tls: bool,
+    /// A CA certificate (PEM) to trust for the collector, besides the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+}
+
+/// The tenant's audit settings.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[salvo(schema(name = "neotenant.audit.handlers.AuditSettings"))]
+pub struct AuditSettings {
+    /// Keep entries this many days (1-36500); `null` keeps them forever.
+    pub retention_days: Option<i32>,
+    /// Forward every entry to this syslog collector (RFC 5424 over TCP); `null` turns it off.
+    pub syslog: Option<Syslog>,
+}
+
+/// Forwarding progress, shown with the settings.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[salvo(schema(name = "neotenant.audit.handlers.AuditSettingsView"))]
+pub struct AuditSettingsView {
+    #[serde(flatten)]
+    pub settings: AuditSettings,
+    /// The last entry (seq) the collector accepted.
+    pub forwarded_seq: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarded_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why the last forwarding attempt failed, if it did (it is retried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_error: Option<String>,
+}
+
+fn valid_host(h: &str) -> bool {
+    (1..=253).contains(&h.len())
+        && h.parse::<std::net::IpAddr>().is_ok()
+            | h.split('.').all(|l| {
+                (1..=63).contains(&l.len())
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            })
+}
+
+/// Every problem with `s`, at once.
+fn check(s: &AuditSettings) -> ApiResult<()> {
+    let mut errors = Vec::new();
+    if s.retention_days.is_some_and(|d| !(1..=36500).contains(&d)) {
+        errors.push(FieldError {
+            pointer: "/retention_days".into(),
+            message: "must be between 1 and 36500, or null".into(),
+        });
+    }
+    if let Some(sys) = &s.syslog {
+        if !valid_host(&sys.host) {
+            errors.push(FieldError {
+                pointer: "/syslog/host".into(),
+                message: "must be a host name or IP address".into(),
+            });
+        }
+        if sys.port == 0 {
+            errors.push(FieldError {
+                pointer: "/syslog/port".into(),
+                message: "must be 1-65535".into(),
+            });
+        }
+        if let Some(pem) = &sys.ca_pem {
+            if !sys.tls {
+                errors.push(FieldError {
+                    pointer: "/syslog/ca_pem".into(),
+                    message: "only used with tls: true".into(),
+                });
+            } else if pem.len() > 20_000 {
+                errors.push(FieldError {
+                    pointer: "/syslog/ca_pem".into(),
+                    message: "at most 20000 characters".into(),
+                });
+            } else if let Err(e) = super::forward::tls_config(Some(pem)) {
+                errors.push(FieldError {
+                    pointer: "/syslog/ca_pem".into(),
+                    message: e,
+                });
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+/// The settings and forwarding progress.
+pub async fn get(db: &TenantDb) -> ApiResult<AuditSettingsView> {
+    let row = db
+        .transaction(async |tx| Ok::<_, ApiError>(repo::settings(tx.conn()).await?))
+        .await?;
+    Ok(AuditSettingsView {
+        settings: AuditSettings {
+            retention_days: row.retention_days,
+            syslog: match (row.syslog_host, row.syslog_port) {
+                (Some(host), Some(port)) => Some(Syslog {
+                    host,
+                    port: port as u16,
+                    tls: row.syslog_tls,
+                    ca_pem: row.syslog_ca_pem,
+                }),
+                _ => None,
+            },
+        },
+        forwarded_seq: row.forwarded_seq,
+        forwarded_at: row.forwarded_at,
+        forward_error: row.forward_error,
+    })
+}
+
+/// Replaces the settings (audited with before and after) and answers them.
+pub async fn put(db: &TenantDb, actor: &Actor, s: &AuditSettings) -> ApiResult<AuditSettingsView> {
+    check(s)?;
+    let before = get(db).await?;
+    db.transaction(async |tx| {
+        let conn = tx.conn();
+        let syslog = s.syslog.as_ref();
+        repo::set_settings(
+            conn,
+            s.retention_days,
+            syslog.map(|x| x.host.as_str()),
+            syslog.map(|x| i32::from(x.port)),
+            syslog.is_some_and(|x| x.tls),
+            syslog.and_then(|x| x.ca_pem.as_deref()),
+        )
+        .await?;
+        super::record(
+            conn,
+            actor,
+            Change {
+                action: "audit.settings_changed",
+                target_type: "audit_log",
+                target_id: None,
+                data: json!({"before": before.settings, "after": s}),
+            },
+        )
+        .await?;
+        Ok::<_, ApiError>(())
+    })
+    .await?;
+    get(db).await
+}
