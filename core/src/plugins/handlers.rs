@@ -81,7 +81,7 @@ fn uploaded(p: Plugin, created: bool, location: String) -> Reply<Plugin> {
 /// The tenant's own plugins and their versions.
 #[endpoint(tags("plugins"), status_codes(200, 401, 403))]
 pub async fn list(can: Can<PluginsRead>, depot: &mut Depot) -> ApiResult<Reply<Vec<Plugin>>> {
-    let tenant = can.caller.tenant.0.tenant.id.0;
+    let tenant = can.caller.tenant_id().0;
     Ok(Reply::ok(
         service::list(&*dep::<PluginsState>(depot)?, Some(tenant)).await?,
     ))
@@ -103,7 +103,7 @@ pub async fn upload(
 ) -> ApiResult<Reply<Plugin>> {
     let state = dep::<PluginsState>(depot)?;
     let (component, manifest) = read_upload(req, &state).await?;
-    let tenant = can.caller.tenant.0.tenant.id.0;
+    let tenant = can.caller.tenant_id().0;
     let by = can.caller.user_id().to_string();
     let (p, version, created) =
         service::upload(&state, Some(tenant), &by, component, &manifest).await?;
@@ -113,7 +113,7 @@ pub async fn upload(
         .find(|v| v.version == version)
         .map(|v| v.hash.clone());
     crate::audit::record_alone(
-        &can.caller.tenant.0.db,
+        &can.caller.db(),
         &can.caller.actor,
         crate::audit::Change {
             action: "plugin.uploaded",
@@ -134,7 +134,7 @@ pub async fn get(
     name: Path<String>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<Plugin>> {
-    let tenant = can.caller.tenant.0.tenant.id.0;
+    let tenant = can.caller.tenant_id().0;
     Ok(Reply::ok(
         service::get(&*dep::<PluginsState>(depot)?, Some(tenant), &name.0).await?,
     ))

@@ -328,11 +328,11 @@ pub async fn get(state: &PluginsState, owner: Option<Uuid>, name: &str) -> ApiRe
 // ---------------------------------------------------------------- installations
 
 fn tenant_of(caller: &Caller) -> Uuid {
-    caller.tenant.0.tenant.id.0
+    caller.tenant_id().0
 }
 
 fn db_of(caller: &Caller) -> &TenantDb {
-    &caller.tenant.0.db
+    &caller.db()
 }
 
 /// The breaker's key for an installation at a version.

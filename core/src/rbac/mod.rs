@@ -101,6 +101,21 @@ impl Caller {
     pub fn user_id(&self) -> uuid::Uuid {
         self.user.user.id.0
     }
+
+    /// The caller's tenant, resolved for this request.
+    pub fn tenant(&self) -> &crate::tenancy::cache::ResolvedTenant {
+        &self.tenant.0
+    }
+
+    /// The caller's tenant's id.
+    pub fn tenant_id(&self) -> crate::ids::TenantId {
+        self.tenant.0.tenant.id
+    }
+
+    /// The caller's tenant's database: every query of a tenant-scoped service runs here.
+    pub fn db(&self) -> &crate::db::TenantDb {
+        &self.tenant.0.db
+    }
 }
 
 /// A permission an endpoint requires, as a type.

@@ -327,7 +327,7 @@ async fn audit(
 }
 
 pub async fn create_role(state: &RbacState, caller: &Caller, input: &NewRole) -> ApiResult<Role> {
-    let db = &caller.tenant.0.db;
+    let db = &caller.db();
     let mut tx = db.begin().await?;
     let result = async {
         let conn = tx.conn();
@@ -417,7 +417,7 @@ pub async fn create_role(state: &RbacState, caller: &Caller, input: &NewRole) ->
     }
     .await;
     let role = tx.finish(result).await?;
-    state.perms.invalidate(caller.tenant.0.tenant.id.0).await;
+    state.perms.invalidate(caller.tenant_id().0).await;
     Ok(role)
 }
 
@@ -437,7 +437,7 @@ pub async fn update_role(
     key: &str,
     patch: &RolePatch,
 ) -> ApiResult<Role> {
-    let db = &caller.tenant.0.db;
+    let db = &caller.db();
     let mut tx = db.begin().await?;
     let result = async {
         let conn = tx.conn();
@@ -518,12 +518,12 @@ pub async fn update_role(
     }
     .await;
     let role = tx.finish(result).await?;
-    state.perms.invalidate(caller.tenant.0.tenant.id.0).await;
+    state.perms.invalidate(caller.tenant_id().0).await;
     Ok(role)
 }
 
 pub async fn delete_role(state: &RbacState, caller: &Caller, key: &str) -> ApiResult<()> {
-    let db = &caller.tenant.0.db;
+    let db = &caller.db();
     let mut tx = db.begin().await?;
     let result = async {
         let conn = tx.conn();
@@ -552,7 +552,7 @@ pub async fn delete_role(state: &RbacState, caller: &Caller, key: &str) -> ApiRe
     }
     .await;
     tx.finish(result).await?;
-    state.perms.invalidate(caller.tenant.0.tenant.id.0).await;
+    state.perms.invalidate(caller.tenant_id().0).await;
     Ok(())
 }
 
@@ -596,7 +596,7 @@ pub async fn assign(
     let mut ids: Vec<Uuid> = user_ids.iter().map(|u| u.0).collect();
     ids.sort();
     ids.dedup();
-    let db = &caller.tenant.0.db;
+    let db = &caller.db();
     let mut tx = db.begin().await?;
     let result = async {
         let conn = tx.conn();
@@ -640,7 +640,7 @@ pub async fn assign(
     }
     .await;
     let out = tx.finish(result).await?;
-    state.perms.invalidate(caller.tenant.0.tenant.id.0).await;
+    state.perms.invalidate(caller.tenant_id().0).await;
     Ok(out)
 }
 
@@ -650,7 +650,7 @@ pub async fn unassign(
     key: &str,
     user: UserId,
 ) -> ApiResult<()> {
-    let db = &caller.tenant.0.db;
+    let db = &caller.db();
     let mut tx = db.begin().await?;
     let result = async {
         let conn = tx.conn();
@@ -692,7 +692,7 @@ pub async fn unassign(
     }
     .await;
     tx.finish(result).await?;
-    state.perms.invalidate(caller.tenant.0.tenant.id.0).await;
+    state.perms.invalidate(caller.tenant_id().0).await;
     Ok(())
 }
 
@@ -752,7 +752,7 @@ pub async fn add_grant(
     user: UserId,
     input: &NewGrant,
 ) -> ApiResult<Grant> {
-    let db = &caller.tenant.0.db;
+    let db = &caller.db();
     let mut tx = db.begin().await?;
     let result = async {
         let conn = tx.conn();
@@ -815,7 +815,7 @@ pub async fn add_grant(
     }
     .await;
     let grant = tx.finish(result).await?;
-    state.perms.invalidate(caller.tenant.0.tenant.id.0).await;
+    state.perms.invalidate(caller.tenant_id().0).await;
     Ok(grant)
 }
 
@@ -825,7 +825,7 @@ pub async fn remove_grant(
     user: UserId,
     grant: GrantId,
 ) -> ApiResult<()> {
-    let db = &caller.tenant.0.db;
+    let db = &caller.db();
     let mut tx = db.begin().await?;
     let result = async {
         let conn = tx.conn();
@@ -857,7 +857,7 @@ pub async fn remove_grant(
     }
     .await;
     tx.finish(result).await?;
-    state.perms.invalidate(caller.tenant.0.tenant.id.0).await;
+    state.perms.invalidate(caller.tenant_id().0).await;
     Ok(())
 }
 
@@ -940,7 +940,7 @@ pub async fn permissions_of(
     explain: bool,
 ) -> ApiResult<UserPermissions> {
     let eff = effective_of(state, caller, user).await?;
-    let mut tx = caller.tenant.0.db.begin().await?;
+    let mut tx = caller.db().begin().await?;
     let cat = catalog(tx.conn()).await;
     let cat = tx.finish(cat).await?;
     let explain = explain.then(|| {

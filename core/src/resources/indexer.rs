@@ -382,8 +382,8 @@ pub async fn search(
     caller: &Caller,
     s: Search,
 ) -> ApiResult<neotenant_search::Results> {
-    let tenant = caller.tenant.0.tenant.id.0;
-    let db = &caller.tenant.0.db;
+    let tenant = caller.tenant_id().0;
+    let db = &caller.db();
     let mut tx = db.begin().await?;
     let access = async {
         let conn = tx.conn();

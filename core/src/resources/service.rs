@@ -37,10 +37,10 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn db(&self) -> &crate::db::TenantDb {
-        &self.caller.tenant.0.db
+        &self.caller.db()
     }
     fn tenant(&self) -> Uuid {
-        self.caller.tenant.0.tenant.id.0
+        self.caller.tenant_id().0
     }
     fn actor_id(&self) -> String {
         self.caller.user.user.id.to_string()

@@ -379,7 +379,7 @@ impl Importer<'_> {
             return Ok(());
         }
         let rows = std::mem::take(&mut self.batch);
-        let mut tx = self.ctx.caller.tenant.0.db.begin().await?;
+        let mut tx = self.ctx.caller.db().begin().await?;
         let mut rejected = Vec::new();
         let mut imported = 0;
         let result = async {

@@ -204,7 +204,7 @@ pub async fn create_template(caller: &Caller, input: &TeamTemplate) -> ApiResult
             ));
         }
     }
-    let mut tx = caller.tenant.0.db.begin().await?;
+    let mut tx = caller.db().begin().await?;
     let result = async {
         let conn = tx.conn();
         let spec = serde_json::to_value(&input.spec).expect("serialisable");
@@ -332,7 +332,7 @@ pub async fn create(state: &RbacState, caller: &Caller, input: &NewTeam) -> ApiR
     let description = check_description(&input.description)?;
     let template = match &input.template {
         Some(key) => Some(
-            templates(&caller.tenant.0.db)
+            templates(&caller.db())
                 .await?
                 .into_iter()
                 .find(|t| &t.key == key)
@@ -344,7 +344,7 @@ pub async fn create(state: &RbacState, caller: &Caller, input: &NewTeam) -> ApiR
         Some(p) => require_on_team(caller, "create", p.0)?,
         None => caller.require("teams", "create", Scope::Tenant)?,
     }
-    let mut tx = caller.tenant.0.db.begin().await?;
+    let mut tx = caller.db().begin().await?;
     let result = async {
         let conn = tx.conn();
         repo::lock_tree(conn).await?;
@@ -382,7 +382,7 @@ pub async fn create(state: &RbacState, caller: &Caller, input: &NewTeam) -> ApiR
     .await;
     let team = tx.finish(result).await?;
     if template.is_some() {
-        state.perms.invalidate(caller.tenant.0.tenant.id.0).await;
+        state.perms.invalidate(caller.tenant_id().0).await;
     }
     Ok(team)
 }
@@ -461,7 +461,7 @@ pub async fn patch(caller: &Caller, id: TeamId, input: &TeamPatch) -> ApiResult<
         .as_deref()
         .map(check_description)
         .transpose()?;
-    let mut tx = caller.tenant.0.db.begin().await?;
+    let mut tx = caller.db().begin().await?;
     let result = async {
         let conn = tx.conn();
         let before = the_team(repo::get(conn, id.0).await?)?;
@@ -497,7 +497,7 @@ pub async fn delete(
     recursive: bool,
 ) -> ApiResult<()> {
     require_on_team(caller, "delete", id.0)?;
-    let mut tx = caller.tenant.0.db.begin().await?;
+    let mut tx = caller.db().begin().await?;
     let result = async {
         let conn = tx.conn();
         repo::lock_tree(conn).await?;
@@ -525,7 +525,7 @@ pub async fn delete(
     }
     .await;
     tx.finish(result).await?;
-    state.perms.invalidate(caller.tenant.0.tenant.id.0).await;
+    state.perms.invalidate(caller.tenant_id().0).await;
     Ok(())
 }
 
@@ -540,7 +540,7 @@ pub async fn move_team(
     if let Some(p) = parent {
         require_on_team(caller, "update", p.0)?;
     }
-    let mut tx = caller.tenant.0.db.begin().await?;
+    let mut tx = caller.db().begin().await?;
     let result = async {
         let conn = tx.conn();
         repo::lock_tree(conn).await?;
@@ -597,7 +597,7 @@ pub async fn move_team(
     }
     .await;
     let team = tx.finish(result).await?;
-    state.perms.invalidate(caller.tenant.0.tenant.id.0).await;
+    state.perms.invalidate(caller.tenant_id().0).await;
     Ok(team)
 }
 
@@ -614,7 +614,7 @@ pub async fn merge(
     if id == into {
         return Err(field("/into", "a team cannot merge into itself"));
     }
-    let mut tx = caller.tenant.0.db.begin().await?;
+    let mut tx = caller.db().begin().await?;
     let result = async {
         let conn = tx.conn();
         repo::lock_tree(conn).await?;
@@ -718,7 +718,7 @@ pub async fn merge(
     }
     .await;
     let team = tx.finish(result).await?;
-    state.perms.invalidate(caller.tenant.0.tenant.id.0).await;
+    state.perms.invalidate(caller.tenant_id().0).await;
     Ok(team)
 }
 
@@ -735,7 +735,7 @@ pub async fn split(
     if input.member_ids.is_empty() || input.member_ids.len() > 1000 {
         return Err(field("/member_ids", "must list 1-1000 members"));
     }
-    let mut tx = caller.tenant.0.db.begin().await?;
+    let mut tx = caller.db().begin().await?;
     let result = async {
         let conn = tx.conn();
         repo::lock_tree(conn).await?;
@@ -793,7 +793,7 @@ pub async fn split(
     }
     .await;
     let team = tx.finish(result).await?;
-    state.perms.invalidate(caller.tenant.0.tenant.id.0).await;
+    state.perms.invalidate(caller.tenant_id().0).await;
     Ok(team)
 }
 
@@ -822,7 +822,7 @@ pub async fn add_members(
     let mut ids: Vec<Uuid> = input.user_ids.iter().map(|u| u.0).collect();
     ids.sort();
     ids.dedup();
-    let mut tx = caller.tenant.0.db.begin().await?;
+    let mut tx = caller.db().begin().await?;
     let result = async {
         let conn = tx.conn();
         the_team(repo::get(conn, id.0).await?)?;
@@ -853,7 +853,7 @@ pub async fn add_members(
     }
     .await;
     let out = tx.finish(result).await?;
-    state.perms.invalidate(caller.tenant.0.tenant.id.0).await;
+    state.perms.invalidate(caller.tenant_id().0).await;
     Ok(out)
 }
 
@@ -865,7 +865,7 @@ pub async fn set_member_role(
 ) -> ApiResult<Member> {
     require_on_team(caller, "manage_members", id.0)?;
     check_team_role(role, "/team_role")?;
-    let mut tx = caller.tenant.0.db.begin().await?;
+    let mut tx = caller.db().begin().await?;
     let result = async {
         let conn = tx.conn();
         let n = diesel::update(
@@ -904,7 +904,7 @@ pub async fn remove_member(
     user: UserId,
 ) -> ApiResult<()> {
     require_on_team(caller, "manage_members", id.0)?;
-    let mut tx = caller.tenant.0.db.begin().await?;
+    let mut tx = caller.db().begin().await?;
     let result = async {
         let conn = tx.conn();
         if repo::remove_members(conn, id.0, Some(&[user.0]))
@@ -924,7 +924,7 @@ pub async fn remove_member(
     }
     .await;
     tx.finish(result).await?;
-    state.perms.invalidate(caller.tenant.0.tenant.id.0).await;
+    state.perms.invalidate(caller.tenant_id().0).await;
     Ok(())
 }
 
@@ -952,7 +952,7 @@ pub async fn add_team_role(
     id: TeamId,
     key: &str,
 ) -> ApiResult<Vec<String>> {
-    let mut tx = caller.tenant.0.db.begin().await?;
+    let mut tx = caller.db().begin().await?;
     let result = async {
         let conn = tx.conn();
         the_team(repo::get(conn, id.0).await?)?;
@@ -969,8 +969,8 @@ pub async fn add_team_role(
     }
     .await;
     tx.finish(result).await?;
-    state.perms.invalidate(caller.tenant.0.tenant.id.0).await;
-    team_roles(&caller.tenant.0.db, id).await
+    state.perms.invalidate(caller.tenant_id().0).await;
+    team_roles(&caller.db(), id).await
 }
 
 pub async fn remove_team_role(
@@ -980,7 +980,7 @@ pub async fn remove_team_role(
     key: &str,
 ) -> ApiResult<()> {
     caller.require("roles", "assign", Scope::Tenant)?;
-    let mut tx = caller.tenant.0.db.begin().await?;
+    let mut tx = caller.db().begin().await?;
     let result = async {
         let conn = tx.conn();
         let role: Option<Uuid> = roles::table
@@ -1014,7 +1014,7 @@ pub async fn remove_team_role(
     }
     .await;
     tx.finish(result).await?;
-    state.perms.invalidate(caller.tenant.0.tenant.id.0).await;
+    state.perms.invalidate(caller.tenant_id().0).await;
     Ok(())
 }
 
@@ -1064,7 +1064,7 @@ pub async fn add_share(caller: &Caller, id: TeamId, input: &NewShare) -> ApiResu
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let mut tx = caller.tenant.0.db.begin().await?;
+    let mut tx = caller.db().begin().await?;
     let result = async {
         let conn = tx.conn();
         the_team(repo::get(conn, id.0).await?)?;
@@ -1108,7 +1108,7 @@ pub async fn add_share(caller: &Caller, id: TeamId, input: &NewShare) -> ApiResu
 
 pub async fn remove_share(caller: &Caller, id: TeamId, share: ShareId) -> ApiResult<()> {
     require_on_team(caller, "share", id.0)?;
-    let mut tx = caller.tenant.0.db.begin().await?;
+    let mut tx = caller.db().begin().await?;
     let result = async {
         let conn = tx.conn();
         let n = diesel::delete(
