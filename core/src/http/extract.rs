@@ -6,7 +6,10 @@
 //! shape → 422 `validation` with a pointer to the field, bad path or query value → 400
 //! `invalid-parameter`. Never panics on input and never lets salvo's generic error through.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use salvo::extract::{Extractible, Metadata};
 use salvo::http::ParseError;
@@ -45,26 +48,47 @@ macro_rules! depot_extractor {
     };
 }
 
-/// A piece of state `app` injected for the routes (`Arc<T>`): each feature's handlers ask
-/// for their own feature's state and nothing wider.
-pub fn dep<T: Send + Sync + 'static>(depot: &Depot) -> Result<std::sync::Arc<T>, ApiError> {
+/// A piece of state `app` provided for the routes (`Arc<T>`): each feature's handlers and
+/// hoops ask for their own feature's state and nothing wider.
+pub fn dep<T: Send + Sync + 'static>(depot: &Depot) -> Result<Arc<T>, ApiError> {
     depot
-        .get_typed::<std::sync::Arc<T>>()
-        .cloned()
-        .map_err(|_| ApiError::internal(format!("{} was not injected", std::any::type_name::<T>())))
+        .get_typed::<Arc<States>>()
+        .ok()
+        .and_then(|states| states.get::<T>())
+        .ok_or_else(|| {
+            ApiError::internal(format!(
+                "{} was not provided to this route",
+                std::any::type_name::<T>()
+            ))
+        })
 }
 
-/// The hoop that puts the pieces of state `app` built in every request's depot, where
-/// [`dep`] finds them.
+/// The states `app` built, by type: put in each request's depot once (one insertion per
+/// request, whatever their number), read by [`dep`].
 #[derive(Default)]
-pub struct Provide(Vec<Box<dyn Fn(&mut Depot) + Send + Sync>>);
+pub struct States(HashMap<TypeId, Arc<dyn Any + Send + Sync>>);
+
+impl States {
+    pub fn with<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
+        self.0.insert(TypeId::of::<T>(), value);
+        self
+    }
+
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.0
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.clone().downcast::<T>().ok())
+    }
+}
+
+/// The hoop that puts the [`States`] in every request's depot.
+#[derive(Default)]
+pub struct Provide(Arc<States>);
 
 impl Provide {
-    pub fn with<T: Send + Sync + 'static>(mut self, value: std::sync::Arc<T>) -> Self {
-        self.0.push(Box::new(move |depot: &mut Depot| {
-            depot.insert_typed(value.clone());
-        }));
-        self
+    pub fn with<T: Send + Sync + 'static>(self, value: Arc<T>) -> Self {
+        let states = Arc::try_unwrap(self.0).unwrap_or_else(|shared| States(shared.0.clone()));
+        Self(Arc::new(states.with(value)))
     }
 }
 
@@ -77,9 +101,7 @@ impl Handler for Provide {
         _res: &mut Response,
         _ctrl: &mut FlowCtrl,
     ) {
-        for put in &self.0 {
-            put(depot);
-        }
+        depot.insert_typed(self.0.clone());
     }
 }
 
