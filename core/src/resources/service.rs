@@ -6,16 +6,15 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use diesel::sql_types::{Array, Jsonb, Text, Uuid as SqlUuid};
-use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::AsyncPgConnection;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::ResourcesState;
 use super::access::{Access, Action, Relation};
 use super::hooks::{Seen, TypePlugin};
-use super::repo::{self, ResourceRow, Sql, TypeRow};
-use super::types::{self, is_field};
+use super::repo::{self, ResourceRow, TypeRow};
+use super::types;
 use super::{
     ActionOutcome, BulkError, BulkOp, BulkRequest, BulkResponse, BulkResult, Diff, DiffEntry, Link,
     LinkInput, Resource, ResourceInput, ResourcePatch, ResourceType, Share, ShareInput, TypeInput,
@@ -37,7 +36,7 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn db(&self) -> &crate::db::TenantDb {
-        &self.caller.db()
+        self.caller.db()
     }
     fn tenant(&self) -> Uuid {
         self.caller.tenant_id().0
@@ -64,77 +63,20 @@ fn type_change(action: &'static str, t: &ResourceType) -> Change<'static> {
     }
 }
 
-/// Name of the index that sorts live resources of `type_name` by `field`.
-fn sort_index_name(type_name: &str, field: &str) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!("{type_name}\0{field}").as_bytes());
-    format!("resources_sort_{}", hex::encode(&digest[..10]))
-}
-
-/// The SQL expression a sortable field sorts by, typed as its schema declares. `field` has
-/// passed `is_field`, so it is safe as a literal.
-fn sort_expr(t: &ResourceType, field: &str) -> String {
-    let numeric = t
-        .schema
-        .pointer(&format!("/properties/{field}/type"))
-        .is_some_and(|ty| ty == "number" || ty == "integer");
-    if numeric {
-        // Never throws: a value that is not a JSON number (an old row while a migration
-        // mends it, say) sorts as absent.
-        format!(
-            "(CASE WHEN jsonb_typeof(r.data -> '{field}') = 'number' \
-             THEN (r.data ->> '{field}')::numeric END)"
-        )
-    } else {
-        format!("((r.data ->> '{field}') COLLATE \"C\")")
-    }
-}
-
-/// Creates the sort indexes a type declares and drops the ones it no longer does.
-async fn sync_sort_indexes(
-    conn: &mut AsyncPgConnection,
-    t: &ResourceType,
-    old: Option<&ResourceType>,
-) -> ApiResult<()> {
-    let mut sql = String::new();
-    if let Some(old) = old {
-        for f in &old.sortable {
-            sql.push_str(&format!(
-                "DROP INDEX IF EXISTS {};",
-                sort_index_name(&old.name, f)
-            ));
-        }
-    }
-    for f in &t.sortable {
-        debug_assert!(is_field(f) && types::is_name(&t.name));
-        let expr = sort_expr(t, f).replace("r.data", "data");
-        sql.push_str(&format!(
-            "CREATE INDEX IF NOT EXISTS {} ON resources ({expr}, id) \
-             WHERE type = '{}' AND deleted_at IS NULL;",
-            sort_index_name(&t.name, f),
-            t.name
-        ));
-    }
-    if !sql.is_empty() {
-        conn.batch_execute(&sql).await?;
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------- types
 
 pub async fn list_types(ctx: &Ctx<'_>) -> ApiResult<Vec<ResourceType>> {
-    let mut tx = ctx.db().begin().await?;
-    let r = repo::types(tx.conn()).await.map_err(ApiError::from);
-    tx.finish(r).await
+    ctx.db()
+        .transaction(async |tx| Ok(repo::types(tx.conn()).await?))
+        .await
 }
 
 pub async fn get_type(ctx: &Ctx<'_>, name: &str) -> ApiResult<ResourceType> {
-    let mut tx = ctx.db().begin().await?;
-    let r = repo::get_type(tx.conn(), name)
-        .await
-        .map_err(ApiError::from);
-    found(tx.finish(r).await?, "resource type")
+    let t = ctx
+        .db()
+        .transaction(async |tx| Ok::<_, ApiError>(repo::get_type(tx.conn(), name).await?))
+        .await?;
+    found(t, "resource type")
 }
 
 fn checked(input: &TypeInput, existing: &[String]) -> ApiResult<()> {
@@ -157,9 +99,9 @@ pub async fn create_type(ctx: &Ctx<'_>, input: &TypeInput) -> ApiResult<Resource
             "only a type change can carry a migration",
         ));
     }
-    let mut tx = ctx.db().begin().await?;
-    let result = create_type_in(ctx, tx.conn(), input, None).await;
-    tx.finish(result).await
+    ctx.db()
+        .transaction(async |tx| create_type_in(ctx, tx.conn(), input, None).await)
+        .await
 }
 
 /// Refuses changing a plugin's type through the declarative API.
@@ -221,7 +163,7 @@ pub(crate) async fn create_type_in(
         repo::insert_type(conn, &row).await?;
         let t = ResourceType::from(row);
         repo::insert_type_version(conn, &t).await?;
-        sync_sort_indexes(conn, &t, None).await?;
+        repo::sync_sort_indexes(conn, &t, None).await?;
         audit::record(
             conn,
             &ctx.caller.actor,
@@ -236,9 +178,9 @@ pub(crate) async fn create_type_in(
 /// against the new schema, after the optional migration is applied to it; otherwise nothing
 /// changes and the answer lists the first failures.
 pub async fn replace_type(ctx: &Ctx<'_>, name: &str, input: &TypeInput) -> ApiResult<ResourceType> {
-    let mut tx = ctx.db().begin().await?;
-    let result = replace_type_in(ctx, tx.conn(), name, input, None).await;
-    tx.finish(result).await
+    ctx.db()
+        .transaction(async |tx| replace_type_in(ctx, tx.conn(), name, input, None).await)
+        .await
 }
 
 /// Replaces a type in the caller's transaction; `by_plugin` names the installation making
@@ -330,7 +272,7 @@ pub(crate) async fn replace_type_in(
             .await?;
         }
         // After the rows are mended: index expressions must hold for every stored value.
-        sync_sort_indexes(conn, &t, Some(&old)).await?;
+        repo::sync_sort_indexes(conn, &t, Some(&old)).await?;
         audit::record(
             conn,
             &ctx.caller.actor,
@@ -351,9 +293,9 @@ pub(crate) async fn replace_type_in(
 
 /// Deletes a type that has no resources (live or deleted).
 pub async fn delete_type(ctx: &Ctx<'_>, name: &str) -> ApiResult<()> {
-    let mut tx = ctx.db().begin().await?;
-    let result = delete_type_in(ctx, tx.conn(), name, None).await;
-    tx.finish(result).await
+    ctx.db()
+        .transaction(async |tx| delete_type_in(ctx, tx.conn(), name, None).await)
+        .await
 }
 
 /// Deletes a type in the caller's transaction (`by_plugin`: as for [`replace_type_in`]).
@@ -377,16 +319,7 @@ pub(crate) async fn delete_type_in(
                 format!("{n} resource(s) of type `{name}` exist; delete and purge them first"),
             ));
         }
-        let mut drop = String::new();
-        for f in &t.sortable {
-            drop.push_str(&format!(
-                "DROP INDEX IF EXISTS {};",
-                sort_index_name(name, f)
-            ));
-        }
-        if !drop.is_empty() {
-            conn.batch_execute(&drop).await?;
-        }
+        repo::drop_sort_indexes(conn, &t).await?;
         repo::delete_type(conn, name).await?;
         audit::record(
             conn,
@@ -462,27 +395,6 @@ async fn locked_type(
     Ok((t, v))
 }
 
-/// Whether `team` is one of the caller's teams or below one.
-async fn team_in_reach(
-    conn: &mut AsyncPgConnection,
-    access: &Access,
-    team: Uuid,
-) -> ApiResult<bool> {
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        ok: bool,
-    }
-    let row: Row = diesel_async::RunQueryDsl::get_result(
-        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM teams WHERE id = $1 AND path && $2) AS ok")
-            .bind::<SqlUuid, _>(team)
-            .bind::<Array<SqlUuid>, _>(&access.teams),
-        conn,
-    )
-    .await?;
-    Ok(row.ok)
-}
-
 /// Checks the team a resource is put in: it exists, and the caller is in it (or above it)
 /// unless they act on the whole tenant.
 async fn check_team(
@@ -496,7 +408,7 @@ async fn check_team(
         return Err(invalid("/team_id", "no such team"));
     }
     if access.scope(action) != Some(crate::rbac::perm::Scope::Tenant)
-        && !team_in_reach(conn, access, team.0).await?
+        && !repo::team_in_reach(conn, team.0, &access.teams).await?
     {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
@@ -530,9 +442,9 @@ async fn record_change(
 }
 
 pub async fn create(ctx: &Ctx<'_>, type_name: &str, input: &ResourceInput) -> ApiResult<Resource> {
-    let mut tx = ctx.db().begin().await?;
-    let result = create_in(ctx, tx.conn(), type_name, input).await;
-    tx.finish(result).await
+    ctx.db()
+        .transaction(async |tx| create_in(ctx, tx.conn(), type_name, input).await)
+        .await
 }
 
 /// Creates one resource inside the caller's transaction (imports).
@@ -698,18 +610,17 @@ pub async fn get(
     id: ResourceId,
     deleted: bool,
 ) -> ApiResult<Resource> {
-    let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let access = Access::load(conn, ctx.caller).await?;
-        let (r, _) = readable(conn, &access, type_name, id, false).await?;
-        if r.deleted_at.is_some() && !deleted {
-            return Err(ApiError::not_found("resource"));
-        }
-        Ok(r)
-    }
-    .await;
-    tx.finish(result).await
+    ctx.db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let access = Access::load(conn, ctx.caller).await?;
+            let (r, _) = readable(conn, &access, type_name, id, false).await?;
+            if r.deleted_at.is_some() && !deleted {
+                return Err(ApiError::not_found("resource"));
+            }
+            Ok(r)
+        })
+        .await
 }
 
 /// What an update changes.
@@ -727,9 +638,9 @@ async fn edit(
     if_match: Option<&str>,
     change: Edit<'_>,
 ) -> ApiResult<Resource> {
-    let mut tx = ctx.db().begin().await?;
-    let result = edit_in(ctx, tx.conn(), type_name, id, if_match, change).await;
-    tx.finish(result).await
+    ctx.db()
+        .transaction(async |tx| edit_in(ctx, tx.conn(), type_name, id, if_match, change).await)
+        .await
 }
 
 async fn edit_in(
@@ -853,9 +764,11 @@ pub async fn set_deleted(
     if_match: Option<&str>,
     deleted: bool,
 ) -> ApiResult<Resource> {
-    let mut tx = ctx.db().begin().await?;
-    let result = set_deleted_in(ctx, tx.conn(), type_name, id, if_match, deleted).await;
-    tx.finish(result).await
+    ctx.db()
+        .transaction(async |tx| {
+            set_deleted_in(ctx, tx.conn(), type_name, id, if_match, deleted).await
+        })
+        .await
 }
 
 async fn set_deleted_in(
@@ -931,47 +844,46 @@ pub async fn action(
     if_match: Option<&str>,
     input: &Value,
 ) -> ApiResult<ActionOutcome> {
-    let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let (t, _) = locked_type(ctx, conn, type_name).await?;
-        let plugin = plugin_of(ctx, conn, &t)
-            .await?
-            .ok_or_else(|| ApiError::not_found("action"))?;
-        if !types::is_name(name) || !plugin.actions().await?.iter().any(|a| a == name) {
-            return Err(ApiError::not_found("action"));
-        }
-        let access = Access::load(conn, ctx.caller).await?;
-        let (before, rel) = readable(conn, &access, type_name, id, true).await?;
-        if before.deleted_at.is_some() {
-            return Err(ApiError::not_found("resource"));
-        }
-        require(&access, Action::Update, rel)?;
-        check_if_match(&before, if_match)?;
-        let result = plugin.action(conn, name, id.0, &before.data, input).await?;
-        let resource = match result.data {
-            Some(d) => edit_in(ctx, conn, type_name, id, None, Edit::Data(d)).await?,
-            None => before,
-        };
-        audit::record(
-            conn,
-            &ctx.caller.actor,
-            Change {
-                action: "resource.action",
-                target_type: "resource",
-                target_id: Some(id.to_string()),
-                data: json!({"type": type_name, "action": name, "plugin": plugin.name(),
+    ctx.db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let (t, _) = locked_type(ctx, conn, type_name).await?;
+            let plugin = plugin_of(ctx, conn, &t)
+                .await?
+                .ok_or_else(|| ApiError::not_found("action"))?;
+            if !types::is_name(name) || !plugin.actions().await?.iter().any(|a| a == name) {
+                return Err(ApiError::not_found("action"));
+            }
+            let access = Access::load(conn, ctx.caller).await?;
+            let (before, rel) = readable(conn, &access, type_name, id, true).await?;
+            if before.deleted_at.is_some() {
+                return Err(ApiError::not_found("resource"));
+            }
+            require(&access, Action::Update, rel)?;
+            check_if_match(&before, if_match)?;
+            let result = plugin.action(conn, name, id.0, &before.data, input).await?;
+            let resource = match result.data {
+                Some(d) => edit_in(ctx, conn, type_name, id, None, Edit::Data(d)).await?,
+                None => before,
+            };
+            audit::record(
+                conn,
+                &ctx.caller.actor,
+                Change {
+                    action: "resource.action",
+                    target_type: "resource",
+                    target_id: Some(id.to_string()),
+                    data: json!({"type": type_name, "action": name, "plugin": plugin.name(),
                              "version": resource.version}),
-            },
-        )
-        .await?;
-        Ok(ActionOutcome {
-            output: result.output,
-            resource,
+                },
+            )
+            .await?;
+            Ok(ActionOutcome {
+                output: result.output,
+                resource,
+            })
         })
-    }
-    .await;
-    tx.finish(result).await
+        .await
 }
 
 // ---------------------------------------------------------------- versions
@@ -983,27 +895,25 @@ pub async fn versions(
     before: Option<i32>,
     limit: i64,
 ) -> ApiResult<Vec<Version>> {
-    let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let access = Access::load(conn, ctx.caller).await?;
-        readable(conn, &access, type_name, id, false).await?;
-        Ok(repo::versions(conn, id.0, before, limit).await?)
-    }
-    .await;
-    tx.finish(result).await
+    ctx.db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let access = Access::load(conn, ctx.caller).await?;
+            readable(conn, &access, type_name, id, false).await?;
+            Ok(repo::versions(conn, id.0, before, limit).await?)
+        })
+        .await
 }
 
 pub async fn version(ctx: &Ctx<'_>, type_name: &str, id: ResourceId, v: i32) -> ApiResult<Version> {
-    let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let access = Access::load(conn, ctx.caller).await?;
-        readable(conn, &access, type_name, id, false).await?;
-        found(repo::version(conn, id.0, v).await?, "version")
-    }
-    .await;
-    tx.finish(result).await
+    ctx.db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let access = Access::load(conn, ctx.caller).await?;
+            readable(conn, &access, type_name, id, false).await?;
+            found(repo::version(conn, id.0, v).await?, "version")
+        })
+        .await
 }
 
 /// The comparable state of a resource or version: data, tags, category, deleted.
@@ -1065,29 +975,28 @@ pub async fn diff(
     from: Option<i32>,
     to: Option<i32>,
 ) -> ApiResult<Diff> {
-    let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let access = Access::load(conn, ctx.caller).await?;
-        let (r, _) = readable(conn, &access, type_name, id, false).await?;
-        let to = to.unwrap_or(r.version);
-        let from = from.unwrap_or(to - 1);
-        if from < 1 || to < 1 || from > r.version || to > r.version {
-            return Err(ApiError::new(
-                ErrorCode::InvalidParameter,
-                format!("versions run from 1 to {}", r.version),
-            ));
-        }
-        let a = found(repo::version(conn, id.0, from).await?, "version")?;
-        let b = found(repo::version(conn, id.0, to).await?, "version")?;
-        Ok(Diff {
-            from,
-            to,
-            changes: diff_states(&state_of_version(&a), &state_of_version(&b)),
+    ctx.db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let access = Access::load(conn, ctx.caller).await?;
+            let (r, _) = readable(conn, &access, type_name, id, false).await?;
+            let to = to.unwrap_or(r.version);
+            let from = from.unwrap_or(to - 1);
+            if from < 1 || to < 1 || from > r.version || to > r.version {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidParameter,
+                    format!("versions run from 1 to {}", r.version),
+                ));
+            }
+            let a = found(repo::version(conn, id.0, from).await?, "version")?;
+            let b = found(repo::version(conn, id.0, to).await?, "version")?;
+            Ok(Diff {
+                from,
+                to,
+                changes: diff_states(&state_of_version(&a), &state_of_version(&b)),
+            })
         })
-    }
-    .await;
-    tx.finish(result).await
+        .await
 }
 
 /// Makes an old version current again, as a new version (validated against today's schema).
@@ -1098,36 +1007,35 @@ pub async fn revert(
     v: i32,
     if_match: Option<&str>,
 ) -> ApiResult<Resource> {
-    let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let (_, validator) = locked_type(ctx, conn, type_name).await?;
-        let access = Access::load(conn, ctx.caller).await?;
-        let (before, rel) = readable(conn, &access, type_name, id, true).await?;
-        if before.deleted_at.is_some() {
-            return Err(ApiError::not_found("resource"));
-        }
-        require(&access, Action::Update, rel)?;
-        check_if_match(&before, if_match)?;
-        let old = found(repo::version(conn, id.0, v).await?, "version")?;
-        let errors = types::validate(&validator, &old.data, "/data");
-        if !errors.is_empty() {
-            let mut e = ApiError::validation(errors);
-            e.detail = format!("version {v} does not fit the type's current schema").into();
-            return Err(e);
-        }
-        let mut after = before.clone();
-        after.data = old.data;
-        after.tags = old.tags;
-        after.category = old.category;
-        after.version += 1;
-        after.updated_at = Utc::now();
-        repo::update(conn, &after).await?;
-        record_change(ctx, conn, &after, "reverted", Some(&before)).await?;
-        Ok(after)
-    }
-    .await;
-    tx.finish(result).await
+    ctx.db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let (_, validator) = locked_type(ctx, conn, type_name).await?;
+            let access = Access::load(conn, ctx.caller).await?;
+            let (before, rel) = readable(conn, &access, type_name, id, true).await?;
+            if before.deleted_at.is_some() {
+                return Err(ApiError::not_found("resource"));
+            }
+            require(&access, Action::Update, rel)?;
+            check_if_match(&before, if_match)?;
+            let old = found(repo::version(conn, id.0, v).await?, "version")?;
+            let errors = types::validate(&validator, &old.data, "/data");
+            if !errors.is_empty() {
+                let mut e = ApiError::validation(errors);
+                e.detail = format!("version {v} does not fit the type's current schema").into();
+                return Err(e);
+            }
+            let mut after = before.clone();
+            after.data = old.data;
+            after.tags = old.tags;
+            after.category = old.category;
+            after.version += 1;
+            after.updated_at = Utc::now();
+            repo::update(conn, &after).await?;
+            record_change(ctx, conn, &after, "reverted", Some(&before)).await?;
+            Ok(after)
+        })
+        .await
 }
 
 // ---------------------------------------------------------------- lists
@@ -1186,183 +1094,108 @@ pub async fn list(
     type_name: &str,
     q: &ListQuery,
 ) -> ApiResult<(Vec<Resource>, Option<String>)> {
-    let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let t = existing_type(conn, type_name).await?;
-        let access = Access::load(conn, ctx.caller).await?;
-        let mut sql = Sql::new(
-            "SELECT r.id, r.type AS type_, r.data, r.tags, r.category, r.owner_id, r.team_id, \
-             r.version, r.created_at, r.updated_at, r.deleted_at FROM resources r WHERE r.type = ",
-        )
-        .bind::<Text, _>(t.name.clone())
-        .push(if q.deleted {
-            " AND r.deleted_at IS NOT NULL"
-        } else {
-            " AND r.deleted_at IS NULL"
-        });
-        sql = access.read_predicate(sql);
-        if !q.tags.is_empty() {
-            sql = sql
-                .push(" AND r.tags @> ")
-                .bind::<Array<Text>, _>(q.tags.clone());
-        }
-        if let Some(c) = &q.category {
-            sql = sql.push(" AND r.category = ").bind::<Text, _>(c.clone());
-        }
-        if let Some(o) = q.owner {
-            sql = sql.push(" AND r.owner_id = ").bind::<SqlUuid, _>(o);
-        }
-        if let Some(team) = q.team {
-            sql = sql.push(" AND r.team_id = ").bind::<SqlUuid, _>(team);
-        }
-        if !q.filters.is_empty() {
-            let mut obj = serde_json::Map::new();
-            for (f, raw) in &q.filters {
-                if !t.filterable.contains(f) {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidParameter,
-                        format!(
-                            "`{f}` is not a filterable field of `{}` (filterable: {})",
-                            t.name,
-                            t.filterable.join(", ")
-                        ),
-                    ));
+    ctx.db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let t = existing_type(conn, type_name).await?;
+            let access = Access::load(conn, ctx.caller).await?;
+            let mut contains = None;
+            if !q.filters.is_empty() {
+                let mut obj = serde_json::Map::new();
+                for (f, raw) in &q.filters {
+                    if !t.filterable.contains(f) {
+                        return Err(ApiError::new(
+                            ErrorCode::InvalidParameter,
+                            format!(
+                                "`{f}` is not a filterable field of `{}` (filterable: {})",
+                                t.name,
+                                t.filterable.join(", ")
+                            ),
+                        ));
+                    }
+                    obj.insert(f.clone(), filter_value(&t, f, raw)?);
                 }
-                obj.insert(f.clone(), filter_value(&t, f, raw)?);
+                contains = Some(Value::Object(obj));
             }
-            sql = sql
-                .push(" AND r.data @> ")
-                .bind::<Jsonb, _>(Value::Object(obj));
-        }
-        let sort = match &q.sort {
-            None => None,
-            Some(s) => {
-                let (desc, field) = match s.strip_prefix('-') {
-                    Some(f) => (true, f),
-                    None => (false, s.as_str()),
-                };
-                if !t.sortable.iter().any(|f| f == field) {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidParameter,
-                        format!(
-                            "`{field}` is not a sortable field of `{}` (sortable: {})",
-                            t.name,
-                            t.sortable.join(", ")
-                        ),
-                    ));
+            let sort = match &q.sort {
+                None => None,
+                Some(s) => {
+                    let (desc, field) = match s.strip_prefix('-') {
+                        Some(f) => (true, f),
+                        None => (false, s.as_str()),
+                    };
+                    if !t.sortable.iter().any(|f| f == field) {
+                        return Err(ApiError::new(
+                            ErrorCode::InvalidParameter,
+                            format!(
+                                "`{field}` is not a sortable field of `{}` (sortable: {})",
+                                t.name,
+                                t.sortable.join(", ")
+                            ),
+                        ));
+                    }
+                    Some((field, desc))
                 }
-                Some((desc, field.to_string(), sort_expr(&t, field)))
-            }
-        };
-        // Ascending: values, then rows without the field; descending: the exact reverse
-        // (rows without the field first), so both walk the sort index one way or the other.
-        match (&sort, &q.after) {
-            (None, Some(c)) => sql = sql.push(" AND r.id > ").bind::<SqlUuid, _>(c.id),
-            (Some((desc, _, expr)), Some(c)) => {
-                let cast = if expr.contains("::numeric") {
-                    "::numeric"
-                } else {
-                    " COLLATE \"C\""
-                };
-                let text = c.v.as_ref().map(|v| match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                });
-                sql = match (desc, text) {
-                    (false, None) => sql
-                        .push(&format!(" AND {expr} IS NULL AND r.id > "))
-                        .bind::<SqlUuid, _>(c.id),
-                    (true, None) => sql
-                        .push(&format!(" AND ({expr} IS NOT NULL OR r.id < "))
-                        .bind::<SqlUuid, _>(c.id)
-                        .push(")"),
-                    (false, Some(v)) => sql
-                        .push(&format!(" AND (({expr}, r.id) > (("))
-                        .bind::<Text, _>(v)
-                        .push(&format!("){cast}, "))
-                        .bind::<SqlUuid, _>(c.id)
-                        .push(&format!(") OR {expr} IS NULL)")),
-                    (true, Some(v)) => sql
-                        .push(&format!(" AND ({expr}, r.id) < (("))
-                        .bind::<Text, _>(v)
-                        .push(&format!("){cast}, "))
-                        .bind::<SqlUuid, _>(c.id)
-                        .push(")"),
-                };
-            }
-            _ => {}
-        }
-        sql = match &sort {
-            None => sql.push(" ORDER BY r.id"),
-            Some((false, _, expr)) => {
-                sql.push(&format!(" ORDER BY {expr} ASC NULLS LAST, r.id ASC"))
-            }
-            Some((true, _, expr)) => {
-                sql.push(&format!(" ORDER BY {expr} DESC NULLS FIRST, r.id DESC"))
-            }
-        };
-        sql = sql
-            .push(" LIMIT ")
-            .bind::<diesel::sql_types::BigInt, _>(q.limit + 1);
-        let mut rows = repo::list(conn, sql).await?;
-        let next = if rows.len() as i64 > q.limit {
-            rows.truncate(q.limit as usize);
-            rows.last().map(|last| {
-                crate::cursor::encode_cursor(&ListCursor {
-                    v: sort.as_ref().and_then(|(_, f, _)| sort_value(last, f)),
-                    id: last.id.0,
+            };
+            let page = repo::Page {
+                t: &t,
+                deleted: q.deleted,
+                tags: &q.tags,
+                category: q.category.as_deref(),
+                owner: q.owner,
+                team: q.team,
+                contains,
+                sort,
+                after: q.after.as_ref().map(|c| (c.v.as_ref(), c.id)),
+                limit: q.limit + 1,
+            };
+            let mut rows = repo::page(conn, &page, |sql| access.read_predicate(sql)).await?;
+            let next = if rows.len() as i64 > q.limit {
+                rows.truncate(q.limit as usize);
+                rows.last().map(|last| {
+                    crate::cursor::encode_cursor(&ListCursor {
+                        v: sort.and_then(|(f, _)| sort_value(last, f)),
+                        id: last.id.0,
+                    })
                 })
-            })
-        } else {
-            None
-        };
-        Ok((rows, next))
-    }
-    .await;
-    tx.finish(result).await
+            } else {
+                None
+            };
+            Ok((rows, next))
+        })
+        .await
 }
 
 /// Counts of live, visible resources of a type by tag or by category.
 pub async fn counts(ctx: &Ctx<'_>, type_name: &str, by_tag: bool) -> ApiResult<Vec<(String, i64)>> {
-    let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        existing_type(conn, type_name).await?;
-        let access = Access::load(conn, ctx.caller).await?;
-        let head = if by_tag {
-            "SELECT tag AS value, count(*) AS count FROM resources r, unnest(r.tags) AS tag WHERE r.type = "
-        } else {
-            "SELECT r.category AS value, count(*) AS count FROM resources r WHERE r.category IS NOT NULL AND r.type = "
-        };
-        let mut sql = Sql::new(head)
-            .bind::<Text, _>(type_name.to_string())
-            .push(" AND r.deleted_at IS NULL");
-        sql = access.read_predicate(sql);
-        sql = sql.push(" GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1000");
-        Ok(repo::counts(conn, sql)
-            .await?
-            .into_iter()
-            .map(|c| (c.value, c.count))
-            .collect())
-    }
-    .await;
-    tx.finish(result).await
+    ctx.db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            existing_type(conn, type_name).await?;
+            let access = Access::load(conn, ctx.caller).await?;
+            Ok(
+                repo::counts(conn, type_name, by_tag, |sql| access.read_predicate(sql))
+                    .await?
+                    .into_iter()
+                    .map(|c| (c.value, c.count))
+                    .collect(),
+            )
+        })
+        .await
 }
 
 // ---------------------------------------------------------------- shares
 
 pub async fn shares(ctx: &Ctx<'_>, type_name: &str, id: ResourceId) -> ApiResult<Vec<Share>> {
-    let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let access = Access::load(conn, ctx.caller).await?;
-        let (_, rel) = readable(conn, &access, type_name, id, false).await?;
-        require(&access, Action::Share, rel)?;
-        Ok(repo::shares(conn, id.0).await?)
-    }
-    .await;
-    tx.finish(result).await
+    ctx.db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let access = Access::load(conn, ctx.caller).await?;
+            let (_, rel) = readable(conn, &access, type_name, id, false).await?;
+            require(&access, Action::Share, rel)?;
+            Ok(repo::shares(conn, id.0).await?)
+        })
+        .await
 }
 
 /// Records a resource-level event (a new version, a share, a link): an audit entry and an
@@ -1405,52 +1238,51 @@ pub async fn share(
     if input.user_id.is_some() == input.team_id.is_some() {
         return Err(invalid("/", "name exactly one of user_id and team_id"));
     }
-    let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let access = Access::load(conn, ctx.caller).await?;
-        let (r, rel) = readable(conn, &access, type_name, id, true).await?;
-        if r.deleted_at.is_some() {
-            return Err(ApiError::not_found("resource"));
-        }
-        require(&access, Action::Share, rel)?;
-        if let Some(u) = input.user_id
-            && !repo::user_exists(conn, u.0).await?
-        {
-            return Err(invalid("/user_id", "no such user in this tenant"));
-        }
-        if let Some(t) = input.team_id
-            && !repo::team_exists(conn, t.0).await?
-        {
-            return Err(invalid("/team_id", "no such team"));
-        }
-        let sid = repo::upsert_share(
-            conn,
-            id.0,
-            input.user_id.map(|u| u.0),
-            input.team_id.map(|t| t.0),
-            input.access,
-            ctx.caller.user_id(),
-        )
-        .await?;
-        let share = repo::shares(conn, id.0)
-            .await?
-            .into_iter()
-            .find(|s| s.id.0 == sid)
-            .ok_or_else(|| ApiError::internal("share vanished"))?;
-        resource_event(
-            ctx,
-            conn,
-            &r,
-            "resource.shared",
-            json!({"share": share.id, "user_id": share.user_id, "team_id": share.team_id,
+    ctx.db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let access = Access::load(conn, ctx.caller).await?;
+            let (r, rel) = readable(conn, &access, type_name, id, true).await?;
+            if r.deleted_at.is_some() {
+                return Err(ApiError::not_found("resource"));
+            }
+            require(&access, Action::Share, rel)?;
+            if let Some(u) = input.user_id
+                && !repo::user_exists(conn, u.0).await?
+            {
+                return Err(invalid("/user_id", "no such user in this tenant"));
+            }
+            if let Some(t) = input.team_id
+                && !repo::team_exists(conn, t.0).await?
+            {
+                return Err(invalid("/team_id", "no such team"));
+            }
+            let sid = repo::upsert_share(
+                conn,
+                id.0,
+                input.user_id.map(|u| u.0),
+                input.team_id.map(|t| t.0),
+                input.access,
+                ctx.caller.user_id(),
+            )
+            .await?;
+            let share = repo::shares(conn, id.0)
+                .await?
+                .into_iter()
+                .find(|s| s.id.0 == sid)
+                .ok_or_else(|| ApiError::internal("share vanished"))?;
+            resource_event(
+                ctx,
+                conn,
+                &r,
+                "resource.shared",
+                json!({"share": share.id, "user_id": share.user_id, "team_id": share.team_id,
                    "access": share.access}),
-        )
-        .await?;
-        Ok(share)
-    }
-    .await;
-    tx.finish(result).await
+            )
+            .await?;
+            Ok(share)
+        })
+        .await
 }
 
 pub async fn unshare(
@@ -1459,19 +1291,18 @@ pub async fn unshare(
     id: ResourceId,
     share: ResourceShareId,
 ) -> ApiResult<()> {
-    let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let access = Access::load(conn, ctx.caller).await?;
-        let (r, rel) = readable(conn, &access, type_name, id, true).await?;
-        require(&access, Action::Share, rel)?;
-        if !repo::delete_share(conn, id.0, share.0).await? {
-            return Err(ApiError::not_found("share"));
-        }
-        resource_event(ctx, conn, &r, "resource.unshared", json!({"share": share})).await
-    }
-    .await;
-    tx.finish(result).await
+    ctx.db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let access = Access::load(conn, ctx.caller).await?;
+            let (r, rel) = readable(conn, &access, type_name, id, true).await?;
+            require(&access, Action::Share, rel)?;
+            if !repo::delete_share(conn, id.0, share.0).await? {
+                return Err(ApiError::not_found("share"));
+            }
+            resource_event(ctx, conn, &r, "resource.unshared", json!({"share": share})).await
+        })
+        .await
 }
 
 // ---------------------------------------------------------------- links
@@ -1495,50 +1326,51 @@ pub async fn link(
     id: ResourceId,
     input: &LinkInput,
 ) -> ApiResult<Link> {
-    let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let (t, _) = locked_type(ctx, conn, type_name).await?;
-        let Some(kind) = t.relationships.iter().find(|k| k.kind == input.kind) else {
-            return Err(invalid(
-                "/kind",
-                format!("`{type_name}` declares no relationship `{}`", input.kind),
-            ));
-        };
-        let access = Access::load(conn, ctx.caller).await?;
-        let (from, rel) = readable(conn, &access, type_name, id, true).await?;
-        if from.deleted_at.is_some() {
-            return Err(ApiError::not_found("resource"));
-        }
-        require(&access, Action::Update, rel)?;
-        let to = match readable(conn, &access, &kind.target, input.to_id, false).await {
-            Ok((to, _)) if to.deleted_at.is_none() => to,
-            _ => {
+    ctx.db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let (t, _) = locked_type(ctx, conn, type_name).await?;
+            let Some(kind) = t.relationships.iter().find(|k| k.kind == input.kind) else {
                 return Err(invalid(
-                    "/to_id",
-                    format!("no {} resource with this id that you may read", kind.target),
+                    "/kind",
+                    format!("`{type_name}` declares no relationship `{}`", input.kind),
                 ));
+            };
+            let access = Access::load(conn, ctx.caller).await?;
+            let (from, rel) = readable(conn, &access, type_name, id, true).await?;
+            if from.deleted_at.is_some() {
+                return Err(ApiError::not_found("resource"));
             }
-        };
-        if to.id == from.id {
-            return Err(invalid("/to_id", "a resource cannot link to itself"));
-        }
-        if !repo::insert_link(conn, from.id.0, &kind.kind, to.id.0, ctx.caller.user_id()).await? {
-            return Err(ApiError::new(ErrorCode::Conflict, "the link exists"));
-        }
-        let change = json!({"kind": kind.kind, "to_id": to.id, "to_type": to.type_name});
-        resource_event(ctx, conn, &from, "resource.linked", change).await?;
-        Ok(Link {
-            kind: kind.kind.clone(),
-            from_id: from.id,
-            from_type: from.type_name,
-            to_id: to.id,
-            to_type: to.type_name,
-            created_at: Utc::now(),
+            require(&access, Action::Update, rel)?;
+            let to = match readable(conn, &access, &kind.target, input.to_id, false).await {
+                Ok((to, _)) if to.deleted_at.is_none() => to,
+                _ => {
+                    return Err(invalid(
+                        "/to_id",
+                        format!("no {} resource with this id that you may read", kind.target),
+                    ));
+                }
+            };
+            if to.id == from.id {
+                return Err(invalid("/to_id", "a resource cannot link to itself"));
+            }
+            if !repo::insert_link(conn, from.id.0, &kind.kind, to.id.0, ctx.caller.user_id())
+                .await?
+            {
+                return Err(ApiError::new(ErrorCode::Conflict, "the link exists"));
+            }
+            let change = json!({"kind": kind.kind, "to_id": to.id, "to_type": to.type_name});
+            resource_event(ctx, conn, &from, "resource.linked", change).await?;
+            Ok(Link {
+                kind: kind.kind.clone(),
+                from_id: from.id,
+                from_type: from.type_name,
+                to_id: to.id,
+                to_type: to.type_name,
+                created_at: Utc::now(),
+            })
         })
-    }
-    .await;
-    tx.finish(result).await
+        .await
 }
 
 pub async fn unlink(
@@ -1548,26 +1380,25 @@ pub async fn unlink(
     kind: &str,
     to: ResourceId,
 ) -> ApiResult<()> {
-    let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let access = Access::load(conn, ctx.caller).await?;
-        let (from, rel) = readable(conn, &access, type_name, id, true).await?;
-        require(&access, Action::Update, rel)?;
-        if !repo::delete_link(conn, from.id.0, kind, to.0).await? {
-            return Err(ApiError::not_found("link"));
-        }
-        resource_event(
-            ctx,
-            conn,
-            &from,
-            "resource.unlinked",
-            json!({"kind": kind, "to_id": to}),
-        )
+    ctx.db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let access = Access::load(conn, ctx.caller).await?;
+            let (from, rel) = readable(conn, &access, type_name, id, true).await?;
+            require(&access, Action::Update, rel)?;
+            if !repo::delete_link(conn, from.id.0, kind, to.0).await? {
+                return Err(ApiError::not_found("link"));
+            }
+            resource_event(
+                ctx,
+                conn,
+                &from,
+                "resource.unlinked",
+                json!({"kind": kind, "to_id": to}),
+            )
+            .await
+        })
         .await
-    }
-    .await;
-    tx.finish(result).await
 }
 
 /// A resource's links, outgoing or incoming, to other ends the caller may read.
@@ -1578,26 +1409,20 @@ pub async fn links(
     outgoing: bool,
     kind: Option<&str>,
 ) -> ApiResult<Vec<Link>> {
-    let mut tx = ctx.db().begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let access = Access::load(conn, ctx.caller).await?;
-        readable(conn, &access, type_name, id, false).await?;
-        let mut q = repo::links_query(outgoing, id.0);
-        if let Some(k) = kind {
-            q = q.push(" AND l.kind = ").bind::<Text, _>(k.to_string());
-        }
-        let q = access
-            .read_predicate(q)
-            .push(" ORDER BY l.kind, l.created_at LIMIT 1000");
-        Ok(repo::links(conn, q)
-            .await?
-            .into_iter()
-            .map(link_of)
-            .collect())
-    }
-    .await;
-    tx.finish(result).await
+    ctx.db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let access = Access::load(conn, ctx.caller).await?;
+            readable(conn, &access, type_name, id, false).await?;
+            Ok(
+                repo::links(conn, outgoing, id.0, kind, |q| access.read_predicate(q))
+                    .await?
+                    .into_iter()
+                    .map(link_of)
+                    .collect(),
+            )
+        })
+        .await
 }
 
 /// Applies the delete rules of links into `first` (being soft-deleted, by the caller):
@@ -1703,6 +1528,26 @@ async fn apply_delete_rules(
 
 pub const BULK_MAX: usize = 1000;
 
+/// How a bulk transaction ended without committing its work: it never opened, its commit
+/// failed, or the operation at an index failed (and rolled the transaction back).
+enum BulkFailure {
+    Begin(ApiError),
+    Commit(ApiError),
+    Op(usize, ApiError),
+}
+
+impl From<crate::db::DbError> for BulkFailure {
+    fn from(e: crate::db::DbError) -> Self {
+        BulkFailure::Begin(e.into())
+    }
+}
+
+impl From<diesel::result::Error> for BulkFailure {
+    fn from(e: diesel::result::Error) -> Self {
+        BulkFailure::Commit(e.into())
+    }
+}
+
 fn bulk_error(e: &ApiError) -> BulkError {
     BulkError {
         type_uri: e.code.type_uri(),
@@ -1779,16 +1624,24 @@ pub async fn bulk(ctx: &Ctx<'_>, type_name: &str, req: &BulkRequest) -> ApiResul
     let mut results = Vec::with_capacity(req.operations.len());
     if !req.atomic {
         for (index, op) in req.operations.iter().enumerate() {
-            let mut tx = ctx.db().begin().await?;
-            let r = bulk_one(ctx, tx.conn(), type_name, op).await;
-            results.push(match tx.finish(r).await {
+            let r = ctx
+                .db()
+                .transaction(async |tx| {
+                    bulk_one(ctx, tx.conn(), type_name, op)
+                        .await
+                        .map_err(|e| BulkFailure::Op(index, e))
+                })
+                .await;
+            results.push(match r {
                 Ok((status, resource)) => BulkResult {
                     index,
                     status,
                     resource: Some(resource),
                     error: None,
                 },
-                Err(e) => BulkResult {
+                // No transaction, no answer for the rest either: the request fails.
+                Err(BulkFailure::Begin(e)) => return Err(e),
+                Err(BulkFailure::Commit(e) | BulkFailure::Op(_, e)) => BulkResult {
                     index,
                     status: e.code.status(),
                     resource: None,
@@ -1802,38 +1655,38 @@ pub async fn bulk(ctx: &Ctx<'_>, type_name: &str, req: &BulkRequest) -> ApiResul
             results,
         });
     }
-    let mut tx = ctx.db().begin().await?;
-    let mut failed: Option<(usize, ApiError)> = None;
-    for (index, op) in req.operations.iter().enumerate() {
-        match bulk_one(ctx, tx.conn(), type_name, op).await {
-            Ok((status, resource)) => results.push(BulkResult {
-                index,
-                status,
-                resource: Some(resource),
-                error: None,
-            }),
-            Err(e) => {
-                failed = Some((index, e));
-                break;
+    let applied = ctx
+        .db()
+        .transaction(async |tx| {
+            for (index, op) in req.operations.iter().enumerate() {
+                let (status, resource) = bulk_one(ctx, tx.conn(), type_name, op)
+                    .await
+                    .map_err(|e| BulkFailure::Op(index, e))?;
+                results.push(BulkResult {
+                    index,
+                    status,
+                    resource: Some(resource),
+                    error: None,
+                });
             }
+            Ok(())
+        })
+        .await;
+    let (at, e) = match applied {
+        Ok(()) => {
+            return Ok(BulkResponse {
+                atomic: true,
+                committed: true,
+                results,
+            });
         }
-    }
-    let Some((at, e)) = failed else {
-        tx.commit().await?;
-        return Ok(BulkResponse {
-            atomic: true,
-            committed: true,
-            results,
-        });
+        Err(BulkFailure::Begin(e) | BulkFailure::Commit(e)) => return Err(e),
+        Err(BulkFailure::Op(at, e)) => (at, e),
     };
     // Server-side failures are not the caller's to see item by item.
     if e.code.is_server_error() {
-        let _ = tx.finish::<(), ApiError>(Err(e)).await;
         return Err(ApiError::internal("bulk operation failed"));
     }
-    let _ = tx
-        .finish::<(), ApiError>(Err(ApiError::internal("rolled back")))
-        .await;
     let not_applied = |index: usize, detail: String| BulkResult {
         index,
         status: 424,
@@ -1894,12 +1747,5 @@ mod tests {
             ]
         );
         assert!(diff_states(&a, &a).is_empty());
-    }
-
-    #[test]
-    fn sort_index_names_fit_postgres() {
-        let n = sort_index_name(&"t".repeat(63), &"f".repeat(63));
-        assert!(n.len() <= 63 && crate::db::is_identifier(&n));
-        assert_ne!(sort_index_name("a", "bc"), sort_index_name("ab", "c"));
     }
 }
