@@ -20,7 +20,7 @@ use super::{
     PluginVersion,
 };
 use crate::audit::{self, Actor, Change};
-use crate::db::{TenantDb, Tx};
+use crate::db::{self, TenantDb};
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError, found};
 use crate::ids::PluginId;
 use crate::rbac::Caller;
@@ -154,8 +154,7 @@ pub async fn upload(
         Kind::ResourceType => Some(describe(state, owner, &m, &compiled).await?),
         Kind::Integration => None,
     };
-    let mut tx = Tx::begin(&state.registry, "BEGIN").await?;
-    let result = async {
+    let (plugin, created) = db::transaction(&state.registry, "BEGIN", async |tx| {
         let conn = tx.conn();
         let plugin = match repo::find_plugin(conn, owner, &m.name).await? {
             Some(p) if p.kind != m.kind => {
@@ -202,9 +201,8 @@ pub async fn upload(
             }
         };
         Ok((plugin, created))
-    }
-    .await;
-    let (plugin, created) = tx.finish(result).await?;
+    })
+    .await?;
     Ok((get_row(state, plugin).await?, m.version, created))
 }
 
@@ -326,14 +324,6 @@ pub async fn get(state: &PluginsState, owner: Option<Uuid>, name: &str) -> ApiRe
 }
 
 // ---------------------------------------------------------------- installations
-
-fn tenant_of(caller: &Caller) -> Uuid {
-    caller.tenant_id().0
-}
-
-fn db_of(caller: &Caller) -> &TenantDb {
-    &caller.db()
-}
 
 /// The breaker's key for an installation at a version.
 pub fn breaker_key(tenant: Uuid, name: &str, hash: &str) -> String {
@@ -471,7 +461,7 @@ pub async fn install(
     caller: &Caller,
     input: &InstallInput,
 ) -> ApiResult<Install> {
-    let tenant = tenant_of(caller);
+    let tenant = caller.tenant_id().0;
     let owner = match input.source.as_str() {
         "tenant" => Some(tenant),
         "marketplace" => None,
@@ -502,60 +492,61 @@ pub async fn install(
         return Err(ApiError::validation(errors));
     }
     loaded(state, &v.hash).await?;
-    let mut tx = db_of(caller).begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        if repo::install(conn, &p.name, false).await?.is_some() {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!("`{}` is installed; change, upgrade or uninstall it", p.name),
-            ));
-        }
-        let cursor = crate::outbox::head(conn).await?;
-        let type_in = v.type_info.as_ref().map(type_input).transpose()?;
-        let now = chrono::Utc::now();
-        let row = InstallRow {
-            name: p.name.clone(),
-            plugin_id: p.id,
-            source: input.source.clone(),
-            kind: p.kind.clone(),
-            version: v.version.clone(),
-            hash: v.hash.clone(),
-            previous_version: None,
-            previous_hash: None,
-            grants: serde_json::to_value(&input.grants).map_err(ApiError::internal)?,
-            settings: serde_json::to_value(&input.settings).map_err(ApiError::internal)?,
-            secrets: serde_json::to_value(&input.secrets).map_err(ApiError::internal)?,
-            failure_modes: serde_json::to_value(input.failure_modes).map_err(ApiError::internal)?,
-            events: if p.kind == "integration" {
-                events.clone()
-            } else {
-                vec![]
-            },
-            type_name: type_in.as_ref().map(|t| t.name.clone()),
-            enabled: true,
-            disabled_reason: None,
-            cursor_txid: cursor.txid,
-            cursor_seq: cursor.seq,
-            attempts: 0,
-            next_attempt_at: None,
-            last_error: None,
-            installed_at: now,
-            updated_at: now,
-        };
-        repo::insert_install(conn, &row).await?;
-        if let Some(t) = &type_in {
-            let rctx = ResourceCtx {
-                state: resources,
-                caller,
+    let row = caller
+        .db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            if repo::install(conn, &p.name, false).await?.is_some() {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!("`{}` is installed; change, upgrade or uninstall it", p.name),
+                ));
+            }
+            let cursor = crate::outbox::head(conn).await?;
+            let type_in = v.type_info.as_ref().map(type_input).transpose()?;
+            let now = chrono::Utc::now();
+            let row = InstallRow {
+                name: p.name.clone(),
+                plugin_id: p.id,
+                source: input.source.clone(),
+                kind: p.kind.clone(),
+                version: v.version.clone(),
+                hash: v.hash.clone(),
+                previous_version: None,
+                previous_hash: None,
+                grants: serde_json::to_value(&input.grants).map_err(ApiError::internal)?,
+                settings: serde_json::to_value(&input.settings).map_err(ApiError::internal)?,
+                secrets: serde_json::to_value(&input.secrets).map_err(ApiError::internal)?,
+                failure_modes: serde_json::to_value(input.failure_modes)
+                    .map_err(ApiError::internal)?,
+                events: if p.kind == "integration" {
+                    events.clone()
+                } else {
+                    vec![]
+                },
+                type_name: type_in.as_ref().map(|t| t.name.clone()),
+                enabled: true,
+                disabled_reason: None,
+                cursor_txid: cursor.txid,
+                cursor_seq: cursor.seq,
+                attempts: 0,
+                next_attempt_at: None,
+                last_error: None,
+                installed_at: now,
+                updated_at: now,
             };
-            crate::resources::service::create_type_in(&rctx, conn, t, Some(&row.name)).await?;
-        }
-        record(conn, &caller.actor, "plugin.installed", &row, json!({})).await?;
-        Ok(row)
-    }
-    .await;
-    let row = tx.finish(result).await?;
+            repo::insert_install(conn, &row).await?;
+            if let Some(t) = &type_in {
+                let rctx = ResourceCtx {
+                    state: resources,
+                    caller,
+                };
+                crate::resources::service::create_type_in(&rctx, conn, t, Some(&row.name)).await?;
+            }
+            record(conn, &caller.actor, "plugin.installed", &row, json!({})).await?;
+            Ok(row)
+        })
+        .await?;
     state
         .plugins
         .breaker
@@ -564,9 +555,11 @@ pub async fn install(
 }
 
 pub async fn installs(caller: &Caller) -> ApiResult<Vec<Install>> {
-    let mut tx = db_of(caller).begin().await?;
-    let r = repo::installs(tx.conn()).await.map_err(ApiError::from);
-    Ok(tx.finish(r).await?.into_iter().map(install_view).collect())
+    let rows = caller
+        .db()
+        .transaction(async |tx| Ok::<_, ApiError>(repo::installs(tx.conn()).await?))
+        .await?;
+    Ok(rows.into_iter().map(install_view).collect())
 }
 
 /// An installation (404 if there is none), row-locked for the transaction when `lock`.
@@ -585,9 +578,11 @@ async fn install_row(
 }
 
 pub async fn get_install(caller: &Caller, name: &str) -> ApiResult<Install> {
-    let mut tx = db_of(caller).begin().await?;
-    let r = install_row(tx.conn(), name, false).await;
-    Ok(install_view(tx.finish(r).await?))
+    let row = caller
+        .db()
+        .transaction(async |tx| install_row(tx.conn(), name, false).await)
+        .await?;
+    Ok(install_view(row))
 }
 
 /// Changes an installation: version (upgrade, downgrade or `rollback`), grants, settings,
@@ -600,106 +595,112 @@ pub async fn change(
     input: &InstallChange,
     rollback: bool,
 ) -> ApiResult<Install> {
-    let tenant = tenant_of(caller);
-    let mut tx = db_of(caller).begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let old = install_row(conn, name, true).await?;
-        let version = if rollback {
-            Some(old.previous_version.clone().ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::Conflict,
-                    "there is no earlier version to roll back to",
-                )
-            })?)
-        } else {
-            input.version.clone()
-        };
-        let owner = (old.source == "tenant").then_some(tenant);
-        let (_, v, m) = find_version(
-            state,
-            owner,
-            Some(old.plugin_id),
-            &old.name,
-            Some(version.as_deref().unwrap_or(&old.version)),
-        )
-        .await?;
-        let grants: Grants = match &input.grants {
-            Some(g) => g.clone(),
-            None => serde_json::from_value(old.grants.clone()).unwrap_or_default(),
-        };
-        let mut errors = check_grants(&m, &grants);
-        if let Some(s) = &input.settings {
-            check_settings("/settings", s, &mut errors);
-        }
-        if let Some(s) = &input.secrets {
-            check_settings("/secrets", s, &mut errors);
-        }
-        let events = input.events.clone().unwrap_or_else(|| old.events.clone());
-        if old.kind == "integration" {
-            check_events(&m, &events, &mut errors);
-        } else if input.events.is_some() {
-            errors.push(field("/events", "only integrations subscribe to events"));
-        }
-        if !errors.is_empty() {
-            return Err(ApiError::validation(errors));
-        }
-        let mut row = old.clone();
-        let upgraded = v.hash != old.hash || v.version != old.version;
-        if upgraded {
-            loaded(state, &v.hash).await?;
-            row.previous_version = Some(old.version.clone());
-            row.previous_hash = Some(old.hash.clone());
-            row.version = v.version.clone();
-            row.hash = v.hash.clone();
-            if let (Some(type_name), Some(info)) = (&old.type_name, &v.type_info) {
-                let t = type_input(info)?;
-                if &t.name != type_name {
-                    return Err(ApiError::validation(vec![field(
-                        "/version",
-                        format!(
-                            "version {} provides the type `{}`, not `{type_name}`",
-                            v.version, t.name
-                        ),
-                    )]));
-                }
-                let rctx = ResourceCtx {
-                    state: resources,
-                    caller,
-                };
-                crate::resources::service::replace_type_in(&rctx, conn, type_name, &t, Some(name))
-                    .await?;
+    let tenant = caller.tenant_id().0;
+    let row = caller
+        .db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let old = install_row(conn, name, true).await?;
+            let version = if rollback {
+                Some(old.previous_version.clone().ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::Conflict,
+                        "there is no earlier version to roll back to",
+                    )
+                })?)
+            } else {
+                input.version.clone()
+            };
+            let owner = (old.source == "tenant").then_some(tenant);
+            let (_, v, m) = find_version(
+                state,
+                owner,
+                Some(old.plugin_id),
+                &old.name,
+                Some(version.as_deref().unwrap_or(&old.version)),
+            )
+            .await?;
+            let grants: Grants = match &input.grants {
+                Some(g) => g.clone(),
+                None => serde_json::from_value(old.grants.clone()).unwrap_or_default(),
+            };
+            let mut errors = check_grants(&m, &grants);
+            if let Some(s) = &input.settings {
+                check_settings("/settings", s, &mut errors);
             }
-        }
-        row.grants = serde_json::to_value(&grants).map_err(ApiError::internal)?;
-        if let Some(s) = &input.settings {
-            row.settings = serde_json::to_value(s).map_err(ApiError::internal)?;
-        }
-        if let Some(s) = &input.secrets {
-            row.secrets = serde_json::to_value(s).map_err(ApiError::internal)?;
-        }
-        if let Some(f) = input.failure_modes {
-            row.failure_modes = serde_json::to_value(f).map_err(ApiError::internal)?;
-        }
-        row.events = events;
-        repo::update_install(conn, &row).await?;
-        let action = match (rollback, upgraded) {
-            (true, _) => "plugin.rolled_back",
-            (false, true) => "plugin.upgraded",
-            (false, false) => "plugin.configured",
-        };
-        record(
-            conn,
-            &caller.actor,
-            action,
-            &row,
-            json!({"from": old.version}),
-        )
+            if let Some(s) = &input.secrets {
+                check_settings("/secrets", s, &mut errors);
+            }
+            let events = input.events.clone().unwrap_or_else(|| old.events.clone());
+            if old.kind == "integration" {
+                check_events(&m, &events, &mut errors);
+            } else if input.events.is_some() {
+                errors.push(field("/events", "only integrations subscribe to events"));
+            }
+            if !errors.is_empty() {
+                return Err(ApiError::validation(errors));
+            }
+            let mut row = old.clone();
+            let upgraded = v.hash != old.hash || v.version != old.version;
+            if upgraded {
+                loaded(state, &v.hash).await?;
+                row.previous_version = Some(old.version.clone());
+                row.previous_hash = Some(old.hash.clone());
+                row.version = v.version.clone();
+                row.hash = v.hash.clone();
+                if let (Some(type_name), Some(info)) = (&old.type_name, &v.type_info) {
+                    let t = type_input(info)?;
+                    if &t.name != type_name {
+                        return Err(ApiError::validation(vec![field(
+                            "/version",
+                            format!(
+                                "version {} provides the type `{}`, not `{type_name}`",
+                                v.version, t.name
+                            ),
+                        )]));
+                    }
+                    let rctx = ResourceCtx {
+                        state: resources,
+                        caller,
+                    };
+                    crate::resources::service::replace_type_in(
+                        &rctx,
+                        conn,
+                        type_name,
+                        &t,
+                        Some(name),
+                    )
+                    .await?;
+                }
+            }
+            row.grants = serde_json::to_value(&grants).map_err(ApiError::internal)?;
+            if let Some(s) = &input.settings {
+                row.settings = serde_json::to_value(s).map_err(ApiError::internal)?;
+            }
+            if let Some(s) = &input.secrets {
+                row.secrets = serde_json::to_value(s).map_err(ApiError::internal)?;
+            }
+            if let Some(f) = input.failure_modes {
+                row.failure_modes = serde_json::to_value(f).map_err(ApiError::internal)?;
+            }
+            row.events = events;
+            repo::update_install(conn, &row).await?;
+            let action = match (rollback, upgraded) {
+                (true, _) => "plugin.rolled_back",
+                (false, true) => "plugin.upgraded",
+                (false, false) => "plugin.configured",
+            };
+            record(
+                conn,
+                &caller.actor,
+                action,
+                &row,
+                json!({"from": old.version}),
+            )
+            .await?;
+            Ok(row)
+        })
         .await?;
-        Ok(row)
-    }
-    .await;
-    let row = tx.finish(result).await?;
     state
         .plugins
         .breaker
@@ -715,31 +716,31 @@ pub async fn set_enabled(
     name: &str,
     enabled: bool,
 ) -> ApiResult<Install> {
-    let tenant = tenant_of(caller);
-    let mut tx = db_of(caller).begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let mut row = install_row(conn, name, true).await?;
-        if row.enabled == enabled {
-            return Ok::<_, ApiError>(row);
-        }
-        row.enabled = enabled;
-        row.disabled_reason = (!enabled).then(|| "disabled by an administrator".to_string());
-        if enabled {
-            row.attempts = 0;
-            row.next_attempt_at = None;
-        }
-        repo::update_install(conn, &row).await?;
-        let action = if enabled {
-            "plugin.enabled"
-        } else {
-            "plugin.disabled"
-        };
-        record(conn, &caller.actor, action, &row, json!({})).await?;
-        Ok(row)
-    }
-    .await;
-    let row = tx.finish(result).await?;
+    let tenant = caller.tenant_id().0;
+    let row = caller
+        .db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let mut row = install_row(conn, name, true).await?;
+            if row.enabled == enabled {
+                return Ok::<_, ApiError>(row);
+            }
+            row.enabled = enabled;
+            row.disabled_reason = (!enabled).then(|| "disabled by an administrator".to_string());
+            if enabled {
+                row.attempts = 0;
+                row.next_attempt_at = None;
+            }
+            repo::update_install(conn, &row).await?;
+            let action = if enabled {
+                "plugin.enabled"
+            } else {
+                "plugin.disabled"
+            };
+            record(conn, &caller.actor, action, &row, json!({})).await?;
+            Ok(row)
+        })
+        .await?;
     state
         .plugins
         .breaker
@@ -749,43 +750,43 @@ pub async fn set_enabled(
 
 /// Removes an installation; a resource-type plugin only while its type holds no resources.
 pub async fn uninstall(resources: &ResourcesState, caller: &Caller, name: &str) -> ApiResult<()> {
-    let mut tx = db_of(caller).begin().await?;
-    let result = async {
-        let conn = tx.conn();
-        let row = install_row(conn, name, true).await?;
-        if let Some(t) = &row.type_name {
-            let rctx = ResourceCtx {
-                state: resources,
-                caller,
-            };
-            crate::resources::service::delete_type_in(&rctx, conn, t, Some(name)).await?;
-        }
-        repo::delete_install(conn, name).await?;
-        record(conn, &caller.actor, "plugin.uninstalled", &row, json!({})).await?;
-        Ok(())
-    }
-    .await;
-    tx.finish(result).await
+    caller
+        .db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let row = install_row(conn, name, true).await?;
+            if let Some(t) = &row.type_name {
+                let rctx = ResourceCtx {
+                    state: resources,
+                    caller,
+                };
+                crate::resources::service::delete_type_in(&rctx, conn, t, Some(name)).await?;
+            }
+            repo::delete_install(conn, name).await?;
+            record(conn, &caller.actor, "plugin.uninstalled", &row, json!({})).await?;
+            Ok(())
+        })
+        .await
 }
 
 pub async fn failures(caller: &Caller, name: &str) -> ApiResult<Vec<Failure>> {
-    let mut tx = db_of(caller).begin().await?;
-    let r = async {
-        install_row(tx.conn(), name, false).await?;
-        Ok(repo::failures(tx.conn(), name, 100).await?)
-    }
-    .await;
-    tx.finish(r).await
+    caller
+        .db()
+        .transaction(async |tx| {
+            install_row(tx.conn(), name, false).await?;
+            Ok(repo::failures(tx.conn(), name, 100).await?)
+        })
+        .await
 }
 
 pub async fn dead_letters(caller: &Caller, name: &str) -> ApiResult<Vec<DeadLetter>> {
-    let mut tx = db_of(caller).begin().await?;
-    let r = async {
-        install_row(tx.conn(), name, false).await?;
-        Ok(repo::dead_letters(tx.conn(), name, 100).await?)
-    }
-    .await;
-    tx.finish(r).await
+    caller
+        .db()
+        .transaction(async |tx| {
+            install_row(tx.conn(), name, false).await?;
+            Ok(repo::dead_letters(tx.conn(), name, 100).await?)
+        })
+        .await
 }
 
 // ---------------------------------------------------------------- failures and the breaker
@@ -800,13 +801,13 @@ pub async fn record_failure(
     subject: Option<&str>,
     fail_open: bool,
 ) {
-    let r = async {
-        let mut tx = db.begin().await?;
-        let r =
-            repo::insert_failure(tx.conn(), name, hook, code, message, subject, fail_open).await;
-        tx.finish(r).await.map_err(ApiError::from)
-    }
-    .await;
+    let r = db
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            repo::insert_failure(conn, name, hook, code, message, subject, fail_open).await?;
+            Ok::<_, ApiError>(())
+        })
+        .await;
     if let Err(e) = r {
         tracing::warn!(plugin = %name, error = %e, "cannot record a plugin failure");
     }
@@ -833,9 +834,8 @@ pub async fn count_failure(
         "circuit breaker: {} consecutive failures (last: {last})",
         state.config.plugins.breaker_threshold
     );
-    let r = async {
-        let mut tx = db.begin().await?;
-        let r = async {
+    let r = db
+        .transaction(async |tx| {
             let conn = tx.conn();
             if !repo::disable(conn, name, &reason).await? {
                 return Ok(false);
@@ -854,11 +854,8 @@ pub async fn count_failure(
             )
             .await?;
             Ok::<_, ApiError>(true)
-        }
+        })
         .await;
-        tx.finish(r).await
-    }
-    .await;
     match r {
         Ok(true) => tracing::warn!(%tenant, plugin = %name, %reason, "plugin disabled"),
         Ok(false) => {}
