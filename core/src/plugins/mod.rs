@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Bool, Integer, Jsonb, Nullable, Text, Timestamptz};
-use neotenant_runtime::{Breaker, Limits, Runtime, RuntimeConfig};
+use neotenant_runtime::{Breaker, Limits, Runtime, RuntimeConfig, SetupError};
 use salvo::oapi::ToSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -60,7 +60,7 @@ pub struct Plugins {
 }
 
 impl Plugins {
-    pub fn new(cfg: &PluginsConfig) -> Result<Plugins, String> {
+    pub fn new(cfg: &PluginsConfig) -> Result<Plugins, SetupError> {
         let limits = Limits {
             fuel: cfg.fuel,
             memory_bytes: cfg.memory_mib << 20,
