@@ -96,8 +96,11 @@ impl Kind {
 /// The host interfaces a plugin may import, as named in WIT.
 pub const CAPABILITIES: [&str; 4] = ["logging", "kv", "http", "events"];
 
-/// What an installation may use. `http` lists approved hosts (`host` or `host:port`).
+/// The host interfaces granted to an installation. `http` lists approved hosts (`host` or
+/// `host:port`), each of which the manifest must have asked for (or asked for `*`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(salvo_oapi::ToSchema))]
+#[cfg_attr(feature = "openapi", salvo(schema(name = "neotenant.plugins.Grants")))]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
     #[serde(default)]
