@@ -7,11 +7,11 @@
 use std::collections::HashMap;
 
 use futures::future::BoxFuture;
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::rt::neotenant::plugin::{config, events, http, kv, logging, types};
+use crate::limits::Limiter;
 use crate::{CallCtx, Limits};
 
 /// Key-value storage for one installation, provided by the caller.
@@ -34,7 +34,7 @@ pub struct Emitted {
 pub struct Host {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     call: CallCtx,
     caps: Limits,
     http: reqwest::Client,
@@ -43,12 +43,7 @@ pub struct Host {
 }
 
 impl Host {
-    pub(crate) fn new(
-        call: CallCtx,
-        limits: StoreLimits,
-        caps: Limits,
-        http: reqwest::Client,
-    ) -> Host {
+    pub(crate) fn new(call: CallCtx, limits: Limiter, caps: Limits, http: reqwest::Client) -> Host {
         let wasi = WasiCtxBuilder::new()
             .allow_tcp(false)
             .allow_udp(false)
@@ -66,7 +61,7 @@ impl Host {
         }
     }
 
-    pub(crate) fn limits_mut(&mut self) -> &mut StoreLimits {
+    pub(crate) fn limits_mut(&mut self) -> &mut Limiter {
         &mut self.limits
     }
 

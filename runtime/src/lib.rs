@@ -3,8 +3,8 @@
 //!
 //! This crate owns the engine configuration, compilation and the compiled-code cache (by
 //! content hash and engine compatibility), the type check of an uploaded component against
-//! the worlds, the per-call limits (fuel, epoch deadline, `StoreLimits`, wall-clock timeout,
-//! answer size, log lines) and the host side of the host interfaces, each gated by the
+//! the worlds, the per-call limits (fuel, epoch deadline, memory and tables through `limits`,
+//! wall-clock timeout, answer size, log lines) and the host side of the host interfaces, each gated by the
 //! installation's [`Grants`]. It must never touch the database or know about HTTP requests:
 //! key-value storage is reached through the [`Kv`] trait the caller provides, emitted events
 //! are handed back to the caller, and deciding what a failure means (fail-open or closed, the
@@ -12,6 +12,7 @@
 
 mod breaker;
 mod host;
+mod limits;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,12 +24,13 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
-    Trap,
+    Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig,
+    Store, StoreLimitsBuilder, Trap,
 };
 
 pub use breaker::Breaker;
 pub use host::{Emitted, Host, Kv};
+pub use limits::LimitExceeded;
 
 /// Bindings generated from `wit/`. Both worlds import the same host interfaces; the
 /// integration world reuses the resource-type world's import bindings.
@@ -94,8 +96,11 @@ impl Kind {
 /// The host interfaces a plugin may import, as named in WIT.
 pub const CAPABILITIES: [&str; 4] = ["logging", "kv", "http", "events"];
 
-/// What an installation may use. `http` lists approved hosts (`host` or `host:port`).
+/// The host interfaces granted to an installation. `http` lists approved hosts (`host` or
+/// `host:port`), each of which the manifest must have asked for (or asked for `*`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(salvo_oapi::ToSchema))]
+#[cfg_attr(feature = "openapi", salvo(schema(name = "neotenant.plugins.Grants")))]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
     #[serde(default)]
@@ -193,6 +198,23 @@ impl CallError {
     pub fn is_plugin_fault(&self) -> bool {
         !matches!(self, CallError::Unavailable(_))
     }
+}
+
+/// Why the runtime could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("the WebAssembly engine: {0}")]
+    Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("linking the host interfaces: {0}")]
+    Linker(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the compiled-component cache {}: {source}", path.display())]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the outbound HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
 }
 
 /// Why an upload is refused.
@@ -315,7 +337,7 @@ pub struct Runtime {
 
 impl Runtime {
     /// The engine, linker and HTTP client; errors name what could not be set up.
-    pub fn new(cfg: RuntimeConfig) -> Result<Arc<Runtime>, String> {
+    pub fn new(cfg: RuntimeConfig) -> Result<Arc<Runtime>, SetupError> {
         let mut c = Config::new();
         c.consume_fuel(true)
             .epoch_interruption(true)
@@ -335,18 +357,21 @@ impl Runtime {
                 .max_tables_per_component(8);
             c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
         }
-        let engine = Engine::new(&c).map_err(display)?;
+        let engine = Engine::new(&c).map_err(|e| SetupError::Engine(e.into_boxed_dyn_error()))?;
         let mut linker = Linker::<Host>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(display)?;
-        bindings::rt::ResourceType::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |h| h)
-            .map_err(display)?;
+        let linked = wasmtime_wasi::p2::add_to_linker_async(&mut linker).and_then(|()| {
+            bindings::rt::ResourceType::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |h| h)
+        });
+        linked.map_err(|e| SetupError::Linker(e.into_boxed_dyn_error()))?;
         let cache_dir = cfg.cache_dir.join(engine_key(&engine));
-        std::fs::create_dir_all(&cache_dir).map_err(|e| format!("{}: {e}", cache_dir.display()))?;
+        std::fs::create_dir_all(&cache_dir).map_err(|source| SetupError::Cache {
+            path: cache_dir.clone(),
+            source,
+        })?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.limits.http_timeout)
-            .build()
-            .map_err(display)?;
+            .build()?;
         spawn_ticker(&engine);
         Ok(Arc::new(Runtime {
             engine,
@@ -520,9 +545,13 @@ impl Runtime {
             .instances(32)
             .tables(32)
             .memories(8)
-            .trap_on_grow_failure(true)
             .build();
-        let host = Host::new(ctx, limits, self.limits.clone(), self.http.clone());
+        let host = Host::new(
+            ctx,
+            limits::Limiter::new(limits),
+            self.limits.clone(),
+            self.http.clone(),
+        );
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| h.limits_mut());
         store.set_fuel(self.limits.fuel).expect("fuel is enabled");
@@ -808,6 +837,10 @@ fn json_object(s: &str, what: &str) -> Result<Value, CallError> {
     }
 }
 
+/// What a failed call's error means, by the error's type: a wasm trap (running out of fuel
+/// and passing the epoch deadline are traps too), a growth the limiter refused, or a full
+/// instance pool (the host's limit, not the plugin's fault); anything else is the plugin
+/// trapping.
 fn classify(e: &wasmtime::Error) -> CallError {
     if let Some(trap) = e.downcast_ref::<Trap>() {
         return match trap {
@@ -818,17 +851,17 @@ fn classify(e: &wasmtime::Error) -> CallError {
             other => CallError::Trap(other.to_string()),
         };
     }
-    let msg = format!("{e:#}");
-    if msg.contains("forcing a memory growth failure")
-        || msg.contains("forcing trap when growing")
-        || msg.contains("memory growth")
-    {
-        return CallError::Memory;
+    match e.downcast_ref::<LimitExceeded>() {
+        Some(
+            LimitExceeded::Memory(_) | LimitExceeded::Table(_) | LimitExceeded::MemoryGrowFailed,
+        ) => return CallError::Memory,
+        // The host failing to allocate a table is no limit the plugin broke.
+        Some(LimitExceeded::TableGrowFailed) | None => {}
     }
-    if msg.contains("maximum concurrent") || msg.contains("pooling allocator") {
-        return CallError::Unavailable(msg);
+    if e.is::<PoolConcurrencyLimitError>() {
+        return CallError::Unavailable(format!("{e:#}"));
     }
-    CallError::Trap(msg)
+    CallError::Trap(format!("{e:#}"))
 }
 
 fn engine_key(engine: &Engine) -> String {
@@ -851,10 +884,6 @@ fn spawn_ticker(engine: &Engine) {
             }
         })
         .expect("spawn the epoch thread");
-}
-
-fn display(e: impl std::fmt::Display) -> String {
-    e.to_string()
 }
 
 /// Path helper for tests and benches: the first-party plugins built by `make plugins`.

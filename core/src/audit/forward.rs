@@ -75,8 +75,7 @@ pub fn frame(tenant: &str, e: &Entry) -> Vec<u8> {
 /// Sends the next batch of sealed, not yet forwarded entries of one tenant, if it has a
 /// collector configured; records success (cursor) or the error.
 pub async fn forward_tenant(tenant: Uuid, db: &TenantDb) -> ApiResult<u64> {
-    let mut tx = db.begin().await?;
-    let result = async {
+    db.transaction(async |tx| {
         let conn = tx.conn();
         #[derive(QueryableByName)]
         struct Locked {
@@ -143,9 +142,8 @@ pub async fn forward_tenant(tenant: Uuid, db: &TenantDb) -> ApiResult<u64> {
                 Ok(0)
             }
         }
-    }
-    .await;
-    tx.finish(result).await
+    })
+    .await
 }
 
 /// The TLS settings for a collector: public roots plus `ca_pem`'s certificates.

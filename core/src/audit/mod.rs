@@ -129,10 +129,11 @@ pub async fn record_alone(
     actor: &Actor,
     change: Change<'_>,
 ) -> Result<(), crate::error::ApiError> {
-    let mut tx = db.begin().await?;
-    let r = record(tx.conn(), actor, change).await;
-    tx.finish(r).await?;
-    Ok(())
+    db.transaction(async |tx| {
+        record(tx.conn(), actor, change).await?;
+        Ok::<_, crate::error::ApiError>(())
+    })
+    .await
 }
 
 /// What the audit log's sealer and endpoints use, built once by `app`.

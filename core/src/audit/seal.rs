@@ -104,53 +104,53 @@ pub async fn seal_tenant(
 ) -> ApiResult<u64> {
     let mut total = 0u64;
     loop {
-        let mut tx = db.begin().await?;
-        let result = async {
-            let conn = tx.conn();
-            lock(conn).await?;
-            let rows: Vec<Entry> = audit_log::table
-                .filter(audit_log::seq.is_null())
-                .select(Entry::as_select())
-                .order(audit_log::id.asc())
-                .limit(BATCH)
-                .load(conn)
-                .await?;
-            if rows.is_empty() {
-                return Ok::<_, ApiError>(None);
-            }
-            let (mut seq, mut prev) = head(conn, signer, tenant).await?;
-            let mut ids = Vec::with_capacity(rows.len());
-            let mut seqs = Vec::with_capacity(rows.len());
-            let mut hashes = Vec::with_capacity(rows.len());
-            for e in &rows {
-                seq += 1;
-                prev = link(&prev, seq, e);
-                ids.push(e.id);
-                seqs.push(seq);
-                hashes.push(prev.to_vec());
-            }
-            diesel::sql_query(
-                "UPDATE audit_log a SET seq = v.seq, hash = v.hash \
+        match db
+            .transaction(async |tx| {
+                let conn = tx.conn();
+                lock(conn).await?;
+                let rows: Vec<Entry> = audit_log::table
+                    .filter(audit_log::seq.is_null())
+                    .select(Entry::as_select())
+                    .order(audit_log::id.asc())
+                    .limit(BATCH)
+                    .load(conn)
+                    .await?;
+                if rows.is_empty() {
+                    return Ok::<_, ApiError>(None);
+                }
+                let (mut seq, mut prev) = head(conn, signer, tenant).await?;
+                let mut ids = Vec::with_capacity(rows.len());
+                let mut seqs = Vec::with_capacity(rows.len());
+                let mut hashes = Vec::with_capacity(rows.len());
+                for e in &rows {
+                    seq += 1;
+                    prev = link(&prev, seq, e);
+                    ids.push(e.id);
+                    seqs.push(seq);
+                    hashes.push(prev.to_vec());
+                }
+                diesel::sql_query(
+                    "UPDATE audit_log a SET seq = v.seq, hash = v.hash \
                  FROM unnest($1, $2, $3) AS v(id, seq, hash) WHERE a.id = v.id",
-            )
-            .bind::<Array<SqlUuid>, _>(&ids)
-            .bind::<Array<BigInt>, _>(&seqs)
-            .bind::<Array<Bytea>, _>(&hashes)
-            .execute(conn)
-            .await?;
-            let signature = signer.sign(CHECKPOINT, tenant, seq, &prev);
-            diesel::insert_into(audit_checkpoints::table)
-                .values((
-                    audit_checkpoints::seq.eq(seq),
-                    audit_checkpoints::hash.eq(prev.to_vec()),
-                    audit_checkpoints::signature.eq(&signature),
-                ))
+                )
+                .bind::<Array<SqlUuid>, _>(&ids)
+                .bind::<Array<BigInt>, _>(&seqs)
+                .bind::<Array<Bytea>, _>(&hashes)
                 .execute(conn)
                 .await?;
-            Ok(Some((rows.len(), seq, prev, signature)))
-        }
-        .await;
-        match tx.finish(result).await? {
+                let signature = signer.sign(CHECKPOINT, tenant, seq, &prev);
+                diesel::insert_into(audit_checkpoints::table)
+                    .values((
+                        audit_checkpoints::seq.eq(seq),
+                        audit_checkpoints::hash.eq(prev.to_vec()),
+                        audit_checkpoints::signature.eq(&signature),
+                    ))
+                    .execute(conn)
+                    .await?;
+                Ok(Some((rows.len(), seq, prev, signature)))
+            })
+            .await?
+        {
             None => break,
             Some((n, seq, hash, signature)) => {
                 total += n as u64;
@@ -227,8 +227,7 @@ pub async fn verify_tenant(
             .await
             .optional()?
     };
-    let mut tx = db.begin().await?;
-    let result = async {
+    db.transaction(async |tx| {
         let conn = tx.conn();
         lock(conn).await?;
         let anchor = anchor(conn).await?;
@@ -314,17 +313,15 @@ pub async fn verify_tenant(
             elapsed_ms: elapsed.as_millis() as u64,
             entries_per_sec: (v.checked as f64 / elapsed.as_secs_f64().max(1e-6)) as u64,
         })
-    }
-    .await;
-    tx.finish(result).await
+    })
+    .await
 }
 
 /// Applies the tenant's retention policy: sealed entries older than `retention_days` are
 /// deleted after their prefix was verified, and a signed anchor (the hash at the last pruned
 /// entry) lets the rest keep verifying. Returns how many were pruned.
 pub async fn prune_tenant(signer: &Signer, tenant: Uuid, db: &TenantDb) -> ApiResult<u64> {
-    let mut tx = db.begin().await?;
-    let result = async {
+    db.transaction(async |tx| {
         let conn = tx.conn();
         lock(conn).await?;
         let days: Option<i32> = audit_settings::table
@@ -413,9 +410,8 @@ pub async fn prune_tenant(signer: &Signer, tenant: Uuid, db: &TenantDb) -> ApiRe
             .execute(conn)
             .await?;
         Ok(pruned as u64)
-    }
-    .await;
-    tx.finish(result).await
+    })
+    .await
 }
 
 /// Every active tenant: (id, database).

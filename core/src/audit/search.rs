@@ -222,23 +222,18 @@ pub async fn page(
             Direction::Newer => q.filter(audit_log::id.gt(c)),
         };
     }
-    let mut tx = db.begin().await?;
     // A generic plan cannot see which filter is selective (nor the limit) and walks the
     // primary key; plan each page for its actual values.
-    let rows = async {
-        use diesel_async::SimpleAsyncConnection;
-        tx.conn()
-            .batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
-            .await?;
-        q.load(tx.conn()).await
-    }
-    .await;
-    Ok(tx
-        .finish(rows)
-        .await?
-        .into_iter()
-        .map(AuditEntry::from)
-        .collect())
+    let rows: Vec<Entry> = db
+        .transaction(async |tx| {
+            use diesel_async::SimpleAsyncConnection;
+            tx.conn()
+                .batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
+                .await?;
+            Ok::<_, ApiError>(q.load(tx.conn()).await?)
+        })
+        .await?;
+    Ok(rows.into_iter().map(AuditEntry::from).collect())
 }
 
 /// Newest first, before `before`, at most `limit`.
@@ -267,20 +262,19 @@ pub async fn head_seq(db: &TenantDb) -> ApiResult<i64> {
 
 /// Sealed entries after `seq`, in chain order (streaming).
 pub async fn sealed_after(db: &TenantDb, seq: i64, limit: i64) -> ApiResult<Vec<AuditEntry>> {
-    let mut tx = db.begin().await?;
-    let rows = audit_log::table
-        .filter(audit_log::seq.gt(seq))
-        .select(Entry::as_select())
-        .order(audit_log::seq.asc())
-        .limit(limit)
-        .load(tx.conn())
-        .await;
-    Ok(tx
-        .finish(rows)
-        .await?
-        .into_iter()
-        .map(AuditEntry::from)
-        .collect())
+    let rows: Vec<Entry> = db
+        .transaction(async |tx| {
+            let rows = audit_log::table
+                .filter(audit_log::seq.gt(seq))
+                .select(Entry::as_select())
+                .order(audit_log::seq.asc())
+                .limit(limit)
+                .load(tx.conn())
+                .await?;
+            Ok::<_, ApiError>(rows)
+        })
+        .await?;
+    Ok(rows.into_iter().map(AuditEntry::from).collect())
 }
 
 /// The export formats.

@@ -55,6 +55,13 @@ pub enum MigrateError {
     Tenant(String),
 }
 
+/// A tenant transaction that could not open (for seeding after the migration).
+impl From<super::DbError> for MigrateError {
+    fn from(e: super::DbError) -> Self {
+        MigrateError::Tenant(e.to_string())
+    }
+}
+
 /// The migrations of one set (`registry` or `tenant`), ordered by version.
 pub fn set(name: &str) -> Vec<Migration> {
     let dir = MIGRATIONS

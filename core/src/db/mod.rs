@@ -1,5 +1,5 @@
 //! Connection pools keyed by physical database, and the one entry point for tenant-scoped
-//! work: [`TenantDb::begin`].
+//! work: [`TenantDb::transaction`] (or [`TenantDb::begin`] for a transaction held by hand).
 //!
 //! Owns how a connection is pinned to a tenant. **Architecture invariant:** every pooled
 //! connection starts its session with an empty `search_path`, so an unqualified table name
@@ -215,8 +215,12 @@ impl TenantDb {
     /// through the returned [`Tx`]; there is no other way to reach a tenant's tables.
     /// Prefer [`TenantDb::transaction`], which cannot forget to commit.
     pub async fn begin(&self) -> Result<Tx, DbError> {
-        let sql = format!("BEGIN; SET LOCAL search_path TO \"{}\"", self.schema);
-        Tx::begin(&self.pool, &sql).await
+        Tx::begin(&self.pool, &self.begin_sql()).await
+    }
+
+    /// `BEGIN` and the schema pin, in one round trip.
+    fn begin_sql(&self) -> String {
+        format!("BEGIN; SET LOCAL search_path TO \"{}\"", self.schema)
     }
 
     /// Runs `work` in a transaction pinned to this tenant's schema: commits when it returns
@@ -229,10 +233,25 @@ impl TenantDb {
     where
         E: From<DbError> + From<diesel::result::Error>,
     {
-        let mut tx = self.begin().await?;
-        let result = work(&mut tx).await;
-        tx.finish(result).await
+        transaction(&self.pool, &self.begin_sql(), work).await
     }
+}
+
+/// Runs `work` in a transaction on `pool` that `begin_sql` opens (it must start one, e.g.
+/// `"BEGIN"` on the registry): commits when `work` returns `Ok`, rolls back when it returns
+/// `Err`, and answers what `work` answered (or the commit's failure). Tenant work goes
+/// through [`TenantDb::transaction`] instead, which pins the schema.
+pub async fn transaction<T, E>(
+    pool: &PgPool,
+    begin_sql: &str,
+    work: impl AsyncFnOnce(&mut Tx) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<DbError> + From<diesel::result::Error>,
+{
+    let mut tx = Tx::begin(pool, begin_sql).await?;
+    let result = work(&mut tx).await;
+    tx.finish(result).await
 }
 
 /// An open transaction on a pooled connection (a tenant's, from [`TenantDb::begin`], or the

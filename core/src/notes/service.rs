@@ -70,17 +70,15 @@ pub async fn create(db: &TenantDb, actor: &Actor, input: &NewNote) -> ApiResult<
     }
     let row = row(input);
     let id = NoteId(row.id);
-    let mut tx = db.begin().await?;
-    let result = async {
+    db.transaction(async |tx| {
         repo::insert(tx.conn(), &row).await?;
         let note = repo::get(tx.conn(), id)
             .await?
             .ok_or_else(|| ApiError::not_found("note"))?;
         audit::record(tx.conn(), actor, note_change("note.created", &note)).await?;
         Ok(note)
-    }
-    .await;
-    tx.finish(result).await
+    })
+    .await
 }
 
 /// Inserts all items or none. A duplicate `external_id` anywhere fails the whole batch
@@ -100,8 +98,7 @@ pub async fn create_batch(db: &TenantDb, actor: &Actor, items: &[NewNote]) -> Ap
         return Err(ApiError::validation(errors));
     }
     let rows: Vec<NoteRow> = items.iter().map(row).collect();
-    let mut tx = db.begin().await?;
-    let result = async {
+    db.transaction(async |tx| {
         let mut out = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             repo::insert(tx.conn(), row).await.map_err(|e| {
@@ -118,37 +115,29 @@ pub async fn create_batch(db: &TenantDb, actor: &Actor, items: &[NewNote]) -> Ap
             out.push(note);
         }
         Ok(out)
-    }
-    .await;
-    tx.finish(result).await
+    })
+    .await
 }
 
 pub async fn get(db: &TenantDb, id: NoteId) -> ApiResult<Note> {
-    let mut tx = db.begin().await?;
-    let result = repo::get(tx.conn(), id).await.map_err(ApiError::from);
-    tx.finish(result)
+    db.transaction(async |tx| Ok::<_, ApiError>(repo::get(tx.conn(), id).await?))
         .await?
         .ok_or_else(|| ApiError::not_found("note"))
 }
 
 pub async fn list(db: &TenantDb, after: Option<NoteId>, limit: i64) -> ApiResult<Vec<Note>> {
-    let mut tx = db.begin().await?;
-    let result = repo::list(tx.conn(), after.map(|a| a.0), limit)
+    db.transaction(async |tx| Ok(repo::list(tx.conn(), after.map(|a| a.0), limit).await?))
         .await
-        .map_err(ApiError::from);
-    tx.finish(result).await
 }
 
 pub async fn delete(db: &TenantDb, actor: &Actor, id: NoteId) -> ApiResult<()> {
-    let mut tx = db.begin().await?;
-    let result = async {
+    db.transaction(async |tx| {
         let note = repo::get(tx.conn(), id)
             .await?
             .ok_or_else(|| ApiError::not_found("note"))?;
         repo::delete(tx.conn(), id).await?;
         audit::record(tx.conn(), actor, note_change("note.deleted", &note)).await?;
         Ok(())
-    }
-    .await;
-    tx.finish(result).await
+    })
+    .await
 }

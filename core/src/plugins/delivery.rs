@@ -44,14 +44,12 @@ pub async fn deliver_tenant(
     db: &TenantDb,
 ) -> Result<Option<usize>, ApiError> {
     let due = {
-        let mut tx = db.begin().await?;
-        let r = async {
+        db.transaction(async |tx| {
             let due = repo::due_integrations(tx.conn()).await?;
             let any = !due.is_empty() || repo::has_integrations(tx.conn()).await?;
             Ok::<_, ApiError>((due, any))
-        }
-        .await;
-        tx.finish(r).await?
+        })
+        .await?
     };
     let (due, any) = due;
     if !any {
@@ -60,29 +58,28 @@ pub async fn deliver_tenant(
     let mut delivered = 0;
     for install in due {
         // Nothing new: no lease, no write.
-        let pending = {
-            let mut tx = db.begin().await?;
-            let after = Cursor {
-                txid: install.cursor_txid,
-                seq: install.cursor_seq,
-            };
-            let r = outbox::read_after(tx.conn(), after, 1).await;
-            tx.finish(r).await?
+        let after = Cursor {
+            txid: install.cursor_txid,
+            seq: install.cursor_seq,
         };
+        let pending = db
+            .transaction(async |tx| {
+                Ok::<_, ApiError>(outbox::read_after(tx.conn(), after, 1).await?)
+            })
+            .await?;
         if pending.is_empty() {
             continue;
         }
-        let leased = {
-            let mut tx = db.begin().await?;
-            let r = repo::lease(tx.conn(), &install.name, LEASE_SECS).await;
-            tx.finish(r).await?
-        };
+        let leased = db
+            .transaction(async |tx| {
+                Ok::<_, ApiError>(repo::lease(tx.conn(), &install.name, LEASE_SECS).await?)
+            })
+            .await?;
         let Some(install) = leased else { continue };
         let name = install.name.clone();
         let r = deliver_install(state, tenant, db, install).await;
-        let mut tx = db.begin().await?;
-        let release = repo::release_lease(tx.conn(), &name).await;
-        tx.finish(release).await?;
+        db.transaction(async |tx| Ok::<_, ApiError>(repo::release_lease(tx.conn(), &name).await?))
+            .await?;
         delivered += r?;
     }
     Ok(Some(delivered))
@@ -95,15 +92,15 @@ async fn deliver_install(
     install: InstallRow,
 ) -> Result<usize, ApiError> {
     let cfg = &state.config.plugins;
-    let events = {
-        let mut tx = db.begin().await?;
-        let after = Cursor {
-            txid: install.cursor_txid,
-            seq: install.cursor_seq,
-        };
-        let r = outbox::read_after(tx.conn(), after, BATCH).await;
-        tx.finish(r).await?
+    let after = Cursor {
+        txid: install.cursor_txid,
+        seq: install.cursor_seq,
     };
+    let events = db
+        .transaction(async |tx| {
+            Ok::<_, ApiError>(outbox::read_after(tx.conn(), after, BATCH).await?)
+        })
+        .await?;
     if events.is_empty() {
         return Ok(0);
     }
@@ -134,14 +131,12 @@ async fn deliver_install(
                     .plugins
                     .breaker
                     .success(&breaker_key(tenant, &install.name, &install.hash));
-                let mut tx = db.begin().await?;
-                let r = async {
+                db.transaction(async |tx| {
                     emit(tx.conn(), &install.name, fx).await?;
                     repo::advance(tx.conn(), &install.name, ev.txid, ev.seq).await?;
                     Ok::<_, ApiError>(())
-                }
-                .await;
-                tx.finish(r).await?;
+                })
+                .await?;
                 state
                     .metrics
                     .plugin_deliveries
@@ -175,8 +170,7 @@ async fn deliver_install(
         };
         // Failed: save progress up to here, then retry this event later or set it aside.
         let attempts = install.attempts + 1;
-        let mut tx = db.begin().await?;
-        let r = async {
+        db.transaction(async |tx| {
             let conn = tx.conn();
             if let Some(c) = skipped {
                 repo::advance(conn, &install.name, c.txid, c.seq).await?;
@@ -201,9 +195,8 @@ async fn deliver_install(
                 repo::retry_later(conn, &install.name, attempts, delay, &error).await?;
             }
             Ok::<_, ApiError>(())
-        }
-        .await;
-        tx.finish(r).await?;
+        })
+        .await?;
         let outcome = if attempts as u32 >= cfg.delivery_max_attempts {
             "dead_letter"
         } else {
@@ -218,9 +211,10 @@ async fn deliver_install(
         return Ok(delivered);
     }
     if let Some(c) = skipped {
-        let mut tx = db.begin().await?;
-        let r = repo::advance(tx.conn(), &install.name, c.txid, c.seq).await;
-        tx.finish(r).await?;
+        db.transaction(async |tx| {
+            Ok::<_, ApiError>(repo::advance(tx.conn(), &install.name, c.txid, c.seq).await?)
+        })
+        .await?;
     }
     Ok(delivered)
 }

@@ -72,7 +72,7 @@ pub fn call_ctx(tenant: Uuid, db: &TenantDb, install: &InstallRow) -> CallCtx {
     CallCtx {
         tenant: tenant.to_string(),
         plugin: install.name.clone(),
-        grants: Arc::new((&grants).into()),
+        grants: Arc::new(grants),
         config: Arc::new(config_of(install)),
         kv: Arc::new(super::kv::DbKv {
             db: db.clone(),

@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use neotenant_runtime::Kv;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::TenantDb;
+use crate::db::{DbError, TenantDb};
 
 /// Keys one installation may hold.
 pub const MAX_KEYS: i64 = 10_000;
@@ -26,18 +26,27 @@ impl Kv for DbKv {
     fn get(&self, key: String) -> BoxFuture<'static, Result<Option<Vec<u8>>, String>> {
         let (db, plugin) = (self.db.clone(), self.plugin.clone());
         Box::pin(async move {
-            let mut tx = db.begin().await.map_err(failed)?;
-            let r = super::repo::kv_get(tx.conn(), &plugin, &key).await;
-            tx.finish(r).await.map_err(failed)
+            db.transaction(async |tx| {
+                Ok::<_, DbError>(super::repo::kv_get(tx.conn(), &plugin, &key).await?)
+            })
+            .await
+            .map_err(failed)
         })
     }
 
     fn set(&self, key: String, value: Vec<u8>) -> BoxFuture<'static, Result<(), String>> {
         let (db, plugin) = (self.db.clone(), self.plugin.clone());
         Box::pin(async move {
-            let mut tx = db.begin().await.map_err(failed)?;
-            let r = super::repo::kv_set(tx.conn(), &plugin, &key, &value, MAX_KEYS).await;
-            match tx.finish(r).await.map_err(failed)? {
+            let stored = db
+                .transaction(async |tx| {
+                    let conn = tx.conn();
+                    Ok::<_, DbError>(
+                        super::repo::kv_set(conn, &plugin, &key, &value, MAX_KEYS).await?,
+                    )
+                })
+                .await
+                .map_err(failed)?;
+            match stored {
                 true => Ok(()),
                 false => Err(format!("at most {MAX_KEYS} keys per plugin")),
             }
@@ -47,18 +56,23 @@ impl Kv for DbKv {
     fn delete(&self, key: String) -> BoxFuture<'static, Result<(), String>> {
         let (db, plugin) = (self.db.clone(), self.plugin.clone());
         Box::pin(async move {
-            let mut tx = db.begin().await.map_err(failed)?;
-            let r = super::repo::kv_delete(tx.conn(), &plugin, &key).await;
-            tx.finish(r).await.map_err(failed)
+            db.transaction(async |tx| {
+                Ok::<_, DbError>(super::repo::kv_delete(tx.conn(), &plugin, &key).await?)
+            })
+            .await
+            .map_err(failed)
         })
     }
 
     fn keys(&self, prefix: String, limit: u32) -> BoxFuture<'static, Result<Vec<String>, String>> {
         let (db, plugin) = (self.db.clone(), self.plugin.clone());
         Box::pin(async move {
-            let mut tx = db.begin().await.map_err(failed)?;
-            let r = super::repo::kv_keys(tx.conn(), &plugin, &prefix, limit as i64).await;
-            tx.finish(r).await.map_err(failed)
+            db.transaction(async |tx| {
+                let conn = tx.conn();
+                Ok::<_, DbError>(super::repo::kv_keys(conn, &plugin, &prefix, limit as i64).await?)
+            })
+            .await
+            .map_err(failed)
         })
     }
 }

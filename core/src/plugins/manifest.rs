@@ -1,24 +1,37 @@
-//! The manifest that comes with every upload, and the checks that it matches the component.
+//! The manifest that comes with every upload, and the checks that it matches the component
+//! and that an installation's grants stay within what it asks for.
 
-use salvo::oapi::ToSchema;
+use salvo::oapi::naming::{self, NameRule};
+use salvo::oapi::{Components, ComposeSchema, Ref, RefOr, Schema, ToSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::error::FieldError;
-use neotenant_runtime::Kind;
+use neotenant_runtime::{Grants, Kind};
 
-/// The host interfaces a plugin asks for. `http` lists hosts (`host` or `host:port`), or
-/// `*` to let the tenant choose at install time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Capabilities {
-    #[serde(default)]
-    pub logging: bool,
-    #[serde(default)]
-    pub kv: bool,
-    #[serde(default)]
-    pub events: bool,
-    #[serde(default)]
-    pub http: Vec<String>,
+/// What a manifest's `capabilities` are in the OpenAPI document: the shape of [`Grants`]
+/// under their own published name and description (a plugin asks for interfaces; `http` may
+/// also be `*`).
+pub struct CapabilitiesSchema;
+
+impl ToSchema for CapabilitiesSchema {
+    fn to_schema(components: &mut Components) -> RefOr<Schema> {
+        let name = naming::assign_name::<CapabilitiesSchema>(NameRule::Force(
+            "neotenant.plugins.manifest.Capabilities",
+        ));
+        let reference = RefOr::Ref(Ref::new(format!("#/components/schemas/{name}")));
+        if !components.schemas.contains_key(&name) {
+            let mut schema = <Grants as ComposeSchema>::compose(components, Vec::new());
+            if let RefOr::Type(Schema::Object(object)) = &mut schema {
+                object.description = Some(
+                    "The host interfaces a plugin asks for. `http` lists hosts (`host` or \
+                     `host:port`), or\n`*` to let the tenant choose at install time."
+                        .into(),
+                );
+            }
+            components.schemas.insert(name, schema);
+        }
+        reference
+    }
 }
 
 /// `plugin.json`.
@@ -34,8 +47,11 @@ pub struct Manifest {
     pub publisher: String,
     #[serde(default)]
     pub description: String,
+    /// The host interfaces it asks for; `http` lists hosts, or `*` to let the tenant choose
+    /// at install time.
     #[serde(default)]
-    pub capabilities: Capabilities,
+    #[salvo(schema(value_type = CapabilitiesSchema))]
+    pub capabilities: Grants,
     /// Integrations: event kinds to receive (`resource.created`, `resource.*`, `*`).
     #[serde(default)]
     pub events: Vec<String>,
@@ -219,7 +235,7 @@ impl Manifest {
 }
 
 /// Checks grants against what the manifest asked for.
-pub fn check_grants(m: &Manifest, g: &super::Grants) -> Vec<FieldError> {
+pub fn check_grants(m: &Manifest, g: &Grants) -> Vec<FieldError> {
     let mut e = Vec::new();
     for (cap, granted, asked) in [
         ("logging", g.logging, m.capabilities.logging),

@@ -31,14 +31,17 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Bool, Integer, Jsonb, Nullable, Text, Timestamptz};
-use neotenant_runtime::{Breaker, Limits, Runtime, RuntimeConfig};
+use neotenant_runtime::{Breaker, Limits, Runtime, RuntimeConfig, SetupError};
 use salvo::oapi::ToSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::PluginsConfig;
 use crate::ids::PluginId;
-pub use manifest::{Capabilities, Manifest};
+pub use manifest::Manifest;
+/// What an installation may use (and, in a manifest, what a plugin asks for): the runtime's
+/// type, which gates every host interface.
+pub use neotenant_runtime::Grants;
 
 /// What the plugin feature uses, built once by `app`: the registry (components, versions,
 /// the marketplace), the runtime with its circuit breaker, and counters.
@@ -60,7 +63,7 @@ pub struct Plugins {
 }
 
 impl Plugins {
-    pub fn new(cfg: &PluginsConfig) -> Result<Plugins, String> {
+    pub fn new(cfg: &PluginsConfig) -> Result<Plugins, SetupError> {
         let limits = Limits {
             fuel: cfg.fuel,
             memory_bytes: cfg.memory_mib << 20,
@@ -102,32 +105,6 @@ pub struct FailureModes {
     pub after_change: FailureMode,
 }
 
-/// The host interfaces granted to an installation. `http` lists approved hosts (`host` or
-/// `host:port`), each of which the manifest must have asked for (or asked for `*`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Grants {
-    #[serde(default)]
-    pub logging: bool,
-    #[serde(default)]
-    pub kv: bool,
-    #[serde(default)]
-    pub events: bool,
-    #[serde(default)]
-    pub http: Vec<String>,
-}
-
-impl From<&Grants> for neotenant_runtime::Grants {
-    fn from(g: &Grants) -> Self {
-        neotenant_runtime::Grants {
-            logging: g.logging,
-            kv: g.kv,
-            events: g.events,
-            http: g.http.clone(),
-        }
-    }
-}
-
 /// One version of a plugin.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PluginVersion {
@@ -135,7 +112,8 @@ pub struct PluginVersion {
     /// SHA-256 of the component: what an installation is pinned to.
     pub hash: String,
     pub size: i32,
-    pub capabilities: Capabilities,
+    #[salvo(schema(value_type = manifest::CapabilitiesSchema))]
+    pub capabilities: Grants,
     /// Event kinds an integration subscribes to.
     pub events: Vec<String>,
     /// The resource type a resource-type plugin provides (name, title, schema, fields,

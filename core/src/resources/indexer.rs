@@ -195,9 +195,12 @@ pub async fn index_tenant(
     max_batches: usize,
 ) -> ApiResult<usize> {
     if !registry.exists(&index_key(tenant)) {
-        let mut tx = db.begin().await?;
-        let any = outbox::read_after(tx.conn(), Cursor::default(), 1).await;
-        if tx.finish(any.map_err(ApiError::from)).await?.is_empty() {
+        let any = db
+            .transaction(async |tx| {
+                Ok::<_, ApiError>(outbox::read_after(tx.conn(), Cursor::default(), 1).await?)
+            })
+            .await?;
+        if any.is_empty() {
             return Ok(0);
         }
     }
@@ -210,46 +213,46 @@ pub async fn index_tenant(
         .unwrap_or_default();
     let mut applied = 0;
     loop {
-        let mut tx = db.begin().await?;
-        let batch = async {
-            let conn = tx.conn();
-            let events = outbox::read_after(conn, cursor, BATCH).await?;
-            let Some(last) = events.last().map(|e| e.cursor()) else {
-                return Ok(None);
-            };
-            let mut ids = BTreeSet::new();
-            let mut changed_types = BTreeSet::new();
-            for e in &events {
-                if e.topic.starts_with("resource.") {
-                    if let Ok(id) = e.aggregate_id.parse::<ResourceId>() {
-                        ids.insert(id.0);
+        let Some((n, last, docs, deletes)) = db
+            .transaction(async |tx| {
+                let conn = tx.conn();
+                let events = outbox::read_after(conn, cursor, BATCH).await?;
+                let Some(last) = events.last().map(|e| e.cursor()) else {
+                    return Ok(None);
+                };
+                let mut ids = BTreeSet::new();
+                let mut changed_types = BTreeSet::new();
+                for e in &events {
+                    if e.topic.starts_with("resource.") {
+                        if let Ok(id) = e.aggregate_id.parse::<ResourceId>() {
+                            ids.insert(id.0);
+                        }
+                    } else if e.topic == "resource_type.updated" {
+                        changed_types.insert(e.aggregate_id.clone());
                     }
-                } else if e.topic == "resource_type.updated" {
-                    changed_types.insert(e.aggregate_id.clone());
                 }
-            }
-            for t in changed_types {
-                // The type's searchable fields may have changed: re-derive all its documents.
-                let rows: Vec<IdRow> =
-                    diesel::sql_query("SELECT id FROM resources WHERE type = $1")
-                        .bind::<Text, _>(t)
-                        .load(conn)
-                        .await?;
-                ids.extend(rows.into_iter().map(|r| r.id));
-            }
-            let types = type_map(conn).await?;
-            let ids: Vec<Uuid> = ids.into_iter().collect();
-            let mut docs = Vec::new();
-            let mut deletes = Vec::new();
-            for chunk in ids.chunks(BATCH as usize) {
-                let (d, x) = load(conn, chunk, &types).await?;
-                docs.extend(d);
-                deletes.extend(x);
-            }
-            Ok::<_, ApiError>(Some((events.len(), last, docs, deletes)))
-        }
-        .await;
-        let Some((n, last, docs, deletes)) = tx.finish(batch).await? else {
+                for t in changed_types {
+                    // The type's searchable fields may have changed: re-derive all its documents.
+                    let rows: Vec<IdRow> =
+                        diesel::sql_query("SELECT id FROM resources WHERE type = $1")
+                            .bind::<Text, _>(t)
+                            .load(conn)
+                            .await?;
+                    ids.extend(rows.into_iter().map(|r| r.id));
+                }
+                let types = type_map(conn).await?;
+                let ids: Vec<Uuid> = ids.into_iter().collect();
+                let mut docs = Vec::new();
+                let mut deletes = Vec::new();
+                for chunk in ids.chunks(BATCH as usize) {
+                    let (d, x) = load(conn, chunk, &types).await?;
+                    docs.extend(d);
+                    deletes.extend(x);
+                }
+                Ok::<_, ApiError>(Some((events.len(), last, docs, deletes)))
+            })
+            .await?
+        else {
             return Ok(applied);
         };
         let payload = serde_json::to_string(&last).map_err(internal)?;
@@ -267,9 +270,9 @@ pub async fn index_tenant(
 /// Empties a tenant's index and refills it from PostgreSQL; returns the documents indexed.
 pub async fn rebuild(registry: &Arc<Registry>, tenant: Uuid, db: &TenantDb) -> ApiResult<usize> {
     let index = open(registry, tenant).await?;
-    let mut tx = db.begin().await?;
-    let head = outbox::head(tx.conn()).await;
-    let head = tx.finish(head.map_err(ApiError::from)).await?;
+    let head = db
+        .transaction(async |tx| Ok::<_, ApiError>(outbox::head(tx.conn()).await?))
+        .await?;
     let payload = serde_json::to_string(&head).map_err(internal)?;
     let idx = index.clone();
     let p = payload.clone();
@@ -277,29 +280,28 @@ pub async fn rebuild(registry: &Arc<Registry>, tenant: Uuid, db: &TenantDb) -> A
     let mut after: Option<Uuid> = None;
     let mut total = 0;
     loop {
-        let mut tx = db.begin().await?;
-        let batch = async {
-            let conn = tx.conn();
-            let types = type_map(conn).await?;
-            let mut q = Sql::new("SELECT id FROM resources WHERE deleted_at IS NULL");
-            if let Some(a) = after {
-                q = q.push(" AND id > ").bind::<SqlUuid, _>(a);
-            }
-            let q = q
-                .push(" ORDER BY id LIMIT ")
-                .bind::<diesel::sql_types::BigInt, _>(BATCH);
-            let ids: Vec<Uuid> = q
-                .query()
-                .load::<IdRow>(conn)
-                .await?
-                .into_iter()
-                .map(|r| r.id)
-                .collect();
-            let (docs, _) = load(conn, &ids, &types).await?;
-            Ok::<_, ApiError>((ids, docs))
-        }
-        .await;
-        let (ids, docs) = tx.finish(batch).await?;
+        let (ids, docs) = db
+            .transaction(async |tx| {
+                let conn = tx.conn();
+                let types = type_map(conn).await?;
+                let mut q = Sql::new("SELECT id FROM resources WHERE deleted_at IS NULL");
+                if let Some(a) = after {
+                    q = q.push(" AND id > ").bind::<SqlUuid, _>(a);
+                }
+                let q = q
+                    .push(" ORDER BY id LIMIT ")
+                    .bind::<diesel::sql_types::BigInt, _>(BATCH);
+                let ids: Vec<Uuid> = q
+                    .query()
+                    .load::<IdRow>(conn)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect();
+                let (docs, _) = load(conn, &ids, &types).await?;
+                Ok::<_, ApiError>((ids, docs))
+            })
+            .await?;
         let Some(last) = ids.last() else { break };
         after = Some(*last);
         total += docs.len();
@@ -384,19 +386,18 @@ pub async fn search(
 ) -> ApiResult<neotenant_search::Results> {
     let tenant = caller.tenant_id().0;
     let db = &caller.db();
-    let mut tx = db.begin().await?;
-    let access = async {
-        let conn = tx.conn();
-        let access = Access::load(conn, caller).await?;
-        let reach = if access.scope(Action::Read) == Some(Scope::Team) {
-            access.team_reach(conn).await?
-        } else {
-            Vec::new()
-        };
-        Ok::<_, ApiError>((access, reach))
-    }
-    .await;
-    let (access, reach) = tx.finish(access).await?;
+    let (access, reach) = db
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let access = Access::load(conn, caller).await?;
+            let reach = if access.scope(Action::Read) == Some(Scope::Team) {
+                access.team_reach(conn).await?
+            } else {
+                Vec::new()
+            };
+            Ok::<_, ApiError>((access, reach))
+        })
+        .await?;
     let visibility = if access.reads_all() {
         Visibility::All
     } else {
@@ -433,18 +434,16 @@ pub async fn search(
         .filter_map(|h| h.id.parse::<ResourceId>().ok().map(|r| r.0))
         .collect();
     if !ids.is_empty() {
-        let mut tx = db.begin().await?;
-        let visible = async {
-            let q =
-                Sql::new("SELECT r.id FROM resources r WHERE r.deleted_at IS NULL AND r.id = ANY(")
-                    .bind::<Array<SqlUuid>, _>(ids)
-                    .push(")");
-            let q = access.read_predicate(q);
-            Ok::<_, ApiError>(q.query().load::<IdRow>(tx.conn()).await?)
-        }
-        .await;
-        let visible: HashSet<String> = tx
-            .finish(visible)
+        let visible: HashSet<String> = db
+            .transaction(async |tx| {
+                let q = Sql::new(
+                    "SELECT r.id FROM resources r WHERE r.deleted_at IS NULL AND r.id = ANY(",
+                )
+                .bind::<Array<SqlUuid>, _>(ids)
+                .push(")");
+                let q = access.read_predicate(q);
+                Ok::<_, ApiError>(q.query().load::<IdRow>(tx.conn()).await?)
+            })
             .await?
             .into_iter()
             .map(|r| ResourceId(r.id).to_string())

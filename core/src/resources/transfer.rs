@@ -379,37 +379,38 @@ impl Importer<'_> {
             return Ok(());
         }
         let rows = std::mem::take(&mut self.batch);
-        let mut tx = self.ctx.caller.db().begin().await?;
         let mut rejected = Vec::new();
         let mut imported = 0;
-        let result = async {
-            for (line, input) in &rows {
-                let conn = tx.conn();
-                AnsiTransactionManager::begin_transaction(conn).await?;
-                match service::create_row(self.ctx, conn, self.type_name, input).await {
-                    Ok(_) => {
-                        AnsiTransactionManager::commit_transaction(conn).await?;
-                        imported += 1;
+        let (ctx, type_name) = (self.ctx, self.type_name);
+        ctx.caller
+            .db()
+            .transaction(async |tx| {
+                for (line, input) in &rows {
+                    let conn = tx.conn();
+                    AnsiTransactionManager::begin_transaction(conn).await?;
+                    match service::create_row(ctx, conn, type_name, input).await {
+                        Ok(_) => {
+                            AnsiTransactionManager::commit_transaction(conn).await?;
+                            imported += 1;
+                        }
+                        Err(e) if e.code.is_client_error() => {
+                            AnsiTransactionManager::rollback_transaction(conn).await?;
+                            let errors = if e.errors.is_empty() {
+                                vec![FieldError {
+                                    pointer: String::new(),
+                                    message: e.detail.to_string(),
+                                }]
+                            } else {
+                                e.errors
+                            };
+                            rejected.push((*line, errors));
+                        }
+                        Err(e) => return Err(e),
                     }
-                    Err(e) if e.code.is_client_error() => {
-                        AnsiTransactionManager::rollback_transaction(conn).await?;
-                        let errors = if e.errors.is_empty() {
-                            vec![FieldError {
-                                pointer: String::new(),
-                                message: e.detail.to_string(),
-                            }]
-                        } else {
-                            e.errors
-                        };
-                        rejected.push((*line, errors));
-                    }
-                    Err(e) => return Err(e),
                 }
-            }
-            Ok(())
-        }
-        .await;
-        tx.finish(result).await?;
+                Ok::<_, ApiError>(())
+            })
+            .await?;
         self.report.imported += imported;
         for (line, errors) in rejected {
             self.reject(line, errors);

@@ -341,34 +341,36 @@ pub async fn create_local_user(
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    let mut tx = resolved.db.begin().await?;
-    let result = crate::users::repo::create_local(
-        tx.conn(),
-        &input.username,
-        &input.email,
-        input.display_name.as_deref(),
-        &hash,
-    )
-    .await
-    .map_err(ApiError::from);
-    let result = match result {
-        Ok(user) => crate::audit::record(
-            tx.conn(),
-            &crate::audit::Actor::platform(&state.audit_recent, resolved.tenant.id.0, &resolved.db),
-            crate::audit::Change {
-                action: "user.created",
-                target_type: "user",
-                target_id: Some(user.id.to_string()),
-                data: serde_json::json!({"after": {"username": user.username, "email": user.email,
-                                                   "display_name": user.display_name}}),
-            },
-        )
-        .await
-        .map(|()| user)
-        .map_err(ApiError::from),
-        Err(e) => Err(e),
-    };
-    let user = tx.finish(result).await?;
+    let user = resolved
+        .db
+        .transaction(async |tx| {
+            let user = crate::users::repo::create_local(
+                tx.conn(),
+                &input.username,
+                &input.email,
+                input.display_name.as_deref(),
+                &hash,
+            )
+            .await?;
+            crate::audit::record(
+                tx.conn(),
+                &crate::audit::Actor::platform(
+                    &state.audit_recent,
+                    resolved.tenant.id.0,
+                    &resolved.db,
+                ),
+                crate::audit::Change {
+                    action: "user.created",
+                    target_type: "user",
+                    target_id: Some(user.id.to_string()),
+                    data: serde_json::json!({"after": {"username": user.username, "email": user.email,
+                                                       "display_name": user.display_name}}),
+                },
+            )
+            .await?;
+            Ok::<_, ApiError>(user)
+        })
+        .await?;
     Ok(Reply::created(
         user.clone(),
         format!("/v1/users/{}", user.id),

@@ -20,7 +20,7 @@ use super::model::{
 };
 use super::repo::{self, ConnectionRow, NewTenantRow};
 use crate::auth::keycloak::{IdpError, Ownership};
-use crate::db::{self, Tx, migrate};
+use crate::db::{self, migrate};
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use crate::ids::{ConnectionId, TenantId};
 
@@ -193,19 +193,29 @@ pub async fn create(state: &TenancyState, input: &CreateTenant) -> ApiResult<(Te
     if tenant.status != TenantStatus::Provisioning {
         return Ok((tenant, created));
     }
-    let mut lock = lock_tenant(state, &tenant.slug).await?;
-    // Re-read under the lock: another process may have finished (or deleted) it meanwhile.
-    let Some(tenant) = repo::find_by_slug(lock.conn(), &input.slug).await? else {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            "the tenant was deleted while being created",
-        ));
-    };
-    if tenant.status == TenantStatus::Provisioning {
-        if let Err(err) = provision(state, &tenant, lock.conn()).await {
-            let message = err.to_string();
-            repo::set_error(lock.conn(), tenant.id, &message).await?;
-            lock.commit().await?;
+    let provisioned = with_tenant_lock(state, &tenant.slug, async |conn| {
+        // Re-read under the lock: another process may have finished (or deleted) it meanwhile.
+        let Some(tenant) = repo::find_by_slug(conn, &input.slug).await? else {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "the tenant was deleted while being created",
+            ));
+        };
+        if tenant.status == TenantStatus::Provisioning {
+            if let Err(err) = provision(state, &tenant, conn).await {
+                let message = err.to_string();
+                repo::set_error(conn, tenant.id, &message).await?;
+                // Committed: the next attempt reads why this one stopped.
+                return Ok(Err((tenant, message, err)));
+            }
+            tracing::info!(tenant = %tenant.slug, region = %tenant.region, isolation = %tenant.isolation, "tenant provisioned");
+        }
+        Ok(Ok(repo::find_by_slug(conn, &tenant.slug).await?))
+    })
+    .await?;
+    let tenant = match provisioned {
+        Ok(tenant) => tenant.ok_or_else(|| ApiError::not_found("tenant"))?,
+        Err((tenant, message, err)) => {
             tracing::warn!(tenant = %tenant.slug, error = %message, "tenant provisioning failed; re-run create to resume");
             return Err(match err {
                 ProvisionError::Refused(reason) => ApiError::new(
@@ -219,25 +229,28 @@ pub async fn create(state: &TenancyState, input: &CreateTenant) -> ApiResult<(Te
                 .with_source(other),
             });
         }
-        tracing::info!(tenant = %tenant.slug, region = %tenant.region, isolation = %tenant.isolation, "tenant provisioned");
-    }
-    let tenant = repo::find_by_slug(lock.conn(), &tenant.slug).await?;
-    lock.commit().await?;
-    let tenant = tenant.ok_or_else(|| ApiError::not_found("tenant"))?;
+    };
     state.tenant_cache.invalidate(&tenant.slug).await;
     Ok((tenant, created))
 }
 
-/// Takes the registry-side lock that serialises provisioning, migration and deletion of one
-/// tenant across all processes. It is a transaction-scoped advisory lock: it is released when
-/// the returned transaction ends, including when a cancelled caller drops it.
-async fn lock_tenant(state: &TenancyState, slug: &str) -> ApiResult<Tx> {
-    let mut tx = Tx::begin(&state.registry, "BEGIN").await?;
-    sql_query("SELECT pg_advisory_xact_lock(hashtextextended('neotenant-tenant:' || $1, 0))")
-        .bind::<Text, _>(slug)
-        .execute(tx.conn())
-        .await?;
-    Ok(tx)
+/// Runs `work` under the registry-side lock that serialises provisioning, migration and
+/// deletion of one tenant across all processes, in one registry transaction (`work`'s `Ok`
+/// commits it, its `Err` rolls it back). The lock is a transaction-scoped advisory lock: it
+/// is released when the transaction ends, including when a cancelled caller drops it.
+async fn with_tenant_lock<T>(
+    state: &TenancyState,
+    slug: &str,
+    work: impl AsyncFnOnce(&mut AsyncPgConnection) -> ApiResult<T>,
+) -> ApiResult<T> {
+    db::transaction(&state.registry, "BEGIN", async |tx| {
+        sql_query("SELECT pg_advisory_xact_lock(hashtextextended('neotenant-tenant:' || $1, 0))")
+            .bind::<Text, _>(slug)
+            .execute(tx.conn())
+            .await?;
+        work(tx.conn()).await
+    })
+    .await
 }
 
 /// Makes the tenant's database (dedicated isolation) and schema, then marks it active.
@@ -443,12 +456,12 @@ async fn migrate_tenant(
     let mut conn = AsyncPgConnection::establish(&url).await?;
     let version = migrate::apply(&mut conn, &tenant.schema_name, &migrate::set("tenant")).await?;
     // The platform's role templates, through an ordinary tenant transaction.
-    let mut tx = tenant_db(state, tenant)
-        .begin()
-        .await
-        .map_err(|e| migrate::MigrateError::Tenant(e.to_string()))?;
-    let seeded = crate::rbac::service::seed(tx.conn()).await;
-    tx.finish(seeded).await?;
+    tenant_db(state, tenant)
+        .transaction(async |tx| {
+            crate::rbac::service::seed(tx.conn()).await?;
+            Ok::<_, migrate::MigrateError>(())
+        })
+        .await?;
     Ok(version)
 }
 
@@ -533,42 +546,43 @@ pub async fn delete(state: &TenancyState, slug: &str, confirm: Option<&str>) -> 
     // Stop serving it everywhere before the data goes.
     state.tenant_cache.invalidate(slug).await;
     // Wait for any provisioning or migration of this tenant to finish, then remove it.
-    let mut lock = lock_tenant(state, slug).await?;
-    let Some(tenant) = repo::find_by_slug(lock.conn(), slug).await? else {
-        return lock.finish(Ok(())).await;
-    };
-    state.audit_recent.forget(tenant.id.0);
-    let key = crate::ids::search_index_key(tenant.id.0);
-    let search = state.search.clone();
-    match tokio::task::spawn_blocking(move || search.remove(&key)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "could not remove the tenant's search index"),
-        Err(e) => tracing::warn!(error = %e, "could not remove the tenant's search index"),
-    }
-    if let Err(e) = remove_identity(state, &tenant).await {
-        return lock
-            .finish(Err(ApiError::new(
+    let deleted = with_tenant_lock(state, slug, async |conn| {
+        let Some(tenant) = repo::find_by_slug(conn, slug).await? else {
+            return Ok(false);
+        };
+        state.audit_recent.forget(tenant.id.0);
+        let key = crate::ids::search_index_key(tenant.id.0);
+        let search = state.search.clone();
+        match tokio::task::spawn_blocking(move || search.remove(&key)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not remove the tenant's search index"),
+            Err(e) => tracing::warn!(error = %e, "could not remove the tenant's search index"),
+        }
+        if let Err(e) = remove_identity(state, &tenant).await {
+            return Err(ApiError::new(
                 ErrorCode::IdentityUnavailable,
                 "the identity provider could not remove the tenant's users; repeat the deletion",
             )
-            .with_source(e)))
-            .await;
-    }
-    let server = state.config.region_server_url(tenant.region);
-    let dropped = match tenant.isolation {
-        Isolation::Database => {
-            state.pools.remove(tenant.connection_id);
-            migrate::drop_database(server, &tenant.database_name).await
+            .with_source(e));
         }
-        Isolation::Schema => drop_schema(server, &tenant).await,
-    };
-    let result = match dropped {
-        Err(e) => Err(ApiError::unavailable("the tenant's database", e)),
-        Ok(()) => remove_rows(lock.conn(), &tenant).await,
-    };
-    lock.finish(result).await?;
-    state.tenant_cache.invalidate(slug).await;
-    tracing::info!(tenant = slug, "tenant deleted");
+        let server = state.config.region_server_url(tenant.region);
+        let dropped = match tenant.isolation {
+            Isolation::Database => {
+                state.pools.remove(tenant.connection_id);
+                migrate::drop_database(server, &tenant.database_name).await
+            }
+            Isolation::Schema => drop_schema(server, &tenant).await,
+        };
+        match dropped {
+            Err(e) => Err(ApiError::unavailable("the tenant's database", e)),
+            Ok(()) => remove_rows(conn, &tenant).await.map(|()| true),
+        }
+    })
+    .await?;
+    if deleted {
+        state.tenant_cache.invalidate(slug).await;
+        tracing::info!(tenant = slug, "tenant deleted");
+    }
     Ok(())
 }
 
@@ -671,28 +685,29 @@ pub async fn migrate_all(state: &TenancyState) -> ApiResult<MigrateReport> {
 /// Migrates (or finishes provisioning) one tenant under its lock; `false` when it was deleted
 /// or is being deleted meanwhile.
 pub async fn migrate_one(state: &TenancyState, slug: &str) -> ApiResult<bool> {
-    let mut lock = lock_tenant(state, slug).await?;
-    let tenant = match repo::find_by_slug(lock.conn(), slug).await? {
-        Some(t) if t.status != TenantStatus::Deleting => t,
-        _ => return lock.finish(Ok(false)).await,
-    };
-    let outcome = if tenant.status == TenantStatus::Provisioning {
-        provision(state, &tenant, lock.conn()).await
-    } else {
-        async {
-            let version = migrate_tenant(state, &tenant).await?;
-            if !tenant.identity.is_complete() {
-                provision_identity(state, &tenant, lock.conn()).await?;
+    with_tenant_lock(state, slug, async |conn| {
+        let tenant = match repo::find_by_slug(conn, slug).await? {
+            Some(t) if t.status != TenantStatus::Deleting => t,
+            _ => return Ok(false),
+        };
+        let outcome = if tenant.status == TenantStatus::Provisioning {
+            provision(state, &tenant, conn).await
+        } else {
+            async {
+                let version = migrate_tenant(state, &tenant).await?;
+                if !tenant.identity.is_complete() {
+                    provision_identity(state, &tenant, conn).await?;
+                }
+                repo::mark_provisioned(conn, tenant.id, version).await?;
+                Ok::<(), ProvisionError>(())
             }
-            repo::mark_provisioned(lock.conn(), tenant.id, version).await?;
-            Ok::<(), ProvisionError>(())
-        }
-        .await
-    };
-    let outcome = outcome
-        .map(|()| true)
-        .map_err(|e| ApiError::unavailable("the tenant's database", e));
-    lock.finish(outcome).await
+            .await
+        };
+        outcome
+            .map(|()| true)
+            .map_err(|e| ApiError::unavailable("the tenant's database", e))
+    })
+    .await
 }
 
 pub use super::resolve::{resolved, tenant_db};

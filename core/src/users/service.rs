@@ -80,11 +80,12 @@ pub async fn current(
                 display_name: principal.name.as_deref(),
                 as_of: principal.issued_at,
             };
-            let mut tx = db.begin().await?;
-            let result = repo::upsert_seen(tx.conn(), &seen)
-                .await
-                .map_err(ApiError::from);
-            let user = Arc::new(tx.finish(result).await?);
+            let user = db
+                .transaction(async |tx| {
+                    Ok::<_, ApiError>(repo::upsert_seen(tx.conn(), &seen).await?)
+                })
+                .await?;
+            let user = Arc::new(user);
             cache.put(tenant, user.clone());
             user
         }
@@ -100,9 +101,7 @@ pub async fn current(
 
 /// A user of the tenant by id.
 pub async fn by_id(db: &TenantDb, id: UserId) -> ApiResult<User> {
-    let mut tx = db.begin().await?;
-    let result = repo::get(tx.conn(), id).await.map_err(ApiError::from);
-    tx.finish(result)
+    db.transaction(async |tx| Ok::<_, ApiError>(repo::get(tx.conn(), id).await?))
         .await?
         .ok_or_else(|| ApiError::not_found("user"))
 }
@@ -112,20 +111,23 @@ pub async fn by_email(db: &TenantDb, email: &str) -> ApiResult<UserId> {
     use crate::schema::tenant::users;
     use diesel::prelude::*;
     use diesel_async::RunQueryDsl;
-    let mut tx = db.begin().await?;
-    let result = users::table
-        .filter(
-            diesel::dsl::sql::<diesel::sql_types::Bool>("lower(email) = lower(")
-                .bind::<diesel::sql_types::Text, _>(email.to_string())
-                .sql(")"),
-        )
-        .filter(users::status.eq("active"))
-        .select(users::id)
-        .limit(2)
-        .load::<uuid::Uuid>(tx.conn())
-        .await
-        .map_err(ApiError::from);
-    match tx.finish(result).await?.as_slice() {
+    let found = db
+        .transaction(async |tx| {
+            let ids = users::table
+                .filter(
+                    diesel::dsl::sql::<diesel::sql_types::Bool>("lower(email) = lower(")
+                        .bind::<diesel::sql_types::Text, _>(email.to_string())
+                        .sql(")"),
+                )
+                .filter(users::status.eq("active"))
+                .select(users::id)
+                .limit(2)
+                .load::<uuid::Uuid>(tx.conn())
+                .await?;
+            Ok::<_, ApiError>(ids)
+        })
+        .await?;
+    match found.as_slice() {
         [one] => Ok(UserId(*one)),
         [] => Err(ApiError::not_found("user")),
         _ => Err(ApiError::new(
@@ -181,42 +183,42 @@ pub async fn reconcile(
         ..Default::default()
     };
     let mut became_inactive = Vec::new();
-    let mut tx = resolved.db.begin().await?;
-    let result: ApiResult<()> = async {
-        let mut present = Vec::with_capacity(listed.len());
-        for u in &listed {
-            let Some(subject) = u["id"].as_str() else {
-                continue;
-            };
-            let name = match (u["firstName"].as_str(), u["lastName"].as_str()) {
-                (Some(f), Some(l)) => Some(format!("{f} {l}")),
-                (Some(f), None) => Some(f.to_string()),
-                (None, Some(l)) => Some(l.to_string()),
-                (None, None) => None,
-            };
-            let enabled = u["enabled"].as_bool().unwrap_or(true);
-            let idp = repo::IdpUser {
-                subject,
-                username: u["username"].as_str(),
-                email: u["email"].as_str(),
-                display_name: name.as_deref(),
-                enabled,
-            };
-            if repo::reconcile_one(tx.conn(), &idp).await? {
-                report.changed += 1;
-                if !enabled {
-                    became_inactive.push(subject.to_string());
+    resolved
+        .db
+        .transaction(async |tx| -> ApiResult<()> {
+            let mut present = Vec::with_capacity(listed.len());
+            for u in &listed {
+                let Some(subject) = u["id"].as_str() else {
+                    continue;
+                };
+                let name = match (u["firstName"].as_str(), u["lastName"].as_str()) {
+                    (Some(f), Some(l)) => Some(format!("{f} {l}")),
+                    (Some(f), None) => Some(f.to_string()),
+                    (None, Some(l)) => Some(l.to_string()),
+                    (None, None) => None,
+                };
+                let enabled = u["enabled"].as_bool().unwrap_or(true);
+                let idp = repo::IdpUser {
+                    subject,
+                    username: u["username"].as_str(),
+                    email: u["email"].as_str(),
+                    display_name: name.as_deref(),
+                    enabled,
+                };
+                if repo::reconcile_one(tx.conn(), &idp).await? {
+                    report.changed += 1;
+                    if !enabled {
+                        became_inactive.push(subject.to_string());
+                    }
                 }
+                present.push(subject.to_string());
             }
-            present.push(subject.to_string());
-        }
-        let removed = repo::deactivate_missing(tx.conn(), &present).await?;
-        report.removed = removed.len();
-        became_inactive.extend(removed);
-        Ok(())
-    }
-    .await;
-    tx.finish(result).await?;
+            let removed = repo::deactivate_missing(tx.conn(), &present).await?;
+            report.removed = removed.len();
+            became_inactive.extend(removed);
+            Ok(())
+        })
+        .await?;
     for subject in &became_inactive {
         state.users.evict(tenant.id, subject);
         if let Ok(sessions) = state.sessions.list(tenant.id, subject).await {
@@ -470,8 +472,7 @@ async fn change<F>(
 where
     F: AsyncFnOnce(&User) -> Result<(), IdpError>,
 {
-    let mut tx = tenant.db.begin().await?;
-    let result: ApiResult<User> = async {
+    let user = tenant.db.transaction(async |tx| -> ApiResult<User> {
         let current = repo::get(tx.conn(), id)
             .await?
             .ok_or_else(|| ApiError::not_found("user"))?;
@@ -509,9 +510,8 @@ where
         .await?;
         idp(&updated).await.map_err(idp_down)?;
         Ok(updated)
-    }
-    .await;
-    let user = tx.finish(result).await?;
+    })
+    .await?;
     state.users.evict(tenant.tenant.id, &user.subject);
     Ok(user)
 }

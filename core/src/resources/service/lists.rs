@@ -1,0 +1,168 @@
+//! Lists of a type's resources the caller may read: filters on tags, category, owner, team
+//! and declared filterable fields, sorts on declared sortable fields, keyset cursors; and
+//! counts by tag or category. Which rows are visible is `access`'s rule; the SQL is `repo`'s.
+
+use std::collections::BTreeMap;
+
+use diesel_async::AsyncPgConnection;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::Ctx;
+use crate::error::{ApiError, ApiResult, ErrorCode, found};
+use crate::resources::access::Access;
+use crate::resources::repo;
+use crate::resources::types;
+use crate::resources::{Resource, ResourceType};
+
+/// A list request.
+#[derive(Debug, Default)]
+pub struct ListQuery {
+    pub tags: Vec<String>,
+    pub category: Option<String>,
+    /// Equality on declared filterable fields.
+    pub filters: BTreeMap<String, String>,
+    /// A declared sortable field, `-` prefixed for descending.
+    pub sort: Option<String>,
+    pub owner: Option<Uuid>,
+    pub team: Option<Uuid>,
+    pub deleted: bool,
+    pub after: Option<ListCursor>,
+    pub limit: i64,
+}
+
+/// A list position: the sort value (when sorting by a field) and the id.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ListCursor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v: Option<Value>,
+    pub id: Uuid,
+}
+
+/// The type named `name` (404 for a malformed or unknown name), without locking it.
+async fn existing_type(conn: &mut AsyncPgConnection, name: &str) -> ApiResult<ResourceType> {
+    if !types::is_name(name) {
+        return Err(ApiError::not_found("resource type"));
+    }
+    found(repo::get_type(conn, name).await?, "resource type")
+}
+
+/// The JSON value a filter's text stands for, typed as the schema declares the field.
+fn filter_value(t: &ResourceType, field: &str, raw: &str) -> ApiResult<Value> {
+    let ty = t
+        .schema
+        .pointer(&format!("/properties/{field}/type"))
+        .and_then(Value::as_str)
+        .unwrap_or("string");
+    let bad = || {
+        ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("filter[{field}] must be a {ty}"),
+        )
+    };
+    Ok(match ty {
+        "integer" => json!(raw.parse::<i64>().map_err(|_| bad())?),
+        "number" => json!(raw.parse::<f64>().map_err(|_| bad())?),
+        "boolean" => json!(raw.parse::<bool>().map_err(|_| bad())?),
+        _ => json!(raw),
+    })
+}
+
+fn sort_value(r: &Resource, field: &str) -> Option<Value> {
+    r.data.get(field).filter(|v| !v.is_null()).cloned()
+}
+
+pub async fn list(
+    ctx: &Ctx<'_>,
+    type_name: &str,
+    q: &ListQuery,
+) -> ApiResult<(Vec<Resource>, Option<String>)> {
+    ctx.db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let t = existing_type(conn, type_name).await?;
+            let access = Access::load(conn, ctx.caller).await?;
+            let mut contains = None;
+            if !q.filters.is_empty() {
+                let mut obj = serde_json::Map::new();
+                for (f, raw) in &q.filters {
+                    if !t.filterable.contains(f) {
+                        return Err(ApiError::new(
+                            ErrorCode::InvalidParameter,
+                            format!(
+                                "`{f}` is not a filterable field of `{}` (filterable: {})",
+                                t.name,
+                                t.filterable.join(", ")
+                            ),
+                        ));
+                    }
+                    obj.insert(f.clone(), filter_value(&t, f, raw)?);
+                }
+                contains = Some(Value::Object(obj));
+            }
+            let sort = match &q.sort {
+                None => None,
+                Some(s) => {
+                    let (desc, field) = match s.strip_prefix('-') {
+                        Some(f) => (true, f),
+                        None => (false, s.as_str()),
+                    };
+                    if !t.sortable.iter().any(|f| f == field) {
+                        return Err(ApiError::new(
+                            ErrorCode::InvalidParameter,
+                            format!(
+                                "`{field}` is not a sortable field of `{}` (sortable: {})",
+                                t.name,
+                                t.sortable.join(", ")
+                            ),
+                        ));
+                    }
+                    Some((field, desc))
+                }
+            };
+            let page = repo::Page {
+                t: &t,
+                deleted: q.deleted,
+                tags: &q.tags,
+                category: q.category.as_deref(),
+                owner: q.owner,
+                team: q.team,
+                contains,
+                sort,
+                after: q.after.as_ref().map(|c| (c.v.as_ref(), c.id)),
+                limit: q.limit + 1,
+            };
+            let mut rows = repo::page(conn, &page, |sql| access.read_predicate(sql)).await?;
+            let next = if rows.len() as i64 > q.limit {
+                rows.truncate(q.limit as usize);
+                rows.last().map(|last| {
+                    crate::cursor::encode_cursor(&ListCursor {
+                        v: sort.and_then(|(f, _)| sort_value(last, f)),
+                        id: last.id.0,
+                    })
+                })
+            } else {
+                None
+            };
+            Ok((rows, next))
+        })
+        .await
+}
+
+/// Counts of live, visible resources of a type by tag or by category.
+pub async fn counts(ctx: &Ctx<'_>, type_name: &str, by_tag: bool) -> ApiResult<Vec<(String, i64)>> {
+    ctx.db()
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            existing_type(conn, type_name).await?;
+            let access = Access::load(conn, ctx.caller).await?;
+            Ok(
+                repo::counts(conn, type_name, by_tag, |sql| access.read_predicate(sql))
+                    .await?
+                    .into_iter()
+                    .map(|c| (c.value, c.count))
+                    .collect(),
+            )
+        })
+        .await
+}
