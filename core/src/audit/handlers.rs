@@ -26,7 +26,7 @@ use crate::rbac::need::{AuditConfigure, AuditExport, AuditRead};
 /// Audits an access to the audit log (in its own transaction).
 async fn record_access(caller: &Caller, action: &str, data: serde_json::Value) -> ApiResult<()> {
     super::record_alone(
-        &caller.db(),
+        caller.db(),
         &caller.actor,
         super::Change {
             action,
@@ -53,7 +53,7 @@ pub async fn search_audit(
 ) -> ApiResult<Reply<Page<AuditEntry>>> {
     let filter = Filter::from_query(req)?;
     let rows = search::search(
-        &can.db(),
+        can.db(),
         &filter,
         page.after.map(|a| a.0),
         i64::from(page.limit) + 1,
@@ -72,8 +72,7 @@ pub async fn verify_audit(
 ) -> ApiResult<Reply<VerifyReport>> {
     let state = dep::<AuditState>(depot)?;
     let signer = Signer::new(state.config.audit.signing_key.expose());
-    let report =
-        seal::verify_tenant(&signer, &state.registry, can.tenant_id().0, &can.db()).await?;
+    let report = seal::verify_tenant(&signer, &state.registry, can.tenant_id().0, can.db()).await?;
     record_access(
         &can,
         "audit.verified",
@@ -218,7 +217,7 @@ pub async fn stream_audit(can: Can<AuditRead>, req: &mut Request) -> ApiResult<S
 /// The tenant's audit settings and forwarding progress.
 #[endpoint(tags("audit"), status_codes(200, 401, 403))]
 pub async fn get_settings(can: Can<AuditRead>) -> ApiResult<Reply<AuditSettingsView>> {
-    Ok(Reply::ok(settings::get(&can.db()).await?))
+    Ok(Reply::ok(settings::get(can.db()).await?))
 }
 
 /// Set retention and forwarding. Forwarding starts from the first entry not yet forwarded.
@@ -228,7 +227,7 @@ pub async fn put_settings(
     body: JsonBody<AuditSettings>,
 ) -> ApiResult<Reply<AuditSettingsView>> {
     Ok(Reply::ok(
-        settings::put(&can.db(), &can.actor, &body.0).await?,
+        settings::put(can.db(), &can.actor, &body.0).await?,
     ))
 }
 
@@ -246,7 +245,7 @@ pub async fn apply_retention(
 ) -> ApiResult<Reply<Pruned>> {
     let state = dep::<AuditState>(depot)?;
     let signer = Signer::new(state.config.audit.signing_key.expose());
-    let pruned = seal::prune_tenant(&signer, can.tenant_id().0, &can.db()).await?;
+    let pruned = seal::prune_tenant(&signer, can.tenant_id().0, can.db()).await?;
     record_access(&can, "audit.pruned", json!({"pruned": pruned})).await?;
     Ok(Reply::ok(Pruned { pruned }))
 }

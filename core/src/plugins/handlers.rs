@@ -113,7 +113,7 @@ pub async fn upload(
         .find(|v| v.version == version)
         .map(|v| v.hash.clone());
     crate::audit::record_alone(
-        &can.caller.db(),
+        can.caller.db(),
         &can.caller.actor,
         crate::audit::Change {
             action: "plugin.uploaded",

@@ -93,7 +93,7 @@ pub async fn list_templates(_caller: Caller) -> Reply<Vec<RoleTemplate>> {
 /// The tenant's roles.
 #[endpoint(tags("roles"), status_codes(200, 401, 403))]
 pub async fn list_roles(can: Can<RolesRead>) -> ApiResult<Reply<Vec<Role>>> {
-    Ok(Reply::ok(service::list_roles(&can.db()).await?))
+    Ok(Reply::ok(service::list_roles(can.db()).await?))
 }
 
 /// Create a role (own permissions, parents, or a template's copy). You can only create roles
@@ -113,7 +113,7 @@ pub async fn create_role(
 /// One role.
 #[endpoint(tags("roles"), status_codes(200, 401, 403, 404))]
 pub async fn get_role(can: Can<RolesRead>, key: Path<String>) -> ApiResult<Reply<Role>> {
-    Ok(Reply::ok(service::get_role(&can.db(), &key.0).await?))
+    Ok(Reply::ok(service::get_role(can.db(), &key.0).await?))
 }
 
 /// Change a role; parents that would make a cycle are refused.
@@ -153,7 +153,7 @@ pub struct Holder {
 /// The users holding a role directly.
 #[endpoint(tags("roles"), status_codes(200, 401, 403, 404))]
 pub async fn list_holders(can: Can<RolesRead>, key: Path<String>) -> ApiResult<Reply<Vec<Holder>>> {
-    let rows = service::holders(&can.db(), &key.0).await?;
+    let rows = service::holders(can.db(), &key.0).await?;
     Ok(Reply::ok(
         rows.into_iter()
             .map(|(user_id, expires_at)| Holder {
@@ -194,7 +194,7 @@ pub async fn unassign(
 /// The roles a user holds directly.
 #[endpoint(tags("roles"), status_codes(200, 400, 401, 403))]
 pub async fn user_roles(can: Can<RolesRead>, id: Path<UserId>) -> ApiResult<Reply<Vec<HeldRole>>> {
-    Ok(Reply::ok(service::roles_of(&can.db(), id.0).await?))
+    Ok(Reply::ok(service::roles_of(can.db(), id.0).await?))
 }
 
 /// A user's custom grants and denies.
@@ -203,7 +203,7 @@ pub async fn list_grants(caller: Caller, id: Path<UserId>) -> ApiResult<Reply<Ve
     if id.0 != caller.user.user.id {
         caller.require("permissions", "read", super::perm::Scope::Tenant)?;
     }
-    Ok(Reply::ok(service::grants_of(&caller.db(), id.0).await?))
+    Ok(Reply::ok(service::grants_of(caller.db(), id.0).await?))
 }
 
 /// Give a user a custom grant or deny (a deny beats any grant). You can only grant or deny

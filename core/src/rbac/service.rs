@@ -327,7 +327,7 @@ async fn audit(
 }
 
 pub async fn create_role(state: &RbacState, caller: &Caller, input: &NewRole) -> ApiResult<Role> {
-    let db = &caller.db();
+    let db = caller.db();
     let mut tx = db.begin().await?;
     let result = async {
         let conn = tx.conn();
@@ -437,7 +437,7 @@ pub async fn update_role(
     key: &str,
     patch: &RolePatch,
 ) -> ApiResult<Role> {
-    let db = &caller.db();
+    let db = caller.db();
     let mut tx = db.begin().await?;
     let result = async {
         let conn = tx.conn();
@@ -523,7 +523,7 @@ pub async fn update_role(
 }
 
 pub async fn delete_role(state: &RbacState, caller: &Caller, key: &str) -> ApiResult<()> {
-    let db = &caller.db();
+    let db = caller.db();
     let mut tx = db.begin().await?;
     let result = async {
         let conn = tx.conn();
@@ -596,7 +596,7 @@ pub async fn assign(
     let mut ids: Vec<Uuid> = user_ids.iter().map(|u| u.0).collect();
     ids.sort();
     ids.dedup();
-    let db = &caller.db();
+    let db = caller.db();
     let mut tx = db.begin().await?;
     let result = async {
         let conn = tx.conn();
@@ -650,7 +650,7 @@ pub async fn unassign(
     key: &str,
     user: UserId,
 ) -> ApiResult<()> {
-    let db = &caller.db();
+    let db = caller.db();
     let mut tx = db.begin().await?;
     let result = async {
         let conn = tx.conn();
@@ -752,7 +752,7 @@ pub async fn add_grant(
     user: UserId,
     input: &NewGrant,
 ) -> ApiResult<Grant> {
-    let db = &caller.db();
+    let db = caller.db();
     let mut tx = db.begin().await?;
     let result = async {
         let conn = tx.conn();
@@ -825,7 +825,7 @@ pub async fn remove_grant(
     user: UserId,
     grant: GrantId,
 ) -> ApiResult<()> {
-    let db = &caller.db();
+    let db = caller.db();
     let mut tx = db.begin().await?;
     let result = async {
         let conn = tx.conn();

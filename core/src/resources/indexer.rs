@@ -385,7 +385,7 @@ pub async fn search(
     s: Search,
 ) -> ApiResult<neotenant_search::Results> {
     let tenant = caller.tenant_id().0;
-    let db = &caller.db();
+    let db = caller.db();
     let (access, reach) = db
         .transaction(async |tx| {
             let conn = tx.conn();

@@ -37,7 +37,7 @@ pub async fn list_teams(
         })?)),
     };
     let rows = service::list(
-        &can.db(),
+        can.db(),
         parent.map(|p| p.map(|t| t.0)),
         page.after.map(|t| t.0),
         i64::from(page.limit) + 1,
@@ -62,7 +62,7 @@ pub async fn create_team(
 /// One team.
 #[endpoint(tags("teams"), status_codes(200, 400, 401, 403, 404))]
 pub async fn get_team(can: Can<TeamsRead>, id: Path<TeamId>) -> ApiResult<Reply<Team>> {
-    Ok(Reply::ok(service::get(&can.db(), id.0).await?))
+    Ok(Reply::ok(service::get(can.db(), id.0).await?))
 }
 
 /// Rename or describe a team.
@@ -92,13 +92,13 @@ pub async fn delete_team(
 /// The team and every team below it, shallowest first.
 #[endpoint(tags("teams"), status_codes(200, 400, 401, 403, 404))]
 pub async fn subtree(can: Can<TeamsRead>, id: Path<TeamId>) -> ApiResult<Reply<Vec<Team>>> {
-    Ok(Reply::ok(service::subtree(&can.db(), id.0).await?))
+    Ok(Reply::ok(service::subtree(can.db(), id.0).await?))
 }
 
 /// The teams above this one, root first.
 #[endpoint(tags("teams"), status_codes(200, 400, 401, 403, 404))]
 pub async fn ancestors(can: Can<TeamsRead>, id: Path<TeamId>) -> ApiResult<Reply<Vec<Team>>> {
-    Ok(Reply::ok(service::ancestors(&can.db(), id.0).await?))
+    Ok(Reply::ok(service::ancestors(can.db(), id.0).await?))
 }
 
 /// Move a team, with everything below it, under another team or to the root.
@@ -146,7 +146,7 @@ pub async fn split_team(
 /// The team's members.
 #[endpoint(tags("teams"), status_codes(200, 400, 401, 403, 404))]
 pub async fn list_members(can: Can<TeamsRead>, id: Path<TeamId>) -> ApiResult<Reply<Vec<Member>>> {
-    Ok(Reply::ok(service::members(&can.db(), id.0).await?))
+    Ok(Reply::ok(service::members(can.db(), id.0).await?))
 }
 
 /// Add up to 1000 members at once (or change their team role).
@@ -195,7 +195,7 @@ pub async fn list_team_roles(
     can: Can<TeamsRead>,
     id: Path<TeamId>,
 ) -> ApiResult<Reply<Vec<String>>> {
-    Ok(Reply::ok(service::team_roles(&can.db(), id.0).await?))
+    Ok(Reply::ok(service::team_roles(can.db(), id.0).await?))
 }
 
 /// Give the team a role (needs `roles.assign.tenant` and every permission of the role).
@@ -228,7 +228,7 @@ pub async fn remove_team_role(
 /// Shares the team owns or receives.
 #[endpoint(tags("teams"), status_codes(200, 400, 401, 403, 404))]
 pub async fn list_shares(can: Can<TeamsRead>, id: Path<TeamId>) -> ApiResult<Reply<Vec<Share>>> {
-    Ok(Reply::ok(service::shares(&can.db(), id.0).await?))
+    Ok(Reply::ok(service::shares(can.db(), id.0).await?))
 }
 
 /// Share one of the team's resources with another team.
@@ -278,9 +278,7 @@ pub async fn all_analytics(
     req: &mut Request,
 ) -> ApiResult<Reply<Vec<TeamAnalytics>>> {
     let months = months(req)?;
-    Ok(Reply::ok(
-        service::analytics(&can.db(), None, months).await?,
-    ))
+    Ok(Reply::ok(service::analytics(can.db(), None, months).await?))
 }
 
 /// Analytics of one team.
@@ -291,7 +289,7 @@ pub async fn team_analytics(
     req: &mut Request,
 ) -> ApiResult<Reply<TeamAnalytics>> {
     let months = months(req)?;
-    let mut all = service::analytics(&can.db(), Some(id.0), months).await?;
+    let mut all = service::analytics(can.db(), Some(id.0), months).await?;
     all.pop()
         .map(Reply::ok)
         .ok_or_else(|| ApiError::not_found("team"))
@@ -352,7 +350,7 @@ pub async fn chart(can: Can<TeamsRead>, req: &mut Request) -> ApiResult<Chart> {
             ));
         }
     };
-    let nodes = service::chart(&can.db()).await?;
+    let nodes = service::chart(can.db()).await?;
     Ok(if svg {
         let title = format!("{} — teams", can.tenant.0.tenant.display_name);
         Chart::Svg(super::chart::svg(&nodes, &title))
@@ -364,7 +362,7 @@ pub async fn chart(can: Can<TeamsRead>, req: &mut Request) -> ApiResult<Chart> {
 /// Team templates: the platform's and the tenant's own.
 #[endpoint(tags("teams"), status_codes(200, 401, 403))]
 pub async fn list_team_templates(can: Can<TeamsRead>) -> ApiResult<Reply<Vec<TeamTemplate>>> {
-    Ok(Reply::ok(service::templates(&can.db()).await?))
+    Ok(Reply::ok(service::templates(can.db()).await?))
 }
 
 /// Save a team template: team roles and nested sub-teams to create together.

@@ -332,7 +332,7 @@ pub async fn create(state: &RbacState, caller: &Caller, input: &NewTeam) -> ApiR
     let description = check_description(&input.description)?;
     let template = match &input.template {
         Some(key) => Some(
-            templates(&caller.db())
+            templates(caller.db())
                 .await?
                 .into_iter()
                 .find(|t| &t.key == key)
@@ -970,7 +970,7 @@ pub async fn add_team_role(
     .await;
     tx.finish(result).await?;
     state.perms.invalidate(caller.tenant_id().0).await;
-    team_roles(&caller.db(), id).await
+    team_roles(caller.db(), id).await
 }
 
 pub async fn remove_team_role(
