@@ -1,11 +1,13 @@
-//! `/v1/api-keys`: my keys. HTTP only; the rules are `apikeys` (mod.rs).
+//! `/v1/api-keys`: my keys. HTTP only: parses, calls one `apikeys::service` function and
+//! answers; no SQL, no rules. Each endpoint names `CurrentTenant` (unused: the caller carries
+//! the tenant) so the API document lists the `X-Tenant` header for it.
 
 use salvo::oapi::endpoint;
 use salvo::prelude::*;
 
-use super::{ApiKeyView, CreatedApiKey, NewApiKey};
+use super::{ApiKeyView, CreatedApiKey, NewApiKey, service};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::http::extract::{JsonBody, Path};
 use crate::http::reply::{NoContent, Reply};
 use crate::ids::ApiKeyId;
@@ -20,24 +22,12 @@ use crate::http::extract::dep;
 #[endpoint(tags("api keys"), status_codes(201, 401, 422))]
 pub async fn create_key(
     can: Can<ApiKeysCreateOwn>,
-    tenant: CurrentTenant,
+    _tenant: CurrentTenant,
     body: JsonBody<NewApiKey>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<CreatedApiKey>> {
     let state = dep::<AuthState>(depot)?;
-    let me = &can.user;
-    let mut tx = tenant.0.db.begin().await?;
-    let catalog = crate::rbac::service::catalog(tx.conn()).await;
-    let catalog = tx.finish(catalog).await?;
-    let created = super::create(
-        &tenant.0.db,
-        state.config.auth.api_key_secret.expose(),
-        me.user.id,
-        &body.0,
-        &catalog,
-        &can,
-    )
-    .await?;
+    let created = service::create(&can, state.config.auth.api_key_secret.expose(), &body.0).await?;
     let location = format!("/v1/api-keys/{}", created.key.id);
     Ok(Reply::created(created, location))
 }
@@ -46,33 +36,21 @@ pub async fn create_key(
 #[endpoint(tags("api keys"), status_codes(200, 401))]
 pub async fn list_keys(
     can: Can<ApiKeysReadOwn>,
-    tenant: CurrentTenant,
+    _tenant: CurrentTenant,
 ) -> ApiResult<Reply<Vec<ApiKeyView>>> {
-    Ok(Reply::ok(
-        super::list(&tenant.0.db, can.user.user.id).await?,
-    ))
+    Ok(Reply::ok(service::list(can.db(), can.user.user.id).await?))
 }
 
 /// Revoke one of my API keys; every instance refuses it from now on.
 #[endpoint(tags("api keys"), status_codes(204, 400, 401, 404))]
 pub async fn revoke_key(
     can: Can<ApiKeysRevokeOwn>,
-    tenant: CurrentTenant,
+    _tenant: CurrentTenant,
     id: Path<ApiKeyId>,
     depot: &mut Depot,
 ) -> ApiResult<NoContent> {
     let sessions = dep::<crate::sessions::Sessions>(depot)?;
-    if !super::revoke(&tenant.0.db, &can.actor, can.user.user.id, id.0).await? {
-        return Err(ApiError::not_found("API key"));
-    }
-    sessions
-        .revoke(
-            tenant.0.tenant.id,
-            &can.user.user.subject,
-            &[super::revocation_id(id.0)],
-        )
-        .await
-        .map_err(|e| ApiError::unavailable("the session store", e))?;
+    service::revoke(&can, &sessions, id.0).await?;
     Ok(NoContent)
 }
 

@@ -76,7 +76,7 @@ async fn authenticate(
     }
     if crate::apikeys::is_api_key(raw) {
         let principal = Arc::new(
-            crate::apikeys::authenticate(
+            crate::apikeys::service::authenticate(
                 &tenant.db,
                 state.auth.config.auth.api_key_secret.expose(),
                 &state.api_key_usage,

@@ -35,9 +35,7 @@ pub(crate) fn flag(req: &Request, name: &str) -> ApiResult<bool> {
 /// The permission catalog: every resource, its actions and the scopes.
 #[endpoint(tags("permissions"), status_codes(200, 401))]
 pub async fn get_catalog(caller: Caller) -> ApiResult<Reply<Vec<CatalogEntry>>> {
-    let mut tx = caller.db().begin().await?;
-    let c = service::catalog(tx.conn()).await;
-    let c = tx.finish(c).await?;
+    let c = service::load_catalog(caller.db()).await?;
     Ok(Reply::ok(service::catalog_entries(&c)))
 }
 

@@ -1,5 +1,7 @@
 //! SQL for roles, assignments and grants, and the one query that gathers everything feeding a
-//! user's permissions. Runs only inside a tenant `Tx` (unqualified table names).
+//! user's permissions. Runs only inside a tenant `Tx` (unqualified table names); holds no
+//! rules (validation, delegation checks, audit and invalidation are the service's) and never
+//! opens or finishes a transaction itself.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -9,7 +11,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::perm::{Inputs, Perm, RoleDef, Via};
-use crate::schema::tenant::{permission_resources, role_parents, roles, user_grants, user_roles};
+use crate::schema::tenant::{
+    permission_resources, role_parents, roles, user_grants, user_roles, users,
+};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = roles)]
@@ -144,6 +148,97 @@ fn inputs_from(doc: &Value) -> Inputs {
     inputs
 }
 
+/// Serialises role-graph changes of one tenant (cycle checks must see each other).
+pub async fn lock_roles(conn: &mut AsyncPgConnection) -> QueryResult<()> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':roles'))")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The columns of a new role.
+pub struct NewRoleRow<'a> {
+    pub id: Uuid,
+    pub key: &'a str,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub permissions: Vec<String>,
+    pub template: Option<&'a str>,
+    pub is_default: bool,
+}
+
+pub async fn insert_role(conn: &mut AsyncPgConnection, role: &NewRoleRow<'_>) -> QueryResult<()> {
+    diesel::insert_into(roles::table)
+        .values((
+            roles::id.eq(role.id),
+            roles::key.eq(role.key),
+            roles::name.eq(role.name),
+            roles::description.eq(role.description),
+            roles::permissions.eq(&role.permissions),
+            roles::template.eq(role.template),
+            roles::is_default.eq(role.is_default),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Inserts `role` (protected or not) unless a role with its key exists: seeding.
+pub async fn insert_role_unless_key_exists(
+    conn: &mut AsyncPgConnection,
+    role: &NewRoleRow<'_>,
+    protected: bool,
+) -> QueryResult<()> {
+    diesel::insert_into(roles::table)
+        .values((
+            roles::id.eq(role.id),
+            roles::key.eq(role.key),
+            roles::name.eq(role.name),
+            roles::description.eq(role.description),
+            roles::permissions.eq(&role.permissions),
+            roles::template.eq(role.template),
+            roles::is_default.eq(role.is_default),
+            roles::protected.eq(protected),
+        ))
+        .on_conflict(roles::key)
+        .do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn role_count(conn: &mut AsyncPgConnection) -> QueryResult<i64> {
+    roles::table.count().get_result(conn).await
+}
+
+/// Sets the given fields of a role (absent ones stay) and stamps `updated_at`.
+pub async fn update_role(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    name: Option<String>,
+    description: Option<String>,
+    permissions: Option<Vec<String>>,
+    is_default: Option<bool>,
+) -> QueryResult<usize> {
+    diesel::update(roles::table.filter(roles::id.eq(id)))
+        .set((
+            name.map(|n| roles::name.eq(n)),
+            description.map(|d| roles::description.eq(d)),
+            permissions.map(|p| roles::permissions.eq(p)),
+            is_default.map(|d| roles::is_default.eq(d)),
+            roles::updated_at.eq(Utc::now()),
+        ))
+        .execute(conn)
+        .await
+}
+
+/// Deletes a role (its assignments, parent edges and team roles go with it).
+pub async fn delete_role(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<usize> {
+    diesel::delete(roles::table.filter(roles::id.eq(id)))
+        .execute(conn)
+        .await
+}
+
 pub async fn list_roles(conn: &mut AsyncPgConnection) -> QueryResult<Vec<RoleRow>> {
     roles::table
         .select(RoleRow::as_select())
@@ -269,6 +364,107 @@ pub async fn registered_resources(
         .await
 }
 
+/// Which of `ids` are users of the tenant who are not deleted.
+pub async fn live_user_ids(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> QueryResult<Vec<Uuid>> {
+    users::table
+        .filter(users::id.eq_any(ids))
+        .filter(users::status.ne("deleted"))
+        .select(users::id)
+        .load(conn)
+        .await
+}
+
+/// Whether `user` is a user of the tenant who is not deleted.
+pub async fn user_exists(conn: &mut AsyncPgConnection, user: Uuid) -> QueryResult<bool> {
+    let n: i64 = users::table
+        .filter(users::id.eq(user))
+        .filter(users::status.ne("deleted"))
+        .count()
+        .get_result(conn)
+        .await?;
+    Ok(n > 0)
+}
+
+/// Gives `role` to `users`; an existing assignment takes the new expiry and granter.
+pub async fn assign(
+    conn: &mut AsyncPgConnection,
+    role: Uuid,
+    users: &[Uuid],
+    granted_by: Uuid,
+    expires_at: Option<DateTime<Utc>>,
+) -> QueryResult<usize> {
+    let rows: Vec<_> = users
+        .iter()
+        .map(|u| {
+            (
+                user_roles::user_id.eq(*u),
+                user_roles::role_id.eq(role),
+                user_roles::granted_by.eq(Some(granted_by)),
+                user_roles::expires_at.eq(expires_at),
+            )
+        })
+        .collect();
+    diesel::insert_into(user_roles::table)
+        .values(rows)
+        .on_conflict((user_roles::user_id, user_roles::role_id))
+        .do_update()
+        .set((
+            user_roles::expires_at.eq(expires_at),
+            user_roles::granted_by.eq(Some(granted_by)),
+        ))
+        .execute(conn)
+        .await
+}
+
+/// Gives `role` to `user` with no granter and no expiry (an existing assignment loses its
+/// expiry).
+pub async fn assign_without_expiry(
+    conn: &mut AsyncPgConnection,
+    role: Uuid,
+    user: Uuid,
+) -> QueryResult<usize> {
+    diesel::insert_into(user_roles::table)
+        .values((user_roles::user_id.eq(user), user_roles::role_id.eq(role)))
+        .on_conflict((user_roles::user_id, user_roles::role_id))
+        .do_update()
+        .set(user_roles::expires_at.eq(None::<DateTime<Utc>>))
+        .execute(conn)
+        .await
+}
+
+/// Takes `role` from `user`; 0 when they did not hold it directly.
+pub async fn unassign(conn: &mut AsyncPgConnection, role: Uuid, user: Uuid) -> QueryResult<usize> {
+    diesel::delete(
+        user_roles::table
+            .filter(user_roles::role_id.eq(role))
+            .filter(user_roles::user_id.eq(user)),
+    )
+    .execute(conn)
+    .await
+}
+
+/// How many users hold `role` directly.
+pub async fn holder_count(conn: &mut AsyncPgConnection, role: Uuid) -> QueryResult<i64> {
+    user_roles::table
+        .filter(user_roles::role_id.eq(role))
+        .count()
+        .get_result(conn)
+        .await
+}
+
+/// (user, expires) of those holding `role` directly, by user.
+pub async fn holders(
+    conn: &mut AsyncPgConnection,
+    role: Uuid,
+) -> QueryResult<Vec<(Uuid, Option<DateTime<Utc>>)>> {
+    user_roles::table
+        .filter(user_roles::role_id.eq(role))
+        .select((user_roles::user_id, user_roles::expires_at))
+        .order(user_roles::user_id.asc())
+        .load(conn)
+        .await
+}
+
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = user_grants)]
 pub struct GrantRow {
@@ -288,6 +484,65 @@ pub async fn grants_of(conn: &mut AsyncPgConnection, user: Uuid) -> QueryResult<
         .select(GrantRow::as_select())
         .order(user_grants::id.asc())
         .load(conn)
+        .await
+}
+
+/// The columns of a new grant or deny.
+pub struct NewGrantRow<'a> {
+    pub id: Uuid,
+    pub user: Uuid,
+    pub permission: String,
+    pub effect: &'a str,
+    pub reason: &'a str,
+    pub granted_by: Uuid,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+pub async fn insert_grant(
+    conn: &mut AsyncPgConnection,
+    grant: &NewGrantRow<'_>,
+) -> QueryResult<()> {
+    diesel::insert_into(user_grants::table)
+        .values((
+            user_grants::id.eq(grant.id),
+            user_grants::user_id.eq(grant.user),
+            user_grants::permission.eq(&grant.permission),
+            user_grants::effect.eq(grant.effect),
+            user_grants::reason.eq(grant.reason),
+            user_grants::granted_by.eq(Some(grant.granted_by)),
+            user_grants::expires_at.eq(grant.expires_at),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn grant(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<GrantRow> {
+    user_grants::table
+        .find(id)
+        .select(GrantRow::as_select())
+        .first(conn)
+        .await
+}
+
+/// The grant `id` if it is `user`'s.
+pub async fn grant_of(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    id: Uuid,
+) -> QueryResult<Option<GrantRow>> {
+    user_grants::table
+        .filter(user_grants::id.eq(id))
+        .filter(user_grants::user_id.eq(user))
+        .select(GrantRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn delete_grant(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<usize> {
+    diesel::delete(user_grants::table.find(id))
+        .execute(conn)
         .await
 }
 

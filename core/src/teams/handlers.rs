@@ -352,7 +352,7 @@ pub async fn chart(can: Can<TeamsRead>, req: &mut Request) -> ApiResult<Chart> {
     };
     let nodes = service::chart(can.db()).await?;
     Ok(if svg {
-        let title = format!("{} — teams", can.tenant.0.tenant.display_name);
+        let title = format!("{} — teams", can.tenant().tenant.display_name);
         Chart::Svg(super::chart::svg(&nodes, &title))
     } else {
         Chart::Json(nodes)
