@@ -1160,7 +1160,10 @@ mod tests {
                 ("NEOTENANT_SMTP__PORT", "2525"),
                 ("NEOTENANT_LOG__FORMAT", "pretty"),
                 ("NEOTENANT_SERVER__BIND", "127.0.0.1:9999"),
-                ("NEOTENANT_DATABASE__REGIONS__EU", "postgres://eu:1@127.0.0.2:5432"),
+                (
+                    "NEOTENANT_DATABASE__REGIONS__EU",
+                    "postgres://eu:1@127.0.0.2:5432",
+                ),
             ]
             .map(|(k, v)| (k.to_string(), v.to_string())),
         );
@@ -1180,16 +1183,27 @@ mod tests {
             c.region_server_url(Region::Eu),
             "postgres://eu:1@127.0.0.2:5432"
         );
-        assert!(!format!("{c:?}").contains("123456"), "the secret stays redacted");
+        assert!(
+            !format!("{c:?}").contains("123456"),
+            "the secret stays redacted"
+        );
     }
 
     #[test]
     fn overrides_that_do_not_parse_name_the_setting() {
         for (var, value, key) in [
             ("NEOTENANT_RATE_LIMIT__ENABLED", "yes", "rate_limit.enabled"),
-            ("NEOTENANT_RATE_LIMIT__PER_IP_PER_SEC", "fast", "rate_limit.per_ip_per_sec"),
+            (
+                "NEOTENANT_RATE_LIMIT__PER_IP_PER_SEC",
+                "fast",
+                "rate_limit.per_ip_per_sec",
+            ),
             ("NEOTENANT_SMTP__PORT", "70000", "smtp.port"),
-            ("NEOTENANT_SERVER__MAX_BODY_BYTES", "-1", "server.max_body_bytes"),
+            (
+                "NEOTENANT_SERVER__MAX_BODY_BYTES",
+                "-1",
+                "server.max_body_bytes",
+            ),
             ("NEOTENANT_PLUGINS__FUEL", "1.5", "plugins.fuel"),
             ("NEOTENANT_LOG__FORMAT", "xml", "log.format"),
             ("NEOTENANT_SERVER", "x", "server"),
@@ -1210,17 +1224,28 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("neotenant-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("typed.toml");
-        std::fs::write(&path, "[smtp]\nport = 2526\n[rate_limit]\nper_ip_per_sec = 0.25\n").unwrap();
+        std::fs::write(
+            &path,
+            "[smtp]\nport = 2526\n[rate_limit]\nper_ip_per_sec = 0.25\n",
+        )
+        .unwrap();
         let c = Config::load(Some(path.as_path()), base_env()).unwrap();
         assert_eq!((c.smtp.port, c.rate_limit.per_ip_per_sec), (2526, 0.25));
         let mut env = base_env();
         env.push(("NEOTENANT_SMTP__PORT".into(), "2527".into()));
-        assert_eq!(Config::load(Some(path.as_path()), env).unwrap().smtp.port, 2527);
+        assert_eq!(
+            Config::load(Some(path.as_path()), env).unwrap().smtp.port,
+            2527
+        );
         std::fs::write(&path, "[smtp]\nport = \"2526\"\n").unwrap();
-        let err = Config::load(Some(path.as_path()), base_env()).unwrap_err().to_string();
+        let err = Config::load(Some(path.as_path()), base_env())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("smtp.port"), "{err}");
         std::fs::write(&path, "[server]\nbindd = \"x\"\n").unwrap();
-        let err = Config::load(Some(path.as_path()), base_env()).unwrap_err().to_string();
+        let err = Config::load(Some(path.as_path()), base_env())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bindd"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
