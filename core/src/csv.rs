@@ -69,8 +69,7 @@ impl CsvRows {
             .from_writer(Vec::new());
         let names: Vec<Cow<'_, str>> = names.into_iter().map(guard).collect();
         write_infallible(w.write_record(names.iter().map(|n| n.as_bytes())));
-        write_infallible(w.flush().map_err(csv::Error::from));
-        std::mem::take(w.get_mut())
+        into_bytes(w)
     }
 
     /// Writes one row.
@@ -87,8 +86,15 @@ impl CsvRows {
 
     /// The rows written since the last call.
     pub fn take(&mut self) -> Vec<u8> {
-        write_infallible(self.out.flush().map_err(csv::Error::from));
-        std::mem::take(self.out.get_mut())
+        into_bytes(std::mem::replace(self, Self::new()).out)
+    }
+}
+
+/// What a writer wrote (flushing its buffer into the `Vec`).
+fn into_bytes(w: csv::Writer<Vec<u8>>) -> Vec<u8> {
+    match w.into_inner() {
+        Ok(bytes) => bytes,
+        Err(e) => unreachable!("writing CSV into memory failed: {}", e.error()),
     }
 }
 
@@ -153,7 +159,11 @@ mod tests {
             "\"'-1\",\"true\",\"\"\n"
         );
         assert_eq!(
-            written(&[Cell::Text("a,b"), Cell::Text("two\nlines"), Cell::Text("say \"hi\"")]),
+            written(&[
+                Cell::Text("a,b"),
+                Cell::Text("two\nlines"),
+                Cell::Text("say \"hi\"")
+            ]),
             "\"a,b\",\"two\nlines\",\"say \"\"hi\"\"\"\n"
         );
         assert_eq!(

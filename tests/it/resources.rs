@@ -1103,7 +1103,10 @@ async fn csv_export_imports_back_cells_that_start_with_the_guard_or_a_formula() 
         .text()
         .await
         .unwrap();
-    assert!(csv.contains("\"''abc\""), "a leading ' is guarded too: {csv}");
+    assert!(
+        csv.contains("\"''abc\""),
+        "a leading ' is guarded too: {csv}"
+    );
     assert!(csv.contains("\"'=SUM(1)\""), "formulas defused: {csv}");
 
     let report: Value = as_boss(Method::POST, "/v1/resources/ticket/import?format=csv")

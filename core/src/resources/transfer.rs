@@ -96,13 +96,11 @@ fn csv_row_of(rows: &mut CsvRows, r: &Resource, columns: &[String]) {
         fixed
             .iter()
             .map(|s| Cell::Text(s))
-            .chain(data.iter().map(|(text, s)| {
-                if *text {
-                    Cell::Text(s)
-                } else {
-                    Cell::Plain(s)
-                }
-            })),
+            .chain(data.iter().map(
+                |(text, s)| {
+                    if *text { Cell::Text(s) } else { Cell::Plain(s) }
+                },
+            )),
     );
 }
 
@@ -422,10 +420,7 @@ fn record_too_long() -> ApiError {
 }
 
 fn unreadable(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        ErrorCode::BadRequest,
-        format!("cannot read the body: {e}"),
-    )
+    ApiError::new(ErrorCode::BadRequest, format!("cannot read the body: {e}"))
 }
 
 /// JSON Lines: one row per line, blank lines skipped.
@@ -605,7 +600,10 @@ async fn import_csv(
             }
             (Some(h), cells) => {
                 imp.report.rows += 1;
-                match cells.map_err(|_| not_utf8()).and_then(|c| csv_row(t, h, &c)) {
+                match cells
+                    .map_err(|_| not_utf8())
+                    .and_then(|c| csv_row(t, h, &c))
+                {
                     Ok(input) => imp.batch.push((line, input)),
                     Err(errors) => imp.reject(line, errors),
                 }
@@ -617,4 +615,3 @@ async fn import_csv(
     }
     Ok(())
 }
-
