@@ -1156,7 +1156,10 @@ async fn upload_parts_are_named_by_their_quoted_parameters() {
         neotenant_runtime::content_hash(&ticket)
     );
     let res = send(multipart_with(&[
-        (r#"filename="x;name=manifest.wasm"; name="component""#, &ticket),
+        (
+            r#"filename="x;name=manifest.wasm"; name="component""#,
+            &ticket,
+        ),
         (r#"name="manifest"; filename="plugin.json""#, &m),
     ]))
     .await

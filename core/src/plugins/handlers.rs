@@ -76,7 +76,10 @@ async fn read_upload(req: &mut Request, state: &PluginsState) -> ApiResult<(Vec<
             "an upload has the parts `component` (the .wasm file) and `manifest` (plugin.json)",
         )
     };
-    let component = match (form.files.get("component"), form.fields.contains_key("component")) {
+    let component = match (
+        form.files.get("component"),
+        form.fields.contains_key("component"),
+    ) {
         (Some(file), _) => file,
         (None, true) => {
             return Err(malformed(
