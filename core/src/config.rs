@@ -3,8 +3,10 @@
 //!
 //! Owns the shape of every setting, its default and its validation. A nested key maps to an
 //! environment variable by upper-casing and joining sections with a double underscore:
-//! `server.max_body_bytes` is `NEOTENANT_SERVER__MAX_BODY_BYTES`. Every setting is documented
-//! in `docs/CONFIGURATION.md`. This module never logs secret values: [`Secret`] redacts itself.
+//! `server.max_body_bytes` is `NEOTENANT_SERVER__MAX_BODY_BYTES`. A variable's text is parsed
+//! as the type of the field it sets (a string field takes it as written). Every setting is
+//! documented in `docs/CONFIGURATION.md`. This module never logs secret values: [`Secret`]
+//! redacts itself, and it never guesses a variable's type from how its text looks.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,6 +14,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use serde::de::value::MapDeserializer;
+use serde::de::{self, Deserializer, IntoDeserializer, Unexpected, Visitor};
 
 use crate::region::Region;
 
@@ -448,7 +452,7 @@ impl Config {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut table = match path {
+        let table = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.into(),
@@ -462,6 +466,7 @@ impl Config {
             }
             None => toml::Table::new(),
         };
+        let mut layers = Layer::from_file(table);
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("NEOTENANT_") else {
                 continue;
@@ -470,19 +475,19 @@ impl Config {
                 continue;
             }
             let keys: Vec<String> = rest.split("__").map(|k| k.to_ascii_lowercase()).collect();
-            set_path(&mut table, &keys, env_value(&value))
+            layers
+                .set(&keys, value)
                 .map_err(|m| bad(&format!("NEOTENANT_{rest}"), m))?;
         }
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                let key = e.path().to_string();
-                let message = e.into_inner().message().to_string();
-                if key == "." {
-                    ConfigError::Invalid(message)
-                } else {
-                    bad(&key, message)
-                }
-            })?;
+        let config: Config = serde_path_to_error::deserialize(layers).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.into_inner().0;
+            if key == "." {
+                ConfigError::Invalid(message)
+            } else {
+                bad(&key, message)
+            }
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -722,32 +727,205 @@ fn check_pg_url(key: &str, raw: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Environment values are typed the way TOML would read them, so `NEOTENANT_SERVER__MAX_BODY_BYTES=4096`
-/// is an integer and `...=true` a boolean; anything else is a string.
-fn env_value(raw: &str) -> toml::Value {
-    if let Ok(i) = raw.parse::<i64>() {
-        return toml::Value::Integer(i);
+/// The merged settings before they are typed: the file's values as TOML read them, and every
+/// environment override as its raw text. An override is typed only by the field it lands in:
+/// a number or boolean field parses it, a string field (a password, a name) keeps it as
+/// written, so `123456` stays a string where a string is expected and `0.5` is a float where
+/// a float is.
+enum Layer {
+    File(toml::Value),
+    Env(String),
+    Section(BTreeMap<String, Layer>),
+}
+
+impl Layer {
+    fn from_file(table: toml::Table) -> Self {
+        Layer::Section(
+            table
+                .into_iter()
+                .map(|(key, value)| {
+                    let layer = match value {
+                        toml::Value::Table(t) => Layer::from_file(t),
+                        other => Layer::File(other),
+                    };
+                    (key, layer)
+                })
+                .collect(),
+        )
     }
-    match raw {
-        "true" => toml::Value::Boolean(true),
-        "false" => toml::Value::Boolean(false),
-        _ => toml::Value::String(raw.to_string()),
+
+    /// Puts an override at `keys`, creating the sections on the way.
+    fn set(&mut self, keys: &[String], raw: String) -> Result<(), String> {
+        let (last, parents) = keys.split_last().ok_or("empty key")?;
+        let mut cursor = self;
+        for key in parents {
+            let Layer::Section(map) = cursor else {
+                unreachable!("only sections are descended into");
+            };
+            cursor = map
+                .entry(key.clone())
+                .or_insert_with(|| Layer::Section(BTreeMap::new()));
+            if !matches!(cursor, Layer::Section(_)) {
+                return Err(format!("`{key}` is not a section"));
+            }
+        }
+        let Layer::Section(map) = cursor else {
+            unreachable!("only sections are descended into");
+        };
+        map.insert(last.clone(), Layer::Env(raw));
+        Ok(())
     }
 }
 
-fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
-    let (last, parents) = keys.split_last().ok_or("empty key")?;
-    let mut cursor = table;
-    for key in parents {
-        let entry = cursor
-            .entry(key.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cursor = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("`{key}` is not a section"))?;
+/// Why the merged settings do not fit the shape of [`Config`]; the path is added by
+/// `serde_path_to_error`.
+#[derive(Debug)]
+struct ShapeError(String);
+
+impl fmt::Display for ShapeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
-    cursor.insert(last.clone(), value);
-    Ok(())
+}
+
+impl std::error::Error for ShapeError {}
+
+impl de::Error for ShapeError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        Self(msg.to_string())
+    }
+}
+
+impl From<toml::de::Error> for ShapeError {
+    fn from(e: toml::de::Error) -> Self {
+        Self(e.message().to_string())
+    }
+}
+
+impl<'de> IntoDeserializer<'de, ShapeError> for Layer {
+    type Deserializer = Self;
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+/// Methods where an override is parsed as the scalar the field asks for.
+macro_rules! parse_scalar {
+    ($($method:ident => $visit:ident($ty:ty)),* $(,)?) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ShapeError> {
+            match self {
+                Layer::Env(raw) => match raw.parse::<$ty>() {
+                    Ok(v) => visitor.$visit(v),
+                    Err(_) => Err(de::Error::invalid_value(Unexpected::Str(&raw), &visitor)),
+                },
+                Layer::File(value) => value.$method(visitor).map_err(ShapeError::from),
+                section => section.deserialize_any(visitor),
+            }
+        }
+    )*};
+}
+
+/// Methods where an override is taken as text (the visitor decides whether text fits).
+macro_rules! as_text {
+    ($($method:ident $(($($arg:ident: $ty:ty),*))?),* $(,)?) => {$(
+        fn $method<V: Visitor<'de>>(
+            self,
+            $($($arg: $ty,)*)?
+            visitor: V,
+        ) -> Result<V::Value, ShapeError> {
+            match self {
+                Layer::File(value) => value
+                    .$method($($($arg,)*)? visitor)
+                    .map_err(ShapeError::from),
+                other => other.deserialize_any(visitor),
+            }
+        }
+    )*};
+}
+
+impl<'de> Deserializer<'de> for Layer {
+    type Error = ShapeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ShapeError> {
+        match self {
+            Layer::File(value) => value.deserialize_any(visitor).map_err(ShapeError::from),
+            Layer::Env(raw) => visitor.visit_string(raw),
+            Layer::Section(map) => {
+                let mut access = MapDeserializer::new(map.into_iter());
+                let value = visitor.visit_map(&mut access)?;
+                access.end()?;
+                Ok(value)
+            }
+        }
+    }
+
+    parse_scalar! {
+        deserialize_bool => visit_bool(bool),
+        deserialize_i8 => visit_i8(i8),
+        deserialize_i16 => visit_i16(i16),
+        deserialize_i32 => visit_i32(i32),
+        deserialize_i64 => visit_i64(i64),
+        deserialize_i128 => visit_i128(i128),
+        deserialize_u8 => visit_u8(u8),
+        deserialize_u16 => visit_u16(u16),
+        deserialize_u32 => visit_u32(u32),
+        deserialize_u64 => visit_u64(u64),
+        deserialize_u128 => visit_u128(u128),
+        deserialize_f32 => visit_f32(f32),
+        deserialize_f64 => visit_f64(f64),
+        deserialize_char => visit_char(char),
+    }
+
+    as_text! {
+        deserialize_str,
+        deserialize_string,
+        deserialize_bytes,
+        deserialize_byte_buf,
+        deserialize_unit,
+        deserialize_unit_struct(name: &'static str),
+        deserialize_seq,
+        deserialize_tuple(len: usize),
+        deserialize_tuple_struct(name: &'static str, len: usize),
+        deserialize_map,
+        deserialize_struct(name: &'static str, fields: &'static [&'static str]),
+        deserialize_identifier,
+        deserialize_ignored_any,
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ShapeError> {
+        match self {
+            Layer::File(value) => value.deserialize_option(visitor).map_err(ShapeError::from),
+            other => visitor.visit_some(other),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, ShapeError> {
+        match self {
+            Layer::File(value) => value
+                .deserialize_newtype_struct(name, visitor)
+                .map_err(ShapeError::from),
+            other => visitor.visit_newtype_struct(other),
+        }
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, ShapeError> {
+        match self {
+            Layer::File(value) => value
+                .deserialize_enum(name, variants, visitor)
+                .map_err(ShapeError::from),
+            Layer::Env(raw) => visitor.visit_enum(raw.into_deserializer()),
+            section => section.deserialize_any(visitor),
+        }
+    }
 }
 
 /// Rate-limit settings (`[rate_limit]`).
@@ -963,6 +1141,113 @@ mod tests {
         let mut env = base_env();
         env.push(("NEOTENANT_SERVER__BIND".into(), "not an address".into()));
         assert!(Config::load(None, env).is_err());
+    }
+
+    #[test]
+    fn overrides_are_parsed_as_the_field_they_set() {
+        let mut env = base_env();
+        env.retain(|(k, _)| k != "NEOTENANT_KEYCLOAK__ADMIN_PASSWORD");
+        env.extend(
+            [
+                ("NEOTENANT_KEYCLOAK__ADMIN_PASSWORD", "123456"),
+                ("NEOTENANT_KEYCLOAK__ADMIN_USERNAME", "007"),
+                ("NEOTENANT_SMTP__FROM_DISPLAY_NAME", "true"),
+                ("NEOTENANT_RATE_LIMIT__NAMESPACE", "1.5"),
+                ("NEOTENANT_RATE_LIMIT__PER_IP_PER_SEC", "0.5"),
+                ("NEOTENANT_RATE_LIMIT__PER_USER_PER_SEC", "3"),
+                ("NEOTENANT_RATE_LIMIT__ENABLED", "false"),
+                ("NEOTENANT_RATE_LIMIT__TRUST_FORWARDED_FOR", "true"),
+                ("NEOTENANT_SMTP__PORT", "2525"),
+                ("NEOTENANT_LOG__FORMAT", "pretty"),
+                ("NEOTENANT_SERVER__BIND", "127.0.0.1:9999"),
+                (
+                    "NEOTENANT_DATABASE__REGIONS__EU",
+                    "postgres://eu:1@127.0.0.2:5432",
+                ),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.keycloak.admin_password.expose(), "123456");
+        assert_eq!(c.keycloak.admin_username, "007");
+        assert_eq!(c.smtp.from_display_name, "true");
+        assert_eq!(c.rate_limit.namespace, "1.5");
+        assert_eq!(c.rate_limit.per_ip_per_sec, 0.5);
+        assert_eq!(c.rate_limit.per_user_per_sec, 3.0);
+        assert!(!c.rate_limit.enabled);
+        assert!(c.rate_limit.trust_forwarded_for);
+        assert_eq!(c.smtp.port, 2525);
+        assert_eq!(c.log.format, LogFormat::Pretty);
+        assert_eq!(c.server.bind.port(), 9999);
+        assert_eq!(
+            c.region_server_url(Region::Eu),
+            "postgres://eu:1@127.0.0.2:5432"
+        );
+        assert!(
+            !format!("{c:?}").contains("123456"),
+            "the secret stays redacted"
+        );
+    }
+
+    #[test]
+    fn overrides_that_do_not_parse_name_the_setting() {
+        for (var, value, key) in [
+            ("NEOTENANT_RATE_LIMIT__ENABLED", "yes", "rate_limit.enabled"),
+            (
+                "NEOTENANT_RATE_LIMIT__PER_IP_PER_SEC",
+                "fast",
+                "rate_limit.per_ip_per_sec",
+            ),
+            ("NEOTENANT_SMTP__PORT", "70000", "smtp.port"),
+            (
+                "NEOTENANT_SERVER__MAX_BODY_BYTES",
+                "-1",
+                "server.max_body_bytes",
+            ),
+            ("NEOTENANT_PLUGINS__FUEL", "1.5", "plugins.fuel"),
+            ("NEOTENANT_LOG__FORMAT", "xml", "log.format"),
+            ("NEOTENANT_SERVER", "x", "server"),
+        ] {
+            let mut env = base_env();
+            env.push((var.into(), value.into()));
+            let err = Config::load(None, env).unwrap_err().to_string();
+            assert!(err.contains(key), "{var}={value}: {err}");
+        }
+        let mut env = base_env();
+        env.push(("NEOTENANT_RATE_LIMIT__NAMESPACE__X".into(), "1".into()));
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("rate_limit.namespace"), "{err}");
+    }
+
+    #[test]
+    fn the_file_stays_typed_as_toml() {
+        let dir = std::env::temp_dir().join(format!("neotenant-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("typed.toml");
+        std::fs::write(
+            &path,
+            "[smtp]\nport = 2526\n[rate_limit]\nper_ip_per_sec = 0.25\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(path.as_path()), base_env()).unwrap();
+        assert_eq!((c.smtp.port, c.rate_limit.per_ip_per_sec), (2526, 0.25));
+        let mut env = base_env();
+        env.push(("NEOTENANT_SMTP__PORT".into(), "2527".into()));
+        assert_eq!(
+            Config::load(Some(path.as_path()), env).unwrap().smtp.port,
+            2527
+        );
+        std::fs::write(&path, "[smtp]\nport = \"2526\"\n").unwrap();
+        let err = Config::load(Some(path.as_path()), base_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("smtp.port"), "{err}");
+        std::fs::write(&path, "[server]\nbindd = \"x\"\n").unwrap();
+        let err = Config::load(Some(path.as_path()), base_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bindd"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1107,3 +1107,101 @@ async fn a_python_component_is_an_integration_like_any_other() {
     }
     app.cleanup().await;
 }
+
+/// A multipart body whose parts carry the given `Content-Disposition` parameters (after
+/// `form-data; `) and data.
+fn multipart_with(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "neotenant-boundary-quoted";
+    let mut body = Vec::new();
+    for (params, data) in parts {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; {params}\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (
+        format!("multipart/form-data; boundary=\"{boundary}\""),
+        body,
+    )
+}
+
+#[tokio::test]
+async fn upload_parts_are_named_by_their_quoted_parameters() {
+    let app = TestApp::start().await;
+    let (t, _member, boss, _) = tenant_with_admin(&app).await;
+    let send = |(ct, body): (String, Vec<u8>)| {
+        app.anonymous(Method::POST, &t.slug, "/v1/plugins")
+            .bearer_auth(&boss)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let ticket = dist("ticket");
+    let m = serde_json::to_vec(&manifest("ticket")).unwrap();
+
+    // A quoted filename holding `;` (and, in the second upload, what looks like another
+    // `name` parameter) is one value: the parts are still `component` and `manifest`.
+    let res = send(multipart_with(&[
+        (r#"name="manifest""#, &m),
+        (r#"name="component"; filename="a;b.wasm""#, &ticket),
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 201);
+    let plugin: Value = res.json().await.unwrap();
+    assert_eq!(
+        plugin["versions"][0]["hash"],
+        neotenant_runtime::content_hash(&ticket)
+    );
+    let res = send(multipart_with(&[
+        (
+            r#"filename="x;name=manifest.wasm"; name="component""#,
+            &ticket,
+        ),
+        (r#"name="manifest"; filename="plugin.json""#, &m),
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200, "the same bytes again");
+
+    // Duplicate, unknown and missing parts, and a component sent as a text part.
+    for parts in [
+        vec![
+            (r#"name="manifest""#, &m[..]),
+            (r#"name="component"; filename="a.wasm""#, &ticket[..]),
+            (r#"name="component"; filename="b.wasm""#, &ticket[..]),
+        ],
+        vec![
+            (r#"name="manifest""#, &m[..]),
+            (r#"name="component"; filename="a.wasm""#, &ticket[..]),
+            (r#"name="readme""#, &b"hi"[..]),
+        ],
+        vec![(r#"name="manifest""#, &m[..])],
+        vec![
+            (r#"name="manifest""#, &m[..]),
+            (r#"name="component""#, &ticket[..]),
+        ],
+    ] {
+        expect_problem(
+            send(multipart_with(&parts)).await.unwrap(),
+            400,
+            "malformed-multipart",
+        )
+        .await;
+    }
+    // A body that is not multipart framing at all.
+    expect_problem(
+        send((
+            "multipart/form-data; boundary=XX".into(),
+            b"no parts here".to_vec(),
+        ))
+        .await
+        .unwrap(),
+        400,
+        "malformed-multipart",
+    )
+    .await;
+    app.cleanup().await;
+}

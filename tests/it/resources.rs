@@ -1072,6 +1072,76 @@ async fn export_and_import_round_trip_and_report_rejected_rows() {
 }
 
 #[tokio::test]
+async fn csv_export_imports_back_cells_that_start_with_the_guard_or_a_formula() {
+    let app = TestApp::start().await;
+    let (t, _member, boss, _) = tenant_with_admin(&app).await;
+    let as_boss = |m: Method, path: &str| app.anonymous(m, &t.slug, path).bearer_auth(&boss);
+    let res = as_boss(Method::POST, "/v1/resource-types")
+        .json(&ticket_type())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let originals = [
+        json!({"title": "'abc", "body": "=SUM(1)", "priority": 2}),
+        json!({"title": "=SUM(1)", "body": "'=x", "status": "open"}),
+        json!({"title": "''", "body": "-1\n'+2, \"quoted\"", "priority": 5}),
+        json!({"title": "'", "body": "@me\tand\r\nmore"}),
+    ];
+    for data in &originals {
+        let res = as_boss(Method::POST, "/v1/resources/ticket")
+            .json(&json!({"data": data}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    let csv = as_boss(Method::GET, "/v1/resources/ticket/export?format=csv")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        csv.contains("\"''abc\""),
+        "a leading ' is guarded too: {csv}"
+    );
+    assert!(csv.contains("\"'=SUM(1)\""), "formulas defused: {csv}");
+
+    let report: Value = as_boss(Method::POST, "/v1/resources/ticket/import?format=csv")
+        .header("content-type", "text/csv")
+        .body(csv.clone())
+        .fetch_json()
+        .await;
+    assert_eq!(
+        (report["imported"].as_u64(), report["rejected"].as_u64()),
+        (Some(4), Some(0)),
+        "{report}"
+    );
+    let all: Value = as_boss(Method::GET, "/v1/resources/ticket?limit=50")
+        .fetch_json()
+        .await;
+    // Key order aside (stored data comes back in the database's order).
+    let canonical = |v: &Value| {
+        let sorted: std::collections::BTreeMap<String, Value> =
+            serde_json::from_value(v.clone()).unwrap();
+        serde_json::to_string(&sorted).unwrap()
+    };
+    let mut got: Vec<String> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| canonical(&r["data"]))
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = originals.iter().chain(&originals).map(canonical).collect();
+    want.sort();
+    assert_eq!(got, want, "every cell came back exactly");
+    app.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_type_change_with_a_migration_can_retype_a_sortable_field() {
     let app = TestApp::start().await;
     let (t, _member, boss, _) = tenant_with_admin(&app).await;

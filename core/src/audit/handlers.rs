@@ -117,10 +117,7 @@ pub async fn export_audit(can: Can<AuditExport>, req: &mut Request) -> ApiResult
                 Ok(rows) => {
                     let last = rows.last().map(|e| e.id.0);
                     let done = rows.len() < 1000;
-                    let mut chunk = String::with_capacity(rows.len() * 300);
-                    for e in &rows {
-                        chunk.push_str(&search::line(format, e));
-                    }
+                    let chunk = search::export_chunk(format, &rows);
                     Some((Ok(Bytes::from(chunk)), (db, filter, last, done)))
                 }
                 Err(e) => {

@@ -2,7 +2,6 @@
 //! id (UUIDv7, so id order is time order and the time filter becomes an id range on the same
 //! indexes), and streamed CSV / JSON Lines exports.
 
-use crate::csv::csv_field;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -11,6 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::chain::Entry;
+use crate::csv::{Cell, CsvRows};
 use crate::db::TenantDb;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::AuditId;
@@ -286,39 +286,39 @@ pub enum Format {
 
 pub const CSV_HEADER: &str = "id,seq,at,actor_type,actor_id,action,target_type,target_id,request_id,ip,user_agent,data,hash\n";
 
-/// One entry as a line of the export.
-pub fn line(format: Format, e: &AuditEntry) -> String {
+/// Entries as a piece of the export: a line each (JSON Lines), or a CSV row each with every
+/// cell guarded against spreadsheet formulas.
+pub fn export_chunk(format: Format, entries: &[AuditEntry]) -> Vec<u8> {
     match format {
         Format::JsonLines => {
-            let mut s = serde_json::to_string(e).unwrap_or_default();
-            s.push('\n');
-            s
+            let mut out = String::with_capacity(entries.len() * 300);
+            for e in entries {
+                out.push_str(&serde_json::to_string(e).unwrap_or_default());
+                out.push('\n');
+            }
+            out.into_bytes()
         }
         Format::Csv => {
-            let mut out = String::new();
-            let fields = [
-                e.id.to_string(),
-                e.seq.map(|s| s.to_string()).unwrap_or_default(),
-                e.at.to_rfc3339(),
-                e.actor_type.clone(),
-                e.actor_id.clone().unwrap_or_default(),
-                e.action.clone(),
-                e.target_type.clone(),
-                e.target_id.clone().unwrap_or_default(),
-                e.request_id.clone().unwrap_or_default(),
-                e.ip.clone().unwrap_or_default(),
-                e.user_agent.clone().unwrap_or_default(),
-                e.data.to_string(),
-                e.hash.clone().unwrap_or_default(),
-            ];
-            for (i, f) in fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                csv_field(&mut out, f);
+            let mut rows = CsvRows::new();
+            for e in entries {
+                let fields = [
+                    e.id.to_string(),
+                    e.seq.map(|s| s.to_string()).unwrap_or_default(),
+                    e.at.to_rfc3339(),
+                    e.actor_type.clone(),
+                    e.actor_id.clone().unwrap_or_default(),
+                    e.action.clone(),
+                    e.target_type.clone(),
+                    e.target_id.clone().unwrap_or_default(),
+                    e.request_id.clone().unwrap_or_default(),
+                    e.ip.clone().unwrap_or_default(),
+                    e.user_agent.clone().unwrap_or_default(),
+                    e.data.to_string(),
+                    e.hash.clone().unwrap_or_default(),
+                ];
+                rows.row(fields.iter().map(|f| Cell::Text(f)));
             }
-            out.push('\n');
-            out
+            rows.take()
         }
     }
 }
@@ -337,10 +337,33 @@ mod tests {
         assert_eq!(floor.get_version_num(), 7);
     }
 
+    fn sample_entry() -> AuditEntry {
+        AuditEntry {
+            id: AuditId(Uuid::now_v7()),
+            seq: Some(7),
+            at: Utc::now(),
+            actor_type: "user".into(),
+            actor_id: Some("u-1".into()),
+            action: "role.created".into(),
+            target_type: "role".into(),
+            target_id: Some("-editor".into()),
+            data: serde_json::json!({"name": "editor"}),
+            request_id: None,
+            ip: Some("127.0.0.1".into()),
+            user_agent: None,
+            hash: None,
+        }
+    }
+
     #[test]
     fn csv_quotes_and_defuses_formulas() {
-        let mut s = String::new();
-        csv_field(&mut s, "=HYPERLINK(\"x\")");
-        assert_eq!(s, "\"'=HYPERLINK(\"\"x\"\")\"");
+        let entry = AuditEntry {
+            user_agent: Some("=HYPERLINK(\"x\")".into()),
+            ..sample_entry()
+        };
+        let csv = String::from_utf8(export_chunk(Format::Csv, &[entry])).unwrap();
+        assert!(csv.contains(",\"'=HYPERLINK(\"\"x\"\")\","), "{csv}");
+        assert!(csv.contains(",\"'-editor\","), "{csv}");
+        assert!(csv.ends_with('\n') && csv.lines().count() == 1, "{csv}");
     }
 }

@@ -2,7 +2,6 @@
 //!
 //! Owns nothing but serialisation; a body that fails to serialise is an internal error.
 
-pub use crate::csv::csv_field;
 use salvo::http::header::{CONTENT_TYPE, ETAG, HeaderValue, LOCATION};
 use salvo::oapi::{self, Components, EndpointOutRegister, Operation, ToSchema};
 use salvo::prelude::*;

@@ -19,55 +19,93 @@ pub fn upload_limit(config: &crate::config::Config) -> usize {
     config.plugins.upload_limit()
 }
 
-/// Reads an upload: the `component` (a WebAssembly component) and `manifest` (JSON) parts.
+/// Parts an upload body may have in all, and parts with a filename; more is 413 (like a body
+/// above the limit), so a request cannot make the reader spool many temporary files.
+const UPLOAD_PARTS: usize = 8;
+const UPLOAD_FILES: usize = 4;
+
+fn malformed(detail: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::MalformedMultipart, detail.into())
+}
+
+/// Reads an upload with salvo's `multipart/form-data` reader: the `component` (a WebAssembly
+/// component, sent as a file part, i.e. with a filename) and `manifest` (JSON, a text or file
+/// part). File parts are spooled to temporary files that go with the request.
 async fn read_upload(req: &mut Request, state: &PluginsState) -> ApiResult<(Vec<u8>, Vec<u8>)> {
-    let boundary = super::multipart::boundary(
-        req.headers()
-            .get(salvo::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-    )?;
+    let is_form_data = req
+        .content_type()
+        .is_some_and(|m| m.type_() == mime::MULTIPART && m.subtype() == mime::FORM_DATA);
+    if !is_form_data {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "uploads are multipart/form-data with the parts `component` and `manifest`",
+        ));
+    }
     let limit = upload_limit(&state.config);
-    let body = req
-        .payload_with_max_size(limit)
-        .await
-        .map_err(|e| match e {
-            salvo::http::ParseError::PayloadTooLarge => ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                format!("an upload may be at most {limit} bytes"),
-            ),
-            other => ApiError::new(
-                ErrorCode::MalformedMultipart,
-                format!("cannot read the body: {other}"),
-            ),
-        })?;
-    let parts = super::multipart::parse(body, &boundary)?;
-    let mut component = None;
-    let mut manifest = None;
-    for p in parts {
-        let slot = match p.name.as_str() {
-            "component" => &mut component,
-            "manifest" => &mut manifest,
-            other => {
-                return Err(ApiError::new(
-                    ErrorCode::MalformedMultipart,
-                    format!("unexpected part `{other}`: send `component` and `manifest`"),
-                ));
-            }
-        };
-        if slot.replace(p.data.to_vec()).is_some() {
-            return Err(ApiError::new(
-                ErrorCode::MalformedMultipart,
-                format!("two `{}` parts", p.name),
-            ));
+    req.set_form_limits(
+        salvo::http::FormLimits::new()
+            .max_parts(UPLOAD_PARTS)
+            .max_files(UPLOAD_FILES),
+    );
+    let form = req.form_data_max_size(limit).await.map_err(|e| match e {
+        salvo::http::ParseError::PayloadTooLarge => ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("an upload may be at most {limit} bytes in at most {UPLOAD_PARTS} parts"),
+        ),
+        other => malformed(format!("cannot read the multipart body: {other}")),
+    })?;
+    if let Some(other) = form
+        .fields
+        .keys()
+        .chain(form.files.keys())
+        .find(|name| !matches!(name.as_str(), "component" | "manifest"))
+    {
+        return Err(malformed(format!(
+            "unexpected part `{other}`: send `component` and `manifest`"
+        )));
+    }
+    for name in ["component", "manifest"] {
+        let count = form.fields.get_vec(name).map_or(0, Vec::len)
+            + form.files.get_vec(name).map_or(0, Vec::len);
+        if count > 1 {
+            return Err(malformed(format!("two `{name}` parts")));
         }
     }
-    match (component, manifest) {
-        (Some(c), Some(m)) => Ok((c, m)),
-        _ => Err(ApiError::new(
-            ErrorCode::MalformedMultipart,
+    let missing = || {
+        malformed(
             "an upload has the parts `component` (the .wasm file) and `manifest` (plugin.json)",
-        )),
+        )
+    };
+    let component = match (
+        form.files.get("component"),
+        form.fields.contains_key("component"),
+    ) {
+        (Some(file), _) => file,
+        (None, true) => {
+            return Err(malformed(
+                "the `component` part is binary: send it as a file (with a filename)",
+            ));
+        }
+        (None, false) => return Err(missing()),
+    };
+    let max = state.config.plugins.max_component_bytes;
+    if component.size() > max as u64 {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("components may be at most {max} bytes"),
+        ));
     }
+    let manifest = match (form.files.get("manifest"), form.fields.get("manifest")) {
+        (Some(file), _) => tokio::fs::read(file.path())
+            .await
+            .map_err(ApiError::internal)?,
+        (None, Some(text)) => text.clone().into_bytes(),
+        (None, None) => return Err(missing()),
+    };
+    let component = tokio::fs::read(component.path())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((component, manifest))
 }
 
 fn uploaded(p: Plugin, created: bool, location: String) -> Reply<Plugin> {

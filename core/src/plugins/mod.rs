@@ -1,13 +1,14 @@
 //! Plugins: WebAssembly components that provide resource types or react to tenant events,
 //! run sandboxed by the `neotenant-runtime` crate.
 //!
-//! `manifest` checks what an upload claims; `multipart` reads upload bodies; `repo` is the SQL
+//! `manifest` checks what an upload claims; `repo` is the SQL
 //! (registry: components, plugins, versions; tenant: installations, key-value, failures, dead
 //! letters); `service` uploads, publishes, installs, upgrades, rolls back, enables and
 //! disables; `hooks` runs a type's plugin on the resource write path and applies the
 //! installation's failure modes and the circuit breaker; `delivery` feeds integrations from
 //! the outbox; `kv` is the key-value store plugins see; `handlers` is `/v1/plugins`,
-//! `/v1/marketplace` and `/admin/v1/marketplace`.
+//! `/v1/marketplace` and `/admin/v1/marketplace`, reading upload bodies with salvo's
+//! multipart form reader.
 //!
 //! **Invariants:** an installation is pinned to a content hash, so what runs never changes
 //! under a tenant without an audited upgrade or rollback; a plugin reaches nothing but the
@@ -21,7 +22,6 @@ pub mod handlers;
 pub mod hooks;
 pub mod kv;
 pub mod manifest;
-pub mod multipart;
 pub mod repo;
 pub mod service;
 

@@ -1,17 +1,20 @@
 //! Export and import of a type's resources as JSON Lines or CSV, streamed both ways.
 //!
 //! Export walks the caller's visible resources page by page (each page its own short
-//! transaction) and writes them as it goes; memory stays flat. Import reads the body line by
-//! line (a CSV record may span lines inside quotes), validates each row as a create would,
-//! and inserts valid rows in batches: one transaction per batch, one savepoint per row, so a
-//! rejected row never takes others with it. The report lists every rejected row (up to
-//! 1,000) with its line number and field errors. Exported files import back.
+//! transaction) and writes them as it goes; memory stays flat. CSV is written by
+//! [`crate::csv::CsvRows`] (formula guard included). Import reads JSON Lines line by line and
+//! CSV record by record with the `csv_async` reader (a record may span lines inside quotes; no
+//! record may exceed 1 MiB), validates each row as a create would, and inserts valid rows in
+//! batches: one transaction per batch, one savepoint per row, so a rejected row never takes
+//! others with it. The report lists every rejected row (up to 1,000) with its line number and
+//! field errors. Exported files import back exactly. Never buffers the whole body.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use diesel_async::{AnsiTransactionManager, TransactionManager};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use salvo::http::ReqBody;
 use salvo::oapi::ToSchema;
 use serde::Serialize;
@@ -20,7 +23,7 @@ use serde_json::{Value, json};
 use super::ResourcesState;
 use super::service::{self, Ctx, ListCursor, ListQuery};
 use super::{Resource, ResourceInput, ResourceType};
-use crate::csv::csv_field;
+use crate::csv::{Cell, CsvRows, unguard};
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use crate::ids::TeamId;
 use crate::rbac::Caller;
@@ -66,8 +69,9 @@ fn data_columns(t: &ResourceType) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn csv_line(r: &Resource, columns: &[String]) -> String {
-    let mut out = String::new();
+/// One resource as a CSV row: the fixed columns, then a cell per data column (text guarded,
+/// numbers and booleans bare, absent and null empty).
+fn csv_row_of(rows: &mut CsvRows, r: &Resource, columns: &[String]) {
     let fixed = [
         r.id.to_string(),
         r.version.to_string(),
@@ -78,24 +82,26 @@ fn csv_line(r: &Resource, columns: &[String]) -> String {
         r.tags.join(";"),
         r.category.clone().unwrap_or_default(),
     ];
-    for (i, v) in fixed.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        csv_field(&mut out, v);
-    }
-    for c in columns {
-        out.push(',');
-        match r.data.get(c) {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) => csv_field(&mut out, s),
+    let data: Vec<(bool, std::borrow::Cow<'_, str>)> = columns
+        .iter()
+        .map(|c| match r.data.get(c) {
+            None | Some(Value::Null) => (false, "".into()),
+            Some(Value::String(s)) => (true, s.as_str().into()),
             // Numbers and booleans stay bare (a formula guard would corrupt negatives).
-            Some(v @ (Value::Number(_) | Value::Bool(_))) => out.push_str(&v.to_string()),
-            Some(v) => csv_field(&mut out, &v.to_string()),
-        }
-    }
-    out.push('\n');
-    out
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => (false, v.to_string().into()),
+            Some(v) => (true, v.to_string().into()),
+        })
+        .collect();
+    rows.row(
+        fixed
+            .iter()
+            .map(|s| Cell::Text(s))
+            .chain(data.iter().map(
+                |(text, s)| {
+                    if *text { Cell::Text(s) } else { Cell::Plain(s) }
+                },
+            )),
+    );
 }
 
 /// The export stream: the header (CSV), then every visible resource matching `q`.
@@ -116,13 +122,12 @@ pub async fn export(
     .await?;
     let columns = data_columns(&t);
     let header = (format == Format::Csv).then(|| {
-        let mut h = CSV_FIXED.join(",");
-        for c in &columns {
-            h.push(',');
-            csv_field(&mut h, c);
-        }
-        h.push('\n');
-        Bytes::from(h)
+        Bytes::from(CsvRows::header(
+            CSV_FIXED
+                .iter()
+                .copied()
+                .chain(columns.iter().map(String::as_str)),
+        ))
     });
     q.limit = 500;
     q.sort = None;
@@ -141,16 +146,23 @@ pub async fn export(
                 };
                 match service::list(&ctx, &type_name, &q).await {
                     Ok((rows, next)) if !rows.is_empty() => {
-                        let mut chunk = String::with_capacity(rows.len() * 256);
-                        for r in &rows {
-                            match format {
-                                Format::JsonLines => {
+                        let chunk = match format {
+                            Format::JsonLines => {
+                                let mut chunk = String::with_capacity(rows.len() * 256);
+                                for r in &rows {
                                     chunk.push_str(&serde_json::to_string(r).unwrap_or_default());
                                     chunk.push('\n');
                                 }
-                                Format::Csv => chunk.push_str(&csv_line(r, &columns)),
+                                chunk.into_bytes()
                             }
-                        }
+                            Format::Csv => {
+                                let mut out = CsvRows::new();
+                                for r in &rows {
+                                    csv_row_of(&mut out, r, &columns);
+                                }
+                                out.take()
+                            }
+                        };
                         let done = next.is_none();
                         q.after = rows.last().map(|r| ListCursor {
                             v: None,
@@ -188,62 +200,11 @@ pub struct ImportReport {
     pub errors: Vec<Rejected>,
 }
 
-/// Splits one CSV record (RFC 4180) into cells.
-pub fn csv_cells(record: &str) -> Result<Vec<String>, String> {
-    let mut cells = Vec::new();
-    let mut cell = String::new();
-    let mut chars = record.chars().peekable();
-    let mut quoted = false;
-    let mut at_start = true;
-    while let Some(c) = chars.next() {
-        if quoted {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    cell.push('"');
-                }
-                '"' => quoted = false,
-                c => cell.push(c),
-            }
-        } else {
-            match c {
-                '"' if at_start => {
-                    quoted = true;
-                    at_start = false;
-                }
-                '"' => return Err("a quote inside an unquoted cell".into()),
-                ',' => {
-                    cells.push(std::mem::take(&mut cell));
-                    at_start = true;
-                }
-                '\r' if chars.peek().is_none() => {}
-                c => {
-                    cell.push(c);
-                    at_start = false;
-                }
-            }
-        }
-    }
-    if quoted {
-        return Err("an unterminated quoted cell".into());
-    }
-    cells.push(cell);
-    Ok(cells)
-}
-
-/// Undoes the export's formula guard.
-fn unguard(s: &str) -> &str {
-    match s.strip_prefix('\'') {
-        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
-        _ => s,
-    }
-}
-
 /// A CSV row as a create input, cells typed as the schema declares.
 fn csv_row(
     t: &ResourceType,
     header: &[String],
-    cells: &[String],
+    cells: &[&str],
 ) -> Result<ResourceInput, Vec<FieldError>> {
     let mut errors = Vec::new();
     if cells.len() != header.len() {
@@ -424,7 +385,7 @@ pub async fn import(
     ctx: &Ctx<'_>,
     type_name: &str,
     format: Format,
-    mut body: ReqBody,
+    body: ReqBody,
 ) -> ApiResult<ImportReport> {
     let t = service::get_type(ctx, type_name).await?;
     ctx.caller
@@ -435,13 +396,39 @@ pub async fn import(
         report: ImportReport::default(),
         batch: Vec::new(),
     };
+    let max = ctx.state.config.server.max_import_bytes;
+    match format {
+        Format::JsonLines => import_lines(&mut imp, body, max).await?,
+        Format::Csv => import_csv(&mut imp, &t, body, max).await?,
+    }
+    imp.flush().await?;
+    imp.report.errors.sort_by_key(|r| r.line);
+    Ok(imp.report)
+}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("an import may be at most {max} bytes"),
+    )
+}
+
+fn record_too_long() -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("a record is longer than {LINE_MAX} bytes"),
+    )
+}
+
+fn unreadable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::BadRequest, format!("cannot read the body: {e}"))
+}
+
+/// JSON Lines: one row per line, blank lines skipped.
+async fn import_lines(imp: &mut Importer<'_>, mut body: ReqBody, max: u64) -> ApiResult<()> {
     let mut buf: Vec<u8> = Vec::new();
-    let mut record = String::new();
-    let mut record_start = 0usize;
-    let mut header: Option<Vec<String>> = None;
     let mut line_no = 0usize;
     let mut ended = false;
-    let max = ctx.state.config.server.max_import_bytes;
     let mut read: u64 = 0;
     while !ended {
         match body.next().await {
@@ -449,20 +436,12 @@ pub async fn import(
                 if let Ok(data) = frame.into_data() {
                     read += data.len() as u64;
                     if read > max {
-                        return Err(ApiError::new(
-                            ErrorCode::PayloadTooLarge,
-                            format!("an import may be at most {max} bytes"),
-                        ));
+                        return Err(too_large(max));
                     }
                     buf.extend_from_slice(&data);
                 }
             }
-            Some(Err(e)) => {
-                return Err(ApiError::new(
-                    ErrorCode::BadRequest,
-                    format!("cannot read the body: {e}"),
-                ));
-            }
+            Some(Err(e)) => return Err(unreadable(e)),
             None => {
                 ended = true;
                 if !buf.is_empty() && buf.last() != Some(&b'\n') {
@@ -481,125 +460,159 @@ pub async fn import(
             line_no += 1;
             let Ok(text) = std::str::from_utf8(&raw[..raw.len() - 1]) else {
                 imp.report.rows += 1;
-                imp.reject(
-                    line_no,
-                    vec![FieldError {
-                        pointer: String::new(),
-                        message: "not UTF-8".into(),
-                    }],
-                );
+                imp.reject(line_no, not_utf8());
                 continue;
             };
-            match format {
-                Format::JsonLines => {
-                    if text.trim().is_empty() {
-                        continue;
-                    }
-                    imp.report.rows += 1;
-                    match json_row(text) {
-                        Ok(input) => imp.batch.push((line_no, input)),
-                        Err(errors) => imp.reject(line_no, errors),
-                    }
-                }
-                Format::Csv => {
-                    if record.is_empty() {
-                        record_start = line_no;
-                    } else {
-                        record.push('\n');
-                    }
-                    record.push_str(text);
-                    if record.len() > LINE_MAX {
-                        return Err(ApiError::new(
-                            ErrorCode::PayloadTooLarge,
-                            format!("a record is longer than {LINE_MAX} bytes"),
-                        ));
-                    }
-                    if record.matches('"').count() % 2 == 1 {
-                        continue; // a quoted cell goes on
-                    }
-                    let rec = std::mem::take(&mut record);
-                    if rec.trim().is_empty() {
-                        continue;
-                    }
-                    let cells = csv_cells(&rec);
-                    match (&header, cells) {
-                        (None, Ok(cells)) => {
-                            let unknown: Vec<&String> = cells
-                                .iter()
-                                .filter(|c| {
-                                    !CSV_FIXED.contains(&c.as_str())
-                                        && !data_columns(&t).contains(c)
-                                })
-                                .collect();
-                            if !unknown.is_empty() {
-                                return Err(ApiError::validation(vec![FieldError {
-                                    pointer: "/header".into(),
-                                    message: format!("unknown columns: {unknown:?}"),
-                                }]));
-                            }
-                            header = Some(cells);
-                        }
-                        (None, Err(e)) => {
-                            return Err(ApiError::validation(vec![FieldError {
-                                pointer: "/header".into(),
-                                message: e,
-                            }]));
-                        }
-                        (Some(h), cells) => {
-                            imp.report.rows += 1;
-                            match cells
-                                .map_err(|e| {
-                                    vec![FieldError {
-                                        pointer: String::new(),
-                                        message: e,
-                                    }]
-                                })
-                                .and_then(|c| csv_row(&t, h, &c))
-                            {
-                                Ok(input) => imp.batch.push((record_start, input)),
-                                Err(errors) => imp.reject(record_start, errors),
-                            }
-                        }
-                    }
-                }
+            if text.trim().is_empty() {
+                continue;
+            }
+            imp.report.rows += 1;
+            match json_row(text) {
+                Ok(input) => imp.batch.push((line_no, input)),
+                Err(errors) => imp.reject(line_no, errors),
             }
             if imp.batch.len() >= BATCH {
                 imp.flush().await?;
             }
         }
     }
-    if !record.is_empty() {
-        imp.report.rows += 1;
-        imp.reject(
-            record_start,
-            vec![FieldError {
-                pointer: String::new(),
-                message: "an unterminated quoted cell".into(),
-            }],
-        );
-    }
-    imp.flush().await?;
-    imp.report.errors.sort_by_key(|r| r.line);
-    Ok(imp.report)
+    Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn not_utf8() -> Vec<FieldError> {
+    vec![FieldError {
+        pointer: String::new(),
+        message: "not UTF-8".into(),
+    }]
+}
 
-    #[test]
-    fn csv_cells_follow_rfc_4180() {
-        assert_eq!(
-            csv_cells("a,\"b,c\",\"d\"\"e\",").unwrap(),
-            ["a", "b,c", "d\"e", ""]
-        );
-        assert_eq!(
-            csv_cells("\"multi\nline\",x\r").unwrap(),
-            ["multi\nline", "x"]
-        );
-        assert!(csv_cells("\"open").is_err());
-        assert!(csv_cells("a\"b").is_err());
-        assert_eq!(unguard("'=SUM(A1)"), "=SUM(A1)");
-        assert_eq!(unguard("'plain"), "'plain");
+/// Buffer of the CSV reader.
+const CSV_BUFFER: usize = 64 * 1024;
+
+/// Why the body feeding the CSV reader stopped early.
+#[derive(Debug)]
+enum Cut {
+    TooLarge,
+    RecordTooLong,
+    Body(String),
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cut::TooLarge => f.write_str("the body is too large"),
+            Cut::RecordTooLong => f.write_str("a record is too long"),
+            Cut::Body(e) => f.write_str(e),
+        }
     }
+}
+
+impl std::error::Error for Cut {}
+
+/// CSV: the first record is the header (the export's columns, guards removed), every other
+/// record a row. Records are read as the body arrives; the reader holds at most one record
+/// and its buffer.
+async fn import_csv(
+    imp: &mut Importer<'_>,
+    t: &ResourceType,
+    body: ReqBody,
+    max: u64,
+) -> ApiResult<()> {
+    // Bytes of the body up to the end of the last record read, so that the body stops feeding
+    // a record that has grown past LINE_MAX (everything read beyond it is that record, or sits
+    // in the reader's buffer).
+    let parsed = Arc::new(AtomicU64::new(0));
+    let seen = parsed.clone();
+    let mut read: u64 = 0;
+    let chunks = body.filter_map(move |frame| {
+        let item = match frame {
+            Ok(frame) => frame.into_data().ok().map(|data| {
+                if read - seen.load(Ordering::Relaxed) > (LINE_MAX + CSV_BUFFER) as u64 {
+                    return Err(std::io::Error::other(Cut::RecordTooLong));
+                }
+                read += data.len() as u64;
+                if read > max {
+                    return Err(std::io::Error::other(Cut::TooLarge));
+                }
+                Ok(data)
+            }),
+            Err(e) => Some(Err(std::io::Error::other(Cut::Body(e.to_string())))),
+        };
+        std::future::ready(item)
+    });
+    let mut reader = csv_async::AsyncReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(CSV_BUFFER)
+        .create_reader(Box::pin(chunks).into_async_read());
+    let read_error = |e: csv_async::Error| {
+        let cut = match e.kind() {
+            csv_async::ErrorKind::Io(io) => io.get_ref().and_then(|c| c.downcast_ref::<Cut>()),
+            _ => None,
+        };
+        match cut {
+            Some(Cut::TooLarge) => too_large(max),
+            Some(Cut::RecordTooLong) => record_too_long(),
+            Some(Cut::Body(e)) => unreadable(e),
+            None => unreadable(e),
+        }
+    };
+    let columns = data_columns(t);
+    let mut header: Option<Vec<String>> = None;
+    let mut record = csv_async::ByteRecord::new();
+    while reader
+        .read_byte_record(&mut record)
+        .await
+        .map_err(read_error)?
+    {
+        let (line, start) = record
+            .position()
+            .map(|p| (p.line() as usize, p.byte()))
+            .unwrap_or_default();
+        let end = reader.position().byte();
+        parsed.store(end, Ordering::Relaxed);
+        if end - start > LINE_MAX as u64 {
+            return Err(record_too_long());
+        }
+        if record.len() == 1 && record[0].trim_ascii().is_empty() {
+            continue; // a blank line
+        }
+        let cells: Result<Vec<&str>, _> = record.iter().map(std::str::from_utf8).collect();
+        match (&header, cells) {
+            (None, Ok(cells)) => {
+                let cells: Vec<String> = cells.iter().map(|c| unguard(c).to_string()).collect();
+                let unknown: Vec<&String> = cells
+                    .iter()
+                    .filter(|c| !CSV_FIXED.contains(&c.as_str()) && !columns.contains(c))
+                    .collect();
+                if !unknown.is_empty() {
+                    return Err(ApiError::validation(vec![FieldError {
+                        pointer: "/header".into(),
+                        message: format!("unknown columns: {unknown:?}"),
+                    }]));
+                }
+                header = Some(cells);
+            }
+            (None, Err(_)) => {
+                return Err(ApiError::validation(vec![FieldError {
+                    pointer: "/header".into(),
+                    message: "not UTF-8".into(),
+                }]));
+            }
+            (Some(h), cells) => {
+                imp.report.rows += 1;
+                match cells
+                    .map_err(|_| not_utf8())
+                    .and_then(|c| csv_row(t, h, &c))
+                {
+                    Ok(input) => imp.batch.push((line, input)),
+                    Err(errors) => imp.reject(line, errors),
+                }
+            }
+        }
+        if imp.batch.len() >= BATCH {
+            imp.flush().await?;
+        }
+    }
+    Ok(())
 }
