@@ -586,3 +586,32 @@ pub async fn await_audit(app: &TestApp, t: &TestTenant, action: &str, count: usi
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The messages the devstack's SMTP sink received for `address` (each a whole RFC 5322 text).
+pub fn mails_to(address: &str) -> Vec<String> {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.devstack/smtp/maildir/new");
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                .filter(|m| {
+                    m.lines()
+                        .any(|l| l.eq_ignore_ascii_case(&format!("To: {address}")))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (up to 10 s) until the SMTP sink holds `count` messages for `address`; returns them.
+pub async fn await_mails(address: &str, count: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mails = mails_to(address);
+        if mails.len() >= count || std::time::Instant::now() > deadline {
+            return mails;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

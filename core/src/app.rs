@@ -182,6 +182,11 @@ impl AppState {
             local_keys,
             redis: redis.clone(),
             sessions: sessions.clone(),
+            mailer: Arc::new(
+                crate::account::mail::SmtpMailer::new(&config.smtp)
+                    .map_err(|e| StartError::Other(format!("mail relay: {e}")))?,
+            ),
+            audit_recent: audit_recent.clone(),
         });
         let session_api = Arc::new(SessionsState {
             sessions: sessions.clone(),

@@ -62,6 +62,8 @@ pub struct Config {
     #[serde(default)]
     pub smtp: SmtpConfig,
     #[serde(default)]
+    pub account: AccountConfig,
+    #[serde(default)]
     pub audit: AuditConfig,
     #[serde(default)]
     pub search: SearchConfig,
@@ -195,15 +197,29 @@ impl Default for AuditConfig {
     }
 }
 
-/// The mail server Keycloak sends account mail (password reset) through, set on every realm
-/// the platform manages.
+/// The mail relay account mail (password reset) goes through: the platform's own mail to
+/// local-mode tenants' users, and Keycloak's, set on every realm the platform manages.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpConfig {
     pub host: String,
     pub port: u16,
+    /// How the connection to the relay is protected.
+    pub security: SmtpSecurity,
     pub from: String,
     pub from_display_name: String,
+}
+
+/// Transport security towards the mail relay.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// No encryption: only for a relay on loopback (the devstack's sink, a local sidecar).
+    Plain,
+    /// Plain connection upgraded with STARTTLS (required; the relay's certificate is verified).
+    Starttls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
 }
 
 impl Default for SmtpConfig {
@@ -211,8 +227,30 @@ impl Default for SmtpConfig {
         Self {
             host: "127.0.0.1".into(),
             port: 18025,
+            security: SmtpSecurity::Starttls,
             from: "no-reply@neotenant.test".into(),
             from_display_name: "NeoTenantApi".into(),
+        }
+    }
+}
+
+/// Account self-service of local-mode tenants.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountConfig {
+    /// How long a password-reset token works, in seconds.
+    pub password_reset_ttl_secs: u64,
+    /// The page a password-reset mail links to (an http(s) URL; `{tenant}` is replaced by the
+    /// tenant's slug); the token is appended as the fragment `#token=…`, which browsers do not
+    /// send to servers.
+    pub password_reset_url: String,
+}
+
+impl Default for AccountConfig {
+    fn default() -> Self {
+        Self {
+            password_reset_ttl_secs: 1800,
+            password_reset_url: "http://{tenant}.localhost:8080/reset-password".into(),
         }
     }
 }
@@ -694,6 +732,22 @@ impl Config {
         if !self.smtp.from.contains('@') {
             return Err(bad("smtp.from", "must be an email address"));
         }
+        if !(60..=86_400).contains(&self.account.password_reset_ttl_secs) {
+            return Err(bad(
+                "account.password_reset_ttl_secs",
+                "must be between 60 and 86400",
+            ));
+        }
+        let reset_url = self.account.password_reset_url.replace("{tenant}", "tenant");
+        match url::Url::parse(&reset_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.fragment().is_none() => {}
+            _ => {
+                return Err(bad(
+                    "account.password_reset_url",
+                    "must be an http(s) URL without a fragment",
+                ));
+            }
+        }
         if self.tenancy.cache_ttl_secs > 3600 {
             return Err(bad("tenancy.cache_ttl_secs", "must be at most 3600"));
         }
@@ -1100,6 +1154,22 @@ mod tests {
                 "users.reconcile_interval_secs",
             ),
             ("NEOTENANT_SMTP__FROM", "nobody", "smtp.from"),
+            ("NEOTENANT_SMTP__SECURITY", "ssl", "smtp.security"),
+            (
+                "NEOTENANT_ACCOUNT__PASSWORD_RESET_TTL_SECS",
+                "5",
+                "account.password_reset_ttl_secs",
+            ),
+            (
+                "NEOTENANT_ACCOUNT__PASSWORD_RESET_URL",
+                "ftp://x/reset",
+                "account.password_reset_url",
+            ),
+            (
+                "NEOTENANT_ACCOUNT__PASSWORD_RESET_URL",
+                "https://{tenant}.example.com/reset#x",
+                "account.password_reset_url",
+            ),
             ("NEOTENANT_AUDIT__SIGNING_KEY", "short", "audit.signing_key"),
             (
                 "NEOTENANT_SEARCH__MAX_OPEN_INDEXES",

@@ -81,6 +81,7 @@ error_codes! {
     SessionRevoked => (UNAUTHORIZED, "session-revoked", "The session was revoked"),
     InvalidCredentials => (UNAUTHORIZED, "invalid-credentials", "The username or password is wrong"),
     RefreshTokenInvalid => (UNAUTHORIZED, "refresh-token-invalid", "The refresh token is invalid, expired or already used"),
+    ResetTokenInvalid => (BAD_REQUEST, "reset-token-invalid", "The password-reset token is invalid, expired or already used"),
     Forbidden => (FORBIDDEN, "forbidden", "The credentials do not allow this action"),
     TenantSuspended => (FORBIDDEN, "tenant-suspended", "The tenant is suspended"),
     UserInactive => (FORBIDDEN, "user-inactive", "The user is deactivated in this tenant"),

@@ -93,6 +93,16 @@ pub mod tenant {
     }
 
     diesel::table! {
+        password_resets (user_id) {
+            user_id -> Uuid,
+            token_hash -> Bytea,
+            created_at -> Timestamptz,
+            expires_at -> Timestamptz,
+            used_at -> Nullable<Timestamptz>,
+        }
+    }
+
+    diesel::table! {
         notes (id) {
             id -> Uuid,
             title -> Text,
@@ -370,10 +380,12 @@ pub mod tenant {
     diesel::joinable!(team_roles -> roles (role_id));
     diesel::joinable!(team_members -> teams (team_id));
     diesel::joinable!(team_members -> users (user_id));
+    diesel::joinable!(password_resets -> users (user_id));
     diesel::allow_tables_to_appear_in_same_query!(
         api_keys,
         users,
         credentials,
+        password_resets,
         roles,
         role_parents,
         user_roles,

@@ -10,6 +10,7 @@ mod lifecycle;
 mod local;
 mod migrations;
 mod ops;
+mod password_reset;
 mod pinning;
 mod plugins;
 mod ratelimit;

@@ -1,7 +1,7 @@
 //! Sessions: listing, revocation on every instance, admin revocation, refresh-token rotation,
 //! new-device detection.
 
-use neotenant_tests::{Fetch, TEST_PASSWORD, TestApp, expect_problem, test_config};
+use neotenant_tests::{Fetch, TEST_PASSWORD, TestApp, expect_problem, mails_to, test_config};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -313,22 +313,6 @@ async fn shared_realm_roles_never_make_a_tenant_admin() {
         200
     );
     app.cleanup().await;
-}
-
-fn mails_to(address: &str) -> Vec<String> {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.devstack/smtp/maildir/new");
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-                .filter(|m| {
-                    m.lines()
-                        .any(|l| l.eq_ignore_ascii_case(&format!("To: {address}")))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test]

@@ -1,17 +1,19 @@
-//! `/v1/auth/{login,refresh,password-reset}` and `/.well-known/jwks.json`: the routes a
-//! caller uses before it holds an access token. HTTP only (client address, rate limits,
-//! answers); the rules are `account::service`.
+//! `/v1/auth/{login,refresh,password-reset,password-reset/confirm}` and
+//! `/.well-known/jwks.json`: the routes a caller uses before it holds an access token. HTTP
+//! only (client address, rate limits, audit actor, answers); the rules are `account::service`.
 
 use salvo::oapi::endpoint;
 use salvo::prelude::*;
 
 use super::{
-    Accepted, AccountState, LoginRequest, PasswordResetRequest, RefreshRequest, TokenResponse,
-    service,
+    Accepted, AccountState, LoginRequest, PasswordResetConfirmRequest, PasswordResetRequest,
+    RefreshRequest, TokenResponse, service,
 };
+use crate::audit::Actor;
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use crate::http::extract::{JsonBody, dep};
-use crate::http::reply::Reply;
+use crate::http::reply::{NoContent, Reply};
+use crate::ids::RequestId;
 use crate::ratelimit::Decision;
 use crate::tenancy::resolve::CurrentTenant;
 
@@ -33,6 +35,27 @@ async fn admit(state: &AccountState, req: &Request) -> ApiResult<std::net::IpAdd
     }
 }
 
+/// The audit actor of an anonymous request: a `system` actor with the client's address, user
+/// agent and request id (the service names the user once a reset token proves who it is).
+fn anonymous_actor(
+    state: &AccountState,
+    req: &Request,
+    depot: &Depot,
+    tenant: &CurrentTenant,
+    ip: std::net::IpAddr,
+) -> Actor {
+    Actor {
+        request_id: depot.get_typed::<RequestId>().ok().map(|r| r.0.clone()),
+        ip: Some(ip.to_string()),
+        user_agent: req
+            .headers()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(300).collect()),
+        ..Actor::system(&state.audit_recent, tenant.0.tenant.id.0, &tenant.0.db)
+    }
+}
+
 /// Exchange a refresh token for new tokens (the refresh token rotates: the old one is
 /// refused from then on).
 #[endpoint(
@@ -51,8 +74,10 @@ pub async fn refresh(
     ))
 }
 
-/// Mail a password-reset link (through Keycloak) to the tenant user with this username or
-/// email. Always 202, whether or not such a user exists; one mail per user per minute.
+/// Mail a password reset to the tenant user with this username or email: Keycloak's link for
+/// Keycloak tenants; for local-mode tenants a single-use token (valid
+/// `account.password_reset_ttl_secs`) to send to `/v1/auth/password-reset/confirm`. Always 202
+/// with the same body, whether or not such a user exists; one mail per user per minute.
 #[endpoint(
     operation_id = "neotenant.sessions.handlers.password_reset",
     tags("sessions"),
@@ -66,27 +91,56 @@ pub async fn password_reset(
 ) -> ApiResult<Reply<Accepted>> {
     let state = dep::<AccountState>(depot)?;
     let login = body.0.login.trim().to_lowercase();
-    if login.is_empty() || login.len() > 254 {
+    if login.is_empty() || login.len() > 254 || login.chars().any(char::is_control) {
         return Err(ApiError::validation(vec![FieldError {
             pointer: "/login".into(),
-            message: "must be 1-254 characters".into(),
+            message: "must be 1-254 characters, without control characters".into(),
         }]));
     }
-    if let Err(e) = admit(&state, req).await {
+    let ip = match admit(&state, req).await {
+        Ok(ip) => ip,
         // The reset route answers a lockout as a plain rate limit.
-        return Err(ApiError::new(ErrorCode::RateLimited, e.detail));
-    }
-    let tenant = &tenant.0;
+        Err(e) => return Err(ApiError::new(ErrorCode::RateLimited, e.detail)),
+    };
+    let actor = anonymous_actor(&state, req, depot, &tenant, ip);
     // The lookup and the mail happen after the answer, so neither its content nor its
     // timing tells whether the account exists.
-    let identity = tenant.tenant.identity.clone();
-    let tenant_id = tenant.tenant.id;
+    let tenant = tenant.0;
     tokio::spawn(async move {
-        if let Err(error) = service::send_reset(&state, tenant_id, &identity, &login).await {
+        if let Err(error) = service::send_reset(&state, &tenant, &actor, &login).await {
             tracing::warn!(%error, "password reset mail not sent");
         }
     });
     Ok(Reply::accepted(Accepted { status: "accepted" }))
+}
+
+/// Set a new password with the token from a password-reset mail (local-mode tenants). The token
+/// works once and until it expires; every session of the user ends. A token that does not work,
+/// for whatever reason, is 400 `reset-token-invalid` and counts as a failed authentication of
+/// the client address.
+#[endpoint(
+    operation_id = "neotenant.sessions.handlers.password_reset_confirm",
+    tags("sessions"),
+    status_codes(204, 400, 409, 422, 429, 503)
+)]
+pub async fn password_reset_confirm(
+    req: &mut Request,
+    tenant: CurrentTenant,
+    body: JsonBody<PasswordResetConfirmRequest>,
+    depot: &mut Depot,
+) -> ApiResult<NoContent> {
+    let state = dep::<AccountState>(depot)?;
+    let ip = admit(&state, req).await?;
+    let actor = anonymous_actor(&state, req, depot, &tenant, ip);
+    let input = body.0;
+    match service::confirm_reset(&state, &tenant.0, actor, &input.token, input.password).await {
+        Err(e) if e.code == ErrorCode::ResetTokenInvalid => {
+            state.limiter.record_failure(ip).await;
+            Err(e)
+        }
+        Err(e) => Err(e),
+        Ok(()) => Ok(NoContent),
+    }
 }
 
 /// Sign in to a local-mode tenant with a username and password.
@@ -134,5 +188,9 @@ pub fn router() -> Router {
     Router::with_path("auth")
         .push(Router::with_path("refresh").post(refresh))
         .push(Router::with_path("login").post(local_login))
-        .push(Router::with_path("password-reset").post(password_reset))
+        .push(
+            Router::with_path("password-reset")
+                .post(password_reset)
+                .push(Router::with_path("confirm").post(password_reset_confirm)),
+        )
 }

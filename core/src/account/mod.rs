@@ -1,13 +1,20 @@
 //! Account self-service before a caller holds an access token: sign-in for local-mode
-//! tenants, token refresh (Keycloak or local), password-reset mail, and the public key of
-//! local-mode tokens.
+//! tenants, token refresh (Keycloak or local), password reset (Keycloak's mail, or for
+//! local-mode tenants our own token, mail and confirmation), and the public key of local-mode
+//! tokens.
 //!
 //! Shape: `handlers` (HTTP, rate limits by client address) → `service` (rules, Keycloak,
-//! refresh-token records in Redis) → `users::repo` for password hashes. **Invariants:** a
-//! refresh token works exactly once; a password-reset request never reveals whether the
-//! account exists, by its answer or its timing; no password or token is logged.
+//! refresh-token records in Redis) → `repo` (reset-token digests) and `users::repo` for
+//! password hashes; `reset` is the pure token and mail rules, `mail` the [`mail::Mailer`] port
+//! and its SMTP implementation. **Invariants:** a refresh token works exactly once; a
+//! password-reset request never reveals whether the account exists, by its answer or its
+//! timing; a reset token works once, before its expiry, and is stored only as a digest; no
+//! password or token is logged.
 
 pub mod handlers;
+pub mod mail;
+pub mod repo;
+pub mod reset;
 pub mod service;
 
 use std::sync::Arc;
@@ -15,6 +22,7 @@ use std::sync::Arc;
 use salvo::oapi::ToSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::Recent;
 use crate::auth::keycloak::KeycloakAdmin;
 use crate::auth::local::LocalKeys;
 use crate::config::Config;
@@ -32,8 +40,12 @@ pub struct AccountState {
     pub local_keys: Arc<LocalKeys>,
     /// Local refresh tokens and the reset-mail throttle.
     pub redis: redis::aio::ConnectionManager,
-    /// A revoked session's refresh token is refused.
+    /// A revoked session's refresh token is refused; a password reset ends every session.
     pub sessions: Arc<Sessions>,
+    /// Local-mode tenants' password-reset mail.
+    pub mailer: Arc<dyn mail::Mailer>,
+    /// Audit entries of password resets mark their tenant for the sealer.
+    pub audit_recent: Arc<Recent>,
 }
 
 /// A refresh token to exchange.
@@ -61,6 +73,17 @@ pub struct TokenResponse {
 pub struct PasswordResetRequest {
     /// Username or email address.
     pub login: String,
+}
+
+/// A password-reset token from the mail and the new password (local-mode tenants).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[salvo(schema(name = "neotenant.sessions.handlers.PasswordResetConfirmRequest"))]
+pub struct PasswordResetConfirmRequest {
+    /// The token from the reset mail (`ntp_…`).
+    pub token: String,
+    /// The new password: 12-256 characters, without NUL.
+    pub password: String,
 }
 
 /// The answer never says whether the account exists.

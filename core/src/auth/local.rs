@@ -96,6 +96,17 @@ pub fn access_token(keys: &LocalKeys, c: &LocalClaims<'_>, now: i64) -> String {
     }))
 }
 
+/// The rule every local password meets (set by an operator or through a reset): 12-256
+/// characters, none of them NUL. `Err` carries the message for a field error.
+pub fn check_password_rule(password: &str) -> Result<(), &'static str> {
+    const MESSAGE: &str = "must be 12-256 characters, without NUL";
+    if (12..=256).contains(&password.chars().count()) && !password.contains('\0') {
+        Ok(())
+    } else {
+        Err(MESSAGE)
+    }
+}
+
 /// An argon2id PHC string for `password` (CPU-heavy: call off the async runtime).
 pub fn hash_password(password: &str) -> Result<String, String> {
     Argon2::default()
@@ -157,6 +168,15 @@ mod tests {
         assert!(!keys.verify("other", input.as_bytes(), &B64.decode(sig).unwrap()));
         assert!(!keys.verify(&keys.kid, b"tampered", &B64.decode(sig).unwrap()));
         assert!(LocalKeys::from_seed_hex("abc").is_none());
+    }
+
+    #[test]
+    fn password_rule() {
+        assert!(check_password_rule("twelve chars").is_ok());
+        assert!(check_password_rule("eleven char").is_err());
+        assert!(check_password_rule(&"é".repeat(256)).is_ok(), "characters, not bytes");
+        assert!(check_password_rule(&"x".repeat(257)).is_err());
+        assert!(check_password_rule("a long password\0with NUL").is_err());
     }
 
     #[test]

@@ -227,6 +227,30 @@ impl Sessions {
         }
     }
 
+    /// Lists a session the moment it starts (a local sign-in), before any request used it, so
+    /// that ending all of a user's sessions also ends one whose tokens were never presented.
+    /// Its device is recorded by the first [`Sessions::touch`].
+    pub async fn register(
+        &self,
+        tenant: TenantId,
+        subject: &str,
+        sid: &str,
+    ) -> redis::RedisResult<()> {
+        let now = chrono::Utc::now().timestamp();
+        let k = key(tenant, sid);
+        let mut conn = self.redis.clone();
+        redis::pipe()
+            .hset_nx(&k, "first_seen", now)
+            .hset_multiple(
+                &k,
+                &[("last_seen", now.to_string()), ("subject", subject.to_string())],
+            )
+            .expire(&k, SESSION_TTL.as_secs() as i64)
+            .sadd(user_key(tenant, subject), sid)
+            .query_async(&mut conn)
+            .await
+    }
+
     /// The user's sessions, newest activity first.
     pub async fn list(
         &self,

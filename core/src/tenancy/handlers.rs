@@ -290,7 +290,7 @@ pub struct NewLocalUser {
     pub email: String,
     #[serde(default)]
     pub display_name: Option<String>,
-    /// 12-256 characters.
+    /// 12-256 characters, without NUL.
     pub password: String,
 }
 
@@ -327,10 +327,10 @@ pub async fn create_local_user(
             message: "must be an email address".into(),
         });
     }
-    if !(12..=256).contains(&input.password.chars().count()) {
+    if let Err(message) = crate::auth::local::check_password_rule(&input.password) {
         errors.push(crate::error::FieldError {
             pointer: "/password".into(),
-            message: "must be 12-256 characters".into(),
+            message: message.into(),
         });
     }
     if !errors.is_empty() {

@@ -300,6 +300,8 @@ fn managed_realm_settings(config: &crate::config::Config) -> serde_json::Value {
             "port": config.smtp.port.to_string(),
             "from": config.smtp.from,
             "fromDisplayName": config.smtp.from_display_name,
+            "starttls": (config.smtp.security == crate::config::SmtpSecurity::Starttls).to_string(),
+            "ssl": (config.smtp.security == crate::config::SmtpSecurity::Tls).to_string(),
         },
     })
 }

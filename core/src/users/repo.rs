@@ -159,6 +159,56 @@ pub async fn with_password(
     Ok(found.map(|(row, hash)| (User::from(row), hash)))
 }
 
+/// The active local user (one with a password) to mail a password reset to: the one whose
+/// username is `login`, else the oldest whose email is `login` (case-insensitive). Only users
+/// with an email are found.
+pub async fn local_by_login(conn: &mut AsyncPgConnection, login: &str) -> QueryResult<Option<User>> {
+    use crate::schema::tenant::credentials;
+    let local = || {
+        users::table
+            .inner_join(credentials::table.on(credentials::user_id.eq(users::id)))
+            .filter(users::status.eq("active"))
+            .filter(users::subject.like("local:%"))
+            .filter(users::email.is_not_null())
+            .select(UserRow::as_select())
+    };
+    let by_username = local()
+        .filter(users::username.eq(login))
+        .first(conn)
+        .await
+        .optional()?;
+    if let Some(row) = by_username {
+        return Ok(Some(User::from(row)));
+    }
+    Ok(local()
+        .filter(
+            diesel::dsl::sql::<diesel::sql_types::Bool>("lower(users.email) = ")
+                .bind::<diesel::sql_types::Text, _>(login.to_lowercase()),
+        )
+        .order(users::created_at.asc())
+        .first(conn)
+        .await
+        .optional()?
+        .map(User::from))
+}
+
+/// Replaces a local user's password hash; `false` when the user has no password row.
+pub async fn set_password(
+    conn: &mut AsyncPgConnection,
+    id: UserId,
+    password_hash: &str,
+) -> QueryResult<bool> {
+    use crate::schema::tenant::credentials;
+    let n = diesel::update(credentials::table.find(id.0))
+        .set((
+            credentials::password_hash.eq(password_hash),
+            credentials::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(n == 1)
+}
+
 /// Creates a local user with its password hash.
 pub async fn create_local(
     conn: &mut AsyncPgConnection,

@@ -1,0 +1,179 @@
+//! Outgoing account mail: the [`Mailer`] port the account rules send through, and its SMTP
+//! implementation (lettre, to the relay in `[smtp]`). Tests put an in-process fake behind the
+//! same trait.
+//!
+//! Owns building a MIME message (multipart text + HTML) and talking to the relay; never decides
+//! who gets mail or what it says, and never logs a message body (it carries secrets such as
+//! reset tokens).
+
+use std::time::Duration;
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::config::{SmtpConfig, SmtpSecurity};
+
+/// One mail to one recipient, in a plain-text and an HTML version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mail {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// A mail that could not be built or delivered (the message says why, never what it held).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MailError(pub String);
+
+/// Sends account mail.
+#[async_trait::async_trait]
+pub trait Mailer: Send + Sync {
+    async fn send(&self, mail: &Mail) -> Result<(), MailError>;
+}
+
+/// Delivers through the configured SMTP relay.
+pub struct SmtpMailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+/// How long one conversation with the relay may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+impl SmtpMailer {
+    pub fn new(config: &SmtpConfig) -> Result<Self, MailError> {
+        let from = sender(config)?;
+        let builder = match config.security {
+            SmtpSecurity::Plain => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
+            }
+            SmtpSecurity::Starttls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
+                    .map_err(|e| MailError(format!("smtp.host: {e}")))?
+            }
+            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host)
+                .map_err(|e| MailError(format!("smtp.host: {e}")))?,
+        };
+        Ok(Self {
+            transport: builder
+                .port(config.port)
+                .timeout(Some(TIMEOUT))
+                .build(),
+            from,
+        })
+    }
+}
+
+fn sender(config: &SmtpConfig) -> Result<Mailbox, MailError> {
+    let address = config
+        .from
+        .parse()
+        .map_err(|e| MailError(format!("smtp.from: {e}")))?;
+    let name = Some(config.from_display_name.clone()).filter(|n| !n.is_empty());
+    Ok(Mailbox::new(name, address))
+}
+
+/// The MIME message of `mail` from `from`: multipart/alternative, text first.
+pub fn message(from: &Mailbox, mail: &Mail) -> Result<Message, MailError> {
+    let to: Mailbox = mail
+        .to
+        .parse()
+        .map_err(|e| MailError(format!("recipient address: {e}")))?;
+    Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(mail.subject.as_str())
+        .multipart(MultiPart::alternative_plain_html(
+            mail.text.clone(),
+            mail.html.clone(),
+        ))
+        .map_err(|e| MailError(format!("message: {e}")))
+}
+
+#[async_trait::async_trait]
+impl Mailer for SmtpMailer {
+    async fn send(&self, mail: &Mail) -> Result<(), MailError> {
+        let message = message(&self.from, mail)?;
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| MailError(format!("the mail relay refused or failed: {e}")))
+    }
+}
+
+/// Records mail instead of sending it, for tests.
+#[cfg(test)]
+#[derive(Default)]
+pub struct FakeMailer {
+    pub sent: std::sync::Mutex<Vec<Mail>>,
+}
+
+#[cfg(test)]
+#[async_trait::async_trait]
+impl Mailer for FakeMailer {
+    async fn send(&self, mail: &Mail) -> Result<(), MailError> {
+        self.sent.lock().expect("fake mailer").push(mail.clone());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mail() -> Mail {
+        Mail {
+            to: "ada@example.test".into(),
+            subject: "Reset your password".into(),
+            text: "plain body".into(),
+            html: "<p>html body</p>".into(),
+        }
+    }
+
+    #[test]
+    fn messages_are_multipart_text_and_html() {
+        let from = sender(&SmtpConfig::default()).unwrap();
+        let raw = String::from_utf8(message(&from, &mail()).unwrap().formatted()).unwrap();
+        assert!(raw.contains("To: ada@example.test"), "{raw}");
+        assert!(raw.contains("From: NeoTenantApi <no-reply@neotenant.test>"), "{raw}");
+        assert!(raw.contains("Subject: Reset your password"), "{raw}");
+        assert!(raw.contains("multipart/alternative"), "{raw}");
+        assert!(raw.contains("text/plain"), "{raw}");
+        assert!(raw.contains("text/html"), "{raw}");
+        assert!(raw.contains("plain body") && raw.contains("<p>html body</p>"));
+    }
+
+    #[test]
+    fn bad_recipients_are_errors_not_panics() {
+        let from = sender(&SmtpConfig::default()).unwrap();
+        for to in ["", "no-at-sign", "a@b\r\nBcc: x@y"] {
+            let m = Mail {
+                to: to.into(),
+                ..mail()
+            };
+            assert!(message(&from, &m).is_err(), "{to:?}");
+        }
+    }
+
+    #[test]
+    fn every_security_mode_builds() {
+        for security in [SmtpSecurity::Plain, SmtpSecurity::Starttls, SmtpSecurity::Tls] {
+            let config = SmtpConfig {
+                security,
+                ..SmtpConfig::default()
+            };
+            assert!(SmtpMailer::new(&config).is_ok(), "{security:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_fake_records_what_is_sent() {
+        let fake = FakeMailer::default();
+        let mailer: &dyn Mailer = &fake;
+        mailer.send(&mail()).await.unwrap();
+        assert_eq!(fake.sent.lock().unwrap().as_slice(), &[mail()]);
+    }
+}
