@@ -738,7 +738,10 @@ impl Config {
                 "must be between 60 and 86400",
             ));
         }
-        let reset_url = self.account.password_reset_url.replace("{tenant}", "tenant");
+        let reset_url = self
+            .account
+            .password_reset_url
+            .replace("{tenant}", "tenant");
         match url::Url::parse(&reset_url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.fragment().is_none() => {}
             _ => {

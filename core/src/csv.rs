@@ -86,7 +86,7 @@ impl CsvRows {
 
     /// The rows written since the last call.
     pub fn take(&mut self) -> Vec<u8> {
-        into_bytes(std::mem::replace(self, Self::new()).out)
+        into_bytes(std::mem::take(self).out)
     }
 }
 

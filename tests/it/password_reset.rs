@@ -16,8 +16,10 @@ async fn local_tenant(app: &TestApp) -> TestTenant {
     let slug = random_slug("rst");
     let res = app
         .admin(Method::POST, "/admin/v1/tenants")
-        .json(&json!({"slug": slug, "display_name": "Reset Co", "region": "eu",
-            "identity": {"mode": "local"}}))
+        .json(
+            &json!({"slug": slug, "display_name": "Reset Co", "region": "eu",
+            "identity": {"mode": "local"}}),
+        )
         .send()
         .await
         .unwrap();
@@ -137,11 +139,20 @@ async fn a_mailed_token_sets_a_new_password_once_and_ends_every_session() {
     // By email, in any case: 202 with the same body as for anybody.
     let res = request_reset(&app, slug, &email.to_uppercase()).await;
     assert_eq!(res.status(), 202);
-    assert_eq!(res.json::<Value>().await.unwrap(), json!({"status": "accepted"}));
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"status": "accepted"})
+    );
     let (token, mail) = mailed_token(&email).await;
     assert!(mail.contains("multipart/alternative"), "{mail}");
-    assert!(mail.contains("text/plain") && mail.contains("text/html"), "{mail}");
-    assert!(mail.contains("From: NeoTenantApi <no-reply@neotenant.test>"), "{mail}");
+    assert!(
+        mail.contains("text/plain") && mail.contains("text/html"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("From: NeoTenantApi <no-reply@neotenant.test>"),
+        "{mail}"
+    );
     let text = unfold(&mail);
     assert!(
         text.contains(&format!(
@@ -155,7 +166,12 @@ async fn a_mailed_token_sets_a_new_password_once_and_ends_every_session() {
     let problem = expect_problem(res, 422, "validation").await;
     assert_eq!(problem["errors"][0]["pointer"], "/password");
 
-    let res = confirm(&app, slug, json!({"token": token, "password": NEW_PASSWORD})).await;
+    let res = confirm(
+        &app,
+        slug,
+        json!({"token": token, "password": NEW_PASSWORD}),
+    )
+    .await;
     assert_eq!(res.status(), 204);
 
     expect_problem(
@@ -184,7 +200,12 @@ async fn a_mailed_token_sets_a_new_password_once_and_ends_every_session() {
     }
 
     // The token works once.
-    let res = confirm(&app, slug, json!({"token": token, "password": "yet-another-Password-3"})).await;
+    let res = confirm(
+        &app,
+        slug,
+        json!({"token": token, "password": "yet-another-Password-3"}),
+    )
+    .await;
     let problem = expect_problem(res, 400, "reset-token-invalid").await;
     assert_eq!(
         problem["detail"],
@@ -201,7 +222,10 @@ async fn a_mailed_token_sets_a_new_password_once_and_ends_every_session() {
         1
     );
     assert_eq!(
-        actions.iter().filter(|a| *a == "user.password_reset").count(),
+        actions
+            .iter()
+            .filter(|a| *a == "user.password_reset")
+            .count(),
         1
     );
     app.cleanup().await;
@@ -230,12 +254,22 @@ async fn expired_unknown_and_replaced_tokens_are_refused_alike() {
     .await
     .unwrap();
     assert_eq!(changed, 1, "one token row for the user");
-    let expired = confirm(&app, slug, json!({"token": token, "password": NEW_PASSWORD})).await;
+    let expired = confirm(
+        &app,
+        slug,
+        json!({"token": token, "password": NEW_PASSWORD}),
+    )
+    .await;
     let expired = expect_problem(expired, 400, "reset-token-invalid").await;
 
     // A well-formed token nobody issued, and one from another tenant, get the same answer.
     let made_up = format!("ntp_{}", "A".repeat(43));
-    let unknown = confirm(&app, slug, json!({"token": made_up, "password": NEW_PASSWORD})).await;
+    let unknown = confirm(
+        &app,
+        slug,
+        json!({"token": made_up, "password": NEW_PASSWORD}),
+    )
+    .await;
     let unknown = expect_problem(unknown, 400, "reset-token-invalid").await;
     assert_eq!(expired["detail"], unknown["detail"]);
     assert_eq!(expired["title"], unknown["title"]);
@@ -250,9 +284,19 @@ async fn expired_unknown_and_replaced_tokens_are_refused_alike() {
     // A token is good only at the tenant that issued it.
     assert_eq!(request_reset(&app, &other.slug, "bo").await.status(), 202);
     let (foreign, _) = mailed_token(&other_email).await;
-    let res = confirm(&app, slug, json!({"token": foreign, "password": NEW_PASSWORD})).await;
+    let res = confirm(
+        &app,
+        slug,
+        json!({"token": foreign, "password": NEW_PASSWORD}),
+    )
+    .await;
     expect_problem(res, 400, "reset-token-invalid").await;
-    let res = confirm(&app, &other.slug, json!({"token": foreign, "password": NEW_PASSWORD})).await;
+    let res = confirm(
+        &app,
+        &other.slug,
+        json!({"token": foreign, "password": NEW_PASSWORD}),
+    )
+    .await;
     assert_eq!(res.status(), 204);
     app.cleanup().await;
 }
@@ -301,19 +345,31 @@ async fn malformed_reset_requests_are_problems() {
         (json!({}), 422, "validation"),
         (json!({"token": good_token}), 422, "validation"),
         (json!({"password": NEW_PASSWORD}), 422, "validation"),
-        (json!({"token": 5, "password": NEW_PASSWORD}), 422, "validation"),
+        (
+            json!({"token": 5, "password": NEW_PASSWORD}),
+            422,
+            "validation",
+        ),
         (
             json!({"token": good_token, "password": NEW_PASSWORD, "extra": 1}),
             422,
             "validation",
         ),
-        (json!({"token": good_token, "password": "x".repeat(300)}), 422, "validation"),
+        (
+            json!({"token": good_token, "password": "x".repeat(300)}),
+            422,
+            "validation",
+        ),
         (
             json!({"token": good_token, "password": "with a NUL \u{0} inside"}),
             422,
             "validation",
         ),
-        (json!({"token": "", "password": NEW_PASSWORD}), 400, "reset-token-invalid"),
+        (
+            json!({"token": "", "password": NEW_PASSWORD}),
+            400,
+            "reset-token-invalid",
+        ),
         (
             json!({"token": "x".repeat(100_000), "password": NEW_PASSWORD}),
             400,
@@ -335,7 +391,12 @@ async fn malformed_reset_requests_are_problems() {
             .send()
     };
     for path in ["/v1/auth/password-reset", "/v1/auth/password-reset/confirm"] {
-        expect_problem(raw(path, "{\"token\": ").await.unwrap(), 400, "malformed-json").await;
+        expect_problem(
+            raw(path, "{\"token\": ").await.unwrap(),
+            400,
+            "malformed-json",
+        )
+        .await;
         expect_problem(raw(path, "").await.unwrap(), 400, "malformed-json").await;
     }
     for login in [

@@ -57,10 +57,7 @@ impl SmtpMailer {
                 .map_err(|e| MailError(format!("smtp.host: {e}")))?,
         };
         Ok(Self {
-            transport: builder
-                .port(config.port)
-                .timeout(Some(TIMEOUT))
-                .build(),
+            transport: builder.port(config.port).timeout(Some(TIMEOUT)).build(),
             from,
         })
     }
@@ -138,7 +135,10 @@ mod tests {
         let from = sender(&SmtpConfig::default()).unwrap();
         let raw = String::from_utf8(message(&from, &mail()).unwrap().formatted()).unwrap();
         assert!(raw.contains("To: ada@example.test"), "{raw}");
-        assert!(raw.contains("From: NeoTenantApi <no-reply@neotenant.test>"), "{raw}");
+        assert!(
+            raw.contains("From: NeoTenantApi <no-reply@neotenant.test>"),
+            "{raw}"
+        );
         assert!(raw.contains("Subject: Reset your password"), "{raw}");
         assert!(raw.contains("multipart/alternative"), "{raw}");
         assert!(raw.contains("text/plain"), "{raw}");
@@ -160,7 +160,11 @@ mod tests {
 
     #[test]
     fn every_security_mode_builds() {
-        for security in [SmtpSecurity::Plain, SmtpSecurity::Starttls, SmtpSecurity::Tls] {
+        for security in [
+            SmtpSecurity::Plain,
+            SmtpSecurity::Starttls,
+            SmtpSecurity::Tls,
+        ] {
             let config = SmtpConfig {
                 security,
                 ..SmtpConfig::default()

@@ -48,18 +48,17 @@ pub async fn lock(
     conn: &mut AsyncPgConnection,
     digest: &[u8; 32],
 ) -> QueryResult<Option<(UserId, Stored)>> {
-    let row: Option<(uuid::Uuid, DateTime<Utc>, Option<DateTime<Utc>>)> =
-        password_resets::table
-            .filter(password_resets::token_hash.eq(digest.as_slice()))
-            .select((
-                password_resets::user_id,
-                password_resets::expires_at,
-                password_resets::used_at,
-            ))
-            .for_update()
-            .first(conn)
-            .await
-            .optional()?;
+    let row: Option<(uuid::Uuid, DateTime<Utc>, Option<DateTime<Utc>>)> = password_resets::table
+        .filter(password_resets::token_hash.eq(digest.as_slice()))
+        .select((
+            password_resets::user_id,
+            password_resets::expires_at,
+            password_resets::used_at,
+        ))
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
     Ok(row.map(|(user, expires_at, used_at)| {
         (
             UserId(user),

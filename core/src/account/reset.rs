@@ -163,7 +163,10 @@ mod tests {
         // 256 bits of secret: 43 base64url characters.
         assert_eq!(a.token.len() - PREFIX.len(), 43);
         assert_eq!(digest_of(&a.token), Some(a.digest));
-        assert_eq!(a.digest, <[u8; 32]>::from(Sha256::digest(a.token.as_bytes())));
+        assert_eq!(
+            a.digest,
+            <[u8; 32]>::from(Sha256::digest(a.token.as_bytes()))
+        );
         assert!(!a.digest.iter().all(|b| *b == 0));
     }
 
@@ -232,9 +235,16 @@ mod tests {
         assert_eq!(m.to, "ada@example.test");
         assert!(m.text.contains(&link) && m.text.contains(&token));
         assert!(m.text.contains("30 minutes"));
-        assert!(m.html.contains("reset?lang=en&amp;x=1#token="), "{}", m.html);
+        assert!(
+            m.html.contains("reset?lang=en&amp;x=1#token="),
+            "{}",
+            m.html
+        );
         assert!(m.html.contains(&token));
         assert!(!m.html.contains("&x=1"), "raw ampersand in HTML");
-        assert_eq!(escape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 }

@@ -81,7 +81,11 @@ pub async fn refresh(
 
 /// Whether this is the first reset mail to `account` this minute (and from now on, it is).
 /// A guard that cannot be checked counts as spent: no mail rather than a flood.
-async fn first_reset_this_minute(state: &AccountState, tenant: &ResolvedTenant, account: &str) -> bool {
+async fn first_reset_this_minute(
+    state: &AccountState,
+    tenant: &ResolvedTenant,
+    account: &str,
+) -> bool {
     let mut redis = state.redis.clone();
     let first: redis::RedisResult<Option<String>> = redis::cmd("SET")
         .arg(keys::password_reset_throttle(tenant.tenant.id, account))
@@ -108,13 +112,15 @@ pub async fn send_reset(
     if tenant.tenant.identity.mode == IdentityMode::Local {
         return send_local_reset(state, tenant, actor, login).await;
     }
-    send_keycloak_reset(state, tenant, login).await.map_err(|e| {
-        ApiError::new(
-            ErrorCode::IdentityUnavailable,
-            "the identity provider is unavailable",
-        )
-        .with_source(e)
-    })
+    send_keycloak_reset(state, tenant, login)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::IdentityUnavailable,
+                "the identity provider is unavailable",
+            )
+            .with_source(e)
+        })
 }
 
 async fn send_keycloak_reset(

@@ -174,7 +174,10 @@ mod tests {
     fn password_rule() {
         assert!(check_password_rule("twelve chars").is_ok());
         assert!(check_password_rule("eleven char").is_err());
-        assert!(check_password_rule(&"é".repeat(256)).is_ok(), "characters, not bytes");
+        assert!(
+            check_password_rule(&"é".repeat(256)).is_ok(),
+            "characters, not bytes"
+        );
         assert!(check_password_rule(&"x".repeat(257)).is_err());
         assert!(check_password_rule("a long password\0with NUL").is_err());
     }

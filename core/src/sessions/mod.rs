@@ -243,7 +243,10 @@ impl Sessions {
             .hset_nx(&k, "first_seen", now)
             .hset_multiple(
                 &k,
-                &[("last_seen", now.to_string()), ("subject", subject.to_string())],
+                &[
+                    ("last_seen", now.to_string()),
+                    ("subject", subject.to_string()),
+                ],
             )
             .expire(&k, SESSION_TTL.as_secs() as i64)
             .sadd(user_key(tenant, subject), sid)

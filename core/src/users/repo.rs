@@ -162,7 +162,10 @@ pub async fn with_password(
 /// The active local user (one with a password) to mail a password reset to: the one whose
 /// username is `login`, else the oldest whose email is `login` (case-insensitive). Only users
 /// with an email are found.
-pub async fn local_by_login(conn: &mut AsyncPgConnection, login: &str) -> QueryResult<Option<User>> {
+pub async fn local_by_login(
+    conn: &mut AsyncPgConnection,
+    login: &str,
+) -> QueryResult<Option<User>> {
     use crate::schema::tenant::credentials;
     let local = || {
         users::table
