@@ -236,13 +236,13 @@ async fn expired_unknown_and_replaced_tokens_are_refused_alike() {
     let app = TestApp::start().await;
     let t = local_tenant(&app).await;
     let slug = t.slug.as_str();
-    let email = local_user(&app, &t, "bo").await;
-    assert_eq!(request_reset(&app, slug, "bo").await.status(), 202);
+    let email = local_user(&app, &t, "bob").await;
+    assert_eq!(request_reset(&app, slug, "bob").await.status(), 202);
     let (token, _) = mailed_token(&email).await;
 
     // At most one mail a minute per account, however it is named.
     assert_eq!(request_reset(&app, slug, &email).await.status(), 202);
-    assert_eq!(request_reset(&app, slug, "bo").await.status(), 202);
+    assert_eq!(request_reset(&app, slug, "bob").await.status(), 202);
 
     // The token's time runs out.
     let mut db = direct(&app.state().config, &t.database).await;
@@ -275,14 +275,14 @@ async fn expired_unknown_and_replaced_tokens_are_refused_alike() {
     assert_eq!(expired["title"], unknown["title"]);
 
     assert_eq!(mails_to(&email).len(), 1, "throttled: still one mail");
-    assert_eq!(login(&app, slug, "bo", OLD_PASSWORD).await.status(), 200);
+    assert_eq!(login(&app, slug, "bob", OLD_PASSWORD).await.status(), 200);
     let actions = audit_actions(&app, &t).await;
     assert!(!actions.iter().any(|a| a == "user.password_reset"));
 
     let other = local_tenant(&app).await;
-    let other_email = local_user(&app, &other, "bo").await;
+    let other_email = local_user(&app, &other, "bob").await;
     // A token is good only at the tenant that issued it.
-    assert_eq!(request_reset(&app, &other.slug, "bo").await.status(), 202);
+    assert_eq!(request_reset(&app, &other.slug, "bob").await.status(), 202);
     let (foreign, _) = mailed_token(&other_email).await;
     let res = confirm(
         &app,
@@ -306,12 +306,12 @@ async fn unknown_accounts_get_the_same_answer_and_no_mail() {
     let app = TestApp::start().await;
     let t = local_tenant(&app).await;
     let slug = t.slug.as_str();
-    let known = local_user(&app, &t, "cy").await;
+    let known = local_user(&app, &t, "cyd").await;
     let nobody = format!("nobody-{slug}@example.test");
     let res = request_reset(&app, slug, &nobody).await;
     assert_eq!(res.status(), 202);
     let body: Value = res.json().await.unwrap();
-    let res = request_reset(&app, slug, "cy").await;
+    let res = request_reset(&app, slug, "cyd").await;
     assert_eq!(res.status(), 202);
     assert_eq!(res.json::<Value>().await.unwrap(), body, "same answer");
     // The known user's mail arrives; by then the unknown one's would have too.

@@ -158,8 +158,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_security_mode_builds() {
+    // Building a pooled transport spawns its pool's task: it needs a runtime.
+    #[tokio::test]
+    async fn every_security_mode_builds() {
         for security in [
             SmtpSecurity::Plain,
             SmtpSecurity::Starttls,

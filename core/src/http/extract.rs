@@ -128,7 +128,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
     let value = parsed.map_err(|err| {
         let path = err.path().to_string();
-        let inner = err.into_inner();
+        let mut inner = err.into_inner();
+        // A wrong field can be met before the body turns out not to be JSON at all (a
+        // truncated body whose first key is unknown): malformed JSON wins, whatever came first.
+        if inner.classify() == serde_json::error::Category::Data
+            && let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        {
+            inner = syntax;
+        }
         match inner.classify() {
             serde_json::error::Category::Data => ApiError::validation(vec![FieldError {
                 pointer: json_pointer(&path),
@@ -440,6 +447,11 @@ mod tests {
         let e = parse_json::<In>(b"{\"title\": \"x\", \"tags\": []} []").unwrap_err();
         assert_eq!(e.code, ErrorCode::MalformedJson);
         assert!(parse_json::<In>(b"{\"title\": \"x\", \"tags\": [1]}").is_ok());
+        // An unknown field first, then the body breaks off: still malformed JSON.
+        let e = parse_json::<In>(b"{\"other\": ").unwrap_err();
+        assert_eq!(e.code, ErrorCode::MalformedJson);
+        let e = parse_json::<In>(b"{\"other\": 1}").unwrap_err();
+        assert_eq!(e.code, ErrorCode::Validation);
     }
 
     #[test]
