@@ -5,7 +5,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/debug/neotenant
 export NEOTENANT_CONFIG ?= neotenant.toml
 
-.PHONY: up down status build plugins migrate run test lint fmt openapi bench
+.PHONY: up down status build plugins migrate run test lint fmt openapi bench bench-peers
 
 ## Local services (PostgreSQL 17, Redis 7) on loopback under .devstack/: install if missing, start.
 up:
@@ -79,3 +79,7 @@ bench: up plugins
 	$(CARGO) bench -p neotenant --bench search
 	$(CARGO) bench -p neotenant-runtime --bench plugin
 	@scripts/bench.sh
+
+# NeoTenantApi beside PocketBase and SpiceDB (installed from the Go module proxy when missing).
+bench-peers:
+	@scripts/bench-peers.sh

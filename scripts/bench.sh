@@ -22,9 +22,11 @@ fi
 [ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release -q -p neotenant
 export NEOTENANT_SERVER__BIND="127.0.0.1:$PORT" NEOTENANT_LOG__LEVEL=warn NEOTENANT_DATABASE__POOL_MAX_SIZE=32
 # One client and one user drive all the load: limits stay on (their Redis check is part of
-# every request) but high enough not to refuse it.
+# every request) but high enough not to refuse it, in a namespace of their own so a run never
+# spends the buckets of a dev server sharing the Redis.
 export NEOTENANT_RATE_LIMIT__PER_IP_PER_SEC=1000000 NEOTENANT_RATE_LIMIT__PER_IP_BURST=1000000 \
-  NEOTENANT_RATE_LIMIT__PER_USER_PER_SEC=1000000 NEOTENANT_RATE_LIMIT__PER_USER_BURST=1000000
+  NEOTENANT_RATE_LIMIT__PER_USER_PER_SEC=1000000 NEOTENANT_RATE_LIMIT__PER_USER_BURST=1000000 \
+  NEOTENANT_RATE_LIMIT__NAMESPACE=neotenant:rl:bench
 "$BIN" migrate >/dev/null
 "$BIN" tenant create bench-us --name "Bench US" --region us --isolation schema >/dev/null 2>&1
 TOKEN="$(DEMO_TOKEN_BIN="$BIN" scripts/demo-token.sh bench-us bench)"

@@ -67,9 +67,11 @@ pub fn rbac_generation(tenant: Uuid) -> String {
     format!("{PREFIX}:rbac:gen:{}", tenant.simple())
 }
 
-/// The hash of a tenant's cached effective permissions (L2).
+/// The hash of a tenant's cached effective permissions (L2). The version names the shape
+/// of an entry (v2: entries carry the user's teams and their ancestry), so an instance never
+/// reads an entry an older build wrote.
 pub fn rbac_permissions(tenant: Uuid) -> String {
-    format!("{PREFIX}:rbac:perm:{}", tenant.simple())
+    format!("{PREFIX}:rbac:perm:v2:{}", tenant.simple())
 }
 
 /// Rate-limit keys live under their namespace as one hash tag: the limiter's script reads an

@@ -29,14 +29,16 @@ pub enum Decision {
 }
 
 /// GCRA over up to two buckets plus one lockout key, atomically.
-/// KEYS: lock key, then bucket keys. ARGV: per bucket (interval_ms, tolerance_ms, burst).
-/// Returns {code, a, b, c}: code 1 allowed (limit, remaining, reset_ms), 0 limited (limit,
-/// retry_ms), -1 locked (retry_ms).
+/// KEYS: lock key, then bucket keys. ARGV: per bucket (interval_us, tolerance_us, burst).
+/// Times are microseconds since [`EPOCH_SECS`] kept as doubles (exact to well below a
+/// microsecond for centuries), so an interval need not be whole: 30,000/s is 33.33… µs, not
+/// a rounded 33 or a floored millisecond. Returns {code, a, b, c}: code 1 allowed (limit,
+/// remaining, reset_ms), 0 limited (limit, retry_ms), -1 locked (retry_ms).
 const GCRA: &str = r#"
 local lock_ttl = redis.call('PTTL', KEYS[1])
 if lock_ttl > 0 then return {-1, lock_ttl, 0, 0} end
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = (tonumber(t[1]) - EPOCH) * 1000000 + tonumber(t[2])
 local new_tats = {}
 local best_remaining, best_limit, best_reset = nil, 0, 0
 for i = 2, #KEYS do
@@ -49,19 +51,23 @@ for i = 2, #KEYS do
   local new_tat = tat + interval
   local allow_at = new_tat - tolerance
   if now < allow_at then
-    return {0, burst, allow_at - now, 0}
+    return {0, burst, math.ceil((allow_at - now) / 1000), 0}
   end
   new_tats[i] = new_tat
   local remaining = math.floor((tolerance - (new_tat - now)) / interval)
   if best_remaining == nil or remaining < best_remaining then
-    best_remaining, best_limit, best_reset = remaining, burst, new_tat - now
+    best_remaining, best_limit, best_reset = remaining, burst, math.ceil((new_tat - now) / 1000)
   end
 end
 for i = 2, #KEYS do
-  redis.call('SET', KEYS[i], new_tats[i], 'PX', math.max(new_tats[i] - now, 1))
+  redis.call('SET', KEYS[i], string.format('%.17g', new_tats[i]), 'PX',
+    math.max(math.ceil((new_tats[i] - now) / 1000), 1))
 end
 return {1, best_limit, best_remaining or 0, best_reset}
 "#;
+
+/// The origin of the limiter's clock (2025-01-01T00:00:00Z), keeping its numbers small.
+const EPOCH_SECS: u64 = 1_735_689_600;
 
 /// Counts one authentication failure; locks the IP when the window's count reaches the
 /// maximum. KEYS: counter, lock. ARGV: window_ms, max, lock_ms. Returns 1 when this call locked.
@@ -85,9 +91,11 @@ pub struct RateLimiter {
     pub redis_errors: prometheus::IntCounter,
 }
 
-fn bucket_args(per_sec: f64, burst: u32) -> (u64, u64, u32) {
-    let interval_ms = (1000.0 / per_sec).max(1.0) as u64;
-    (interval_ms, interval_ms * u64::from(burst), burst)
+/// A bucket's script arguments: the emission interval and the tolerance in microseconds
+/// (fractions kept: the rate is exact at any value), and the burst.
+fn bucket_args(per_sec: f64, burst: u32) -> (f64, f64, u32) {
+    let interval_us = 1_000_000.0 / per_sec;
+    (interval_us, interval_us * f64::from(burst), burst)
 }
 
 impl RateLimiter {
@@ -100,7 +108,7 @@ impl RateLimiter {
         Self {
             config,
             redis,
-            gcra: redis::Script::new(GCRA),
+            gcra: redis::Script::new(&GCRA.replace("EPOCH", &EPOCH_SECS.to_string())),
             failure: redis::Script::new(FAILURE),
             lockouts,
             redis_errors,
@@ -213,9 +221,13 @@ mod tests {
 
     #[test]
     fn bucket_arguments() {
-        assert_eq!(bucket_args(100.0, 200), (10, 2000, 200));
-        assert_eq!(bucket_args(0.5, 3), (2000, 6000, 3));
-        assert_eq!(bucket_args(1_000_000.0, 10), (1, 10, 10));
+        assert_eq!(bucket_args(100.0, 200), (10_000.0, 2_000_000.0, 200));
+        assert_eq!(bucket_args(0.5, 3), (2_000_000.0, 6_000_000.0, 3));
+        assert_eq!(bucket_args(1_000_000.0, 10), (1.0, 10.0, 10));
+        // Rates above 1,000/s keep their interval (no floor at a millisecond).
+        let (interval, tolerance, _) = bucket_args(30_000.0, 60_000);
+        assert!((interval - 1_000_000.0 / 30_000.0).abs() < 1e-9);
+        assert!((tolerance - 2_000_000.0).abs() < 1e-6);
     }
 
     #[test]

@@ -139,3 +139,92 @@ async fn pooled_connections_never_keep_a_tenant() {
     );
     app.cleanup().await;
 }
+
+/// Titles of the notes `db`'s tenant holds, read through the one-round-trip read path with a
+/// cached prepared statement (the same statement for every tenant).
+async fn titles(db: &TenantDb) -> Result<Vec<String>, ApiError> {
+    use diesel::prelude::*;
+    use neotenant::schema::tenant::notes;
+    db.read(async |mut conn| {
+        Ok(notes::table
+            .select(notes::title)
+            .order(notes::title)
+            .load::<String>(&mut conn)
+            .await?)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn pipelined_reads_never_see_another_tenant() {
+    let app = TestApp::start().await;
+    let a = app.with_tenant("us", "schema").await;
+    let b = app.with_tenant("us", "schema").await;
+    let config = test_config();
+    // One connection: every read below runs on it, with the statement cached on it.
+    let settings = PoolSettings {
+        max_size: 1,
+        timeout: Duration::from_secs(5),
+        statement_timeout_ms: 10_000,
+    };
+    let pool = build_pool(
+        &database_url(config.database.url.expose(), "neofast_shared_us"),
+        &settings,
+    );
+    let db_a = TenantDb::new(pool.clone(), &a.schema);
+    let db_b = TenantDb::new(pool.clone(), &b.schema);
+    db_a.transaction(async |tx| {
+        diesel::sql_query("INSERT INTO notes (id, title) VALUES (gen_random_uuid(), 'from-a')")
+            .execute(tx.conn())
+            .await
+            .map_err(ApiError::from)
+    })
+    .await
+    .unwrap();
+
+    for _ in 0..3 {
+        assert_eq!(titles(&db_a).await.unwrap(), vec!["from-a".to_string()]);
+        assert!(
+            titles(&db_b).await.unwrap().is_empty(),
+            "tenant B read tenant A's row through the same prepared statement"
+        );
+    }
+    // Reads and their COMMIT leave the connection unpinned and outside any transaction.
+    let state = session_state(&pool).await;
+    assert_eq!(state.path, "\"\"");
+    assert!(!state.in_tx);
+
+    // A read is read-only: a write inside one fails, and nothing is written.
+    let write = db_a
+        .read(async |mut conn| {
+            diesel::sql_query("INSERT INTO notes (id, title) VALUES (gen_random_uuid(), 'sneaky')")
+                .execute(&mut conn)
+                .await
+                .map_err(ApiError::from)
+        })
+        .await;
+    assert!(write.is_err(), "a write inside a read must fail");
+    assert_eq!(titles(&db_a).await.unwrap(), vec!["from-a".to_string()]);
+    let state = session_state(&pool).await;
+    assert_eq!(state.path, "\"\"");
+    assert!(!state.in_tx, "a failed read left its transaction open");
+
+    // A read abandoned mid-statement: the pool never hands its open transaction, still
+    // pinned to A, to the next user.
+    let abandoned = db_a.read(async |mut conn| {
+        diesel::sql_query("SELECT pg_sleep(5)")
+            .execute(&mut conn)
+            .await
+            .map_err(ApiError::from)
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), abandoned)
+            .await
+            .is_err()
+    );
+    let state = session_state(&pool).await;
+    assert_eq!(state.path, "\"\"", "abandoned read leaked its search_path");
+    assert!(!state.in_tx, "abandoned read was reused");
+    assert!(titles(&db_b).await.unwrap().is_empty());
+    app.cleanup().await;
+}

@@ -115,3 +115,77 @@ async fn repeated_bad_tokens_lock_the_client_out() {
     );
     app.cleanup().await;
 }
+
+/// A limiter on the devstack's Redis, in a namespace of its own, allowing `per_sec` per IP
+/// with `burst`.
+async fn limiter(per_sec: f64, burst: u32) -> neotenant::ratelimit::RateLimiter {
+    let config = test_config();
+    let client = redis::Client::open(config.redis.url.expose()).unwrap();
+    let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    neotenant::ratelimit::RateLimiter::new(
+        neotenant::config::RateLimitConfig {
+            per_ip_per_sec: per_sec,
+            per_ip_burst: burst,
+            namespace: random_slug("rl"),
+            ..Default::default()
+        },
+        conn,
+        prometheus::IntCounter::new("lockouts", "lockouts").unwrap(),
+        prometheus::IntCounter::new("redis_errors", "redis errors").unwrap(),
+    )
+}
+
+fn allowed(d: &neotenant::ratelimit::Decision) -> bool {
+    matches!(d, neotenant::ratelimit::Decision::Allowed { .. })
+}
+
+#[tokio::test]
+async fn rates_above_a_thousand_per_second_hold_exactly() {
+    // 30,000/s with a burst of 10. One client in sequence cannot outrun that rate, so every
+    // check passes; a limiter that floored its interval at a millisecond would let about
+    // 10 + 1,000 × elapsed through.
+    let rl = limiter(30_000.0, 10).await;
+    let ip: std::net::IpAddr = "10.30.0.1".parse().unwrap();
+    let n = 2_000;
+    let start = std::time::Instant::now();
+    let mut passed = 0;
+    for _ in 0..n {
+        if allowed(&rl.check(ip, None).await) {
+            passed += 1;
+        }
+    }
+    let budget = 10.0 + 30_000.0 * start.elapsed().as_secs_f64();
+    assert!(
+        passed as f64 >= (0.95 * budget).min(n as f64),
+        "{passed} of {n} passed within a budget of {budget:.0}"
+    );
+
+    // Many checks at once: never more than the budget of the time they took.
+    let ip: std::net::IpAddr = "10.30.0.2".parse().unwrap();
+    let start = std::time::Instant::now();
+    let decisions = futures::future::join_all((0..n).map(|_| rl.check(ip, None))).await;
+    let budget = 10.0 + 30_000.0 * start.elapsed().as_secs_f64();
+    let passed = decisions.iter().filter(|d| allowed(d)).count();
+    assert!(
+        passed as f64 <= budget + 1.0,
+        "{passed} of {n} passed, over a budget of {budget:.0}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_rate_still_refuses_after_its_burst() {
+    let rl = limiter(0.5, 2).await;
+    let ip: std::net::IpAddr = "10.30.0.3".parse().unwrap();
+    let first: Vec<bool> = futures::future::join_all((0..4).map(|_| rl.check(ip, None)))
+        .await
+        .iter()
+        .map(allowed)
+        .collect();
+    assert_eq!(first.iter().filter(|a| **a).count(), 2, "{first:?}");
+    match rl.check(ip, None).await {
+        neotenant::ratelimit::Decision::Limited {
+            retry_after_secs, ..
+        } => assert!((1..=2).contains(&retry_after_secs), "{retry_after_secs}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

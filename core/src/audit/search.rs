@@ -223,14 +223,18 @@ pub async fn page(
         };
     }
     // A generic plan cannot see which filter is selective (nor the limit) and walks the
-    // primary key; plan each page for its actual values.
+    // primary key; plan each page for its actual values. One round trip: the setting is
+    // pipelined with the query.
     let rows: Vec<Entry> = db
-        .transaction(async |tx| {
+        .read(async |conn| {
             use diesel_async::SimpleAsyncConnection;
-            tx.conn()
-                .batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
-                .await?;
-            Ok::<_, ApiError>(q.load(tx.conn()).await?)
+            let (mut setter, mut reader) = (conn, conn);
+            let (_, rows) = futures::future::try_join(
+                setter.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan"),
+                q.load(&mut reader),
+            )
+            .await?;
+            Ok::<_, ApiError>(rows)
         })
         .await?;
     Ok(rows.into_iter().map(AuditEntry::from).collect())

@@ -237,6 +237,48 @@ impl TenantDb {
     }
 }
 
+impl TenantDb {
+    /// Runs read-only `work` pinned to this tenant's schema in one round trip:
+    /// `BEGIN READ ONLY; SET LOCAL search_path TO "<schema>"` goes out pipelined with the
+    /// statements `work` sends first (PostgreSQL runs them in order on the connection, so
+    /// they run inside the pinned transaction), and the transaction ends with a `COMMIT`
+    /// sent after `work` answered, off the caller's path: the connection goes back to the
+    /// pool once that `COMMIT` has answered. `work` gets a shared connection so it can
+    /// pipeline statements of its own (poll them together).
+    ///
+    /// Until the `COMMIT` answers the connection counts as broken for the pool, so a read
+    /// dropped half-way (cancelled request, panic) can never hand an open transaction to
+    /// another request. Writes go through [`TenantDb::transaction`].
+    pub async fn read<T, E>(
+        &self,
+        work: impl AsyncFnOnce(&AsyncPgConnection) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DbError> + From<diesel::result::Error>,
+    {
+        let mut conn = self.pool.get_owned().await.map_err(DbError::from)?;
+        AnsiTransactionManager::transaction_manager_status_mut(&mut *conn).set_in_error();
+        let begin = format!(
+            "BEGIN READ ONLY; SET LOCAL search_path TO \"{}\"",
+            self.schema
+        );
+        let (began, result) = {
+            let shared: &AsyncPgConnection = &conn;
+            let mut sender = shared;
+            futures::join!(sender.batch_execute(&begin), work(shared))
+        };
+        // `COMMIT` also ends a transaction a failed statement aborted (as a rollback).
+        tokio::spawn(async move {
+            if (&mut &*conn).batch_execute("COMMIT").await.is_ok() {
+                *AnsiTransactionManager::transaction_manager_status_mut(&mut *conn) =
+                    Default::default();
+            }
+        });
+        began?;
+        result
+    }
+}
+
 /// Runs `work` in a transaction on `pool` that `begin_sql` opens (it must start one, e.g.
 /// `"BEGIN"` on the registry): commits when `work` returns `Ok`, rolls back when it returns
 /// `Err`, and answers what `work` answered (or the commit's failure). Tenant work goes

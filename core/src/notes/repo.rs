@@ -42,11 +42,11 @@ pub async fn insert(conn: &mut AsyncPgConnection, row: &NoteRow) -> QueryResult<
     Ok(())
 }
 
-pub async fn get(conn: &mut AsyncPgConnection, id: NoteId) -> QueryResult<Option<Note>> {
+pub async fn get(mut conn: &AsyncPgConnection, id: NoteId) -> QueryResult<Option<Note>> {
     Ok(notes::table
         .find(id.0)
         .select(NoteRow::as_select())
-        .first(conn)
+        .first(&mut conn)
         .await
         .optional()?
         .map(Note::from))
@@ -54,7 +54,7 @@ pub async fn get(conn: &mut AsyncPgConnection, id: NoteId) -> QueryResult<Option
 
 /// Notes in id (creation) order after `after`, at most `limit`.
 pub async fn list(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     after: Option<Uuid>,
     limit: i64,
 ) -> QueryResult<Vec<Note>> {
@@ -67,7 +67,7 @@ pub async fn list(
         query = query.filter(notes::id.gt(after));
     }
     Ok(query
-        .load(conn)
+        .load(&mut conn)
         .await?
         .into_iter()
         .map(Note::from)

@@ -120,13 +120,13 @@ pub async fn create_batch(db: &TenantDb, actor: &Actor, items: &[NewNote]) -> Ap
 }
 
 pub async fn get(db: &TenantDb, id: NoteId) -> ApiResult<Note> {
-    db.transaction(async |tx| Ok::<_, ApiError>(repo::get(tx.conn(), id).await?))
+    db.read(async |conn| Ok::<_, ApiError>(repo::get(conn, id).await?))
         .await?
         .ok_or_else(|| ApiError::not_found("note"))
 }
 
 pub async fn list(db: &TenantDb, after: Option<NoteId>, limit: i64) -> ApiResult<Vec<Note>> {
-    db.transaction(async |tx| Ok(repo::list(tx.conn(), after.map(|a| a.0), limit).await?))
+    db.read(async |conn| Ok(repo::list(conn, after.map(|a| a.0), limit).await?))
         .await
 }
 

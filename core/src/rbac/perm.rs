@@ -351,6 +351,10 @@ pub struct Inputs {
     pub grants: Vec<(Uuid, Perm, bool)>,
     /// The teams whose records `team` scope reaches: the user's teams and those below them.
     pub teams: Vec<Uuid>,
+    /// The teams the user is a member of.
+    pub member_of: Vec<Uuid>,
+    /// Those teams and every team above them (a share with any of these reaches the user).
+    pub ancestry: Vec<Uuid>,
 }
 
 /// One user's resolved permissions: what checks consult.
@@ -364,7 +368,13 @@ pub struct Effective {
     pub sources: BTreeMap<String, Vec<(bool, Source)>>,
     /// The keys of every role held, directly or by inheritance.
     pub roles: BTreeSet<String>,
+    /// The teams whose records `team` scope reaches: the user's teams and those below them.
     pub teams: Vec<Uuid>,
+    /// The teams the user is a member of.
+    pub member_of: Vec<Uuid>,
+    /// Those teams and every team above them, sorted (a share with any of these reaches
+    /// the user).
+    pub ancestry: Vec<Uuid>,
 }
 
 /// The scopes recorded for `resource.action`, counting `*` entries (no allocation).
@@ -388,6 +398,8 @@ impl Effective {
     pub fn resolve(inputs: &Inputs) -> Self {
         let mut eff = Effective {
             teams: inputs.teams.clone(),
+            member_of: inputs.member_of.clone(),
+            ancestry: inputs.ancestry.clone(),
             ..Default::default()
         };
         for (held, via) in &inputs.held {

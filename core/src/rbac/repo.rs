@@ -39,7 +39,8 @@ struct Doc {
 /// Everything feeding `user`'s permissions, in one round trip: roles held directly, by
 /// default, through the identity provider (`idp_roles`, role keys) and through teams (the
 /// user's teams and every team above them), the closure of their parents, live grants, and
-/// the teams `team` scope reaches (the user's teams and every team below them).
+/// the teams `team` scope reaches (the user's teams and every team below them), the user's
+/// teams, and their ancestry (those teams and every team above them).
 pub async fn load_inputs(
     conn: &mut AsyncPgConnection,
     user: Uuid,
@@ -76,7 +77,9 @@ SELECT jsonb_build_object(
             FROM roles r JOIN closure c ON c.id = r.id),
   'grants', (SELECT coalesce(jsonb_agg(jsonb_build_array(id, permission, effect)), '[]') FROM user_grants
              WHERE user_id = $1 AND (expires_at IS NULL OR expires_at > now())),
-  'teams', (SELECT coalesce(jsonb_agg(id), '[]') FROM below)
+  'teams', (SELECT coalesce(jsonb_agg(id), '[]') FROM below),
+  'member_of', (SELECT coalesce(jsonb_agg(id), '[]') FROM member),
+  'ancestry', (SELECT coalesce(jsonb_agg(id ORDER BY id), '[]') FROM above)
 ) AS doc
 "#,
     )
@@ -144,6 +147,8 @@ fn inputs_from(doc: &Value) -> Inputs {
         inputs.grants.push((id, perm, g[2] == "allow"));
     }
     inputs.teams = list("teams").iter().filter_map(uuid_of).collect();
+    inputs.member_of = list("member_of").iter().filter_map(uuid_of).collect();
+    inputs.ancestry = list("ancestry").iter().filter_map(uuid_of).collect();
     inputs.held.sort();
     inputs
 }
@@ -239,19 +244,19 @@ pub async fn delete_role(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<
         .await
 }
 
-pub async fn list_roles(conn: &mut AsyncPgConnection) -> QueryResult<Vec<RoleRow>> {
+pub async fn list_roles(mut conn: &AsyncPgConnection) -> QueryResult<Vec<RoleRow>> {
     roles::table
         .select(RoleRow::as_select())
         .order(roles::key.asc())
-        .load(conn)
+        .load(&mut conn)
         .await
 }
 
-pub async fn role_by_key(conn: &mut AsyncPgConnection, key: &str) -> QueryResult<Option<RoleRow>> {
+pub async fn role_by_key(mut conn: &AsyncPgConnection, key: &str) -> QueryResult<Option<RoleRow>> {
     roles::table
         .filter(roles::key.eq(key))
         .select(RoleRow::as_select())
-        .first(conn)
+        .first(&mut conn)
         .await
         .optional()
 }
@@ -268,12 +273,12 @@ pub async fn roles_by_keys(
 }
 
 /// (role, parent key) for every edge.
-pub async fn parent_keys(conn: &mut AsyncPgConnection) -> QueryResult<Vec<(Uuid, String)>> {
+pub async fn parent_keys(mut conn: &AsyncPgConnection) -> QueryResult<Vec<(Uuid, String)>> {
     role_parents::table
         .inner_join(roles::table.on(roles::id.eq(role_parents::parent_id)))
         .select((role_parents::role_id, roles::key))
         .order(roles::key.asc())
-        .load(conn)
+        .load(&mut conn)
         .await
 }
 

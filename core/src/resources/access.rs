@@ -13,13 +13,15 @@
 //! loaded resource, [`Access::read_predicate`] as SQL for lists, and [`Access::search_filter`]
 //! for the search index. Never decide visibility anywhere else.
 
-use diesel::sql_types::{Array, Bool, Nullable, Text, Uuid as SqlUuid};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use std::sync::Arc;
+
+use diesel::sql_types::{Array, Uuid as SqlUuid};
+use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use super::ShareAccess;
 use crate::rbac::Caller;
-use crate::rbac::perm::Scope;
+use crate::rbac::perm::{Effective, Scope};
 
 /// The resource actions permissions name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,15 +54,14 @@ pub struct Relation {
     pub share: Option<ShareAccess>,
 }
 
-/// The caller's reach over resources, computed once per request.
+/// The caller's reach over resources, computed once per request from the caller's cached
+/// effective permissions (which carry their teams, the teams above and the teams below them,
+/// and are invalidated with every team or membership change): building it runs no query.
 #[derive(Debug, Clone)]
 pub struct Access {
     pub me: Uuid,
     scopes: [Option<Scope>; 5],
-    /// Teams the caller is a member of.
-    pub teams: Vec<Uuid>,
-    /// Those teams and every team above them (a share with any of these reaches the caller).
-    pub ancestry: Vec<Uuid>,
+    eff: Arc<Effective>,
 }
 
 fn widest(caller: &Caller, action: Action) -> Option<Scope> {
@@ -69,36 +70,9 @@ fn widest(caller: &Caller, action: Action) -> Option<Scope> {
         .find(|s| caller.allows("resources", action.as_str(), *s))
 }
 
-#[derive(diesel::QueryableByName)]
-struct TeamPath {
-    #[diesel(sql_type = Array<SqlUuid>)]
-    path: Vec<Uuid>,
-}
-
 impl Access {
-    /// Reads the caller's teams (one query) and their permissions.
-    pub async fn load(conn: &mut AsyncPgConnection, caller: &Caller) -> diesel::QueryResult<Self> {
-        let me = caller.user_id();
-        let rows: Vec<TeamPath> = diesel::sql_query(
-            "SELECT t.path FROM team_members m JOIN teams t ON t.id = m.team_id WHERE m.user_id = $1",
-        )
-        .bind::<SqlUuid, _>(me)
-        .load(conn)
-        .await?;
-        let mut teams = Vec::new();
-        let mut ancestry = Vec::new();
-        for r in rows {
-            if let Some(last) = r.path.last() {
-                teams.push(*last);
-            }
-            ancestry.extend(r.path);
-        }
-        ancestry.sort();
-        ancestry.dedup();
-        Ok(Self::new(caller, me, teams, ancestry))
-    }
-
-    pub fn new(caller: &Caller, me: Uuid, teams: Vec<Uuid>, ancestry: Vec<Uuid>) -> Self {
+    /// The caller's access (no query: their teams come with their effective permissions).
+    pub fn of(caller: &Caller) -> Self {
         let scopes = [
             Action::Create,
             Action::Read,
@@ -108,11 +82,31 @@ impl Access {
         ]
         .map(|a| widest(caller, a));
         Self {
-            me,
+            me: caller.user_id(),
             scopes,
-            teams,
-            ancestry,
+            eff: caller.effective.clone(),
         }
+    }
+
+    /// Teams the caller is a member of.
+    pub fn teams(&self) -> &[Uuid] {
+        &self.eff.member_of
+    }
+
+    /// Those teams and every team above them (a share with any of these reaches the caller).
+    pub fn ancestry(&self) -> &[Uuid] {
+        &self.eff.ancestry
+    }
+
+    /// The teams whose resources `team` scope reaches: the caller's teams and every team
+    /// below them.
+    pub fn team_reach(&self) -> &[Uuid] {
+        &self.eff.teams
+    }
+
+    /// Whether a resource of `team` is in the caller's team reach.
+    pub fn in_team_reach(&self, team: Option<Uuid>) -> bool {
+        team.is_some_and(|t| self.eff.teams.contains(&t))
     }
 
     /// The widest scope the caller holds for `action`.
@@ -154,12 +148,12 @@ impl Access {
                     .push(" OR EXISTS (SELECT 1 FROM resource_shares s WHERE s.resource_id = r.id AND (s.user_id = ")
                     .bind::<SqlUuid, _>(self.me)
                     .push(" OR s.team_id = ANY(")
-                    .bind::<Array<SqlUuid>, _>(self.ancestry.clone())
+                    .bind::<Array<SqlUuid>, _>(self.ancestry().to_vec())
                     .push(")))");
-                if scope == Scope::Team && !self.teams.is_empty() {
+                if scope == Scope::Team && !self.team_reach().is_empty() {
                     q = q
-                        .push(" OR r.team_id IN (SELECT t.id FROM teams t WHERE t.path && ")
-                        .bind::<Array<SqlUuid>, _>(self.teams.clone())
+                        .push(" OR r.team_id = ANY(")
+                        .bind::<Array<SqlUuid>, _>(self.team_reach().to_vec())
                         .push(")");
                 }
                 q.push(")")
@@ -167,60 +161,33 @@ impl Access {
         }
     }
 
-    /// How the caller relates to resource `id` (one query).
+    /// How the caller relates to a resource owned by `owner` in `team`. The share lookup
+    /// (one query) runs only when a share could change what the caller may do with it, so
+    /// a caller whose scopes already decide (an owner, an admin) costs no query.
     pub async fn relation(
         &self,
-        conn: &mut AsyncPgConnection,
+        conn: &AsyncPgConnection,
         id: Uuid,
         owner: Uuid,
         team: Option<Uuid>,
     ) -> diesel::QueryResult<Relation> {
-        #[derive(diesel::QueryableByName)]
-        struct Row {
-            #[diesel(sql_type = Nullable<Text>)]
-            share: Option<String>,
-            #[diesel(sql_type = Bool)]
-            in_reach: bool,
-        }
-        let row: Row = diesel::sql_query(
-            "SELECT (SELECT max(s.access) FROM resource_shares s WHERE s.resource_id = $1 \
-               AND (s.user_id = $2 OR s.team_id = ANY($3))) AS share, \
-             EXISTS (SELECT 1 FROM teams t WHERE t.id = $4 AND t.path && $5) AS in_reach",
-        )
-        .bind::<SqlUuid, _>(id)
-        .bind::<SqlUuid, _>(self.me)
-        .bind::<Array<SqlUuid>, _>(&self.ancestry)
-        .bind::<Nullable<SqlUuid>, _>(team)
-        .bind::<Array<SqlUuid>, _>(&self.teams)
-        .get_result(conn)
-        .await?;
-        Ok(Relation {
+        let mut rel = Relation {
             owner: owner == self.me,
-            in_team_reach: row.in_reach,
-            share: match row.share.as_deref() {
-                Some("write") => Some(ShareAccess::Write),
-                Some(_) => Some(ShareAccess::Read),
-                None => None,
-            },
-        })
+            in_team_reach: self.in_team_reach(team),
+            share: None,
+        };
+        if self.share_matters(rel) {
+            rel.share = super::repo::share_access(conn, id, self.me, self.ancestry()).await?;
+        }
+        Ok(rel)
     }
 
-    /// The teams whose resources the caller reaches by team scope (their teams and every
-    /// team below), for the search filter.
-    pub async fn team_reach(&self, conn: &mut AsyncPgConnection) -> diesel::QueryResult<Vec<Uuid>> {
-        #[derive(diesel::QueryableByName)]
-        struct Row {
-            #[diesel(sql_type = SqlUuid)]
-            id: Uuid,
-        }
-        if self.teams.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows: Vec<Row> = diesel::sql_query("SELECT id FROM teams WHERE path && $1")
-            .bind::<Array<SqlUuid>, _>(&self.teams)
-            .load(conn)
-            .await?;
-        Ok(rows.into_iter().map(|r| r.id).collect())
+    /// Whether a share could widen what the caller may do with a resource they relate to as
+    /// `rel` (shares grant reading and updating, within the caller's scopes).
+    fn share_matters(&self, rel: Relation) -> bool {
+        [Action::Read, Action::Update]
+            .into_iter()
+            .any(|a| self.scope(a).is_some() && !self.may(a, rel))
     }
 }
 
@@ -232,8 +199,7 @@ mod tests {
         Access {
             me: Uuid::nil(),
             scopes: [None, read, update, None, None],
-            teams: vec![],
-            ancestry: vec![],
+            eff: Arc::new(Effective::default()),
         }
     }
 
@@ -330,5 +296,46 @@ mod tests {
                 in_team_reach: true
             }
         ));
+    }
+
+    #[test]
+    fn shares_are_looked_up_only_when_they_could_change_the_answer() {
+        // An admin (tenant read and update) or an owner with own scopes: scopes decide.
+        let admin = access(Some(Scope::Tenant), Some(Scope::Tenant));
+        assert!(!admin.share_matters(NONE));
+        let own = access(Some(Scope::Own), Some(Scope::Own));
+        let mine = Relation {
+            owner: true,
+            ..NONE
+        };
+        assert!(!own.share_matters(mine));
+        // Someone else's resource: a share could let them read it.
+        assert!(own.share_matters(NONE));
+        // A tenant-wide reader who may update only their own: a write share could add updates.
+        let reader = access(Some(Scope::Tenant), Some(Scope::Own));
+        assert!(reader.share_matters(NONE));
+        // Without any resource permission no share helps.
+        assert!(!access(None, None).share_matters(NONE));
+    }
+
+    #[test]
+    fn team_reach_comes_from_the_effective_permissions() {
+        let team = Uuid::now_v7();
+        let below = Uuid::now_v7();
+        let eff = Effective {
+            teams: vec![team, below],
+            member_of: vec![team],
+            ancestry: vec![team],
+            ..Default::default()
+        };
+        let a = Access {
+            me: Uuid::nil(),
+            scopes: [None, Some(Scope::Team), None, None, None],
+            eff: Arc::new(eff),
+        };
+        assert!(a.in_team_reach(Some(below)));
+        assert!(!a.in_team_reach(Some(Uuid::now_v7())));
+        assert!(!a.in_team_reach(None));
+        assert_eq!(a.teams(), &[team]);
     }
 }

@@ -385,19 +385,12 @@ pub async fn search(
     s: Search,
 ) -> ApiResult<neotenant_search::Results> {
     let tenant = caller.tenant_id().0;
-    let db = caller.db();
-    let (access, reach) = db
-        .transaction(async |tx| {
-            let conn = tx.conn();
-            let access = Access::load(conn, caller).await?;
-            let reach = if access.scope(Action::Read) == Some(Scope::Team) {
-                access.team_reach(conn).await?
-            } else {
-                Vec::new()
-            };
-            Ok::<_, ApiError>((access, reach))
-        })
-        .await?;
+    let access = Access::of(caller);
+    let reach = if access.scope(Action::Read) == Some(Scope::Team) {
+        access.team_reach()
+    } else {
+        &[]
+    };
     let visibility = if access.reads_all() {
         Visibility::All
     } else {
@@ -406,7 +399,7 @@ pub async fn search(
             teams: reach.iter().map(|t| TeamId(*t).to_string()).collect(),
             shared_user: UserId(access.me).to_string(),
             shared_teams: access
-                .ancestry
+                .ancestry()
                 .iter()
                 .map(|t| TeamId(*t).to_string())
                 .collect(),
@@ -434,19 +427,16 @@ pub async fn search(
         .filter_map(|h| h.id.parse::<ResourceId>().ok().map(|r| r.0))
         .collect();
     if !ids.is_empty() {
-        let visible: HashSet<String> = db
-            .transaction(async |tx| {
-                let q = Sql::new(
-                    "SELECT r.id FROM resources r WHERE r.deleted_at IS NULL AND r.id = ANY(",
+        let visible: HashSet<String> = caller
+            .db()
+            .read(async |conn| {
+                Ok::<_, ApiError>(
+                    super::repo::live_ids(conn, ids, |q| access.read_predicate(q)).await?,
                 )
-                .bind::<Array<SqlUuid>, _>(ids)
-                .push(")");
-                let q = access.read_predicate(q);
-                Ok::<_, ApiError>(q.query().load::<IdRow>(tx.conn()).await?)
             })
             .await?
             .into_iter()
-            .map(|r| ResourceId(r.id).to_string())
+            .map(|id| ResourceId(id).to_string())
             .collect();
         results.hits.retain(|h| visible.contains(&h.id));
     }

@@ -52,30 +52,30 @@ pub async fn lock_tree(conn: &mut AsyncPgConnection) -> QueryResult<()> {
     Ok(())
 }
 
-pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<TeamRow>> {
+pub async fn get(mut conn: &AsyncPgConnection, id: Uuid) -> QueryResult<Option<TeamRow>> {
     teams::table
         .find(id)
         .select(TeamRow::as_select())
-        .first(conn)
+        .first(&mut conn)
         .await
         .optional()
 }
 
 /// Direct member counts of `ids`.
 pub async fn member_counts(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     ids: &[Uuid],
 ) -> QueryResult<std::collections::HashMap<Uuid, i64>> {
     let rows: Vec<(Uuid, i64)> = team_members::table
         .filter(team_members::team_id.eq_any(ids))
         .group_by(team_members::team_id)
         .select((team_members::team_id, diesel::dsl::count_star()))
-        .load(conn)
+        .load(&mut conn)
         .await?;
     Ok(rows.into_iter().collect())
 }
 
-pub async fn views(conn: &mut AsyncPgConnection, rows: Vec<TeamRow>) -> QueryResult<Vec<Team>> {
+pub async fn views(conn: &AsyncPgConnection, rows: Vec<TeamRow>) -> QueryResult<Vec<Team>> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let counts = member_counts(conn, &ids).await?;
     Ok(rows
@@ -123,7 +123,7 @@ pub async fn all(conn: &mut AsyncPgConnection) -> QueryResult<Vec<TeamRow>> {
 /// A page of teams in creation order after `after`; only children of `parent` when given
 /// (`Some(None)`: root teams).
 pub async fn list(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     parent: Option<Option<Uuid>>,
     after: Option<Uuid>,
     limit: i64,
@@ -141,7 +141,7 @@ pub async fn list(
         Some(None) => q = q.filter(teams::parent_id.is_null()),
         None => {}
     }
-    q.load(conn).await
+    q.load(&mut conn).await
 }
 
 /// The direct children of `parent`.

@@ -35,10 +35,13 @@ fn role_view(row: RoleRow, parents: Vec<String>) -> Role {
     }
 }
 
-async fn role_views(conn: &mut AsyncPgConnection, rows: Vec<RoleRow>) -> ApiResult<Vec<Role>> {
-    let edges = repo::parent_keys(conn).await?;
-    Ok(rows
-        .into_iter()
+async fn role_views(conn: &AsyncPgConnection, rows: Vec<RoleRow>) -> ApiResult<Vec<Role>> {
+    Ok(with_parents(rows, &repo::parent_keys(conn).await?))
+}
+
+/// Role views from rows and every (role id, parent key) edge.
+fn with_parents(rows: Vec<RoleRow>, edges: &[(Uuid, String)]) -> Vec<Role> {
+    rows.into_iter()
         .map(|r| {
             let parents = edges
                 .iter()
@@ -47,20 +50,28 @@ async fn role_views(conn: &mut AsyncPgConnection, rows: Vec<RoleRow>) -> ApiResu
                 .collect();
             role_view(r, parents)
         })
-        .collect())
+        .collect()
 }
 
+/// Every role with its parents (one round trip: both reads are pipelined).
 pub async fn list_roles(db: &TenantDb) -> ApiResult<Vec<Role>> {
-    db.transaction(async |tx| {
-        let rows = repo::list_roles(tx.conn()).await?;
-        role_views(tx.conn(), rows).await
+    db.read(async |conn| {
+        let (rows, edges) =
+            futures::future::try_join(repo::list_roles(conn), repo::parent_keys(conn)).await?;
+        Ok(with_parents(rows, &edges))
     })
     .await
 }
 
+/// The role `key` with its parents (one round trip); 404 when there is none.
 pub async fn get_role(db: &TenantDb, key: &str) -> ApiResult<Role> {
-    db.transaction(async |tx| get_in(tx.conn(), key).await)
-        .await
+    db.read(async |conn| {
+        let (row, edges) =
+            futures::future::try_join(repo::role_by_key(conn, key), repo::parent_keys(conn))
+                .await?;
+        Ok(with_parents(vec![found(row, "role")?], &edges).remove(0))
+    })
+    .await
 }
 
 /// The role `key` with its parents, in the caller's transaction; 404 when there is none.

@@ -88,7 +88,7 @@ pub async fn drop_sort_indexes(conn: &mut AsyncPgConnection, t: &ResourceType) -
 /// One page of a type's resources as a list asks for it. The service checked every field
 /// against the type (filterable, sortable) first.
 pub struct Page<'a> {
-    pub t: &'a ResourceType,
+    pub type_name: &'a str,
     /// Soft-deleted resources instead of live ones.
     pub deleted: bool,
     /// Tags a resource must all have.
@@ -98,8 +98,8 @@ pub struct Page<'a> {
     pub team: Option<Uuid>,
     /// A JSON object the data must contain (equality on filterable fields).
     pub contains: Option<Value>,
-    /// A sortable field, and whether it sorts descending; by id when absent.
-    pub sort: Option<(&'a str, bool)>,
+    /// A sortable field of the type, and whether it sorts descending; by id when absent.
+    pub sort: Option<(&'a ResourceType, &'a str, bool)>,
     /// Where the previous page ended: the sort value (when sorting by a field) and the id.
     pub after: Option<(Option<&'a Value>, Uuid)>,
     /// Rows to read at most.
@@ -111,7 +111,7 @@ pub struct Page<'a> {
 /// the exact reverse (rows without the field first), so both walk the sort index one way or
 /// the other.
 pub async fn page(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     p: &Page<'_>,
     visible: impl FnOnce(Sql) -> Sql,
 ) -> QueryResult<Vec<Resource>> {
@@ -119,7 +119,7 @@ pub async fn page(
         "SELECT r.id, r.type AS type_, r.data, r.tags, r.category, r.owner_id, r.team_id, \
          r.version, r.created_at, r.updated_at, r.deleted_at FROM resources r WHERE r.type = ",
     )
-    .bind::<Text, _>(p.t.name.clone())
+    .bind::<Text, _>(p.type_name.to_string())
     .push(if p.deleted {
         " AND r.deleted_at IS NOT NULL"
     } else {
@@ -145,7 +145,7 @@ pub async fn page(
     if let Some(obj) = &p.contains {
         sql = sql.push(" AND r.data @> ").bind::<Jsonb, _>(obj.clone());
     }
-    let sort = p.sort.map(|(field, desc)| (desc, sort_expr(p.t, field)));
+    let sort = p.sort.map(|(t, field, desc)| (desc, sort_expr(t, field)));
     match (&sort, &p.after) {
         (None, Some((_, id))) => sql = sql.push(" AND r.id > ").bind::<SqlUuid, _>(*id),
         (Some((desc, expr)), Some((v, id))) => {
@@ -194,12 +194,36 @@ pub async fn page(
 }
 
 /// Runs a query that selects whole resource rows (aliased `r`).
-pub async fn list(conn: &mut AsyncPgConnection, q: Sql) -> QueryResult<Vec<Resource>> {
+pub async fn list(mut conn: &AsyncPgConnection, q: Sql) -> QueryResult<Vec<Resource>> {
     Ok(q.query()
-        .load::<ResourceRow>(conn)
+        .load::<ResourceRow>(&mut conn)
         .await?
         .into_iter()
         .map(Resource::from)
+        .collect())
+}
+
+/// Which of `ids` are live resources that `visible` lets through (it appends the caller's
+/// visibility predicate on `r`): the database re-check of a search page.
+pub async fn live_ids(
+    mut conn: &AsyncPgConnection,
+    ids: Vec<Uuid>,
+    visible: impl FnOnce(Sql) -> Sql,
+) -> QueryResult<Vec<Uuid>> {
+    #[derive(QueryableByName)]
+    struct IdRow {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+    }
+    let q = Sql::new("SELECT r.id FROM resources r WHERE r.deleted_at IS NULL AND r.id = ANY(")
+        .bind::<Array<SqlUuid>, _>(ids)
+        .push(")");
+    Ok(visible(q)
+        .query()
+        .load::<IdRow>(&mut conn)
+        .await?
+        .into_iter()
+        .map(|r| r.id)
         .collect())
 }
 
@@ -214,7 +238,7 @@ pub struct CountRow {
 /// Counts of a type's live resources by tag (`by_tag`) or by category, the largest first
 /// (at most 1,000); `visible` appends the caller's visibility predicate.
 pub async fn counts(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     type_name: &str,
     by_tag: bool,
     visible: impl FnOnce(Sql) -> Sql,
@@ -230,7 +254,7 @@ pub async fn counts(
     visible(sql)
         .push(" GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1000")
         .query()
-        .load::<CountRow>(conn)
+        .load::<CountRow>(&mut conn)
         .await
 }
 

@@ -2,10 +2,10 @@
 //! names resolve to the tenant's schema): the row types, types and their lock, and single
 //! resources here; versions, lists (with the sort indexes behind them) and relations (shares,
 //! links) in the files below. Dynamic queries (filters, sorts, visibility) are assembled with
-//! [`Sql`], which numbers bind parameters itself. Values are always bound; the only names
-//! spliced into SQL text are a type's name and sortable fields (sort expressions and sort
-//! indexes, `lists`), which `types::is_name` / `types::is_field` passed when the type was
-//! stored. Never decide here who may see what: visibility comes in as a predicate from
+//! [`Sql`], which runs as a prepared statement cached by its text. Values are always bound;
+//! the only names spliced into SQL text are a type's name and sortable fields (sort
+//! expressions and sort indexes, `lists`), which `types::is_name` / `types::is_field` passed
+//! when the type was stored. Never decide here who may see what: visibility comes in as a predicate from
 //! `access`.
 
 mod lists;
@@ -15,7 +15,7 @@ mod versions;
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{Array, HasSqlType, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -26,46 +26,94 @@ use super::{RelationshipKind, Resource, ResourceType};
 use crate::ids::{ResourceId, TeamId, UserId};
 use crate::schema::tenant::{resource_type_versions, resource_types, resources};
 
-pub use lists::{CountRow, Page, counts, drop_sort_indexes, list, page, sync_sort_indexes};
+pub use lists::{
+    CountRow, Page, counts, drop_sort_indexes, list, live_ids, page, sync_sort_indexes,
+};
 pub use relations::{
-    LinkRow, delete_link, delete_share, incoming_live, insert_link, links, shares, upsert_share,
+    LinkRow, delete_link, delete_share, incoming_live, insert_link, links, share_access, shares,
+    upsert_share,
 };
 pub use versions::{insert_version, version, versions};
 
-/// A SQL text with its binds, numbered as they are pushed.
+/// A dynamic query: SQL text with bound values, run as a prepared statement that the
+/// connection caches by its text (the same filters and sorts reuse one plan; values never
+/// enter the text). PostgreSQL numbers the placeholders as values are bound.
 pub struct Sql {
-    query: BoxedSqlQuery<'static, Pg, SqlQuery>,
-    next: usize,
+    parts: Vec<Part>,
+}
+
+enum Part {
+    Text(String),
+    Value(Box<dyn BindValue>),
+}
+
+/// One bound value with its SQL type.
+trait BindValue: Send + Sync {
+    fn walk<'b>(&'b self, out: AstPass<'_, 'b, Pg>) -> QueryResult<()>;
+}
+
+struct Bound<ST, V>(V, std::marker::PhantomData<fn() -> ST>);
+
+impl<ST, V> BindValue for Bound<ST, V>
+where
+    Pg: HasSqlType<ST>,
+    V: ToSql<ST, Pg> + Send + Sync,
+{
+    fn walk<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_bind_param::<ST, V>(&self.0)
+    }
 }
 
 impl Sql {
     pub fn new(text: &str) -> Self {
         Self {
-            query: diesel::sql_query(text.to_string()).into_boxed(),
-            next: 1,
+            parts: vec![Part::Text(text.to_string())],
         }
     }
 
     pub fn push(mut self, text: &str) -> Self {
-        self.query = self.query.sql(text);
+        self.parts.push(Part::Text(text.to_string()));
         self
     }
 
     pub fn bind<ST, V>(mut self, value: V) -> Self
     where
         Pg: HasSqlType<ST>,
-        V: ToSql<ST, Pg> + Send + 'static,
-        ST: Send + 'static,
+        V: ToSql<ST, Pg> + Send + Sync + 'static,
+        ST: 'static,
     {
-        let placeholder = format!("${}", self.next);
-        self.next += 1;
-        self.query = self.query.sql(placeholder).bind::<ST, V>(value);
+        self.parts.push(Part::Value(Box::new(Bound::<ST, V>(
+            value,
+            std::marker::PhantomData,
+        ))));
         self
     }
 
-    pub fn query(self) -> BoxedSqlQuery<'static, Pg, SqlQuery> {
-        self.query
+    /// The query, ready to run (`load`, `execute`).
+    pub fn query(self) -> Self {
+        self
     }
+}
+
+impl QueryFragment<Pg> for Sql {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => out.push_sql(text),
+                Part::Value(value) => value.walk(out.reborrow())?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl QueryId for Sql {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for Sql {
+    type SqlType = diesel::sql_types::Untyped;
 }
 
 #[derive(Clone, Queryable, QueryableByName, Selectable, Insertable)]
@@ -153,13 +201,13 @@ pub async fn types(conn: &mut AsyncPgConnection) -> QueryResult<Vec<ResourceType
 }
 
 pub async fn get_type(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     name: &str,
 ) -> QueryResult<Option<ResourceType>> {
     Ok(resource_types::table
         .find(name)
         .select(TypeRow::as_select())
-        .first(conn)
+        .first(&mut conn)
         .await
         .optional()?
         .map(ResourceType::from))
@@ -179,10 +227,13 @@ pub async fn lock_type(
     } else {
         "pg_advisory_xact_lock_shared"
     };
-    diesel::sql_query(format!(
-        "SELECT {f}(hashtextextended(current_schema() || ':resource_type:' || $1, 0))"
+    // A prepared statement (cached by its text), like every statement on the write path.
+    Sql::new(&format!(
+        "SELECT {f}(hashtextextended(current_schema() || ':resource_type:' || "
     ))
-    .bind::<Text, _>(name)
+    .bind::<Text, _>(name.to_string())
+    .push(", 0))")
+    .query()
     .execute(conn)
     .await?;
     Ok(())
@@ -261,7 +312,7 @@ pub async fn insert(conn: &mut AsyncPgConnection, row: &ResourceRow) -> QueryRes
 }
 
 pub async fn get(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     type_name: &str,
     id: Uuid,
     lock: bool,
@@ -271,9 +322,9 @@ pub async fn get(
         .filter(resources::type_.eq(type_name))
         .select(ResourceRow::as_select());
     let row = if lock {
-        q.for_update().first(conn).await.optional()?
+        q.for_update().first(&mut conn).await.optional()?
     } else {
-        q.first(conn).await.optional()?
+        q.first(&mut conn).await.optional()?
     };
     Ok(row.map(Resource::from))
 }

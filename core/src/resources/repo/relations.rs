@@ -42,6 +42,33 @@ pub async fn shares(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Vec<S
         .collect())
 }
 
+/// The widest access a share of resource `id` gives `user` directly or through one of
+/// `teams` (prepared statement; `None` when nothing is shared with them).
+pub async fn share_access(
+    mut conn: &AsyncPgConnection,
+    id: Uuid,
+    user: Uuid,
+    teams: &[Uuid],
+) -> QueryResult<Option<ShareAccess>> {
+    let access: Vec<String> = resource_shares::table
+        .filter(resource_shares::resource_id.eq(id))
+        .filter(
+            resource_shares::user_id
+                .eq(user)
+                .or(resource_shares::team_id.eq_any(teams)),
+        )
+        .select(resource_shares::access)
+        .load(&mut conn)
+        .await?;
+    Ok(if access.iter().any(|a| a == "write") {
+        Some(ShareAccess::Write)
+    } else if access.is_empty() {
+        None
+    } else {
+        Some(ShareAccess::Read)
+    })
+}
+
 /// Adds or changes a share; returns its id.
 pub async fn upsert_share(
     conn: &mut AsyncPgConnection,

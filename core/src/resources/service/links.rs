@@ -45,7 +45,7 @@ pub async fn link(
                     format!("`{type_name}` declares no relationship `{}`", input.kind),
                 ));
             };
-            let access = Access::load(conn, ctx.caller).await?;
+            let access = Access::of(ctx.caller);
             let (from, rel) = readable(conn, &access, type_name, id, true).await?;
             if from.deleted_at.is_some() {
                 return Err(ApiError::not_found("resource"));
@@ -92,7 +92,7 @@ pub async fn unlink(
     ctx.db()
         .transaction(async |tx| {
             let conn = tx.conn();
-            let access = Access::load(conn, ctx.caller).await?;
+            let access = Access::of(ctx.caller);
             let (from, rel) = readable(conn, &access, type_name, id, true).await?;
             require(&access, Action::Update, rel)?;
             if !repo::delete_link(conn, from.id.0, kind, to.0).await? {
@@ -121,7 +121,7 @@ pub async fn links(
     ctx.db()
         .transaction(async |tx| {
             let conn = tx.conn();
-            let access = Access::load(conn, ctx.caller).await?;
+            let access = Access::of(ctx.caller);
             readable(conn, &access, type_name, id, false).await?;
             Ok(
                 repo::links(conn, outgoing, id.0, kind, |q| access.read_predicate(q))

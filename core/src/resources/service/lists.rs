@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use diesel_async::AsyncPgConnection;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -39,14 +38,6 @@ pub struct ListCursor {
     pub id: Uuid,
 }
 
-/// The type named `name` (404 for a malformed or unknown name), without locking it.
-async fn existing_type(conn: &mut AsyncPgConnection, name: &str) -> ApiResult<ResourceType> {
-    if !types::is_name(name) {
-        return Err(ApiError::not_found("resource type"));
-    }
-    found(repo::get_type(conn, name).await?, "resource type")
-}
-
 /// The JSON value a filter's text stands for, typed as the schema declares the field.
 fn filter_value(t: &ResourceType, field: &str, raw: &str) -> ApiResult<Value> {
     let ty = t
@@ -77,92 +68,130 @@ pub async fn list(
     type_name: &str,
     q: &ListQuery,
 ) -> ApiResult<(Vec<Resource>, Option<String>)> {
-    ctx.db()
-        .transaction(async |tx| {
-            let conn = tx.conn();
-            let t = existing_type(conn, type_name).await?;
-            let access = Access::load(conn, ctx.caller).await?;
-            let mut contains = None;
-            if !q.filters.is_empty() {
-                let mut obj = serde_json::Map::new();
-                for (f, raw) in &q.filters {
-                    if !t.filterable.contains(f) {
-                        return Err(ApiError::new(
-                            ErrorCode::InvalidParameter,
-                            format!(
-                                "`{f}` is not a filterable field of `{}` (filterable: {})",
-                                t.name,
-                                t.filterable.join(", ")
-                            ),
-                        ));
-                    }
-                    obj.insert(f.clone(), filter_value(&t, f, raw)?);
-                }
-                contains = Some(Value::Object(obj));
-            }
-            let sort = match &q.sort {
-                None => None,
-                Some(s) => {
-                    let (desc, field) = match s.strip_prefix('-') {
-                        Some(f) => (true, f),
-                        None => (false, s.as_str()),
-                    };
-                    if !t.sortable.iter().any(|f| f == field) {
-                        return Err(ApiError::new(
-                            ErrorCode::InvalidParameter,
-                            format!(
-                                "`{field}` is not a sortable field of `{}` (sortable: {})",
-                                t.name,
-                                t.sortable.join(", ")
-                            ),
-                        ));
-                    }
-                    Some((field, desc))
-                }
-            };
-            let page = repo::Page {
-                t: &t,
-                deleted: q.deleted,
-                tags: &q.tags,
-                category: q.category.as_deref(),
-                owner: q.owner,
-                team: q.team,
-                contains,
-                sort,
-                after: q.after.as_ref().map(|c| (c.v.as_ref(), c.id)),
-                limit: q.limit + 1,
-            };
-            let mut rows = repo::page(conn, &page, |sql| access.read_predicate(sql)).await?;
-            let next = if rows.len() as i64 > q.limit {
-                rows.truncate(q.limit as usize);
-                rows.last().map(|last| {
-                    crate::cursor::encode_cursor(&ListCursor {
-                        v: sort.and_then(|(f, _)| sort_value(last, f)),
-                        id: last.id.0,
-                    })
-                })
+    if !types::is_name(type_name) {
+        return Err(ApiError::not_found("resource type"));
+    }
+    let access = Access::of(ctx.caller);
+    let visible = |sql: repo::Sql| access.read_predicate(sql);
+    let (mut rows, sort_field) = ctx
+        .db()
+        .read(async |conn| {
+            let (rows, sort_field) = if q.filters.is_empty() && q.sort.is_none() {
+                // Nothing in the page's SQL depends on the type: read both in one round trip.
+                let (t, rows) = futures::future::try_join(
+                    repo::get_type(conn, type_name),
+                    repo::page(conn, &page(type_name, q, None, None), visible),
+                )
+                .await?;
+                found(t, "resource type")?;
+                (rows, None)
             } else {
-                None
+                let t = found(repo::get_type(conn, type_name).await?, "resource type")?;
+                let contains = filters(&t, &q.filters)?;
+                let sort = sort(&t, q.sort.as_deref())?;
+                let rows = repo::page(
+                    conn,
+                    &page(type_name, q, contains, sort.map(|(f, desc)| (&t, f, desc))),
+                    visible,
+                )
+                .await?;
+                (rows, sort.map(|(f, _)| f))
             };
-            Ok((rows, next))
+            Ok((rows, sort_field))
         })
-        .await
+        .await?;
+    let next = if rows.len() as i64 > q.limit {
+        rows.truncate(q.limit as usize);
+        rows.last().map(|last| {
+            crate::cursor::encode_cursor(&ListCursor {
+                v: sort_field.and_then(|f| sort_value(last, f)),
+                id: last.id.0,
+            })
+        })
+    } else {
+        None
+    };
+    Ok((rows, next))
+}
+
+/// The page `q` asks for (one row more than its limit, to know whether another follows).
+fn page<'a>(
+    type_name: &'a str,
+    q: &'a ListQuery,
+    contains: Option<Value>,
+    sort: Option<(&'a ResourceType, &'a str, bool)>,
+) -> repo::Page<'a> {
+    repo::Page {
+        type_name,
+        deleted: q.deleted,
+        tags: &q.tags,
+        category: q.category.as_deref(),
+        owner: q.owner,
+        team: q.team,
+        contains,
+        sort,
+        after: q.after.as_ref().map(|c| (c.v.as_ref(), c.id)),
+        limit: q.limit + 1,
+    }
+}
+
+/// The JSON object the data must contain for `filters` (equality on filterable fields).
+fn filters(t: &ResourceType, filters: &BTreeMap<String, String>) -> ApiResult<Option<Value>> {
+    if filters.is_empty() {
+        return Ok(None);
+    }
+    let mut obj = serde_json::Map::new();
+    for (f, raw) in filters {
+        if !t.filterable.contains(f) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidParameter,
+                format!(
+                    "`{f}` is not a filterable field of `{}` (filterable: {})",
+                    t.name,
+                    t.filterable.join(", ")
+                ),
+            ));
+        }
+        obj.insert(f.clone(), filter_value(t, f, raw)?);
+    }
+    Ok(Some(Value::Object(obj)))
+}
+
+/// The sortable field `sort` names (`-` prefixed for descending) and its direction.
+fn sort<'s>(t: &ResourceType, sort: Option<&'s str>) -> ApiResult<Option<(&'s str, bool)>> {
+    let Some(s) = sort else { return Ok(None) };
+    let (desc, field) = match s.strip_prefix('-') {
+        Some(f) => (true, f),
+        None => (false, s),
+    };
+    if !t.sortable.iter().any(|f| f == field) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!(
+                "`{field}` is not a sortable field of `{}` (sortable: {})",
+                t.name,
+                t.sortable.join(", ")
+            ),
+        ));
+    }
+    Ok(Some((field, desc)))
 }
 
 /// Counts of live, visible resources of a type by tag or by category.
 pub async fn counts(ctx: &Ctx<'_>, type_name: &str, by_tag: bool) -> ApiResult<Vec<(String, i64)>> {
+    if !types::is_name(type_name) {
+        return Err(ApiError::not_found("resource type"));
+    }
+    let access = Access::of(ctx.caller);
     ctx.db()
-        .transaction(async |tx| {
-            let conn = tx.conn();
-            existing_type(conn, type_name).await?;
-            let access = Access::load(conn, ctx.caller).await?;
-            Ok(
-                repo::counts(conn, type_name, by_tag, |sql| access.read_predicate(sql))
-                    .await?
-                    .into_iter()
-                    .map(|c| (c.value, c.count))
-                    .collect(),
+        .read(async |conn| {
+            let (t, counts) = futures::future::try_join(
+                repo::get_type(conn, type_name),
+                repo::counts(conn, type_name, by_tag, |sql| access.read_predicate(sql)),
             )
+            .await?;
+            found(t, "resource type")?;
+            Ok(counts.into_iter().map(|c| (c.value, c.count)).collect())
         })
         .await
 }

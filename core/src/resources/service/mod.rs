@@ -89,7 +89,7 @@ async fn locked_type(
 /// Loads a resource the caller may read (404 otherwise, never 403: its existence is not
 /// revealed), with their relation to it.
 async fn readable(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     access: &Access,
     type_name: &str,
     id: ResourceId,

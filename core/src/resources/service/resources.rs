@@ -70,7 +70,7 @@ async fn check_team(
         return Err(invalid("/team_id", "no such team"));
     }
     if access.scope(action) != Some(crate::rbac::perm::Scope::Tenant)
-        && !repo::team_in_reach(conn, team.0, &access.teams).await?
+        && !access.in_team_reach(Some(team.0))
     {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
@@ -110,7 +110,7 @@ pub(super) async fn create_in(
         return Err(ApiError::validation(errors));
     }
     if input.team_id.is_some() {
-        let access = Access::load(conn, ctx.caller).await?;
+        let access = Access::of(ctx.caller);
         check_team(conn, &access, Action::Create, input.team_id).await?;
     }
     let id = ResourceId::generate().0;
@@ -158,10 +158,9 @@ pub async fn get(
     id: ResourceId,
     deleted: bool,
 ) -> ApiResult<Resource> {
+    let access = Access::of(ctx.caller);
     ctx.db()
-        .transaction(async |tx| {
-            let conn = tx.conn();
-            let access = Access::load(conn, ctx.caller).await?;
+        .read(async |conn| {
             let (r, _) = readable(conn, &access, type_name, id, false).await?;
             if r.deleted_at.is_some() && !deleted {
                 return Err(ApiError::not_found("resource"));
@@ -200,7 +199,7 @@ pub(super) async fn edit_in(
     change: Edit<'_>,
 ) -> ApiResult<Resource> {
     let (t, validator) = locked_type(ctx, conn, type_name).await?;
-    let access = Access::load(conn, ctx.caller).await?;
+    let access = Access::of(ctx.caller);
     let (before, rel) = readable(conn, &access, type_name, id, true).await?;
     if before.deleted_at.is_some() {
         return Err(ApiError::not_found("resource"));
@@ -328,7 +327,7 @@ pub(super) async fn set_deleted_in(
     deleted: bool,
 ) -> ApiResult<Resource> {
     let (t, _) = locked_type(ctx, conn, type_name).await?;
-    let access = Access::load(conn, ctx.caller).await?;
+    let access = Access::of(ctx.caller);
     let (before, rel) = readable(conn, &access, type_name, id, true).await?;
     require(&access, Action::Delete, rel)?;
     check_if_match(&before, if_match)?;
@@ -402,7 +401,7 @@ pub async fn action(
             if !types::is_name(name) || !plugin.actions().await?.iter().any(|a| a == name) {
                 return Err(ApiError::not_found("action"));
             }
-            let access = Access::load(conn, ctx.caller).await?;
+            let access = Access::of(ctx.caller);
             let (before, rel) = readable(conn, &access, type_name, id, true).await?;
             if before.deleted_at.is_some() {
                 return Err(ApiError::not_found("resource"));

@@ -13,7 +13,7 @@ pub async fn shares(ctx: &Ctx<'_>, type_name: &str, id: ResourceId) -> ApiResult
     ctx.db()
         .transaction(async |tx| {
             let conn = tx.conn();
-            let access = Access::load(conn, ctx.caller).await?;
+            let access = Access::of(ctx.caller);
             let (_, rel) = readable(conn, &access, type_name, id, false).await?;
             require(&access, Action::Share, rel)?;
             Ok(repo::shares(conn, id.0).await?)
@@ -33,7 +33,7 @@ pub async fn share(
     ctx.db()
         .transaction(async |tx| {
             let conn = tx.conn();
-            let access = Access::load(conn, ctx.caller).await?;
+            let access = Access::of(ctx.caller);
             let (r, rel) = readable(conn, &access, type_name, id, true).await?;
             if r.deleted_at.is_some() {
                 return Err(ApiError::not_found("resource"));
@@ -86,7 +86,7 @@ pub async fn unshare(
     ctx.db()
         .transaction(async |tx| {
             let conn = tx.conn();
-            let access = Access::load(conn, ctx.caller).await?;
+            let access = Access::of(ctx.caller);
             let (r, rel) = readable(conn, &access, type_name, id, true).await?;
             require(&access, Action::Share, rel)?;
             if !repo::delete_share(conn, id.0, share.0).await? {

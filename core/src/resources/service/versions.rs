@@ -22,7 +22,7 @@ pub async fn versions(
     ctx.db()
         .transaction(async |tx| {
             let conn = tx.conn();
-            let access = Access::load(conn, ctx.caller).await?;
+            let access = Access::of(ctx.caller);
             readable(conn, &access, type_name, id, false).await?;
             Ok(repo::versions(conn, id.0, before, limit).await?)
         })
@@ -33,7 +33,7 @@ pub async fn version(ctx: &Ctx<'_>, type_name: &str, id: ResourceId, v: i32) -> 
     ctx.db()
         .transaction(async |tx| {
             let conn = tx.conn();
-            let access = Access::load(conn, ctx.caller).await?;
+            let access = Access::of(ctx.caller);
             readable(conn, &access, type_name, id, false).await?;
             found(repo::version(conn, id.0, v).await?, "version")
         })
@@ -54,7 +54,7 @@ pub async fn diff(
     ctx.db()
         .transaction(async |tx| {
             let conn = tx.conn();
-            let access = Access::load(conn, ctx.caller).await?;
+            let access = Access::of(ctx.caller);
             let (r, _) = readable(conn, &access, type_name, id, false).await?;
             let to = to.unwrap_or(r.version);
             let from = from.unwrap_or(to - 1);
@@ -87,7 +87,7 @@ pub async fn revert(
         .transaction(async |tx| {
             let conn = tx.conn();
             let (_, validator) = locked_type(ctx, conn, type_name).await?;
-            let access = Access::load(conn, ctx.caller).await?;
+            let access = Access::of(ctx.caller);
             let (before, rel) = readable(conn, &access, type_name, id, true).await?;
             if before.deleted_at.is_some() {
                 return Err(ApiError::not_found("resource"));

@@ -118,16 +118,23 @@ pub async fn create(state: &RbacState, caller: &Caller, input: &NewTeam) -> ApiR
             Ok::<_, ApiError>(row.view(0))
         })
         .await?;
-    if template.is_some() {
+    // A template grants roles; a team under another widens the team reach of everyone in the
+    // teams above it (cached with their permissions).
+    if template.is_some() || input.parent_id.is_some() {
         state.perms.invalidate(caller.tenant_id().0).await;
     }
     Ok(team)
 }
 
+/// One team with its member count (one round trip: both reads are pipelined).
 pub async fn get(db: &TenantDb, id: TeamId) -> ApiResult<Team> {
-    db.transaction(async |tx| {
-        let row = the_team(repo::get(tx.conn(), id.0).await?)?;
-        Ok::<_, ApiError>(repo::views(tx.conn(), vec![row]).await?.remove(0))
+    db.read(async |conn| {
+        let (row, counts) =
+            futures::future::try_join(repo::get(conn, id.0), repo::member_counts(conn, &[id.0]))
+                .await?;
+        let row = the_team(row)?;
+        let n = counts.get(&row.id).copied().unwrap_or(0);
+        Ok::<_, ApiError>(row.view(n))
     })
     .await
 }
@@ -140,9 +147,9 @@ pub async fn list(
     after: Option<Uuid>,
     limit: i64,
 ) -> ApiResult<Vec<Team>> {
-    db.transaction(async |tx| {
-        let rows = repo::list(tx.conn(), parent, after, limit).await?;
-        Ok::<_, ApiError>(repo::views(tx.conn(), rows).await?)
+    db.read(async |conn| {
+        let rows = repo::list(conn, parent, after, limit).await?;
+        Ok::<_, ApiError>(repo::views(conn, rows).await?)
     })
     .await
 }
