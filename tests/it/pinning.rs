@@ -143,7 +143,7 @@ async fn pooled_connections_never_keep_a_tenant() {
 /// Titles of the notes `db`'s tenant holds, read through the one-round-trip read path with a
 /// cached prepared statement (the same statement for every tenant).
 async fn titles(db: &TenantDb) -> Result<Vec<String>, ApiError> {
-    use diesel::prelude::*;
+    use diesel::QueryDsl;
     use neotenant::schema::tenant::notes;
     db.read(async |mut conn| {
         Ok(notes::table

@@ -89,7 +89,7 @@ impl Access {
     }
 
     /// Teams the caller is a member of.
-    pub fn teams(&self) -> &[Uuid] {
+    pub fn member_of(&self) -> &[Uuid] {
         &self.eff.member_of
     }
 
@@ -322,12 +322,10 @@ mod tests {
     fn team_reach_comes_from_the_effective_permissions() {
         let team = Uuid::now_v7();
         let below = Uuid::now_v7();
-        let eff = Effective {
-            teams: vec![team, below],
-            member_of: vec![team],
-            ancestry: vec![team],
-            ..Default::default()
-        };
+        let mut eff = Effective::default();
+        eff.teams = vec![team, below];
+        eff.member_of = vec![team];
+        eff.ancestry = vec![team];
         let a = Access {
             me: Uuid::nil(),
             scopes: [None, Some(Scope::Team), None, None, None],
@@ -336,6 +334,6 @@ mod tests {
         assert!(a.in_team_reach(Some(below)));
         assert!(!a.in_team_reach(Some(Uuid::now_v7())));
         assert!(!a.in_team_reach(None));
-        assert_eq!(a.teams(), &[team]);
+        assert_eq!(a.member_of(), &[team]);
     }
 }

@@ -97,7 +97,7 @@ pub async fn list(
                 .await?;
                 (rows, sort.map(|(f, _)| f))
             };
-            Ok((rows, sort_field))
+            Ok::<_, ApiError>((rows, sort_field))
         })
         .await?;
     let next = if rows.len() as i64 > q.limit {
