@@ -63,15 +63,15 @@ pub fn reconcile_lock(tenant: TenantId) -> String {
 }
 
 /// The generation counter of a tenant's permission inputs.
-pub fn rbac_generation(tenant: Uuid) -> String {
-    format!("{PREFIX}:rbac:gen:{}", tenant.simple())
+pub fn rbac_generation(tenant: TenantId) -> String {
+    format!("{PREFIX}:rbac:gen:{}", tenant.0.simple())
 }
 
 /// The hash of a tenant's cached effective permissions (L2). The version names the shape
 /// of an entry (v2: entries carry the user's teams and their ancestry), so an instance never
 /// reads an entry an older build wrote.
-pub fn rbac_permissions(tenant: Uuid) -> String {
-    format!("{PREFIX}:rbac:perm:v2:{}", tenant.simple())
+pub fn rbac_permissions(tenant: TenantId) -> String {
+    format!("{PREFIX}:rbac:perm:v2:{}", tenant.0.simple())
 }
 
 /// Rate-limit keys live under their namespace as one hash tag: the limiter's script reads an
@@ -139,8 +139,8 @@ mod tests {
             local_refresh_token(t, "d"),
             password_reset_throttle(t, "a"),
             reconcile_lock(t),
-            rbac_generation(Uuid::nil()),
-            rbac_permissions(Uuid::nil()),
+            rbac_generation(TenantId(Uuid::nil())),
+            rbac_permissions(TenantId(Uuid::nil())),
         ] {
             assert!(k.starts_with("neotenant:"), "{k}");
         }

@@ -52,7 +52,7 @@ fn anonymous_actor(
             .get("user-agent")
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(300).collect()),
-        ..Actor::system(&state.audit_recent, tenant.0.tenant.id.0, &tenant.0.db)
+        ..Actor::system(&state.audit_recent, tenant.0.tenant.id, &tenant.0.db)
     }
 }
 

@@ -30,6 +30,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::db::TenantDb;
+use crate::ids::TenantId;
 use crate::schema::tenant::audit_log;
 pub use recent::Recent;
 
@@ -50,20 +51,20 @@ pub struct Actor {
 
 impl Actor {
     /// The platform itself (background jobs, provisioning) in `tenant`.
-    pub fn system(recent: &Arc<Recent>, tenant: Uuid, db: &TenantDb) -> Self {
+    pub fn system(recent: &Arc<Recent>, tenant: TenantId, db: &TenantDb) -> Self {
         Actor {
             kind: "system",
-            tenant: Some((tenant, db.clone())),
+            tenant: Some((tenant.0, db.clone())),
             recent: Some(recent.clone()),
             ..Default::default()
         }
     }
 
     /// The platform operator (admin API) in `tenant`.
-    pub fn platform(recent: &Arc<Recent>, tenant: Uuid, db: &TenantDb) -> Self {
+    pub fn platform(recent: &Arc<Recent>, tenant: TenantId, db: &TenantDb) -> Self {
         Actor {
             kind: "platform",
-            tenant: Some((tenant, db.clone())),
+            tenant: Some((tenant.0, db.clone())),
             recent: Some(recent.clone()),
             ..Default::default()
         }

@@ -38,7 +38,7 @@ fn record_event(
             .get("user-agent")
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(300).collect()),
-        ..crate::audit::Actor::system(&state.audit_recent, tenant.tenant.id.0, &tenant.db)
+        ..crate::audit::Actor::system(&state.audit_recent, tenant.tenant.id, &tenant.db)
     };
     tokio::spawn(async move {
         let change = crate::audit::Change {

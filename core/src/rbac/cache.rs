@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::perm::Effective;
+use crate::ids::TenantId;
 
 pub const CHANNEL: &str = crate::keys::channel::RBAC;
 const L1_TTL: Duration = Duration::from_secs(60);
@@ -81,12 +82,12 @@ impl PermCache {
     }
 
     /// The user's set from L1, if fresh and current.
-    pub fn l1(&self, tenant: Uuid, user: Uuid, idp: IdpKey) -> Option<Arc<Effective>> {
+    pub fn l1(&self, tenant: TenantId, user: Uuid, idp: IdpKey) -> Option<Arc<Effective>> {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
         let l1 = self.l1.read().expect("rbac l1 lock");
-        let entries = l1.get(&tenant)?;
+        let entries = l1.get(&tenant.0)?;
         let e = entries.users.get(&user)?;
         (e.generation >= entries.generation && e.idp == idp && e.at.elapsed() < L1_TTL)
             .then(|| e.effective.clone())
@@ -95,7 +96,7 @@ impl PermCache {
     /// The tenant's current generation and the user's L2 set if it is current.
     pub async fn l2(
         &self,
-        tenant: Uuid,
+        tenant: TenantId,
         user: Uuid,
         idp: IdpKey,
     ) -> Result<(i64, Option<Effective>), redis::RedisError> {
@@ -118,7 +119,7 @@ impl PermCache {
     /// Keeps a set computed at `generation` in L1 (unless a newer generation is known).
     pub fn put_l1(
         &self,
-        tenant: Uuid,
+        tenant: TenantId,
         user: Uuid,
         idp: IdpKey,
         generation: i64,
@@ -128,7 +129,7 @@ impl PermCache {
             return;
         }
         let mut l1 = self.l1.write().expect("rbac l1 lock");
-        let entries = l1.entry(tenant).or_default();
+        let entries = l1.entry(tenant.0).or_default();
         if generation < entries.generation {
             return;
         }
@@ -149,7 +150,7 @@ impl PermCache {
     /// Keeps a set computed at `generation` in L2.
     pub async fn put_l2(
         &self,
-        tenant: Uuid,
+        tenant: TenantId,
         user: Uuid,
         idp: IdpKey,
         generation: i64,
@@ -175,19 +176,19 @@ impl PermCache {
 
     /// After a committed change to anything feeding `tenant`'s permissions: a new generation,
     /// announced to every instance. Local L1 is dropped even when Redis is unreachable.
-    pub async fn invalidate(&self, tenant: Uuid) {
-        self.forget(tenant, None);
+    pub async fn invalidate(&self, tenant: TenantId) {
+        self.forget(tenant.0, None);
         let mut conn = self.redis.clone();
         let result: Result<i64, _> = async {
             let generation: i64 = conn.incr(gen_key(tenant), 1).await?;
             let _: () = conn
-                .publish(CHANNEL, format!("{}:{generation}", tenant.simple()))
+                .publish(CHANNEL, format!("{}:{generation}", tenant.0.simple()))
                 .await?;
             Ok::<_, redis::RedisError>(generation)
         }
         .await;
         match result {
-            Ok(generation) => self.forget(tenant, Some(generation)),
+            Ok(generation) => self.forget(tenant.0, Some(generation)),
             Err(error) => {
                 tracing::warn!(%error, "permission change not broadcast: Redis unreachable; other instances bypass L1 until they reconnect");
             }

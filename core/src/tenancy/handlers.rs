@@ -248,7 +248,7 @@ async fn platform_event(
 ) -> ApiResult<()> {
     crate::audit::record_alone(
         &tenant.db,
-        &crate::audit::Actor::platform(&state.audit_recent, tenant.tenant.id.0, &tenant.db),
+        &crate::audit::Actor::platform(&state.audit_recent, tenant.tenant.id, &tenant.db),
         crate::audit::Change {
             action,
             target_type,
@@ -356,7 +356,7 @@ pub async fn create_local_user(
                 tx.conn(),
                 &crate::audit::Actor::platform(
                     &state.audit_recent,
-                    resolved.tenant.id.0,
+                    resolved.tenant.id,
                     &resolved.db,
                 ),
                 crate::audit::Change {
@@ -420,7 +420,7 @@ pub async fn assign_role(
     crate::rbac::service::platform_assign(
         &*dep::<crate::rbac::RbacState>(depot)?,
         &resolved.db,
-        resolved.tenant.id.0,
+        resolved.tenant.id,
         &body.0.role,
         user,
     )

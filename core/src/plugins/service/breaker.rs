@@ -66,7 +66,7 @@ pub async fn count_failure(
                 repo::install(conn, name, false).await?,
                 "plugin installation",
             )?;
-            let actor = Actor::system(&state.audit_recent, tenant, db);
+            let actor = Actor::system(&state.audit_recent, crate::ids::TenantId(tenant), db);
             record(
                 conn,
                 &actor,

@@ -13,7 +13,7 @@ use super::rules::{audit, existing_users};
 use crate::audit::Actor;
 use crate::db::TenantDb;
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
-use crate::ids::UserId;
+use crate::ids::{TenantId, UserId};
 use crate::rbac::repo;
 use crate::rbac::{Assigned, Caller, HeldRole, RbacState};
 
@@ -63,7 +63,7 @@ pub async fn assign(
             })
         })
         .await?;
-    state.perms.invalidate(caller.tenant_id().0).await;
+    state.perms.invalidate(caller.tenant_id()).await;
     Ok(out)
 }
 
@@ -100,7 +100,7 @@ pub async fn unassign(
             .await
         })
         .await?;
-    state.perms.invalidate(caller.tenant_id().0).await;
+    state.perms.invalidate(caller.tenant_id()).await;
     Ok(())
 }
 
@@ -130,7 +130,7 @@ pub async fn roles_of(db: &TenantDb, user: UserId) -> ApiResult<Vec<HeldRole>> {
 pub async fn platform_assign(
     state: &RbacState,
     db: &TenantDb,
-    tenant: Uuid,
+    tenant: TenantId,
     key: &str,
     user: UserId,
 ) -> ApiResult<()> {

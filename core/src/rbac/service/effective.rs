@@ -53,7 +53,7 @@ pub async fn effective(
     user: Uuid,
     idp_roles: &[String],
 ) -> ApiResult<Arc<Effective>> {
-    let tid = tenant.tenant.id.0;
+    let tid = tenant.tenant.id;
     let idp = idp_key(idp_roles);
     let cache = &state.perms;
     if let Some(hit) = cache.l1(tid, user, idp) {

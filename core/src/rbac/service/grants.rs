@@ -102,7 +102,7 @@ pub async fn add_grant(
             Ok(grant_view(row))
         })
         .await?;
-    state.perms.invalidate(caller.tenant_id().0).await;
+    state.perms.invalidate(caller.tenant_id()).await;
     Ok(grant)
 }
 
@@ -132,6 +132,6 @@ pub async fn remove_grant(
             .await
         })
         .await?;
-    state.perms.invalidate(caller.tenant_id().0).await;
+    state.perms.invalidate(caller.tenant_id()).await;
     Ok(())
 }

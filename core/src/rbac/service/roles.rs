@@ -201,7 +201,7 @@ pub async fn create_role(state: &RbacState, caller: &Caller, input: &NewRole) ->
             Ok(role)
         })
         .await?;
-    state.perms.invalidate(caller.tenant_id().0).await;
+    state.perms.invalidate(caller.tenant_id()).await;
     Ok(role)
 }
 
@@ -289,7 +289,7 @@ pub async fn update_role(
             Ok(after)
         })
         .await?;
-    state.perms.invalidate(caller.tenant_id().0).await;
+    state.perms.invalidate(caller.tenant_id()).await;
     Ok(role)
 }
 
@@ -320,6 +320,6 @@ pub async fn delete_role(state: &RbacState, caller: &Caller, key: &str) -> ApiRe
             .await
         })
         .await?;
-    state.perms.invalidate(caller.tenant_id().0).await;
+    state.perms.invalidate(caller.tenant_id()).await;
     Ok(())
 }

@@ -86,7 +86,7 @@ pub async fn add_members(
             Ok::<_, ApiError>(repo::members(conn, id.0).await?)
         })
         .await?;
-    state.perms.invalidate(caller.tenant_id().0).await;
+    state.perms.invalidate(caller.tenant_id()).await;
     Ok(out)
 }
 
@@ -149,7 +149,7 @@ pub async fn remove_member(
             .await
         })
         .await?;
-    state.perms.invalidate(caller.tenant_id().0).await;
+    state.perms.invalidate(caller.tenant_id()).await;
     Ok(())
 }
 
@@ -183,7 +183,7 @@ pub async fn add_team_role(
             .await
         })
         .await?;
-    state.perms.invalidate(caller.tenant_id().0).await;
+    state.perms.invalidate(caller.tenant_id()).await;
     team_roles(caller.db(), id).await
 }
 
@@ -215,6 +215,6 @@ pub async fn remove_team_role(
             .await
         })
         .await?;
-    state.perms.invalidate(caller.tenant_id().0).await;
+    state.perms.invalidate(caller.tenant_id()).await;
     Ok(())
 }

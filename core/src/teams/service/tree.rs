@@ -121,7 +121,7 @@ pub async fn create(state: &RbacState, caller: &Caller, input: &NewTeam) -> ApiR
     // A template grants roles; a team under another widens the team reach of everyone in the
     // teams above it (cached with their permissions).
     if template.is_some() || input.parent_id.is_some() {
-        state.perms.invalidate(caller.tenant_id().0).await;
+        state.perms.invalidate(caller.tenant_id()).await;
     }
     Ok(team)
 }
@@ -241,7 +241,7 @@ pub async fn delete(
             .await
         })
         .await?;
-    state.perms.invalidate(caller.tenant_id().0).await;
+    state.perms.invalidate(caller.tenant_id()).await;
     Ok(())
 }
 
@@ -310,7 +310,7 @@ pub async fn move_team(
             Ok::<_, ApiError>(repo::views(conn, vec![after]).await?.remove(0))
         })
         .await?;
-    state.perms.invalidate(caller.tenant_id().0).await;
+    state.perms.invalidate(caller.tenant_id()).await;
     Ok(team)
 }
 
@@ -381,7 +381,7 @@ pub async fn merge(
             Ok::<_, ApiError>(repo::views(conn, vec![after]).await?.remove(0))
         })
         .await?;
-    state.perms.invalidate(caller.tenant_id().0).await;
+    state.perms.invalidate(caller.tenant_id()).await;
     Ok(team)
 }
 
@@ -446,6 +446,6 @@ pub async fn split(
             Ok::<_, ApiError>(repo::views(conn, vec![row]).await?.remove(0))
         })
         .await?;
-    state.perms.invalidate(caller.tenant_id().0).await;
+    state.perms.invalidate(caller.tenant_id()).await;
     Ok(team)
 }
