@@ -186,7 +186,7 @@ END $$;
         tx.commit().await.unwrap();
         ids
     };
-    let tid = tenant.tenant.id.0;
+    let tid = tenant.tenant.id;
 
     // What one user's resolved set looks like.
     let sample = service::compute(db, users[0], &[]).await.unwrap();

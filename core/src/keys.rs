@@ -6,8 +6,6 @@
 
 use std::fmt::Display;
 
-use uuid::Uuid;
-
 use crate::ids::TenantId;
 
 /// Every key and channel starts with this.
@@ -112,6 +110,7 @@ pub mod rate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     #[test]
     fn a_limiter_call_stays_in_one_slot() {

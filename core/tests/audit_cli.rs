@@ -52,7 +52,7 @@ async fn verify_reports_the_chain_and_fails_when_it_is_broken() {
         .await
         .unwrap();
     let actor =
-        neotenant::audit::Actor::system(&state.audit_recent, tenant.tenant.id.0, &tenant.db);
+        neotenant::audit::Actor::system(&state.audit_recent, tenant.tenant.id, &tenant.db);
     for i in 0..3 {
         let mut tx = tenant.db.begin().await.unwrap();
         let r = neotenant::audit::record(
