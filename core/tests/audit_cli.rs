@@ -51,8 +51,7 @@ async fn verify_reports_the_chain_and_fails_when_it_is_broken() {
     let tenant = neotenant::tenancy::resolve::resolve(&state.tenancy, &slug)
         .await
         .unwrap();
-    let actor =
-        neotenant::audit::Actor::system(&state.audit_recent, tenant.tenant.id, &tenant.db);
+    let actor = neotenant::audit::Actor::system(&state.audit_recent, tenant.tenant.id, &tenant.db);
     for i in 0..3 {
         let mut tx = tenant.db.begin().await.unwrap();
         let r = neotenant::audit::record(
