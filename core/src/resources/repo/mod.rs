@@ -216,9 +216,10 @@ pub async fn get_type(
 /// Takes the type's lock for the rest of the transaction: shared by writers of its resources,
 /// exclusive for changes of the type. An advisory lock (per schema and type name), so
 /// concurrent writers never write to the type's row (as `FOR SHARE` would). Read the type
-/// *after* this returns: a statement's snapshot predates its own lock wait.
+/// in a later statement (sent after this one, even pipelined): a statement's snapshot predates
+/// its own lock wait.
 pub async fn lock_type(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     name: &str,
     exclusive: bool,
 ) -> QueryResult<()> {
@@ -234,7 +235,7 @@ pub async fn lock_type(
     .bind::<Text, _>(name.to_string())
     .push(", 0))")
     .query()
-    .execute(conn)
+    .execute(&mut conn)
     .await?;
     Ok(())
 }

@@ -76,8 +76,14 @@ async fn locked_type(
     if !types::is_name(name) {
         return Err(ApiError::not_found("resource type"));
     }
-    repo::lock_type(conn, name, false).await?;
-    let t = found(repo::get_type(conn, name).await?, "resource type")?;
+    // Pipelined: PostgreSQL runs the read after the lock is granted (so it sees the type
+    // as of then), without a round trip between them.
+    let (_, t) = futures::future::try_join(
+        repo::lock_type(conn, name, false),
+        repo::get_type(conn, name),
+    )
+    .await?;
+    let t = found(t, "resource type")?;
     let v = ctx
         .state
         .resource_validators
