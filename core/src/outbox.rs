@@ -56,7 +56,7 @@ impl Event {
 
 /// Writes an event inside the caller's transaction.
 pub async fn emit(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     topic: &str,
     aggregate_type: &str,
     aggregate_id: &str,
@@ -69,7 +69,7 @@ pub async fn emit(
             outbox::aggregate_id.eq(aggregate_id),
             outbox::payload.eq(payload),
         ))
-        .execute(conn)
+        .execute(&mut conn)
         .await?;
     Ok(())
 }

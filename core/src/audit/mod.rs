@@ -93,7 +93,7 @@ pub fn time_of(id: Uuid) -> DateTime<Utc> {
 /// Records `change` by `actor` on the caller's connection, which must be inside the tenant
 /// transaction that makes the change.
 pub async fn record(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     actor: &Actor,
     change: Change<'_>,
 ) -> QueryResult<()> {
@@ -115,7 +115,7 @@ pub async fn record(
             audit_log::ip.eq(&actor.ip),
             audit_log::user_agent.eq(&actor.user_agent),
         ))
-        .execute(conn)
+        .execute(&mut conn)
         .await?;
     if let (Some((id, db)), Some(recent)) = (&actor.tenant, &actor.recent) {
         recent.mark(*id, db);

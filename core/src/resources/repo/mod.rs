@@ -17,8 +17,8 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
-use diesel::sql_types::{Array, HasSqlType, Text, Uuid as SqlUuid};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel::sql_types::{Array, HasSqlType, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -216,28 +216,28 @@ pub async fn get_type(
 /// Takes the type's lock for the rest of the transaction: shared by writers of its resources,
 /// exclusive for changes of the type. An advisory lock (per schema and type name), so
 /// concurrent writers never write to the type's row (as `FOR SHARE` would). Read the type
-/// in a later statement (sent after this one, even pipelined): a statement's snapshot predates
-/// its own lock wait.
+/// in a later statement: a statement's snapshot predates its own lock wait. The lock is a
+/// simple query, written to the connection as soon as the future is first polled, so a read
+/// pipelined after it (polled after it) always runs after the lock is granted; a prepared
+/// statement could go out after the read while it waits for its own preparation.
 pub async fn lock_type(
     mut conn: &AsyncPgConnection,
     name: &str,
     exclusive: bool,
 ) -> QueryResult<()> {
+    // The name is spliced into the text: only a valid type name ever gets here.
+    if !crate::resources::types::is_name(name) {
+        return Err(diesel::result::Error::NotFound);
+    }
     let f = if exclusive {
         "pg_advisory_xact_lock"
     } else {
         "pg_advisory_xact_lock_shared"
     };
-    // A prepared statement (cached by its text), like every statement on the write path.
-    Sql::new(&format!(
-        "SELECT {f}(hashtextextended(current_schema() || ':resource_type:' || "
+    conn.batch_execute(&format!(
+        "SELECT {f}(hashtextextended(current_schema() || ':resource_type:{name}', 0))"
     ))
-    .bind::<Text, _>(name.to_string())
-    .push(", 0))")
-    .query()
-    .execute(&mut conn)
-    .await?;
-    Ok(())
+    .await
 }
 
 pub async fn insert_type(conn: &mut AsyncPgConnection, row: &TypeRow) -> QueryResult<()> {

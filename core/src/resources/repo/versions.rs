@@ -10,7 +10,7 @@ use crate::resources::{Resource, Version};
 use crate::schema::tenant::resource_versions;
 
 pub async fn insert_version(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     r: &Resource,
     change: &str,
     actor: Option<&str>,
@@ -27,7 +27,7 @@ pub async fn insert_version(
             resource_versions::actor_id.eq(actor),
             resource_versions::at.eq(r.updated_at),
         ))
-        .execute(conn)
+        .execute(&mut conn)
         .await?;
     Ok(())
 }

@@ -152,12 +152,11 @@ fn check_if_match(r: &Resource, if_match: Option<&str>) -> ApiResult<()> {
 
 async fn record_change(
     ctx: &Ctx<'_>,
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     r: &Resource,
     change: &'static str,
     before: Option<&Resource>,
 ) -> ApiResult<()> {
-    repo::insert_version(conn, r, change, Some(&ctx.actor_id())).await?;
     let action: &'static str = match change {
         "created" => "resource.created",
         "deleted" => "resource.deleted",
@@ -170,35 +169,45 @@ async fn record_change(
                           "changes": diff_states(&state_of(b), &state_of(r))}),
         None => json!({"type": r.type_name, "version": r.version}),
     };
-    resource_event(ctx, conn, r, action, data).await
+    // The three rows are independent: they go out pipelined, in one round trip.
+    let actor = ctx.actor_id();
+    futures::future::try_join(
+        async { Ok(repo::insert_version(conn, r, change, Some(&actor)).await?) },
+        resource_event(ctx, conn, r, action, data),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Records a resource-level event (a new version, a share, a link): an audit entry and an
 /// outbox event (so the index re-derives the resource), in the caller's transaction.
 async fn resource_event(
     ctx: &Ctx<'_>,
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     r: &Resource,
     action: &'static str,
     data: Value,
 ) -> ApiResult<()> {
-    audit::record(
-        conn,
-        &ctx.caller.actor,
-        Change {
+    let id = r.id.to_string();
+    // Independent rows: pipelined, one round trip.
+    futures::future::try_join(
+        audit::record(
+            conn,
+            &ctx.caller.actor,
+            Change {
+                action,
+                target_type: "resource",
+                target_id: Some(id.clone()),
+                data,
+            },
+        ),
+        crate::outbox::emit(
+            conn,
             action,
-            target_type: "resource",
-            target_id: Some(r.id.to_string()),
-            data,
-        },
-    )
-    .await?;
-    crate::outbox::emit(
-        conn,
-        action,
-        &r.type_name,
-        &r.id.to_string(),
-        json!({"version": r.version}),
+            &r.type_name,
+            &id,
+            json!({"version": r.version}),
+        ),
     )
     .await?;
     Ok(())
