@@ -295,3 +295,14 @@ pub fn kind_for(isolation: Isolation) -> &'static str {
         Isolation::Database => "dedicated",
     }
 }
+
+/// Takes the lock serialising lifecycle work on tenant `slug` until the transaction ends.
+pub async fn lock_tenant(conn: &mut AsyncPgConnection, slug: &str) -> QueryResult<()> {
+    diesel::sql_query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('neotenant-tenant:' || $1, 0))",
+    )
+    .bind::<diesel::sql_types::Text, _>(slug)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -7,9 +7,7 @@
 //! that requests can reach half-made. A tenant's schema is created only in its region's
 //! database. Every status change is broadcast so other instances drop their cached copy.
 
-use diesel::sql_query;
-use diesel::sql_types::Text;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use super::TenancyState;
@@ -244,10 +242,7 @@ async fn with_tenant_lock<T>(
     work: impl AsyncFnOnce(&mut AsyncPgConnection) -> ApiResult<T>,
 ) -> ApiResult<T> {
     db::transaction(&state.registry, "BEGIN", async |tx| {
-        sql_query("SELECT pg_advisory_xact_lock(hashtextextended('neotenant-tenant:' || $1, 0))")
-            .bind::<Text, _>(slug)
-            .execute(tx.conn())
-            .await?;
+        repo::lock_tenant(tx.conn(), slug).await?;
         work(tx.conn()).await
     })
     .await

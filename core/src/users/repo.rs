@@ -308,3 +308,22 @@ pub async fn set_profile(
         .await
         .map(User::from)
 }
+
+/// Ids of up to `limit` active users whose email is `email`, compared case-insensitively.
+pub async fn active_by_email(
+    mut conn: &AsyncPgConnection,
+    email: &str,
+    limit: i64,
+) -> QueryResult<Vec<Uuid>> {
+    users::table
+        .filter(
+            diesel::dsl::sql::<diesel::sql_types::Bool>("lower(email) = lower(")
+                .bind::<diesel::sql_types::Text, _>(email.to_string())
+                .sql(")"),
+        )
+        .filter(users::status.eq("active"))
+        .select(users::id)
+        .limit(limit)
+        .load(&mut conn)
+        .await
+}

@@ -108,24 +108,8 @@ pub async fn by_id(db: &TenantDb, id: UserId) -> ApiResult<User> {
 
 /// The one active user whose email is `email` (case-insensitive).
 pub async fn by_email(db: &TenantDb, email: &str) -> ApiResult<UserId> {
-    use crate::schema::tenant::users;
-    use diesel::prelude::*;
-    use diesel_async::RunQueryDsl;
     let found = db
-        .transaction(async |tx| {
-            let ids = users::table
-                .filter(
-                    diesel::dsl::sql::<diesel::sql_types::Bool>("lower(email) = lower(")
-                        .bind::<diesel::sql_types::Text, _>(email.to_string())
-                        .sql(")"),
-                )
-                .filter(users::status.eq("active"))
-                .select(users::id)
-                .limit(2)
-                .load::<uuid::Uuid>(tx.conn())
-                .await?;
-            Ok::<_, ApiError>(ids)
-        })
+        .read(async |conn| Ok::<_, ApiError>(repo::active_by_email(conn, email, 2).await?))
         .await?;
     match found.as_slice() {
         [one] => Ok(UserId(*one)),
