@@ -7,6 +7,8 @@
 #                                           (both over 1,000 records)
 #   S3  permission check                    NeoTenantApi POST /v1/permissions/check
 #                                           vs SpiceDB POST /v1/permissions/check
+#   S4  create one record                   NeoTenantApi POST /v1/resources/ticket
+#                                           vs PocketBase POST /api/collections/tickets/records
 # Each scenario: a short unrecorded warm-up of each side, then A, B, A, B, A, B (ROUNDS=3), wrk
 # with the same settings for both sides. Prints every raw wrk report, then a table of medians.
 #
@@ -205,7 +207,7 @@ su = call("POST", "/api/collections/_superusers/auth-with-password", {"identity"
 call("PATCH", "/api/settings", {"logs": {"maxDays": 0}}, su)
 auth = "@request.auth.id != ''"
 call("POST", "/api/collections", {
-    "name": "tickets", "type": "base", "listRule": auth, "viewRule": auth,
+    "name": "tickets", "type": "base", "listRule": auth, "viewRule": auth, "createRule": auth,
     "fields": [
         {"name": "title", "type": "text", "required": True},
         {"name": "status", "type": "select", "values": ["open", "closed"], "maxSelect": 1},
@@ -424,6 +426,26 @@ for r in $(seq 1 "$ROUNDS"); do
   sdb_run S3 "$r" "$SECS"
   NT_SIDE="NeoTenantApi (owner caller)" nt_run S3 "$r" "$SECS" /v1/permissions/check -s "$NT_LUA"
 done
+# S4: a create, one record per request (writes a version, an audit entry and an outbox event
+# on NeoTenantApi's side; PocketBase writes the record).
+NT_CREATE_LUA="$WORK/nt-create.lua"
+cat >"$NT_CREATE_LUA" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"data": {"title": "bench create", "status": "open", "priority": 3}, "tags": ["bench-create"]}'
+LUA
+PB_CREATE_LUA="$WORK/pb-create.lua"
+cat >"$PB_CREATE_LUA" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"title": "bench create", "status": "open", "priority": 3}'
+LUA
+S4_SECS="${PEERS_WRITE_SECS:-5}"
+nt_run S4 warm 1 /v1/resources/ticket -s "$NT_CREATE_LUA"; pb_run S4 warm 1 /api/collections/tickets/records -s "$PB_CREATE_LUA"
+for r in $(seq 1 "$ROUNDS"); do
+  nt_run S4 "$r" "$S4_SECS" /v1/resources/ticket -s "$NT_CREATE_LUA"
+  pb_run S4 "$r" "$S4_SECS" /api/collections/tickets/records -s "$PB_CREATE_LUA"
+done
 
 echo
 echo "== after the runs"
@@ -486,7 +508,7 @@ print()
 print("ratios of medians, NeoTenantApi / peer:")
 pairs = [("S1", "NeoTenantApi", "PocketBase"), ("S2", "NeoTenantApi", "PocketBase"),
          ("S2", "NeoTenantApi", "PocketBase skipTotal=1"), ("S3", "NeoTenantApi", "SpiceDB"),
-         ("S3", "NeoTenantApi (owner caller)", "SpiceDB")]
+         ("S3", "NeoTenantApi (owner caller)", "SpiceDB"), ("S4", "NeoTenantApi", "PocketBase")]
 for sc, a, b in pairs:
     if (sc, a) in med and (sc, b) in med:
         x, y = med[(sc, a)], med[(sc, b)]
