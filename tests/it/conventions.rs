@@ -344,3 +344,89 @@ async fn pagination_is_stable_and_complete() {
     assert_eq!(seen, expected, "every note exactly once, in creation order");
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_nul_in_any_json_body_is_a_422_naming_the_field() {
+    let app = TestApp::start().await;
+    let (t, _member, boss, _) = neotenant_tests::tenant_with_admin(&app).await;
+    let as_boss = |m: Method, path: &str| app.anonymous(m, &t.slug, path).bearer_auth(&boss);
+    let ok = as_boss(Method::POST, "/v1/resource-types")
+        .json(&serde_json::json!({"name": "ticket", "title": "Ticket",
+            "schema": {"type": "object", "properties": {"title": {"type": "string"}}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 201);
+    let team: serde_json::Value = as_boss(Method::POST, "/v1/teams")
+        .json(&serde_json::json!({"name": "nul-team"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let team_roles = format!("/v1/teams/{}/roles", team["id"].as_str().unwrap());
+    let nul = "a\u{0}b";
+    let cases: Vec<(Method, &str, serde_json::Value, &str)> = vec![
+        (
+            Method::POST,
+            "/v1/notes",
+            serde_json::json!({"title": nul}),
+            "/title",
+        ),
+        (
+            Method::POST,
+            "/v1/notes/batch",
+            serde_json::json!({"items": [{"title": "fine"}, {"title": nul}]}),
+            "/items/1/title",
+        ),
+        (
+            Method::POST,
+            "/v1/resource-types",
+            serde_json::json!({"name": "other", "title": nul, "schema": {"type": "object"}}),
+            "/title",
+        ),
+        (
+            Method::POST,
+            "/v1/resources/ticket",
+            serde_json::json!({"data": {"title": nul}}),
+            "/data/title",
+        ),
+        (
+            Method::POST,
+            &team_roles,
+            serde_json::json!({"role": nul}),
+            "/role",
+        ),
+        (
+            Method::POST,
+            "/v1/teams",
+            serde_json::json!({"name": nul}),
+            "/name",
+        ),
+        (
+            Method::POST,
+            "/v1/roles",
+            serde_json::json!({"key": "k", "permissions": [nul]}),
+            "/permissions/0",
+        ),
+    ];
+    for (method, path, body, pointer) in cases {
+        let res = as_boss(method, path).json(&body).send().await.unwrap();
+        let problem = neotenant_tests::expect_problem(res, 422, "validation").await;
+        assert_eq!(
+            problem["errors"][0]["pointer"], pointer,
+            "{path}: {problem}"
+        );
+    }
+    // Nothing was written.
+    let notes: serde_json::Value = as_boss(Method::GET, "/v1/notes")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(notes["items"].as_array().unwrap().len(), 0);
+    app.cleanup().await;
+}
