@@ -17,7 +17,7 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
-use diesel::sql_types::{Array, HasSqlType, Uuid as SqlUuid};
+use diesel::sql_types::HasSqlType;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use serde_json::Value;
 use uuid::Uuid;
@@ -356,26 +356,6 @@ pub async fn user_exists(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<
         .get_result::<i64>(conn)
         .await?
         > 0)
-}
-
-/// Whether `team` is one of `teams` or below one.
-pub async fn team_in_reach(
-    conn: &mut AsyncPgConnection,
-    team: Uuid,
-    teams: &[Uuid],
-) -> QueryResult<bool> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        ok: bool,
-    }
-    let row: Row =
-        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM teams WHERE id = $1 AND path && $2) AS ok")
-            .bind::<SqlUuid, _>(team)
-            .bind::<Array<SqlUuid>, _>(teams)
-            .get_result(conn)
-            .await?;
-    Ok(row.ok)
 }
 
 /// Whether a team exists.
