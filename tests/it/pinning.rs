@@ -33,22 +33,26 @@ async fn session_state(pool: &neotenant::db::PgPool) -> Setting {
     state
 }
 
-#[tokio::test]
-async fn pooled_connections_never_keep_a_tenant() {
-    let app = TestApp::start().await;
-    let a = app.with_tenant("us", "schema").await;
-    let b = app.with_tenant("us", "schema").await;
-    let config = test_config();
-    // A single-connection pool: whatever one use leaves behind, the next use sees.
+/// A pool of one connection to the shared US database: whatever one use leaves behind, the
+/// next use sees.
+fn one_connection_pool() -> neotenant::db::PgPool {
     let settings = PoolSettings {
         max_size: 1,
         timeout: Duration::from_secs(5),
         statement_timeout_ms: 10_000,
     };
-    let pool = build_pool(
-        &database_url(config.database.url.expose(), "neofast_shared_us"),
+    build_pool(
+        &database_url(test_config().database.url.expose(), "neofast_shared_us"),
         &settings,
-    );
+    )
+}
+
+#[tokio::test]
+async fn pooled_connections_never_keep_a_tenant() {
+    let app = TestApp::start().await;
+    let a = app.with_tenant("us", "schema").await;
+    let b = app.with_tenant("us", "schema").await;
+    let pool = one_connection_pool();
     let db_a = TenantDb::new(pool.clone(), &a.schema);
     let db_b = TenantDb::new(pool.clone(), &b.schema);
 
@@ -160,17 +164,8 @@ async fn pipelined_reads_never_see_another_tenant() {
     let app = TestApp::start().await;
     let a = app.with_tenant("us", "schema").await;
     let b = app.with_tenant("us", "schema").await;
-    let config = test_config();
-    // One connection: every read below runs on it, with the statement cached on it.
-    let settings = PoolSettings {
-        max_size: 1,
-        timeout: Duration::from_secs(5),
-        statement_timeout_ms: 10_000,
-    };
-    let pool = build_pool(
-        &database_url(config.database.url.expose(), "neofast_shared_us"),
-        &settings,
-    );
+    // Every read below runs on the one connection, with the statement cached on it.
+    let pool = one_connection_pool();
     let db_a = TenantDb::new(pool.clone(), &a.schema);
     let db_b = TenantDb::new(pool.clone(), &b.schema);
     db_a.transaction(async |tx| {

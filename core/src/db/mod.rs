@@ -184,6 +184,10 @@ pub async fn ping(pool: &PgPool) -> Result<(), String> {
 pub struct TenantDb {
     pool: PgPool,
     schema: Arc<str>,
+    /// `BEGIN; SET LOCAL search_path …` for writes and `BEGIN READ ONLY; …` for reads, built
+    /// once per tenant rather than per request.
+    begin: Arc<str>,
+    begin_read: Arc<str>,
 }
 
 impl std::fmt::Debug for TenantDb {
@@ -204,6 +208,8 @@ impl TenantDb {
         Self {
             pool,
             schema: schema.into(),
+            begin: format!("BEGIN; SET LOCAL search_path TO \"{schema}\"").into(),
+            begin_read: format!("BEGIN READ ONLY; SET LOCAL search_path TO \"{schema}\"").into(),
         }
     }
 
@@ -215,12 +221,12 @@ impl TenantDb {
     /// through the returned [`Tx`]; there is no other way to reach a tenant's tables.
     /// Prefer [`TenantDb::transaction`], which cannot forget to commit.
     pub async fn begin(&self) -> Result<Tx, DbError> {
-        Tx::begin(&self.pool, &self.begin_sql()).await
+        Tx::begin(&self.pool, self.begin_sql()).await
     }
 
     /// `BEGIN` and the schema pin, in one round trip.
-    fn begin_sql(&self) -> String {
-        format!("BEGIN; SET LOCAL search_path TO \"{}\"", self.schema)
+    fn begin_sql(&self) -> &str {
+        &self.begin
     }
 
     /// Runs `work` in a transaction pinned to this tenant's schema: commits when it returns
@@ -233,7 +239,7 @@ impl TenantDb {
     where
         E: From<DbError> + From<diesel::result::Error>,
     {
-        transaction(&self.pool, &self.begin_sql(), work).await
+        transaction(&self.pool, self.begin_sql(), work).await
     }
 }
 
@@ -258,14 +264,10 @@ impl TenantDb {
     {
         let mut conn = self.pool.get_owned().await.map_err(DbError::from)?;
         AnsiTransactionManager::transaction_manager_status_mut(&mut *conn).set_in_error();
-        let begin = format!(
-            "BEGIN READ ONLY; SET LOCAL search_path TO \"{}\"",
-            self.schema
-        );
         let (began, result) = {
             let shared: &AsyncPgConnection = &conn;
             let mut sender = shared;
-            futures::join!(sender.batch_execute(&begin), work(shared))
+            futures::join!(sender.batch_execute(&self.begin_read), work(shared))
         };
         // `COMMIT` also ends a transaction a failed statement aborted (as a rollback).
         tokio::spawn(async move {

@@ -292,7 +292,6 @@ pub async fn rebuild(registry: &Arc<Registry>, tenant: Uuid, db: &TenantDb) -> A
                     .push(" ORDER BY id LIMIT ")
                     .bind::<diesel::sql_types::BigInt, _>(BATCH);
                 let ids: Vec<Uuid> = q
-                    .query()
                     .load::<IdRow>(conn)
                     .await?
                     .into_iter()

@@ -195,8 +195,7 @@ pub async fn page(
 
 /// Runs a query that selects whole resource rows (aliased `r`).
 pub async fn list(mut conn: &AsyncPgConnection, q: Sql) -> QueryResult<Vec<Resource>> {
-    Ok(q.query()
-        .load::<ResourceRow>(&mut conn)
+    Ok(q.load::<ResourceRow>(&mut conn)
         .await?
         .into_iter()
         .map(Resource::from)
@@ -219,7 +218,6 @@ pub async fn live_ids(
         .bind::<Array<SqlUuid>, _>(ids)
         .push(")");
     Ok(visible(q)
-        .query()
         .load::<IdRow>(&mut conn)
         .await?
         .into_iter()
@@ -253,7 +251,6 @@ pub async fn counts(
         .push(" AND r.deleted_at IS NULL");
     visible(sql)
         .push(" GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1000")
-        .query()
         .load::<CountRow>(&mut conn)
         .await
 }

@@ -88,11 +88,6 @@ impl Sql {
         ))));
         self
     }
-
-    /// The query, ready to run (`load`, `execute`).
-    pub fn query(self) -> Self {
-        self
-    }
 }
 
 impl QueryFragment<Pg> for Sql {

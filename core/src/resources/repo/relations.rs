@@ -206,14 +206,13 @@ pub async fn links(
         q = q.push(" AND l.kind = ").bind::<Text, _>(k.to_string());
     }
     let q = visible(q).push(" ORDER BY l.kind, l.created_at LIMIT 1000");
-    q.query().load(conn).await
+    q.load(conn).await
 }
 
 /// Every link into `to` from a live resource (for delete rules).
 pub async fn incoming_live(conn: &mut AsyncPgConnection, to: Uuid) -> QueryResult<Vec<LinkRow>> {
     links_query(false, to)
         .push(" ORDER BY l.kind, l.from_id")
-        .query()
         .load(conn)
         .await
 }
