@@ -75,6 +75,12 @@ pub async fn member_counts(
     Ok(rows.into_iter().collect())
 }
 
+/// One team's view (with its member count).
+pub async fn view(conn: &AsyncPgConnection, row: TeamRow) -> QueryResult<Team> {
+    let n = member_counts(conn, &[row.id]).await?.get(&row.id).copied();
+    Ok(row.view(n.unwrap_or(0)))
+}
+
 pub async fn views(conn: &AsyncPgConnection, rows: Vec<TeamRow>) -> QueryResult<Vec<Team>> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let counts = member_counts(conn, &ids).await?;

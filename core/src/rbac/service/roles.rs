@@ -80,6 +80,20 @@ pub(super) async fn get_in(conn: &mut AsyncPgConnection, key: &str) -> ApiResult
     Ok(role_views(conn, vec![row]).await?.remove(0))
 }
 
+/// Locks the role graph and loads the role `key` for a change; the protected owner role
+/// answers 409 (it cannot be `what`).
+async fn editable(conn: &mut AsyncPgConnection, key: &str, what: &str) -> ApiResult<Role> {
+    repo::lock_roles(conn).await?;
+    let role = get_in(conn, key).await?;
+    if role.protected {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("the owner role cannot be {what}"),
+        ));
+    }
+    Ok(role)
+}
+
 /// Resolves parent keys to ids, refusing unknown ones.
 async fn parent_ids(conn: &mut AsyncPgConnection, keys: &[String]) -> ApiResult<Vec<RoleRow>> {
     let mut unique: Vec<String> = keys.to_vec();
@@ -215,14 +229,7 @@ pub async fn update_role(
         .db()
         .transaction(async |tx| {
             let conn = tx.conn();
-            repo::lock_roles(conn).await?;
-            let before = get_in(conn, key).await?;
-            if before.protected {
-                return Err(ApiError::new(
-                    ErrorCode::Conflict,
-                    "the owner role cannot be changed",
-                ));
-            }
+            let before = editable(conn, key, "changed").await?;
             let catalog = catalog(conn).await?;
             let mut errors = Vec::new();
             let perms = patch
@@ -298,14 +305,7 @@ pub async fn delete_role(state: &RbacState, caller: &Caller, key: &str) -> ApiRe
         .db()
         .transaction(async |tx| {
             let conn = tx.conn();
-            repo::lock_roles(conn).await?;
-            let before = get_in(conn, key).await?;
-            if before.protected {
-                return Err(ApiError::new(
-                    ErrorCode::Conflict,
-                    "the owner role cannot be deleted",
-                ));
-            }
+            let before = editable(conn, key, "deleted").await?;
             let handed = closure_perms(conn, &[before.id.0]).await?;
             caller.require_delegable(&handed)?;
             repo::delete_role(conn, before.id.0).await?;

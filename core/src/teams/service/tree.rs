@@ -200,7 +200,7 @@ pub async fn patch(caller: &Caller, id: TeamId, input: &TeamPatch) -> ApiResult<
                        "after": {"name": after.name, "description": after.description}}),
             )
             .await?;
-            Ok::<_, ApiError>(repo::views(conn, vec![after]).await?.remove(0))
+            Ok::<_, ApiError>(repo::view(conn, after).await?)
         })
         .await
 }
@@ -307,7 +307,7 @@ pub async fn move_team(
                        "to": after.parent_id.map(|p| TeamId(p).to_string())}),
             )
             .await?;
-            Ok::<_, ApiError>(repo::views(conn, vec![after]).await?.remove(0))
+            Ok::<_, ApiError>(repo::view(conn, after).await?)
         })
         .await?;
     state.perms.invalidate(caller.tenant_id()).await;
@@ -378,7 +378,7 @@ pub async fn merge(
             )
             .await?;
             let after = the_team(repo::get(conn, target.id).await?)?;
-            Ok::<_, ApiError>(repo::views(conn, vec![after]).await?.remove(0))
+            Ok::<_, ApiError>(repo::view(conn, after).await?)
         })
         .await?;
     state.perms.invalidate(caller.tenant_id()).await;
@@ -443,7 +443,7 @@ pub async fn split(
                        "copy_roles": input.copy_roles}),
             )
             .await?;
-            Ok::<_, ApiError>(repo::views(conn, vec![row]).await?.remove(0))
+            Ok::<_, ApiError>(repo::view(conn, row).await?)
         })
         .await?;
     state.perms.invalidate(caller.tenant_id()).await;
