@@ -1,9 +1,13 @@
 //! Rate limits per client IP and per user, and temporary lockouts after repeated
 //! authentication failures, kept in Redis so every instance enforces the same budget.
 //!
-//! Owns the GCRA (generic cell rate algorithm) script: one atomic Redis call per request
-//! checks the IP's and the user's buckets and the IP's lockout together, and spends from the
-//! buckets only when all allow. If Redis cannot be reached the request proceeds (fail open:
+//! Owns the GCRA (generic cell rate algorithm) script: one atomic Redis call checks the IP's
+//! and the user's buckets and the IP's lockout together, and spends from the buckets only
+//! when all allow. For fast buckets one call takes a short lease of several requests that
+//! this instance then spends without Redis (`rate_limit.lease_ms`): every leased request was
+//! charged to the shared buckets, so the budget across instances is never exceeded; a lease
+//! shrinks to what the buckets can afford, and unused leased requests lapse (a client is
+//! refused slightly early, never late). If Redis cannot be reached the request proceeds (fail open:
 //! availability over strict limits) and the failure is logged and counted. Never keys a bucket
 //! on anything the client can choose freely except through `trust_forwarded_for`, which must
 //! only be enabled behind a proxy that overwrites `X-Forwarded-For`.
@@ -28,42 +32,49 @@ pub enum Decision {
     Locked { retry_after_secs: u64 },
 }
 
-/// GCRA over up to two buckets plus one lockout key, atomically.
-/// KEYS: lock key, then bucket keys. ARGV: per bucket (interval_us, tolerance_us, burst).
-/// Times are microseconds since [`EPOCH_SECS`] kept as doubles (exact to well below a
+/// GCRA over up to two buckets plus one lockout key, atomically, granting up to `want`
+/// requests at once (a lease the caller spends locally).
+/// KEYS: lock key, then bucket keys. ARGV: per bucket (interval_us, tolerance_us, burst), then
+/// want. Times are microseconds since [`EPOCH_SECS`] kept as doubles (exact to well below a
 /// microsecond for centuries), so an interval need not be whole: 30,000/s is 33.33… µs, not
-/// a rounded 33 or a floored millisecond. Returns {code, a, b, c}: code 1 allowed (limit,
-/// remaining, reset_ms), 0 limited (limit, retry_ms), -1 locked (retry_ms).
+/// a rounded 33 or a floored millisecond. Every bucket is charged the same grant: the fewest
+/// any of them can afford now, capped at `want`. Returns {code, a, b, c, d}: code 1 allowed
+/// (limit, remaining after the grant, reset_ms, granted), 0 limited (limit, retry_ms),
+/// -1 locked (retry_ms).
 const GCRA: &str = r#"
 local lock_ttl = redis.call('PTTL', KEYS[1])
-if lock_ttl > 0 then return {-1, lock_ttl, 0, 0} end
+if lock_ttl > 0 then return {-1, lock_ttl, 0, 0, 0} end
 local t = redis.call('TIME')
 local now = (tonumber(t[1]) - EPOCH) * 1000000 + tonumber(t[2])
-local new_tats = {}
+local grant = tonumber(ARGV[#ARGV])
+local tats = {}
+for i = 2, #KEYS do
+  local j = (i - 2) * 3
+  local interval = tonumber(ARGV[j + 1])
+  local tolerance = tonumber(ARGV[j + 2])
+  local tat = tonumber(redis.call('GET', KEYS[i])) or now
+  if tat < now then tat = now end
+  local affordable = math.floor((now + tolerance - tat) / interval + 1e-9)
+  if affordable < 1 then
+    return {0, tonumber(ARGV[j + 3]), math.ceil((tat + interval - tolerance - now) / 1000), 0, 0}
+  end
+  if affordable < grant then grant = affordable end
+  tats[i] = tat
+end
 local best_remaining, best_limit, best_reset = nil, 0, 0
 for i = 2, #KEYS do
   local j = (i - 2) * 3
   local interval = tonumber(ARGV[j + 1])
   local tolerance = tonumber(ARGV[j + 2])
-  local burst = tonumber(ARGV[j + 3])
-  local tat = tonumber(redis.call('GET', KEYS[i])) or now
-  if tat < now then tat = now end
-  local new_tat = tat + interval
-  local allow_at = new_tat - tolerance
-  if now < allow_at then
-    return {0, burst, math.ceil((allow_at - now) / 1000), 0}
-  end
-  new_tats[i] = new_tat
-  local remaining = math.floor((tolerance - (new_tat - now)) / interval)
+  local new_tat = tats[i] + grant * interval
+  redis.call('SET', KEYS[i], string.format('%.17g', new_tat), 'PX',
+    math.max(math.ceil((new_tat - now) / 1000), 1))
+  local remaining = math.floor((tolerance - (new_tat - now)) / interval + 1e-9)
   if best_remaining == nil or remaining < best_remaining then
-    best_remaining, best_limit, best_reset = remaining, burst, math.ceil((new_tat - now) / 1000)
+    best_remaining, best_limit, best_reset = remaining, tonumber(ARGV[j + 3]), math.ceil((new_tat - now) / 1000)
   end
 end
-for i = 2, #KEYS do
-  redis.call('SET', KEYS[i], string.format('%.17g', new_tats[i]), 'PX',
-    math.max(math.ceil((new_tats[i] - now) / 1000), 1))
-end
-return {1, best_limit, best_remaining or 0, best_reset}
+return {1, best_limit, best_remaining or 0, best_reset, grant}
 "#;
 
 /// The origin of the limiter's clock (2025-01-01T00:00:00Z), keeping its numbers small.
@@ -82,13 +93,38 @@ end
 return 0
 "#;
 
+/// Requests granted by Redis ahead of time to one (IP, user) pair on this instance.
+struct Lease {
+    left: u32,
+    until: std::time::Instant,
+    limit: u32,
+    /// What the tightest bucket had left in Redis when the lease was taken.
+    remaining: u32,
+    reset_secs: u64,
+}
+
+/// Leases held at once before expired ones are swept.
+const MAX_LEASES: usize = 10_000;
+
+type LeaseKey = (IpAddr, Option<Box<str>>);
+
 pub struct RateLimiter {
     config: RateLimitConfig,
+    leases: std::sync::Mutex<std::collections::HashMap<LeaseKey, Lease>>,
     redis: redis::aio::ConnectionManager,
     gcra: redis::Script,
     failure: redis::Script,
     pub lockouts: prometheus::IntCounter,
     pub redis_errors: prometheus::IntCounter,
+}
+
+/// How many requests to ask Redis for at once for a bucket: what the rate allows within the
+/// lease period, at most a quarter of the burst (so no instance holds most of it) and 1,024;
+/// at least one.
+fn lease_size(per_sec: f64, burst: u32, lease_ms: u64) -> u32 {
+    let by_rate = (per_sec * lease_ms as f64 / 1000.0).floor();
+    let cap = (burst / 4).clamp(1, 1024);
+    (by_rate as u32).clamp(1, cap)
 }
 
 /// A bucket's script arguments: the emission interval and the tolerance in microseconds
@@ -107,6 +143,7 @@ impl RateLimiter {
     ) -> Self {
         Self {
             config,
+            leases: Default::default(),
             redis,
             gcra: redis::Script::new(&GCRA.replace("EPOCH", &EPOCH_SECS.to_string())),
             failure: redis::Script::new(FAILURE),
@@ -119,7 +156,8 @@ impl RateLimiter {
         &self.config
     }
 
-    /// Checks (and spends from) the IP's bucket and, when known, the user's.
+    /// Checks (and spends from) the IP's bucket and, when known, the user's: from this
+    /// instance's lease for the pair when one is left, else from Redis (taking a new lease).
     pub async fn check(&self, ip: IpAddr, user: Option<&str>) -> Decision {
         if !self.config.enabled {
             return Decision::Allowed {
@@ -128,33 +166,55 @@ impl RateLimiter {
                 reset_secs: 0,
             };
         }
-        let ns = &self.config.namespace;
+        let c = &self.config;
+        let mut want = lease_size(c.per_ip_per_sec, c.per_ip_burst, c.lease_ms);
+        if user.is_some() {
+            want = want.min(lease_size(c.per_user_per_sec, c.per_user_burst, c.lease_ms));
+        }
+        let key: LeaseKey = (ip, user.map(Into::into));
+        if want > 1
+            && let Some(allowed) = self.spend_lease(&key)
+        {
+            return allowed;
+        }
+        let ns = &c.namespace;
         let mut invocation = self.gcra.prepare_invoke();
         invocation.key(keys::rate::ip_lock(ns, ip));
-        let (i, t, b) = bucket_args(self.config.per_ip_per_sec, self.config.per_ip_burst);
+        let (i, t, b) = bucket_args(c.per_ip_per_sec, c.per_ip_burst);
         invocation
             .key(keys::rate::ip_bucket(ns, ip))
             .arg(i)
             .arg(t)
             .arg(b);
         if let Some(user) = user {
-            let (i, t, b) = bucket_args(self.config.per_user_per_sec, self.config.per_user_burst);
+            let (i, t, b) = bucket_args(c.per_user_per_sec, c.per_user_burst);
             invocation
                 .key(keys::rate::user_bucket(ns, user))
                 .arg(i)
                 .arg(t)
                 .arg(b);
         }
+        invocation.arg(want);
         let mut conn = self.redis.clone();
         match invocation.invoke_async::<Vec<i64>>(&mut conn).await {
-            Ok(r) if r.len() == 4 => {
+            Ok(r) if r.len() == 5 => {
                 let secs = |ms: i64| (ms.max(0) as u64).div_ceil(1000);
                 match r[0] {
-                    1 => Decision::Allowed {
-                        limit: r[1] as u32,
-                        remaining: r[2].max(0) as u32,
-                        reset_secs: secs(r[3]),
-                    },
+                    1 => {
+                        let (limit, remaining, reset_secs) =
+                            (r[1] as u32, r[2].max(0) as u32, secs(r[3]));
+                        let extra = (r[4].max(1) - 1) as u32;
+                        let held = if extra > 0 {
+                            self.keep_lease(key, extra, limit, remaining, reset_secs)
+                        } else {
+                            0
+                        };
+                        Decision::Allowed {
+                            limit,
+                            remaining: remaining.saturating_add(held),
+                            reset_secs,
+                        }
+                    }
                     0 => Decision::Limited {
                         limit: r[1] as u32,
                         retry_after_secs: secs(r[2]).max(1),
@@ -174,6 +234,55 @@ impl RateLimiter {
                 }
             }
         }
+    }
+
+    /// Spends one request of a live lease for the pair, if it has any left.
+    fn spend_lease(&self, key: &LeaseKey) -> Option<Decision> {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let lease = leases.get_mut(key)?;
+        if lease.left == 0 || lease.until <= std::time::Instant::now() {
+            return None;
+        }
+        lease.left -= 1;
+        Some(Decision::Allowed {
+            limit: lease.limit,
+            remaining: lease.remaining.saturating_add(lease.left),
+            reset_secs: lease.reset_secs,
+        })
+    }
+
+    /// Keeps `extra` granted requests for the pair (added to what a concurrent grant left);
+    /// returns how many the pair now holds.
+    fn keep_lease(
+        &self,
+        key: LeaseKey,
+        extra: u32,
+        limit: u32,
+        remaining: u32,
+        reset_secs: u64,
+    ) -> u32 {
+        let now = std::time::Instant::now();
+        let until = now + std::time::Duration::from_millis(self.config.lease_ms);
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        if leases.len() >= MAX_LEASES {
+            leases.retain(|_, l| l.left > 0 && l.until > now);
+        }
+        let lease = leases.entry(key).or_insert(Lease {
+            left: 0,
+            until,
+            limit,
+            remaining,
+            reset_secs,
+        });
+        if lease.until <= now {
+            lease.left = 0;
+        }
+        lease.left = lease.left.saturating_add(extra);
+        lease.until = until;
+        lease.limit = limit;
+        lease.remaining = remaining;
+        lease.reset_secs = reset_secs;
+        lease.left
     }
 
     /// Records an authentication failure from `ip`; locks it out after too many. Returns
@@ -196,6 +305,11 @@ impl RateLimiter {
         match locked {
             Ok(1) => {
                 self.lockouts.inc();
+                // Requests already leased to the address must not outlive its lockout here.
+                self.leases
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|(leased_ip, _), _| *leased_ip != ip);
                 tracing::warn!(
                     client_ip = %ip,
                     failures = self.config.max_auth_failures,
@@ -228,6 +342,17 @@ mod tests {
         let (interval, tolerance, _) = bucket_args(30_000.0, 60_000);
         assert!((interval - 1_000_000.0 / 30_000.0).abs() < 1e-9);
         assert!((tolerance - 2_000_000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn lease_sizes() {
+        // Slow or small buckets are asked per request.
+        assert_eq!(lease_size(0.5, 3, 50), 1);
+        assert_eq!(lease_size(100.0, 200, 50), 5);
+        assert_eq!(lease_size(100.0, 200, 0), 1);
+        // A quarter of the burst at most, and 1,024.
+        assert_eq!(lease_size(30_000.0, 10, 50), 2);
+        assert_eq!(lease_size(1_000_000.0, 1_000_000, 50), 1024);
     }
 
     #[test]

@@ -119,16 +119,24 @@ async fn repeated_bad_tokens_lock_the_client_out() {
 /// A limiter on the devstack's Redis, in a namespace of its own, allowing `per_sec` per IP
 /// with `burst`.
 async fn limiter(per_sec: f64, burst: u32) -> neotenant::ratelimit::RateLimiter {
-    let config = test_config();
-    let client = redis::Client::open(config.redis.url.expose()).unwrap();
+    limiter_with(neotenant::config::RateLimitConfig {
+        per_ip_per_sec: per_sec,
+        per_ip_burst: burst,
+        namespace: random_slug("rl"),
+        ..Default::default()
+    })
+    .await
+}
+
+/// A limiter on the devstack's Redis with these settings (an instance of its own: limiters
+/// sharing a namespace act as instances sharing the buckets).
+async fn limiter_with(
+    config: neotenant::config::RateLimitConfig,
+) -> neotenant::ratelimit::RateLimiter {
+    let client = redis::Client::open(test_config().redis.url.expose()).unwrap();
     let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
     neotenant::ratelimit::RateLimiter::new(
-        neotenant::config::RateLimitConfig {
-            per_ip_per_sec: per_sec,
-            per_ip_burst: burst,
-            namespace: random_slug("rl"),
-            ..Default::default()
-        },
+        config,
         conn,
         prometheus::IntCounter::new("lockouts", "lockouts").unwrap(),
         prometheus::IntCounter::new("redis_errors", "redis errors").unwrap(),
@@ -187,5 +195,67 @@ async fn a_slow_rate_still_refuses_after_its_burst() {
             retry_after_secs, ..
         } => assert!((1..=2).contains(&retry_after_secs), "{retry_after_secs}"),
         other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn leases_on_two_instances_never_exceed_the_shared_budget() {
+    // 10,000/s with a burst of 1,000: each instance takes leases of up to 250 requests.
+    let config = neotenant::config::RateLimitConfig {
+        per_ip_per_sec: 10_000.0,
+        per_ip_burst: 1_000,
+        namespace: random_slug("rl"),
+        lease_ms: 50,
+        ..Default::default()
+    };
+    let a = limiter_with(config.clone()).await;
+    let b = limiter_with(config).await;
+    let ip: std::net::IpAddr = "10.30.0.4".parse().unwrap();
+    let n = 3_000;
+    let start = std::time::Instant::now();
+    let (on_a, on_b) = futures::future::join(
+        futures::future::join_all((0..n).map(|_| a.check(ip, None))),
+        futures::future::join_all((0..n).map(|_| b.check(ip, None))),
+    )
+    .await;
+    let budget = 1_000.0 + 10_000.0 * start.elapsed().as_secs_f64();
+    let passed = on_a.iter().chain(&on_b).filter(|d| allowed(d)).count();
+    assert!(
+        passed as f64 <= budget + 1.0,
+        "{passed} of {} passed, over a budget of {budget:.0}",
+        2 * n
+    );
+    assert!(passed >= 1_000, "the burst is served: {passed}");
+
+    // In sequence, below the rate, every request passes although most never ask Redis.
+    let ip: std::net::IpAddr = "10.30.0.5".parse().unwrap();
+    for i in 0..600 {
+        let d = if i % 2 == 0 { &a } else { &b }.check(ip, None).await;
+        assert!(allowed(&d), "request {i}: {d:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_lockout_ends_the_addresses_leases_at_once() {
+    let config = neotenant::config::RateLimitConfig {
+        per_ip_per_sec: 10_000.0,
+        per_ip_burst: 10_000,
+        max_auth_failures: 2,
+        namespace: random_slug("rl"),
+        lease_ms: 1_000,
+        ..Default::default()
+    };
+    let rl = limiter_with(config).await;
+    let ip: std::net::IpAddr = "10.30.0.6".parse().unwrap();
+    // The first check takes a lease of 1,024 requests for the address.
+    assert!(allowed(&rl.check(ip, None).await));
+    assert!(allowed(&rl.check(ip, None).await));
+    assert!(!rl.record_failure(ip).await);
+    assert!(rl.record_failure(ip).await, "the second failure locks");
+    match rl.check(ip, None).await {
+        neotenant::ratelimit::Decision::Locked { retry_after_secs } => {
+            assert!(retry_after_secs >= 1)
+        }
+        other => panic!("a leased request outlived the lockout: {other:?}"),
     }
 }

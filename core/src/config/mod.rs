@@ -806,6 +806,11 @@ pub struct RateLimitConfig {
     pub namespace: String,
     /// Take the client IP from the first `X-Forwarded-For` entry (only behind a proxy that sets it).
     pub trust_forwarded_for: bool,
+    /// How long an instance may spend tokens it took from Redis in advance (a lease of up to
+    /// this long at the bucket's rate, at most a quarter of its burst and 1,024). 0 asks
+    /// Redis on every request. The shared budget stays exact either way; a lease only moves
+    /// when its tokens are spent, and a lockout set by another instance is seen within it.
+    pub lease_ms: u64,
 }
 
 impl Default for RateLimitConfig {
@@ -821,6 +826,7 @@ impl Default for RateLimitConfig {
             lockout_secs: 300,
             namespace: "neotenant:rl".into(),
             trust_forwarded_for: false,
+            lease_ms: 50,
         }
     }
 }
@@ -855,6 +861,9 @@ impl RateLimitConfig {
         }
         if self.namespace.is_empty() || self.namespace.len() > 64 {
             return Err(("rate_limit.namespace", "must be 1-64 characters"));
+        }
+        if self.lease_ms > 1_000 {
+            return Err(("rate_limit.lease_ms", "must be between 0 and 1000"));
         }
         Ok(())
     }
