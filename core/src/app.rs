@@ -57,6 +57,11 @@ pub struct AppState {
     pub session_api: Arc<SessionsState>,
     pub resources: Arc<ResourcesState>,
     pub plugins: Arc<PluginsState>,
+    pub invitations: Arc<crate::invitations::InvitationsState>,
+    /// The invitation mail worker's wake-ups, taken by [`start`] when it spawns the worker.
+    invitation_nudges: std::sync::Mutex<
+        Option<tokio::sync::mpsc::UnboundedReceiver<Arc<crate::tenancy::cache::ResolvedTenant>>>,
+    >,
     pub ops: Arc<Ops>,
     pub api_key_usage: Arc<crate::apikeys::UsageThrottle>,
     pub audit_recent: Arc<crate::audit::Recent>,
@@ -175,6 +180,10 @@ impl AppState {
             keycloak: keycloak.clone(),
             redis: redis.clone(),
         });
+        let mailer: Arc<dyn crate::mail::Mailer> = Arc::new(
+            crate::mail::SmtpMailer::new(&config.smtp)
+                .map_err(|e| StartError::Other(format!("mail relay: {e}")))?,
+        );
         let account = Arc::new(AccountState {
             config: config.clone(),
             keycloak: keycloak.clone(),
@@ -182,11 +191,19 @@ impl AppState {
             local_keys,
             redis: redis.clone(),
             sessions: sessions.clone(),
-            mailer: Arc::new(
-                crate::account::mail::SmtpMailer::new(&config.smtp)
-                    .map_err(|e| StartError::Other(format!("mail relay: {e}")))?,
-            ),
+            mailer: mailer.clone(),
             audit_recent: audit_recent.clone(),
+        });
+        let (nudge, invitation_nudges) = tokio::sync::mpsc::unbounded_channel();
+        let invitations = Arc::new(crate::invitations::InvitationsState {
+            config: config.clone(),
+            tenancy: tenancy.clone(),
+            keycloak: keycloak.clone(),
+            mailer,
+            audit_recent: audit_recent.clone(),
+            perms: perms.clone(),
+            teams: Arc::new(crate::teams::service::InvitationTeams),
+            nudge,
         });
         let session_api = Arc::new(SessionsState {
             sessions: sessions.clone(),
@@ -236,6 +253,8 @@ impl AppState {
             session_api,
             resources,
             plugins,
+            invitations,
+            invitation_nudges: std::sync::Mutex::new(Some(invitation_nudges)),
             ops,
             api_key_usage: Default::default(),
             audit_recent,
@@ -255,6 +274,7 @@ impl AppState {
             .with(self.sessions.clone())
             .with(self.resources.clone())
             .with(self.plugins.clone())
+            .with(self.invitations.clone())
             .with(self.api_key_usage.clone())
             .with(self.audit_recent.clone())
     }
@@ -310,6 +330,18 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         stop_rx.clone(),
     ));
     tokio::spawn(crate::plugins::service::warm(state.plugins.clone()));
+    if let Some(nudges) = state
+        .invitation_nudges
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        tokio::spawn(crate::invitations::delivery::worker(
+            state.invitations.clone(),
+            nudges,
+            stop_rx.clone(),
+        ));
+    }
     tokio::spawn(crate::rbac::cache::listen(
         state.redis_client.clone(),
         state.perms.clone(),

@@ -82,6 +82,7 @@ error_codes! {
     InvalidCredentials => (UNAUTHORIZED, "invalid-credentials", "The username or password is wrong"),
     RefreshTokenInvalid => (UNAUTHORIZED, "refresh-token-invalid", "The refresh token is invalid, expired or already used"),
     ResetTokenInvalid => (BAD_REQUEST, "reset-token-invalid", "The password-reset token is invalid, expired or already used"),
+    InvitationTokenInvalid => (BAD_REQUEST, "invitation-token-invalid", "The invitation token is invalid, expired, revoked or already used"),
     Forbidden => (FORBIDDEN, "forbidden", "The credentials do not allow this action"),
     TenantSuspended => (FORBIDDEN, "tenant-suspended", "The tenant is suspended"),
     UserInactive => (FORBIDDEN, "user-inactive", "The user is deactivated in this tenant"),
@@ -91,6 +92,8 @@ error_codes! {
     MethodNotAllowed => (METHOD_NOT_ALLOWED, "method-not-allowed", "The endpoint does not support this method"),
     NotAcceptable => (NOT_ACCEPTABLE, "not-acceptable", "No acceptable representation"),
     Conflict => (CONFLICT, "conflict", "The request conflicts with the current state"),
+    AlreadyMember => (CONFLICT, "already-member", "The address already belongs to a user of this tenant"),
+    InvitationExists => (CONFLICT, "invitation-exists", "An open invitation for this address exists"),
     PayloadTooLarge => (PAYLOAD_TOO_LARGE, "payload-too-large", "The request body is too large"),
     UnsupportedMediaType => (UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "The request body has an unsupported content type"),
     Validation => (UNPROCESSABLE_ENTITY, "validation", "The request body failed validation"),
@@ -136,6 +139,8 @@ pub struct ApiError {
     pub errors: Vec<FieldError>,
     /// Logged (never sent) when the code is a server error.
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// Sent as `Retry-After` (a limit that lifts after this many seconds).
+    pub retry_after_secs: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -152,7 +157,13 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             source: None,
+            retry_after_secs: None,
         }
+    }
+    /// The same error, telling the client when to try again.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs.max(1));
+        self
     }
     pub fn not_found(what: &str) -> Self {
         Self::new(ErrorCode::NotFound, format!("{what} not found"))

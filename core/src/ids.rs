@@ -145,6 +145,11 @@ prefixed_id!(
     PluginId,
     "plg"
 );
+prefixed_id!(
+    /// An invitation to join a tenant.
+    InvitationId,
+    "inv"
+);
 
 #[cfg(test)]
 mod tests {

@@ -103,6 +103,52 @@ pub mod tenant {
     }
 
     diesel::table! {
+        invitations (id) {
+            id -> Uuid,
+            email -> Text,
+            roles -> Array<Text>,
+            teams -> Array<Uuid>,
+            message -> Nullable<Text>,
+            locale -> Text,
+            status -> Text,
+            token_hash -> Nullable<Bytea>,
+            invited_by -> Nullable<Uuid>,
+            created_at -> Timestamptz,
+            updated_at -> Timestamptz,
+            expires_at -> Timestamptz,
+            sent_at -> Nullable<Timestamptz>,
+            opened_at -> Nullable<Timestamptz>,
+            accepted_at -> Nullable<Timestamptz>,
+            accepted_by -> Nullable<Uuid>,
+            revoked_at -> Nullable<Timestamptz>,
+            mail_status -> Text,
+            mail_attempts -> Integer,
+            mail_error -> Nullable<Text>,
+            mail_due_at -> Nullable<Timestamptz>,
+        }
+    }
+
+    diesel::table! {
+        invitation_templates (locale) {
+            locale -> Text,
+            subject -> Text,
+            text_body -> Text,
+            html_body -> Nullable<Text>,
+            updated_at -> Timestamptz,
+            updated_by -> Nullable<Uuid>,
+        }
+    }
+
+    diesel::table! {
+        invitation_policy (singleton) {
+            singleton -> Bool,
+            expiry_hours -> Integer,
+            allowed_domains -> Array<Text>,
+            updated_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
         notes (id) {
             id -> Uuid,
             title -> Text,
@@ -386,6 +432,7 @@ pub mod tenant {
         users,
         credentials,
         password_resets,
+        invitations,
         roles,
         role_parents,
         user_roles,

@@ -37,6 +37,8 @@ const FOUNDATION: &[&str] = &[
     "cursor",
     "csv",
     "keys",
+    "mail",
+    "onetime",
 ];
 const KERNEL: &[&str] = &["tenancy", "auth", "rbac", "audit", "outbox", "ratelimit"];
 const FEATURES: &[&str] = &[
@@ -48,6 +50,7 @@ const FEATURES: &[&str] = &[
     "resources",
     "plugins",
     "notes",
+    "invitations",
 ];
 const HTTP: &[&str] = &["http"];
 const APP: &[&str] = &["app", "main", "lib"];

@@ -18,7 +18,7 @@ use crate::ratelimit::Decision;
 use crate::tenancy::resolve::CurrentTenant;
 
 /// Spends from the client address's bucket; a locked-out or limited address is refused.
-async fn admit(state: &AccountState, req: &Request) -> ApiResult<std::net::IpAddr> {
+pub async fn admit(state: &AccountState, req: &Request) -> ApiResult<std::net::IpAddr> {
     let ip = crate::auth::hoops::client_ip(req, state.limiter.config().trust_forwarded_for);
     match state.limiter.check(ip, None).await {
         Decision::Locked { retry_after_secs } => Err(ApiError::new(
@@ -37,7 +37,7 @@ async fn admit(state: &AccountState, req: &Request) -> ApiResult<std::net::IpAdd
 
 /// The audit actor of an anonymous request: a `system` actor with the client's address, user
 /// agent and request id (the service names the user once a reset token proves who it is).
-fn anonymous_actor(
+pub fn anonymous_actor(
     state: &AccountState,
     req: &Request,
     depot: &Depot,

@@ -5,14 +5,13 @@
 //!
 //! Shape: `handlers` (HTTP, rate limits by client address) → `service` (rules, Keycloak,
 //! refresh-token records in Redis) → `repo` (reset-token digests) and `users::repo` for
-//! password hashes; `reset` is the pure token and mail rules, `mail` the [`mail::Mailer`] port
-//! and its SMTP implementation. **Invariants:** a refresh token works exactly once; a
+//! password hashes; `reset` is the pure token and mail rules; mail goes out through the
+//! foundation's [`crate::mail::Mailer`] port. **Invariants:** a refresh token works exactly once; a
 //! password-reset request never reveals whether the account exists, by its answer or its
 //! timing; a reset token works once, before its expiry, and is stored only as a digest; no
 //! password or token is logged.
 
 pub mod handlers;
-pub mod mail;
 pub mod repo;
 pub mod reset;
 pub mod service;
@@ -43,7 +42,7 @@ pub struct AccountState {
     /// A revoked session's refresh token is refused; a password reset ends every session.
     pub sessions: Arc<Sessions>,
     /// Local-mode tenants' password-reset mail.
-    pub mailer: Arc<dyn mail::Mailer>,
+    pub mailer: Arc<dyn crate::mail::Mailer>,
     /// Audit entries of password resets mark their tenant for the sealer.
     pub audit_recent: Arc<Recent>,
 }

@@ -6,47 +6,24 @@
 //! **Invariants:** a token holds 256 random bits and exists only in the mail; what is stored is
 //! its SHA-256; a token works once, before its expiry. Never logs a token.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 
-use super::mail::Mail;
+use crate::mail::Mail;
+pub use crate::onetime::NewToken;
 
 /// Every reset token starts with this (so that it is recognisable in a leak scanner).
 pub const PREFIX: &str = "ntp_";
-/// Random bytes in a token.
-const SECRET_BYTES: usize = 32;
 /// Characters of a token: the prefix and the base64url (unpadded) secret.
-pub const TOKEN_CHARS: usize = PREFIX.len() + (SECRET_BYTES * 4).div_ceil(3);
+pub const TOKEN_CHARS: usize = crate::onetime::token_chars(PREFIX);
 
-/// A fresh token (for the mail) and its digest (for the database).
-pub struct NewToken {
-    pub token: String,
-    pub digest: [u8; 32],
-}
-
-/// Makes a token from the operating system's randomness (through the thread's CSPRNG).
+/// Makes a reset token.
 pub fn new_token() -> NewToken {
-    let secret: [u8; SECRET_BYTES] = rand::random();
-    let token = format!("{PREFIX}{}", B64.encode(secret));
-    let digest = digest(&token);
-    NewToken { token, digest }
+    crate::onetime::new_token(PREFIX)
 }
 
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// The digest a presented token is looked up by; `None` when it cannot be a token at all (any
-/// length, NUL or other byte), so nothing of that shape reaches the database.
+/// The digest a presented reset token is looked up by; `None` when it cannot be one.
 pub fn digest_of(presented: &str) -> Option<[u8; 32]> {
-    let secret = presented.strip_prefix(PREFIX)?;
-    let well_formed = presented.len() == TOKEN_CHARS
-        && secret
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    well_formed.then(|| digest(presented))
+    crate::onetime::digest_of(PREFIX, presented)
 }
 
 /// What the database holds about one token.
@@ -76,10 +53,9 @@ impl Stored {
     }
 }
 
-/// The link of a reset mail: the configured page (`{tenant}` → slug) with the token in the
-/// fragment, which browsers keep out of requests and `Referer` headers.
+/// The link of a reset mail (the token in the fragment).
 pub fn link(template: &str, slug: &str, token: &str) -> String {
-    format!("{}#token={token}", template.replace("{tenant}", slug))
+    crate::onetime::link(template, slug, token)
 }
 
 /// Who a reset mail goes to and what it offers.
@@ -152,6 +128,7 @@ fn escape(s: &str) -> String {
 mod tests {
     use super::*;
     use chrono::Duration;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn tokens_are_long_random_and_stored_by_digest() {

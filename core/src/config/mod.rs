@@ -71,6 +71,47 @@ pub struct Config {
     pub search: SearchConfig,
     #[serde(default)]
     pub plugins: PluginsConfig,
+    #[serde(default)]
+    pub invitations: InvitationsConfig,
+}
+
+/// Invitations: their links, default lifetime, abuse limits and mail delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InvitationsConfig {
+    /// The page an invitation mail links to (an http(s) URL; `{tenant}` is replaced by the
+    /// tenant's slug); the token is appended as the fragment `#token=…`.
+    pub accept_url: String,
+    /// How long an invitation stays open unless the tenant's policy says otherwise.
+    pub default_expiry_hours: u32,
+    /// Invitations one user may send per rolling hour.
+    pub per_inviter_per_hour: u32,
+    /// Invitations a tenant may send per rolling hour.
+    pub per_tenant_per_hour: u32,
+    /// Delivery attempts of one mail before it is marked failed.
+    pub mail_max_attempts: u32,
+    /// The wait before the first retry of a failed mail; each further retry waits twice as long
+    /// (at most an hour).
+    pub mail_retry_base_ms: u64,
+    /// Mails sent at once by one instance.
+    pub mail_concurrency: usize,
+    /// Seconds between sweeps of every tenant for due mails and expired invitations.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for InvitationsConfig {
+    fn default() -> Self {
+        Self {
+            accept_url: "http://{tenant}.localhost:8080/accept-invitation".into(),
+            default_expiry_hours: 168,
+            per_inviter_per_hour: 1_000,
+            per_tenant_per_hour: 5_000,
+            mail_max_attempts: 6,
+            mail_retry_base_ms: 2_000,
+            mail_concurrency: 8,
+            sweep_interval_secs: 30,
+        }
+    }
 }
 
 /// The plugin runtime: compiled-code cache, per-call limits, circuit breaker, delivery.
@@ -752,6 +793,52 @@ impl Config {
                     "must be an http(s) URL without a fragment",
                 ));
             }
+        }
+        let inv = &self.invitations;
+        match url::Url::parse(&inv.accept_url.replace("{tenant}", "tenant")) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.fragment().is_none() => {}
+            _ => {
+                return Err(bad(
+                    "invitations.accept_url",
+                    "must be an http(s) URL without a fragment",
+                ));
+            }
+        }
+        if !(1..=2160).contains(&inv.default_expiry_hours) {
+            return Err(bad(
+                "invitations.default_expiry_hours",
+                "must be between 1 and 2160",
+            ));
+        }
+        if inv.per_inviter_per_hour == 0 || inv.per_tenant_per_hour == 0 {
+            return Err(bad(
+                "invitations.per_inviter_per_hour",
+                "hourly limits must be at least 1",
+            ));
+        }
+        if !(1..=50).contains(&inv.mail_max_attempts) {
+            return Err(bad(
+                "invitations.mail_max_attempts",
+                "must be between 1 and 50",
+            ));
+        }
+        if !(10..=3_600_000).contains(&inv.mail_retry_base_ms) {
+            return Err(bad(
+                "invitations.mail_retry_base_ms",
+                "must be between 10 and 3600000",
+            ));
+        }
+        if !(1..=64).contains(&inv.mail_concurrency) {
+            return Err(bad(
+                "invitations.mail_concurrency",
+                "must be between 1 and 64",
+            ));
+        }
+        if !(1..=3600).contains(&inv.sweep_interval_secs) {
+            return Err(bad(
+                "invitations.sweep_interval_secs",
+                "must be between 1 and 3600",
+            ));
         }
         if self.tenancy.cache_ttl_secs > 3600 {
             return Err(bad("tenancy.cache_ttl_secs", "must be at most 3600"));

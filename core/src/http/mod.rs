@@ -46,6 +46,7 @@ fn tenant_api() -> Router {
         .hoop(crate::tenancy::hoops::ResolveTenant)
         // Sign-in, token refresh and password reset need the tenant but no access token.
         .push(crate::account::handlers::router())
+        .push(crate::invitations::handlers::public_router())
         .push(authenticated_api())
 }
 
@@ -58,6 +59,7 @@ fn authenticated_api() -> Router {
         .push(crate::sessions::handlers::router())
         .push(crate::apikeys::handlers::router())
         .push(crate::users::handlers::admin_router())
+        .push(crate::invitations::handlers::router())
         .push(crate::notes::handlers::router())
         .push(crate::rbac::handlers::router())
         .push(crate::teams::handlers::router())

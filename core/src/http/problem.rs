@@ -82,6 +82,10 @@ pub fn render(err: ApiError, req: &Request, depot: &Depot, res: &mut Response) {
         res.headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
+    if let Some(secs) = err.retry_after_secs {
+        res.headers_mut()
+            .insert(salvo::http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

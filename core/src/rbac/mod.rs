@@ -184,6 +184,10 @@ pub mod need {
         PluginsRead => ("plugins", "read", Tenant);
         PluginsUpload => ("plugins", "upload", Tenant);
         PluginsManage => ("plugins", "manage", Tenant);
+        InvitationsCreate => ("invitations", "create", Tenant);
+        InvitationsRead => ("invitations", "read", Tenant);
+        InvitationsRevoke => ("invitations", "revoke", Tenant);
+        InvitationsConfigure => ("invitations", "configure", Tenant);
     }
 }
 

@@ -164,6 +164,11 @@ pub const CATALOG: &[(&str, &[&str], &str)] = &[
         &["create", "read", "update", "deactivate", "delete"],
         "Users of the tenant",
     ),
+    (
+        "invitations",
+        &["create", "read", "revoke", "configure"],
+        "Invitations, their mail templates and the tenant's invitation policy",
+    ),
     ("sessions", &["read", "revoke"], "Sign-in sessions"),
     ("api_keys", &["create", "read", "revoke"], "API keys"),
     (
@@ -261,6 +266,7 @@ pub const TEMPLATES: &[(&str, &str, &str, &[&str], bool)] = &[
         &[
             "notes.*.tenant",
             "users.*.tenant",
+            "invitations.*.tenant",
             "sessions.*.tenant",
             "api_keys.*.tenant",
             "roles.*.tenant",

@@ -5,9 +5,11 @@
 //!
 //! This file only names the parts and re-exports their use cases: `rules` (checks shared by
 //! all of them), `templates`, `tree` (create, read, change, move, merge, split), `members`
-//! (members and team roles), `shares`, `analytics` (analytics and the org chart).
+//! (members and team roles), `shares`, `analytics` (analytics and the org chart), `joining`
+//! (the invitations' port to team membership).
 
 mod analytics;
+mod joining;
 mod members;
 mod rules;
 mod shares;
@@ -15,6 +17,7 @@ mod templates;
 mod tree;
 
 pub use analytics::{analytics, chart};
+pub use joining::InvitationTeams;
 pub use members::{
     add_members, add_team_role, members, remove_member, remove_team_role, set_member_role,
     team_roles,

@@ -1,6 +1,6 @@
-//! Outgoing account mail: the [`Mailer`] port the account rules send through, and its SMTP
-//! implementation (lettre, to the relay in `[smtp]`). Tests put an in-process fake behind the
-//! same trait.
+//! Outgoing mail: the [`Mailer`] port features send through (password resets, invitations),
+//! and its SMTP implementation (lettre, to the relay in `[smtp]`). Tests put an in-process
+//! fake behind the same trait.
 //!
 //! Owns building a MIME message (multipart text + HTML) and talking to the relay; never decides
 //! who gets mail or what it says, and never logs a message body (it carries secrets such as
