@@ -23,6 +23,7 @@ pub mod error;
 pub mod http;
 pub mod ids;
 pub mod invitations;
+pub mod json_schema;
 pub mod keys;
 pub mod mail;
 pub mod metrics;

@@ -89,6 +89,17 @@ pub mod tenant {
             created_at -> Timestamptz,
             updated_at -> Timestamptz,
             last_seen_at -> Timestamptz,
+            attributes -> Jsonb,
+            preferences -> Jsonb,
+        }
+    }
+
+    diesel::table! {
+        user_attribute_schema (singleton) {
+            singleton -> Bool,
+            schema -> Jsonb,
+            self_editable -> Array<Text>,
+            updated_at -> Timestamptz,
         }
     }
 

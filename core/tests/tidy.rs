@@ -39,6 +39,7 @@ const FOUNDATION: &[&str] = &[
     "keys",
     "mail",
     "onetime",
+    "json_schema",
 ];
 const KERNEL: &[&str] = &["tenancy", "auth", "rbac", "audit", "outbox", "ratelimit"];
 const FEATURES: &[&str] = &[

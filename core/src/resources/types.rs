@@ -43,14 +43,7 @@ fn err(errors: &mut Vec<FieldError>, pointer: impl Into<String>, message: impl I
     });
 }
 
-/// Compiles `schema` into a validator with the platform's options.
-pub fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
-    jsonschema::options()
-        .should_validate_formats(true)
-        .with_pattern_options(jsonschema::PatternOptions::regex())
-        .build(schema)
-        .map_err(|e| e.to_string())
-}
+pub use crate::json_schema::compile;
 
 /// The JSON type(s) a top-level property declares, if it declares any.
 fn property_types(schema: &Value, field: &str) -> Option<Vec<String>> {
@@ -196,14 +189,7 @@ fn check_relationships(
 
 /// Field errors of `data` against `validator`, each under `prefix` (e.g. `/data`).
 pub fn validate(validator: &jsonschema::Validator, data: &Value, prefix: &str) -> Vec<FieldError> {
-    validator
-        .iter_errors(data)
-        .take(100)
-        .map(|e| FieldError {
-            pointer: format!("{prefix}{}", e.instance_path()),
-            message: e.to_string(),
-        })
-        .collect()
+    crate::json_schema::violations(validator, data, prefix)
 }
 
 /// Applies a type change's migration to one resource's data.

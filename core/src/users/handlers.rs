@@ -4,11 +4,11 @@
 use salvo::oapi::endpoint;
 use salvo::prelude::*;
 
-use super::{CurrentUser, Me, NewUser, User, UserPatch, UsersState, service};
+use super::{CurrentUser, Me, NewUser, User, UserFilter, UserPatch, UsersState, profile, service};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::extract::{JsonBody, ListParams, Page, Path, dep};
 use crate::http::reply::{NoContent, Reply};
-use crate::ids::UserId;
+use crate::ids::{TeamId, UserId};
 use crate::rbac::need::{UsersCreate, UsersDeactivate, UsersDelete, UsersRead, UsersUpdate};
 use crate::rbac::perm::Scope;
 use crate::rbac::{Caller, Can};
@@ -43,7 +43,54 @@ pub async fn create_user(
     Ok(Reply::created(user, location))
 }
 
-/// List the tenant's users, oldest first.
+/// The list filter from the query: `q`, `status`, `role`, `team` and `attr.<name>`.
+fn user_filter(req: &Request) -> ApiResult<UserFilter> {
+    let bad = |name: &str, what: &str| {
+        ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("query parameter `{name}` must be {what}"),
+        )
+    };
+    let mut filter = UserFilter::default();
+    for (name, value) in req.queries().iter() {
+        match name.as_str() {
+            "q" if value.chars().count() <= 200 => filter.q = Some(value.clone()),
+            "q" => return Err(bad("q", "at most 200 characters")),
+            "status" if matches!(value.as_str(), "active" | "deactivated" | "deleted") => {
+                filter.status = Some(value.clone())
+            }
+            "status" => return Err(bad("status", "active, deactivated or deleted")),
+            "role" if (1..=100).contains(&value.len()) => filter.role = Some(value.clone()),
+            "role" => return Err(bad("role", "a role key")),
+            "team" => {
+                let team: TeamId = value
+                    .parse()
+                    .map_err(|_| bad("team", "a team id (team_…)"))?;
+                filter.team = Some(team.0);
+            }
+            other if other.starts_with("attr.") => {
+                let key = &other["attr.".len()..];
+                if key.is_empty() || key.len() > 100 || value.len() > 1000 {
+                    return Err(bad(
+                        other,
+                        "attr.<name>=<value> with a short name and value",
+                    ));
+                }
+                if filter.attributes.len() >= 10 {
+                    return Err(bad("attr.*", "at most 10 attribute conditions"));
+                }
+                let parsed = serde_json::from_str(value)
+                    .unwrap_or_else(|_| serde_json::Value::String(value.clone()));
+                filter.attributes.push((key.to_string(), parsed));
+            }
+            _ => {}
+        }
+    }
+    Ok(filter)
+}
+
+/// List the tenant's users, oldest first; filter with `q` (email, username or display name),
+/// `status`, `role` (held directly), `team` (member of) and `attr.<name>=<value>`.
 #[endpoint(
     operation_id = "neotenant.users.admin.list_users",
     tags("users"),
@@ -53,8 +100,10 @@ pub async fn list_users(
     _can: Can<UsersRead>,
     tenant: CurrentTenant,
     page: ListParams<UserId>,
+    req: &mut Request,
 ) -> ApiResult<Reply<Page<User>>> {
-    let rows = service::list(&tenant.0.db, page.after, i64::from(page.limit) + 1).await?;
+    let filter = user_filter(req)?;
+    let rows = service::list(&tenant.0.db, &filter, page.after, i64::from(page.limit) + 1).await?;
     Ok(Reply::ok(Page::from_rows(rows, page.limit, |u| u.id)))
 }
 
@@ -160,9 +209,105 @@ pub async fn delete_user(
     Ok(NoContent)
 }
 
+/// The tenant's schema for user attributes, and which of them users may edit on themselves.
+#[endpoint(
+    operation_id = "neotenant.users.profile.get_attribute_schema",
+    tags("users"),
+    status_codes(200, 401, 403)
+)]
+pub async fn get_attribute_schema(
+    can: Can<UsersRead>,
+) -> ApiResult<Reply<profile::AttributeSchema>> {
+    Ok(Reply::ok(profile::schema(can.db()).await?))
+}
+
+/// Replace the attribute schema (a JSON Schema of an object; applies to writes from now on).
+#[endpoint(
+    operation_id = "neotenant.users.profile.put_attribute_schema",
+    tags("users"),
+    status_codes(200, 401, 403, 422)
+)]
+pub async fn put_attribute_schema(
+    can: Can<UsersUpdate>,
+    body: JsonBody<profile::AttributeSchemaInput>,
+) -> ApiResult<Reply<profile::AttributeSchema>> {
+    Ok(Reply::ok(
+        profile::put_schema(can.db(), &can.actor, &body.0).await?,
+    ))
+}
+
+/// A user's custom attributes (the user itself, or with `users.read.tenant`).
+#[endpoint(
+    operation_id = "neotenant.users.profile.get_attributes",
+    tags("users"),
+    status_codes(200, 400, 401, 403, 404)
+)]
+pub async fn get_attributes(
+    caller: Caller,
+    id: Path<UserId>,
+) -> ApiResult<Reply<profile::Attributes>> {
+    if caller.user.user.id != id.0 {
+        caller.require("users", "read", Scope::Tenant)?;
+    }
+    Ok(Reply::ok(profile::attributes(caller.db(), id.0).await?))
+}
+
+/// Change a user's attributes with a JSON merge patch: any of them with `users.update.tenant`,
+/// or the self-editable ones on yourself. The result must satisfy the attribute schema.
+#[endpoint(
+    operation_id = "neotenant.users.profile.patch_attributes",
+    tags("users"),
+    status_codes(200, 400, 401, 403, 404, 422)
+)]
+pub async fn patch_attributes(
+    caller: Caller,
+    id: Path<UserId>,
+    body: JsonBody<serde_json::Value>,
+) -> ApiResult<Reply<profile::Attributes>> {
+    let as_admin = caller.allows("users", "update", Scope::Tenant);
+    if caller.user.user.id != id.0 && !as_admin {
+        caller.require("users", "update", Scope::Tenant)?;
+    }
+    Ok(Reply::ok(
+        profile::patch_attributes(caller.db(), &caller.actor, id.0, &body.0, as_admin).await?,
+    ))
+}
+
+/// My preferences (locale, time zone, notification defaults), defaults filled in.
+#[endpoint(
+    operation_id = "neotenant.users.profile.my_preferences",
+    tags("users"),
+    status_codes(200, 401)
+)]
+pub async fn my_preferences(caller: Caller) -> ApiResult<Reply<profile::Preferences>> {
+    Ok(Reply::ok(
+        profile::preferences(caller.db(), caller.user.user.id).await?,
+    ))
+}
+
+/// Change my preferences (absent fields stay).
+#[endpoint(
+    operation_id = "neotenant.users.profile.patch_my_preferences",
+    tags("users"),
+    status_codes(200, 401, 422)
+)]
+pub async fn patch_my_preferences(
+    caller: Caller,
+    body: JsonBody<profile::PreferencesPatch>,
+) -> ApiResult<Reply<profile::Preferences>> {
+    Ok(Reply::ok(
+        profile::patch_preferences(caller.db(), &caller.actor, caller.user.user.id, &body.0)
+            .await?,
+    ))
+}
+
 /// `/v1/me`.
 pub fn router() -> Router {
-    Router::with_path("me").get(me)
+    Router::with_path("me").get(me).push(
+        Router::with_path("preferences")
+            .get(my_preferences)
+            .patch(patch_my_preferences),
+    )
 }
 
 /// `/v1/users`: management by tenant admins.
@@ -171,10 +316,20 @@ pub fn admin_router() -> Router {
         .get(list_users)
         .post(create_user)
         .push(
+            Router::with_path("attribute-schema")
+                .get(get_attribute_schema)
+                .put(put_attribute_schema),
+        )
+        .push(
             Router::with_path("{id}")
                 .get(get_user)
                 .patch(patch_user)
                 .delete(delete_user)
+                .push(
+                    Router::with_path("attributes")
+                        .get(get_attributes)
+                        .patch(patch_attributes),
+                )
                 .push(Router::with_path("deactivate").post(deactivate_user))
                 .push(Router::with_path("reactivate").post(reactivate_user)),
         )

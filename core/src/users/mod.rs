@@ -8,6 +8,7 @@
 
 pub mod handlers;
 pub mod hoops;
+pub mod profile;
 pub mod repo;
 pub mod service;
 
@@ -77,6 +78,33 @@ pub struct NewUser {
 
 fn yes() -> bool {
     true
+}
+
+/// The tenant's attribute schema.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[salvo(schema(name = "neotenant.users.AttributeSchema"))]
+pub struct AttributeSchema {
+    /// A JSON Schema of `"type": "object"`; `{}` (any object) when none was saved.
+    pub schema: serde_json::Value,
+    /// Top-level attributes a user may edit on themself.
+    pub self_editable: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Which users to list: every given condition holds.
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    /// A substring of the email, username or display name (case-insensitive).
+    pub q: Option<String>,
+    pub status: Option<String>,
+    /// Holds this role directly (unexpired).
+    pub role: Option<String>,
+    /// Is a member of this team.
+    pub team: Option<uuid::Uuid>,
+    /// Attributes equal to these values (`attr.<name>=<value>`; a value that parses as JSON is
+    /// compared as that JSON, otherwise as a string).
+    pub attributes: Vec<(String, serde_json::Value)>,
 }
 
 /// Fields to change.

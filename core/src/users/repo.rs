@@ -266,12 +266,14 @@ pub async fn insert(
         .map(User::from)
 }
 
-/// A page of users by id, oldest first (`limit` rows after `after`).
+/// A page of users by id, oldest first (`limit` rows after `after`), filtered.
 pub async fn page(
     conn: &mut AsyncPgConnection,
+    filter: &super::UserFilter,
     after: Option<UserId>,
     limit: i64,
 ) -> QueryResult<Vec<User>> {
+    use diesel::sql_types::{Bool, Jsonb, Text, Uuid as SqlUuid};
     let mut query = users::table
         .select(row_selection())
         .order(users::id.asc())
@@ -279,6 +281,51 @@ pub async fn page(
         .into_boxed();
     if let Some(after) = after {
         query = query.filter(users::id.gt(after.0));
+    }
+    if let Some(status) = &filter.status {
+        query = query.filter(users::status.eq(status.clone()));
+    }
+    if let Some(q) = &filter.q {
+        let pattern = format!(
+            "%{}%",
+            q.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        query = query.filter(
+            diesel::dsl::sql::<Bool>("(email ILIKE ")
+                .bind::<Text, _>(pattern.clone())
+                .sql(" OR username ILIKE ")
+                .bind::<Text, _>(pattern.clone())
+                .sql(" OR display_name ILIKE ")
+                .bind::<Text, _>(pattern)
+                .sql(")"),
+        );
+    }
+    if let Some(role) = &filter.role {
+        query = query.filter(
+            diesel::dsl::sql::<Bool>(
+                "id IN (SELECT ur.user_id FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
+                 WHERE r.key = ",
+            )
+            .bind::<Text, _>(role.clone())
+            .sql(" AND (ur.expires_at IS NULL OR ur.expires_at > now()))"),
+        );
+    }
+    if let Some(team) = filter.team {
+        query = query.filter(
+            diesel::dsl::sql::<Bool>("id IN (SELECT user_id FROM team_members WHERE team_id = ")
+                .bind::<SqlUuid, _>(team)
+                .sql(")"),
+        );
+    }
+    for (key, value) in &filter.attributes {
+        let mut wanted = serde_json::Map::new();
+        wanted.insert(key.clone(), value.clone());
+        query = query.filter(
+            diesel::dsl::sql::<Bool>("attributes @> ")
+                .bind::<Jsonb, _>(serde_json::Value::Object(wanted)),
+        );
     }
     Ok(query
         .load(conn)
@@ -326,4 +373,123 @@ pub async fn active_by_email(
         .limit(limit)
         .load(&mut conn)
         .await
+}
+
+/// The tenant's attribute schema, if one was saved.
+pub async fn attribute_schema(
+    conn: &mut AsyncPgConnection,
+) -> QueryResult<Option<super::AttributeSchema>> {
+    use crate::schema::tenant::user_attribute_schema as s;
+    s::table
+        .select((s::schema, s::self_editable, s::updated_at))
+        .first::<(serde_json::Value, Vec<String>, DateTime<Utc>)>(conn)
+        .await
+        .optional()
+        .map(|row| {
+            row.map(|(schema, self_editable, at)| super::AttributeSchema {
+                schema,
+                self_editable,
+                updated_at: Some(at),
+            })
+        })
+}
+
+pub async fn put_attribute_schema(
+    conn: &mut AsyncPgConnection,
+    schema: &serde_json::Value,
+    self_editable: &[String],
+) -> QueryResult<super::AttributeSchema> {
+    use crate::schema::tenant::user_attribute_schema as s;
+    let now = Utc::now();
+    diesel::insert_into(s::table)
+        .values((
+            s::singleton.eq(true),
+            s::schema.eq(schema),
+            s::self_editable.eq(self_editable),
+            s::updated_at.eq(now),
+        ))
+        .on_conflict(s::singleton)
+        .do_update()
+        .set((
+            s::schema.eq(schema),
+            s::self_editable.eq(self_editable),
+            s::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(super::AttributeSchema {
+        schema: schema.clone(),
+        self_editable: self_editable.to_vec(),
+        updated_at: Some(now),
+    })
+}
+
+/// A user's attributes (`None`: no such user).
+pub async fn attributes(
+    conn: &mut AsyncPgConnection,
+    id: UserId,
+) -> QueryResult<Option<serde_json::Value>> {
+    users::table
+        .find(id.0)
+        .filter(users::status.ne("deleted"))
+        .select(users::attributes)
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// A user's attributes, row-locked until the transaction ends.
+pub async fn lock_attributes(
+    conn: &mut AsyncPgConnection,
+    id: UserId,
+) -> QueryResult<Option<serde_json::Value>> {
+    users::table
+        .find(id.0)
+        .filter(users::status.ne("deleted"))
+        .select(users::attributes)
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn set_attributes(
+    conn: &mut AsyncPgConnection,
+    id: UserId,
+    attributes: &serde_json::Value,
+) -> QueryResult<()> {
+    diesel::update(users::table.find(id.0))
+        .set((
+            users::attributes.eq(attributes),
+            users::updated_at.eq(Utc::now()),
+        ))
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// A user's stored preferences (`None`: no such user).
+pub async fn preferences(
+    conn: &mut AsyncPgConnection,
+    id: UserId,
+) -> QueryResult<Option<serde_json::Value>> {
+    users::table
+        .find(id.0)
+        .select(users::preferences)
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn set_preferences(
+    conn: &mut AsyncPgConnection,
+    id: UserId,
+    preferences: &serde_json::Value,
+) -> QueryResult<()> {
+    diesel::update(users::table.find(id.0))
+        .set(users::preferences.eq(preferences))
+        .execute(conn)
+        .await
+        .map(|_| ())
 }

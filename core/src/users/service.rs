@@ -436,8 +436,13 @@ pub async fn create(
 
 /// A page of the tenant's users, oldest first (`limit` + 1 rows: the extra one says there is
 /// a next page).
-pub async fn list(db: &TenantDb, after: Option<UserId>, limit: i64) -> ApiResult<Vec<User>> {
-    db.transaction(async |tx| Ok::<_, ApiError>(repo::page(tx.conn(), after, limit).await?))
+pub async fn list(
+    db: &TenantDb,
+    filter: &super::UserFilter,
+    after: Option<UserId>,
+    limit: i64,
+) -> ApiResult<Vec<User>> {
+    db.transaction(async |tx| Ok::<_, ApiError>(repo::page(tx.conn(), filter, after, limit).await?))
         .await
 }
 

@@ -1,0 +1,199 @@
+//! User profiles: custom attributes under the tenant's attribute schema (one 422 listing every
+//! problem; users edit only self-editable attributes on themselves) and typed preferences.
+
+use neotenant_tests::{Fetch, TestApp, expect_problem, tenant_with_admin};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn attributes_follow_the_schema_and_the_self_edit_rule() {
+    let app = TestApp::start().await;
+    let (t, member, boss, boss_id) = tenant_with_admin(&app).await;
+    let as_boss = |m: Method, path: &str| app.anonymous(m, &t.slug, path).bearer_auth(&boss);
+    let as_member = |m: Method, path: &str| app.tenant_req(m, &t.slug, path);
+
+    let res = as_boss(Method::PUT, "/v1/users/attribute-schema")
+        .json(&json!({"schema": {"type": "object", "properties": {"age": {"type": "integr"}}}}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 422, "validation").await;
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "nickname": {"type": "string", "maxLength": 20},
+            "department": {"type": "string", "enum": ["eng", "sales"]},
+            "level": {"type": "integer", "minimum": 1}
+        },
+        "additionalProperties": false
+    });
+    let res = as_boss(Method::PUT, "/v1/users/attribute-schema")
+        .json(&json!({"schema": schema, "self_editable": ["nickname", "ghost"]}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(res, 422, "validation").await;
+    assert_eq!(problem["errors"][0]["pointer"], "/self_editable/1");
+    let res = as_boss(Method::PUT, "/v1/users/attribute-schema")
+        .json(&json!({"schema": schema, "self_editable": ["nickname"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // A member reads the schema only with users.read.
+    let res = as_member(Method::GET, "/v1/users/attribute-schema")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 403, "forbidden").await;
+
+    let mine = format!("/v1/users/{member}/attributes");
+    let res = as_member(Method::PATCH, &mine)
+        .json(&json!({"nickname": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = as_member(Method::PATCH, &mine)
+        .json(&json!({"department": "eng"}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(res, 403, "forbidden").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("department"),
+        "{problem}"
+    );
+    let res = as_member(Method::PATCH, &format!("/v1/users/{boss_id}/attributes"))
+        .json(&json!({"nickname": "Boss"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 403, "forbidden").await;
+
+    let res = as_boss(Method::PATCH, &mine)
+        .json(&json!({"department": "nope", "level": 0, "extra": 1}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(res, 422, "validation").await;
+    assert_eq!(
+        problem["errors"].as_array().unwrap().len(),
+        3,
+        "every problem at once: {problem}"
+    );
+    let res = as_boss(Method::PATCH, &mine)
+        .json(&json!({"department": "eng", "level": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let got: Value = as_member(Method::GET, &mine).fetch_json().await;
+    assert_eq!(
+        got["attributes"],
+        json!({"nickname": "Ada", "department": "eng", "level": 2})
+    );
+    let got: Value = as_boss(Method::PATCH, &mine)
+        .json(&json!({"nickname": null}))
+        .fetch_json()
+        .await;
+    assert_eq!(got["attributes"], json!({"department": "eng", "level": 2}));
+    for bad in [json!([1]), json!("x")] {
+        let res = as_boss(Method::PATCH, &mine)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        expect_problem(res, 422, "validation").await;
+    }
+    let res = as_boss(
+        Method::GET,
+        "/v1/users/usr_0193a8c5e1f27b3c9d4e5f6a7b8c9d0e/attributes",
+    )
+    .send()
+    .await
+    .unwrap();
+    expect_problem(res, 404, "not-found").await;
+    // Searching and filtering users.
+    let ids = |v: Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let found = ids(
+        as_boss(Method::GET, "/v1/users?attr.department=eng&attr.level=2")
+            .fetch_json()
+            .await,
+    );
+    assert_eq!(found, vec![member.clone()]);
+    let found = ids(as_boss(Method::GET, "/v1/users?attr.level=%222%22")
+        .fetch_json()
+        .await);
+    assert!(found.is_empty(), "a JSON string \"2\" is not the number 2");
+    let found = ids(as_boss(Method::GET, "/v1/users?role=admin")
+        .fetch_json()
+        .await);
+    assert_eq!(found, vec![boss_id.clone()]);
+    let found = ids(as_boss(Method::GET, "/v1/users?q=BOSS-&status=active")
+        .fetch_json()
+        .await);
+    assert_eq!(found, vec![boss_id.clone()]);
+    let found = ids(as_boss(Method::GET, "/v1/users?q=%25").fetch_json().await);
+    assert!(found.is_empty(), "% is matched literally");
+    for bad in [
+        "/v1/users?status=zzz",
+        "/v1/users?team=nope",
+        "/v1/users?attr.=1",
+    ] {
+        let res = as_boss(Method::GET, bad).send().await.unwrap();
+        expect_problem(res, 400, "invalid-parameter").await;
+    }
+    let actions = neotenant_tests::audit_actions(&app, &t).await;
+    assert!(
+        actions.iter().any(|a| a == "user.attributes_updated"),
+        "{actions:?}"
+    );
+    assert!(actions.iter().any(|a| a == "user.attribute_schema_updated"));
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn preferences_are_typed_and_default() {
+    let app = TestApp::start().await;
+    let t = app.with_tenant("us", "schema").await;
+    let req = |m: Method| app.tenant_req(m, &t.slug, "/v1/me/preferences");
+    let got: Value = req(Method::GET).fetch_json().await;
+    assert_eq!(
+        got,
+        json!({"locale": "en", "time_zone": "UTC",
+                           "notifications": {"email": true, "in_app": true}})
+    );
+    let res = req(Method::PATCH)
+        .json(&json!({"time_zone": "Mars/Olympus", "locale": "english"}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(res, 422, "validation").await;
+    assert_eq!(problem["errors"].as_array().unwrap().len(), 2);
+    let res = req(Method::PATCH)
+        .json(&json!({"theme": "dark"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 422, "validation").await;
+    let got: Value = req(Method::PATCH)
+        .json(&json!({"time_zone": "Europe/Berlin", "locale": "de"}))
+        .fetch_json()
+        .await;
+    assert_eq!(got["time_zone"], "Europe/Berlin");
+    let got: Value = req(Method::PATCH)
+        .json(&json!({"notifications": {"email": false, "in_app": true}}))
+        .fetch_json()
+        .await;
+    assert_eq!(got["locale"], "de", "earlier changes stay");
+    assert_eq!(got["notifications"]["email"], false);
+    app.cleanup().await;
+}
