@@ -197,3 +197,118 @@ async fn preferences_are_typed_and_default() {
     assert_eq!(got["notifications"]["email"], false);
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn bulk_user_changes_answer_each_user_and_spare_the_caller() {
+    let app = TestApp::start().await;
+    let (t, member, boss, boss_id) = tenant_with_admin(&app).await;
+    let other_token = app
+        .member_token(
+            &t.realm,
+            t.organization.as_deref(),
+            &format!("o-{}", t.slug),
+        )
+        .await;
+    let other = neotenant_tests::me(&app, &t.slug, &other_token).await;
+    let bulk = |body: Value| {
+        app.anonymous(Method::POST, &t.slug, "/v1/users/bulk")
+            .bearer_auth(&boss)
+            .json(&body)
+            .send()
+    };
+    let res = bulk(json!({"action": "deactivate", "user_ids": [member, other, boss_id]}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let result: Value = res.json().await.unwrap();
+    assert_eq!(result["succeeded"], 2, "{result}");
+    assert_eq!(result["failed"], 1, "{result}");
+    let mine = result["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["user_id"] == boss_id.as_str())
+        .unwrap();
+    assert_eq!(mine["status"], 409, "the caller is spared: {result}");
+    // Deactivated users' sessions end at once.
+    let res = app
+        .tenant_req(Method::GET, &t.slug, "/v1/me")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 401, "session-revoked").await;
+    let res = bulk(json!({"action": "reactivate", "user_ids": [member, other]}))
+        .await
+        .unwrap();
+    let result: Value = res.json().await.unwrap();
+    assert_eq!(result["succeeded"], 2, "{result}");
+    let res = bulk(json!({"action": "assign_role", "user_ids": [member, other], "role": "viewer"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let holders: Value = app
+        .anonymous(Method::GET, &t.slug, "/v1/roles/viewer/assignments")
+        .bearer_auth(&boss)
+        .fetch_json()
+        .await;
+    for id in [&member, &other] {
+        assert!(holders.to_string().contains(id.as_str()), "{holders}");
+    }
+    let team: Value = app
+        .anonymous(Method::POST, &t.slug, "/v1/teams")
+        .bearer_auth(&boss)
+        .json(&json!({"name": "Bulk"}))
+        .fetch_json()
+        .await;
+    let res =
+        bulk(json!({"action": "add_to_team", "user_ids": [member, other], "team": team["id"]}))
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 200);
+    let members: Value = app
+        .anonymous(
+            Method::GET,
+            &t.slug,
+            &format!("/v1/teams/{}/members", team["id"].as_str().unwrap()),
+        )
+        .bearer_auth(&boss)
+        .fetch_json()
+        .await;
+    assert_eq!(members.as_array().map(Vec::len), Some(2), "{members}");
+    // Bad calls change nothing.
+    for (body, status) in [
+        (json!({"action": "deactivate", "user_ids": []}), 422),
+        (json!({"action": "assign_role", "user_ids": [member]}), 422),
+        (json!({"action": "add_to_team", "user_ids": [member]}), 422),
+        (json!({"action": "explode", "user_ids": [member]}), 422),
+        (
+            json!({"action": "deactivate", "user_ids": ["usr_nope"]}),
+            422,
+        ),
+    ] {
+        let res = bulk(body.clone()).await.unwrap();
+        assert_eq!(res.status(), status, "{body}");
+    }
+    let many: Vec<String> = (0..1001).map(|_| member.clone()).collect();
+    let res = bulk(json!({"action": "deactivate", "user_ids": many}))
+        .await
+        .unwrap();
+    expect_problem(res, 422, "validation").await;
+    // A member may not deactivate anyone.
+    let plain = app
+        .member_token(
+            &t.realm,
+            t.organization.as_deref(),
+            &format!("p-{}", t.slug),
+        )
+        .await;
+    let res = app
+        .anonymous(Method::POST, &t.slug, "/v1/users/bulk")
+        .bearer_auth(&plain)
+        .json(&json!({"action": "deactivate", "user_ids": [other]}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 403, "forbidden").await;
+    app.cleanup().await;
+}

@@ -4,7 +4,9 @@
 use salvo::oapi::endpoint;
 use salvo::prelude::*;
 
-use super::{CurrentUser, Me, NewUser, User, UserFilter, UserPatch, UsersState, profile, service};
+use super::{
+    CurrentUser, Me, NewUser, User, UserFilter, UserPatch, UsersState, bulk, profile, service,
+};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::extract::{JsonBody, ListParams, Page, Path, dep};
 use crate::http::reply::{NoContent, Reply};
@@ -301,6 +303,73 @@ pub async fn patch_my_preferences(
     ))
 }
 
+/// Change up to 1,000 users at once: `deactivate`, `reactivate` and `delete` item by item (each
+/// answered on its own), `assign_role` and `add_to_team` all or nothing. Each action needs the
+/// permission its single-user route needs.
+#[endpoint(
+    operation_id = "neotenant.users.admin.bulk",
+    tags("users"),
+    status_codes(200, 400, 401, 403, 404, 413, 422, 503)
+)]
+pub async fn bulk_users(
+    caller: Caller,
+    tenant: CurrentTenant,
+    body: JsonBody<bulk::BulkRequest>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<bulk::BulkResult>> {
+    use bulk::BulkAction as A;
+    let input = body.0;
+    bulk::check(&input)?;
+    let result = match input.action {
+        A::Deactivate | A::Reactivate | A::Delete => {
+            let action = if input.action == A::Delete {
+                "delete"
+            } else {
+                "deactivate"
+            };
+            caller.require("users", action, Scope::Tenant)?;
+            let state = dep::<UsersState>(depot)?;
+            bulk::change_each(
+                &state,
+                &tenant.0,
+                &caller.actor,
+                caller.user.user.id,
+                input.action,
+                &input.user_ids,
+            )
+            .await?
+        }
+        A::AssignRole => {
+            caller.require("roles", "assign", Scope::Tenant)?;
+            let state = dep::<crate::rbac::RbacState>(depot)?;
+            let Some(role) = input.role.as_deref() else {
+                return Err(ApiError::new(
+                    ErrorCode::Validation,
+                    "assign_role needs a role",
+                ));
+            };
+            crate::rbac::service::assign(&state, &caller, role, &input.user_ids, None).await?;
+            bulk::BulkResult::all(&input.user_ids, 200)
+        }
+        A::AddToTeam => {
+            let state = dep::<crate::rbac::RbacState>(depot)?;
+            let Some(team) = input.team else {
+                return Err(ApiError::new(
+                    ErrorCode::Validation,
+                    "add_to_team needs a team",
+                ));
+            };
+            let members = crate::teams::AddMembers {
+                user_ids: input.user_ids.clone(),
+                team_role: None,
+            };
+            crate::teams::service::add_members(&state, &caller, team, &members).await?;
+            bulk::BulkResult::all(&input.user_ids, 200)
+        }
+    };
+    Ok(Reply::ok(result))
+}
+
 /// `/v1/me`.
 pub fn router() -> Router {
     Router::with_path("me").get(me).push(
@@ -315,6 +384,7 @@ pub fn admin_router() -> Router {
     Router::with_path("users")
         .get(list_users)
         .post(create_user)
+        .push(Router::with_path("bulk").post(bulk_users))
         .push(
             Router::with_path("attribute-schema")
                 .get(get_attribute_schema)

@@ -6,6 +6,7 @@
 //! an *active* user of its tenant: a deactivated or deleted user is refused even with a valid
 //! token. Never trusts anything but the validated token for identity.
 
+pub mod bulk;
 pub mod handlers;
 pub mod hoops;
 pub mod profile;
