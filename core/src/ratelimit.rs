@@ -215,10 +215,12 @@ impl RateLimiter {
                             reset_secs,
                         }
                     }
-                    0 => Decision::Limited {
+                    // Requests granted to concurrent checks of the same pair may be waiting
+                    // in its lease: spend one rather than refuse while they lapse.
+                    0 => self.spend_lease(&key).unwrap_or(Decision::Limited {
                         limit: r[1] as u32,
                         retry_after_secs: secs(r[2]).max(1),
-                    },
+                    }),
                     _ => Decision::Locked {
                         retry_after_secs: secs(r[1]).max(1),
                     },

@@ -6,7 +6,8 @@
 //! `invitations.mail_max_attempts` — `failed` (audited). Also closes expired invitations.
 //!
 //! Woken at once for a tenant that just queued mail; visits every tenant each sweep, and keeps
-//! tenants with retries pending on its list until their mail is out. A mail whose token changed
+//! tenants with retries pending on its list until their mail is out (a tenant whose round
+//! fails leaves the list until the next sweep). A mail whose token changed
 //! meanwhile (a resend) is not recorded as sent: the resend's mail is. Never logs a token or a
 //! mail body.
 
@@ -255,9 +256,10 @@ pub async fn worker(
                 Ok(true) => {
                     keep.insert(id, tenant);
                 }
+                // Off the list until the next sweep finds it again (a deleted tenant never
+                // comes back; a passing failure waits one sweep).
                 Err(e) => {
                     tracing::debug!(tenant = %tenant.tenant.slug, error = %e, "invitation delivery round failed");
-                    keep.insert(id, tenant);
                 }
             }
         }
