@@ -615,3 +615,11 @@ pub async fn await_mails(address: &str, count: usize) -> Vec<String> {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// The text of a message with quoted-printable soft line breaks and `=3D` undone (enough to
+/// read links and tokens, which are ASCII).
+pub fn unfold(mail: &str) -> String {
+    mail.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+}

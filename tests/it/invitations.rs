@@ -6,7 +6,7 @@
 use diesel_async::RunQueryDsl;
 use neotenant_tests::{
     Fetch, TEST_PASSWORD, TestApp, TestTenant, audit_actions, await_mails, direct, expect_problem,
-    me, random_slug, tenant_with_admin, test_config,
+    me, random_slug, tenant_with_admin, test_config, unfold,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -16,13 +16,6 @@ const PASSWORD: &str = "a-long-Invitee-password-1";
 /// An address unique to this run (the SMTP sink is shared by every run).
 fn address(name: &str) -> String {
     format!("{name}-{}@example.test", random_slug("m"))
-}
-
-/// The text of a message with quoted-printable soft line breaks and `=3D` undone.
-fn unfold(mail: &str) -> String {
-    mail.replace("=\r\n", "")
-        .replace("=\n", "")
-        .replace("=3D", "=")
 }
 
 /// The invitation token in a mail (`nti_` and 43 base64url characters), read from its link.

@@ -4,6 +4,7 @@
 use diesel_async::RunQueryDsl;
 use neotenant_tests::{
     TestApp, TestTenant, audit_actions, await_mails, direct, expect_problem, mails_to, random_slug,
+    unfold,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -77,14 +78,6 @@ async fn login(app: &TestApp, slug: &str, user: &str, password: &str) -> reqwest
         .send()
         .await
         .unwrap()
-}
-
-/// The text of a message with quoted-printable soft line breaks and `=3D` undone (enough to
-/// read links and tokens, which are ASCII).
-fn unfold(mail: &str) -> String {
-    mail.replace("=\r\n", "")
-        .replace("=\n", "")
-        .replace("=3D", "=")
 }
 
 /// The reset token in a mail (`ntp_` and 43 base64url characters).

@@ -134,10 +134,14 @@ async fn render_all(
         })
         .await?;
     let link_base = &state.config.invitations.accept_url;
+    let by_locale: HashMap<&str, super::Template> = locales
+        .iter()
+        .map(|l| (l.as_str(), service::pick(templates.clone(), l)))
+        .collect();
     Ok(claimed
         .iter()
         .map(|c| {
-            let chosen = service::pick(templates.clone(), &c.row.locale);
+            let chosen = &by_locale[c.row.locale.as_str()];
             let parts = Parts {
                 subject: &chosen.subject,
                 text: &chosen.text_body,

@@ -26,6 +26,7 @@ use crate::ids::{InvitationId, TeamId, UserId};
 use crate::rbac::Caller;
 use crate::tenancy::cache::ResolvedTenant;
 use crate::tenancy::model::IdentityMode;
+use crate::users::profile::locale_ok;
 
 fn field(pointer: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError {
@@ -75,16 +76,6 @@ pub fn domain_allowed(policy: &Policy, email: &str) -> bool {
             Some(parent) => domain == parent || domain.ends_with(&format!(".{parent}")),
             None => domain == *allowed,
         })
-}
-
-fn locale_ok(locale: &str) -> bool {
-    let (lang, region) = match locale.split_once('-') {
-        Some((l, r)) => (l, Some(r)),
-        None => (locale, None),
-    };
-    (2..=3).contains(&lang.len())
-        && lang.bytes().all(|b| b.is_ascii_lowercase())
-        && region.is_none_or(|r| r.len() == 2 && r.bytes().all(|b| b.is_ascii_uppercase()))
 }
 
 /// The tenant's policy, or the platform's default.

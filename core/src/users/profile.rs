@@ -268,7 +268,8 @@ fn with_defaults(stored: Value) -> Preferences {
     serde_json::from_value(all).unwrap_or_default()
 }
 
-fn locale_ok(locale: &str) -> bool {
+/// Whether `locale` is a language tag such as `en`, `de` or `pt-BR`.
+pub fn locale_ok(locale: &str) -> bool {
     let (lang, region) = match locale.split_once('-') {
         Some((l, r)) => (l, Some(r)),
         None => (locale, None),
