@@ -38,6 +38,8 @@ pub fn test_config() -> Config {
         ("NEOTENANT_AUDIT__SEAL_INTERVAL_MS", "50"),
         ("NEOTENANT_AUDIT__FORWARD_INTERVAL_MS", "100"),
         ("NEOTENANT_SEARCH__INDEX_INTERVAL_MS", "50"),
+        // Last-seen times are written every second.
+        ("NEOTENANT_USERS__SEEN_FLUSH_SECS", "1"),
         // Plugins: a small pool, quick deliveries and retries, a breaker that trips early.
         ("NEOTENANT_PLUGINS__POOL_INSTANCES", "16"),
         ("NEOTENANT_PLUGINS__TIMEOUT_MS", "1000"),

@@ -179,6 +179,7 @@ impl AppState {
             sessions: sessions.clone(),
             keycloak: keycloak.clone(),
             redis: redis.clone(),
+            seen: Default::default(),
         });
         let mailer: Arc<dyn crate::mail::Mailer> = Arc::new(
             crate::mail::SmtpMailer::new(&config.smtp)
@@ -345,6 +346,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tokio::spawn(crate::rbac::cache::listen(
         state.redis_client.clone(),
         state.perms.clone(),
+        stop_rx.clone(),
+    ));
+    tokio::spawn(crate::users::activity::flush_loop(
+        state.users.seen.clone(),
+        Duration::from_secs(state.config.users.seen_flush_secs),
         stop_rx.clone(),
     ));
     if state.config.users.reconcile_interval_secs > 0 {

@@ -4,7 +4,7 @@
 //! Map: `config` (settings) · `app` (wiring, server lifecycle) · `http` (router, conventions)
 //! · `error` (problem responses) · `db` (pools, tenant transactions, migrations) · `tenancy`
 //! (registry, provisioning, resolution, admin API) · `auth` (tokens, keys, local mode) ·
-//! `users` · `sessions` · `apikeys` · `ratelimit` · `rbac` (permissions, roles, `Can<P>`) ·
+//! `users` · `invitations` · `privacy` (data-subject export, erasure) · `sessions` · `apikeys` · `ratelimit` · `rbac` (permissions, roles, `Can<P>`) ·
 //! `teams` · `audit` (chain, sealing, search, forwarding) · `pubsub` (broadcast listeners) ·
 //! `outbox` (events in the change's transaction) · `resources` (types, records, versions,
 //! shares) · `plugins` (WebAssembly components: uploads, installs, hooks, delivery) · `notes` (first tenant-scoped feature) · `metrics` · `telemetry` · `ids` · `schema`.
@@ -31,6 +31,7 @@ pub mod notes;
 pub mod onetime;
 pub mod outbox;
 pub mod plugins;
+pub mod privacy;
 pub mod pubsub;
 pub mod ratelimit;
 pub mod rbac;

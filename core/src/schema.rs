@@ -91,6 +91,8 @@ pub mod tenant {
             last_seen_at -> Timestamptz,
             attributes -> Jsonb,
             preferences -> Jsonb,
+            erased_at -> Nullable<Timestamptz>,
+            erased_subject -> Nullable<Bytea>,
         }
     }
 
@@ -312,6 +314,29 @@ pub mod tenant {
             hash -> Bytea,
             signature -> Bytea,
             at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        audit_redactions (seq) {
+            seq -> BigInt,
+            entry_id -> Uuid,
+            prev -> Bytea,
+            hash -> Bytea,
+            content -> Bytea,
+            signature -> Bytea,
+            reason -> Text,
+            at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        user_avatars (user_id) {
+            user_id -> Uuid,
+            etag -> Text,
+            small -> Bytea,
+            large -> Bytea,
+            updated_at -> Timestamptz,
         }
     }
 

@@ -52,6 +52,7 @@ const FEATURES: &[&str] = &[
     "plugins",
     "notes",
     "invitations",
+    "privacy",
 ];
 const HTTP: &[&str] = &["http"];
 const APP: &[&str] = &["app", "main", "lib"];

@@ -14,6 +14,7 @@ mod ops;
 mod password_reset;
 mod pinning;
 mod plugins;
+mod privacy;
 mod profile;
 mod ratelimit;
 mod rbac;

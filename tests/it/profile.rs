@@ -1,5 +1,6 @@
 //! User profiles: custom attributes under the tenant's attribute schema (one 422 listing every
-//! problem; users edit only self-editable attributes on themselves) and typed preferences.
+//! problem; users edit only self-editable attributes on themselves), typed preferences, and
+//! activity (last seen written in batches, sessions, recent changes).
 
 use neotenant_tests::{Fetch, TestApp, expect_problem, tenant_with_admin};
 use reqwest::Method;
@@ -310,5 +311,73 @@ async fn bulk_user_changes_answer_each_user_and_spare_the_caller() {
         .await
         .unwrap();
     expect_problem(res, 403, "forbidden").await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn activity_shows_last_seen_sessions_and_recent_changes_to_those_allowed() {
+    let app = TestApp::start().await;
+    let (t, member, boss, boss_id) = tenant_with_admin(&app).await;
+    let as_boss = |m: Method, path: &str| app.anonymous(m, &t.slug, path).bearer_auth(&boss);
+    let as_member = |m: Method, path: &str| app.tenant_req(m, &t.slug, path);
+    let seen_at = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v["last_seen_at"].as_str().unwrap()).unwrap()
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let before = chrono::Utc::now();
+    let res = as_member(Method::PATCH, "/v1/me/preferences")
+        .json(&json!({"locale": "fr-CA"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // The request's time reaches the database with the next batch, not before.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let later = loop {
+        let v: Value = as_boss(Method::GET, &format!("/v1/users/{member}/activity"))
+            .fetch_json()
+            .await;
+        if seen_at(&v) >= before {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "last seen never moved: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        later["actions_30d"]["user.preferences_updated"], 1,
+        "{later}"
+    );
+    let recent = later["recent"]
+        .as_array()
+        .expect("admins see recent changes");
+    assert_eq!(recent[0]["action"], "user.preferences_updated");
+    assert!(later["sessions"].is_array());
+    // The member sees their own, not the admin's.
+    let own: Value = as_member(Method::GET, &format!("/v1/users/{member}/activity"))
+        .fetch_json()
+        .await;
+    assert_eq!(own["user_id"], member.as_str());
+    assert!(own["recent"].is_array());
+    expect_problem(
+        as_member(Method::GET, &format!("/v1/users/{boss_id}/activity"))
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+    expect_problem(
+        as_boss(Method::GET, "/v1/users/usr_x/activity")
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid-parameter",
+    )
+    .await;
     app.cleanup().await;
 }

@@ -136,6 +136,10 @@ async fn admins_manage_users_in_keycloak_and_here() {
         .fetch_json()
         .await;
     assert_eq!(gone["status"], "deleted");
+    // A soft-deleted row keeps no email or name in clear.
+    assert!(
+        gone["email"].is_null() && gone["display_name"].is_null() && gone["username"].is_null()
+    );
     assert!(kc.find_user(&t.realm, &new_email).await.unwrap().is_none());
     let listed: Value = as_admin(Method::GET, "/v1/users?limit=200")
         .fetch_json()

@@ -113,6 +113,64 @@ impl Signer {
 
 pub const CHECKPOINT: &[u8] = b"checkpoint";
 pub const ANCHOR: &[u8] = b"anchor";
+pub const REDACTION: &[u8] = b"redaction";
+
+/// A signed redaction of a sealed entry (an erasure pseudonymised it): the chain keeps the
+/// entry's original hash `hash`, reached from `prev`, and the entry's present content has the
+/// digest `content`. Only the platform's key can sign one, so a redaction cannot be forged
+/// into the tenant database, and the redacted content cannot be edited afterwards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redaction {
+    pub prev: Vec<u8>,
+    pub hash: Vec<u8>,
+    pub content: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// Redactions by seq.
+pub type Redactions = BTreeMap<i64, Redaction>;
+
+/// The digest of an entry's content at `seq`, independent of its predecessor.
+pub fn content_digest(seq: i64, e: &Entry) -> [u8; 32] {
+    link(&GENESIS, seq, e)
+}
+
+/// What a redaction's signature covers: `sha256(prev ‖ hash ‖ content)`.
+pub fn redaction_message(prev: &[u8], hash: &[u8], content: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"neotenant-audit-redaction-v1");
+    h.update(prev);
+    h.update(hash);
+    h.update(content);
+    h.finalize().into()
+}
+
+impl Redaction {
+    /// Signs the redaction of the entry at `seq` (now `redacted`) whose chain hash is `hash`
+    /// after `prev`.
+    pub fn sign(
+        signer: &Signer,
+        tenant: Uuid,
+        seq: i64,
+        prev: &[u8],
+        hash: &[u8],
+        redacted: &Entry,
+    ) -> Self {
+        let content = content_digest(seq, redacted).to_vec();
+        let signature = signer.sign(
+            REDACTION,
+            tenant,
+            seq,
+            &redaction_message(prev, hash, &content),
+        );
+        Redaction {
+            prev: prev.to_vec(),
+            hash: hash.to_vec(),
+            content,
+            signature,
+        }
+    }
+}
 
 /// The first problem found.
 #[derive(Debug, Clone, PartialEq, Serialize, salvo::oapi::ToSchema)]
@@ -135,9 +193,12 @@ pub struct Verifier {
     expected: i64,
     prev: [u8; 32],
     checkpoints: Checkpoints,
+    redactions: Redactions,
     /// The platform's record of the head: (seq, hash, signature).
     head: Option<(i64, Vec<u8>, Vec<u8>)>,
     pub checked: u64,
+    /// Entries accepted through a signed redaction.
+    pub redacted: u64,
     pub checkpoints_checked: u64,
     pub broken: Option<Broken>,
 }
@@ -158,8 +219,10 @@ impl Verifier {
             expected: seq + 1,
             prev,
             checkpoints,
+            redactions: Redactions::new(),
             head: None,
             checked: 0,
+            redacted: 0,
             checkpoints_checked: 0,
             broken: None,
         }
@@ -170,6 +233,30 @@ impl Verifier {
     pub fn with_head(mut self, head: Option<(i64, Vec<u8>, Vec<u8>)>) -> Self {
         self.head = head;
         self
+    }
+
+    /// Also accepts entries pseudonymised by an erasure, each through its signed redaction.
+    pub fn with_redactions(mut self, redactions: Redactions) -> Self {
+        self.redactions = redactions;
+        self
+    }
+
+    /// Whether `e` at `seq` is a validly redacted entry whose original hash followed `prev`;
+    /// returns that original hash.
+    fn redacted_hash(&self, seq: i64, e: &Entry) -> Option<[u8; 32]> {
+        let r = self.redactions.get(&seq)?;
+        let hash: [u8; 32] = r.hash.as_slice().try_into().ok()?;
+        let ok = r.prev.as_slice() == self.prev
+            && e.hash.as_deref() == Some(&hash[..])
+            && r.content.as_slice() == content_digest(seq, e)
+            && self.signer.verify(
+                REDACTION,
+                self.tenant,
+                seq,
+                &redaction_message(&r.prev, &r.hash, &r.content),
+                &r.signature,
+            );
+        ok.then_some(hash)
     }
 
     fn fail(&mut self, seq: i64, entry: Option<Uuid>, reason: impl Into<String>) {
@@ -201,7 +288,13 @@ impl Verifier {
             self.fail(self.expected, Some(e.id), reason);
             return false;
         }
-        let computed = link(&self.prev, seq, e);
+        let mut computed = link(&self.prev, seq, e);
+        if e.hash.as_deref() != Some(&computed[..])
+            && let Some(original) = self.redacted_hash(seq, e)
+        {
+            computed = original;
+            self.redacted += 1;
+        }
         if e.hash.as_deref() != Some(&computed[..]) {
             self.fail(
                 seq,
@@ -420,6 +513,48 @@ mod tests {
         let other = Signer::new("another-master-key-of-32-characters!!");
         assert_eq!(run(&entries, cps.clone(), &other, tenant).unwrap().seq, 5);
         assert_eq!(run(&entries, cps, &signer, Uuid::now_v7()).unwrap().seq, 5);
+    }
+
+    #[test]
+    fn a_signed_redaction_keeps_the_chain_verifying_and_nothing_else_does() {
+        let signer = Signer::new("a-master-key-of-at-least-32-characters");
+        let tenant = Uuid::now_v7();
+        let (entries, cps) = chain(6, &[6], &signer, tenant);
+        let mut redacted = entries.clone();
+        redacted[2].ip = None;
+        redacted[2].data = serde_json::json!({"email": "erased:usr_3"});
+        let prev = entries[1].hash.clone().unwrap();
+        let hash = entries[2].hash.clone().unwrap();
+        let r = Redaction::sign(&signer, tenant, 3, &prev, &hash, &redacted[2]);
+        let verify = |entries: &[Entry], reds: Redactions, signer: &Signer| {
+            let mut v =
+                Verifier::new(tenant, signer.clone(), None, cps.clone()).with_redactions(reds);
+            for e in entries {
+                if !v.feed(e) {
+                    break;
+                }
+            }
+            v.finish();
+            (v.broken, v.redacted)
+        };
+        let one = |r: Redaction| Redactions::from([(3, r)]);
+        assert_eq!(verify(&redacted, one(r.clone()), &signer), (None, 1));
+        // Without the record, or with the redacted entry edited again, the chain breaks there.
+        assert_eq!(
+            verify(&redacted, Redactions::new(), &signer).0.unwrap().seq,
+            3
+        );
+        let mut edited = redacted.clone();
+        edited[2].data = serde_json::json!({"email": "someone-else@example.com"});
+        assert_eq!(verify(&edited, one(r.clone()), &signer).0.unwrap().seq, 3);
+        // A record signed with another key, or moved to another position, is refused.
+        let other = Signer::new("another-master-key-of-32-characters!!");
+        let forged = Redaction::sign(&other, tenant, 3, &prev, &hash, &redacted[2]);
+        assert_eq!(verify(&redacted, one(forged), &signer).0.unwrap().seq, 3);
+        let mut moved = redacted.clone();
+        moved[3].data = serde_json::json!({});
+        let wrong_place = Redactions::from([(4, r.clone())]);
+        assert_eq!(verify(&moved, wrong_place, &signer).0.unwrap().seq, 3);
     }
 
     #[test]

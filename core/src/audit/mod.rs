@@ -1,21 +1,23 @@
 //! The audit log: one entry per change, written by the changing module inside its own
 //! transaction, so an entry exists exactly when its change committed; then chained, signed,
-//! searched, exported, streamed and forwarded.
+//! searched, exported, streamed, forwarded, and pseudonymised for an erasure.
 //!
 //! Shape: [`record`] is the one write call (any module); `chain` is the pure hash chain,
 //! signatures and verifier; `seal` numbers and chains new entries behind the writes, signs
 //! checkpoints, verifies and prunes; `search` filters and exports; `forward` ships entries to
-//! a tenant's syslog collector; `handlers` is `/v1/audit`. **Invariants:** an entry is never
-//! written outside its change's transaction and never updated except by the sealer setting its
-//! `seq`/`hash` once; a new entry waits at most one sealing round (`audit.seal_interval_ms`,
-//! or `audit.sweep_interval_secs` if the instance that wrote it died) before it is chained and
-//! covered by a signed checkpoint; the signing key never enters a tenant database; reading the
-//! log is itself audited. Callers never put secrets into `data`.
+//! a tenant's syslog collector; `redact` pseudonymises a person for an erasure; `handlers` is
+//! `/v1/audit`. **Invariants:** an entry is never written outside its change's transaction and
+//! never updated except by the sealer setting its `seq`/`hash` once, or by `redact` under a
+//! signed redaction record; a new entry waits at most one sealing round
+//! (`audit.seal_interval_ms`, or `audit.sweep_interval_secs` if the instance that wrote it
+//! died) before it is chained and covered by a signed checkpoint; the signing key never enters
+//! a tenant database; reading the log is itself audited. Callers never put secrets into `data`.
 
 pub mod chain;
 pub mod forward;
 pub mod handlers;
 pub mod recent;
+pub mod redact;
 pub mod repo;
 pub mod seal;
 pub mod search;

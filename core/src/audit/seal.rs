@@ -18,11 +18,13 @@ use super::chain::{ANCHOR, Broken, CHECKPOINT, Entry, GENESIS, Signer, Verifier,
 use crate::db::{PgPool, TenantDb};
 use crate::error::{ApiError, ApiResult};
 use crate::schema::admin::audit_heads;
-use crate::schema::tenant::{audit_anchors, audit_checkpoints, audit_log, audit_settings};
+use crate::schema::tenant::{
+    audit_anchors, audit_checkpoints, audit_log, audit_redactions, audit_settings,
+};
 
 const BATCH: i64 = 5000;
 
-async fn lock(conn: &mut AsyncPgConnection) -> QueryResult<()> {
+pub(super) async fn lock(conn: &mut AsyncPgConnection) -> QueryResult<()> {
     diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':audit'))")
         .execute(conn)
         .await?;
@@ -164,6 +166,37 @@ pub async fn seal_tenant(
     Ok(total)
 }
 
+/// Signed redactions after `from`, for the verifier.
+pub async fn redactions_after(
+    conn: &mut AsyncPgConnection,
+    from: i64,
+) -> QueryResult<super::chain::Redactions> {
+    Ok(audit_redactions::table
+        .filter(audit_redactions::seq.gt(from))
+        .select((
+            audit_redactions::seq,
+            audit_redactions::prev,
+            audit_redactions::hash,
+            audit_redactions::content,
+            audit_redactions::signature,
+        ))
+        .load::<(i64, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)>(conn)
+        .await?
+        .into_iter()
+        .map(|(seq, prev, hash, content, signature)| {
+            (
+                seq,
+                super::chain::Redaction {
+                    prev,
+                    hash,
+                    content,
+                    signature,
+                },
+            )
+        })
+        .collect())
+}
+
 /// Keeps the newest signed head in the registry (never moving it backwards).
 async fn record_head(
     registry: &PgPool,
@@ -202,6 +235,8 @@ pub struct VerifyReport {
     pub last_seq: i64,
     /// Entries written but not sealed yet (checked once sealed).
     pub unsealed: i64,
+    /// Entries an erasure pseudonymised, each accepted through its signed redaction.
+    pub redacted: u64,
     /// The first broken link.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broken: Option<Broken>,
@@ -254,12 +289,14 @@ pub async fn verify_tenant(
             .into_iter()
             .map(|(s, h, sig)| (s, (h, sig)))
             .collect();
+        let redactions = redactions_after(conn, from).await?;
         let mut v = Verifier::new(
             tenant,
             signer.clone(),
             anchor.as_ref().map(|(s, h, _)| (*s, hash32(h))),
             checkpoints,
         )
+        .with_redactions(redactions)
         .with_head(head);
         // Entries the prefix should have taken with it must be gone.
         let stale: i64 = audit_log::table
@@ -309,6 +346,7 @@ pub async fn verify_tenant(
             anchor_seq: anchor.map(|a| a.0),
             last_seq: v.last_seq(),
             unsealed,
+            redacted: v.redacted,
             broken,
             elapsed_ms: elapsed.as_millis() as u64,
             entries_per_sec: (v.checked as f64 / elapsed.as_secs_f64().max(1e-6)) as u64,
@@ -357,12 +395,14 @@ pub async fn prune_tenant(signer: &Signer, tenant: Uuid, db: &TenantDb) -> ApiRe
         // Never sign over a chain that does not verify.
         let anchor = anchor(conn).await?;
         let from = anchor.as_ref().map_or(0, |a| a.0);
+        let redactions = redactions_after(conn, from).await?;
         let mut v = Verifier::new(
             tenant,
             signer.clone(),
             anchor.as_ref().map(|(s, h, _)| (*s, hash32(h))),
             BTreeMap::new(),
-        );
+        )
+        .with_redactions(redactions);
         let mut after = from;
         while after < last {
             let page: Vec<Entry> = audit_log::table
@@ -407,6 +447,9 @@ pub async fn prune_tenant(signer: &Signer, tenant: Uuid, db: &TenantDb) -> ApiRe
             .execute(conn)
             .await?;
         diesel::delete(audit_checkpoints::table.filter(audit_checkpoints::seq.le(last)))
+            .execute(conn)
+            .await?;
+        diesel::delete(audit_redactions::table.filter(audit_redactions::seq.le(last)))
             .execute(conn)
             .await?;
         Ok(pruned as u64)

@@ -304,12 +304,16 @@ pub struct UsersConfig {
     /// Seconds between reconciliations of every tenant's users with Keycloak (0 disables the
     /// background job; `POST /admin/v1/tenants/{slug}/reconcile-users` still runs one).
     pub reconcile_interval_secs: u64,
+    /// Seconds between writes of users' last-seen times: requests only note the time in
+    /// memory, and each instance writes what it noted in one statement per tenant this often.
+    pub seen_flush_secs: u64,
 }
 
 impl Default for UsersConfig {
     fn default() -> Self {
         Self {
             reconcile_interval_secs: 300,
+            seen_flush_secs: 30,
         }
     }
 }
@@ -763,6 +767,9 @@ impl Config {
         self.rate_limit
             .validate()
             .map_err(|(key, message)| bad(key, message))?;
+        if !(1..=3600).contains(&self.users.seen_flush_secs) {
+            return Err(bad("users.seen_flush_secs", "must be 1-3600"));
+        }
         if self.users.reconcile_interval_secs != 0 && self.users.reconcile_interval_secs < 10 {
             return Err(bad(
                 "users.reconcile_interval_secs",

@@ -59,6 +59,7 @@ fn authenticated_api() -> Router {
         .push(crate::sessions::handlers::router())
         .push(crate::apikeys::handlers::router())
         .push(crate::users::handlers::admin_router())
+        .push(crate::privacy::handlers::router())
         .push(crate::invitations::handlers::router())
         .push(crate::notes::handlers::router())
         .push(crate::rbac::handlers::router())

@@ -805,7 +805,14 @@ pub async fn accept(
                         display_name: input.display_name.as_deref(),
                         as_of: Utc::now().timestamp(),
                     };
-                    let user = crate::users::repo::upsert_seen(conn, &seen).await?;
+                    let user = crate::users::repo::upsert_seen(conn, &seen)
+                        .await?
+                        .ok_or_else(|| {
+                            ApiError::new(
+                                ErrorCode::UserInactive,
+                                "the account for this address was erased a moment ago",
+                            )
+                        })?;
                     if user.status != "active" {
                         return Err(ApiError::new(
                             ErrorCode::UserInactive,

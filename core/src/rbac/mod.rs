@@ -148,6 +148,8 @@ pub mod need {
         UsersUpdate => ("users", "update", Tenant);
         UsersDeactivate => ("users", "deactivate", Tenant);
         UsersDelete => ("users", "delete", Tenant);
+        UsersExport => ("users", "export", Tenant);
+        UsersErase => ("users", "erase", Tenant);
         SessionsRevokeAny => ("sessions", "revoke", Tenant);
         SessionsReadOwn => ("sessions", "read", Own);
         SessionsRevokeOwn => ("sessions", "revoke", Own);

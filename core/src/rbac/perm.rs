@@ -161,8 +161,16 @@ pub const CATALOG: &[(&str, &[&str], &str)] = &[
     ),
     (
         "users",
-        &["create", "read", "update", "deactivate", "delete"],
-        "Users of the tenant",
+        &[
+            "create",
+            "read",
+            "update",
+            "deactivate",
+            "delete",
+            "export",
+            "erase",
+        ],
+        "Users of the tenant, their personal-data exports and erasure",
     ),
     (
         "invitations",

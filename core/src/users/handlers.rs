@@ -5,7 +5,8 @@ use salvo::oapi::endpoint;
 use salvo::prelude::*;
 
 use super::{
-    CurrentUser, Me, NewUser, User, UserFilter, UserPatch, UsersState, bulk, profile, service,
+    CurrentUser, Me, NewUser, User, UserFilter, UserPatch, UsersState, activity, bulk, profile,
+    service,
 };
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::extract::{JsonBody, ListParams, Page, Path, dep};
@@ -370,6 +371,29 @@ pub async fn bulk_users(
     Ok(Reply::ok(result))
 }
 
+/// A user's activity: last seen, open sessions, changes in the last 30 days by action, and
+/// (for callers who may read the audit log, or the user themself) their latest changes.
+#[endpoint(
+    operation_id = "neotenant.users.activity",
+    tags("users"),
+    status_codes(200, 400, 401, 403, 404, 503)
+)]
+pub async fn user_activity(
+    caller: Caller,
+    id: Path<UserId>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<activity::Activity>> {
+    let own = caller.user.user.id == id.0;
+    if !own {
+        caller.require("users", "read", Scope::Tenant)?;
+    }
+    let with_log = own || caller.allows("audit", "read", Scope::Tenant);
+    let state = dep::<UsersState>(depot)?;
+    Ok(Reply::ok(
+        activity::activity(&state, caller.tenant(), id.0, with_log).await?,
+    ))
+}
+
 /// `/v1/me`.
 pub fn router() -> Router {
     Router::with_path("me").get(me).push(
@@ -400,6 +424,7 @@ pub fn admin_router() -> Router {
                         .get(get_attributes)
                         .patch(patch_attributes),
                 )
+                .push(Router::with_path("activity").get(user_activity))
                 .push(Router::with_path("deactivate").post(deactivate_user))
                 .push(Router::with_path("reactivate").post(reactivate_user)),
         )

@@ -35,6 +35,7 @@ impl Handler for LoadUser {
         };
         match service::current(&state.users, tenant.0.tenant.id, &tenant.0.db, &principal.0).await {
             Ok(user) => {
+                state.seen.note(tenant.0.tenant.id, &tenant.0.db, user.id);
                 depot.insert_typed(CurrentUser { user, principal });
             }
             Err(e) => {

@@ -6,6 +6,7 @@
 //! an *active* user of its tenant: a deactivated or deleted user is refused even with a valid
 //! token. Never trusts anything but the validated token for identity.
 
+pub mod activity;
 pub mod bulk;
 pub mod handlers;
 pub mod hoops;
@@ -46,6 +47,8 @@ pub struct UsersState {
     /// Keycloak admin API (users); never used on the request path.
     pub keycloak: Arc<crate::auth::keycloak::KeycloakAdmin>,
     pub redis: redis::aio::ConnectionManager,
+    /// Last-seen times noted by requests, written in batches.
+    pub seen: Arc<activity::Seen>,
 }
 
 /// What a reconciliation changed.

@@ -51,16 +51,21 @@ pub struct SeenUser<'a> {
 }
 
 /// Creates the user on first sight, or refreshes `last_seen_at` and — if the token is newer
-/// than what the row holds — its profile; one statement.
-pub async fn upsert_seen(conn: &mut AsyncPgConnection, seen: &SeenUser<'_>) -> QueryResult<User> {
+/// than what the row holds — its profile; one statement. `None` for a token issued before its
+/// user was erased (it must not bring the person back).
+pub async fn upsert_seen(
+    conn: &mut AsyncPgConnection,
+    seen: &SeenUser<'_>,
+) -> QueryResult<Option<User>> {
     use diesel::sql_types::{BigInt, Nullable, Text, Uuid as SqlUuid};
     diesel::sql_query(
         "INSERT INTO users (id, subject, username, email, display_name, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, to_timestamp($6)) \
+         SELECT $1, $2, $3, $4, $5, to_timestamp($6) WHERE NOT EXISTS (SELECT 1 FROM users \
+           WHERE erased_subject = sha256(convert_to($2, 'UTF8')) AND erased_at >= to_timestamp($6)) \
          ON CONFLICT (subject) DO UPDATE SET \
-           username = CASE WHEN users.updated_at < EXCLUDED.updated_at THEN EXCLUDED.username ELSE users.username END, \
-           email = CASE WHEN users.updated_at < EXCLUDED.updated_at THEN EXCLUDED.email ELSE users.email END, \
-           display_name = CASE WHEN users.updated_at < EXCLUDED.updated_at THEN EXCLUDED.display_name ELSE users.display_name END, \
+           username = CASE WHEN users.updated_at < EXCLUDED.updated_at AND users.status <> 'deleted' THEN EXCLUDED.username ELSE users.username END, \
+           email = CASE WHEN users.updated_at < EXCLUDED.updated_at AND users.status <> 'deleted' THEN EXCLUDED.email ELSE users.email END, \
+           display_name = CASE WHEN users.updated_at < EXCLUDED.updated_at AND users.status <> 'deleted' THEN EXCLUDED.display_name ELSE users.display_name END, \
            updated_at = GREATEST(users.updated_at, EXCLUDED.updated_at), \
            last_seen_at = now() \
          RETURNING id, subject, username, email, display_name, status, created_at, updated_at, last_seen_at",
@@ -73,7 +78,8 @@ pub async fn upsert_seen(conn: &mut AsyncPgConnection, seen: &SeenUser<'_>) -> Q
     .bind::<BigInt, _>(seen.as_of)
     .get_result::<UserRow>(conn)
     .await
-    .map(User::from)
+    .optional()
+    .map(|row| row.map(User::from))
 }
 
 pub async fn get(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<Option<User>> {
@@ -96,18 +102,17 @@ pub struct IdpUser<'a> {
 }
 
 /// Brings one user in line with the identity provider; returns whether anything changed.
-/// A user deleted here stays deleted; an enabled one becomes active, a disabled one deactivated.
+/// A user deleted here stays deleted and keeps no profile; an enabled one becomes active, a disabled one deactivated.
 pub async fn reconcile_one(conn: &mut AsyncPgConnection, idp: &IdpUser<'_>) -> QueryResult<bool> {
     let status = if idp.enabled { "active" } else { "deactivated" };
     let changed = diesel::sql_query(
         "INSERT INTO users (id, subject, username, email, display_name, status) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (subject) DO UPDATE SET username = EXCLUDED.username, email = EXCLUDED.email, \
-           display_name = EXCLUDED.display_name, \
-           status = CASE WHEN users.status = 'deleted' THEN 'deleted' ELSE EXCLUDED.status END, \
-           updated_at = now() \
-         WHERE (users.username, users.email, users.display_name) IS DISTINCT FROM \
+           display_name = EXCLUDED.display_name, status = EXCLUDED.status, updated_at = now() \
+         WHERE users.status <> 'deleted' AND ( \
+               (users.username, users.email, users.display_name) IS DISTINCT FROM \
                (EXCLUDED.username, EXCLUDED.email, EXCLUDED.display_name) \
-            OR (users.status <> 'deleted' AND users.status <> EXCLUDED.status)",
+            OR users.status <> EXCLUDED.status)",
     )
     .bind::<diesel::sql_types::Uuid, _>(UserId::generate().0)
     .bind::<diesel::sql_types::Text, _>(idp.subject)
@@ -356,6 +361,24 @@ pub async fn set_profile(
         .map(User::from)
 }
 
+/// Marks the user `deleted` and empties every personal field of the row.
+pub async fn forget_profile(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<User> {
+    diesel::update(users::table.find(id.0))
+        .set((
+            users::email.eq(None::<String>),
+            users::display_name.eq(None::<String>),
+            users::username.eq(None::<String>),
+            users::attributes.eq(serde_json::json!({})),
+            users::preferences.eq(serde_json::json!({})),
+            users::status.eq("deleted"),
+            users::updated_at.eq(chrono::Utc::now()),
+        ))
+        .returning(row_selection())
+        .get_result(conn)
+        .await
+        .map(User::from)
+}
+
 /// Ids of up to `limit` active users whose email is `email`, compared case-insensitively.
 pub async fn active_by_email(
     mut conn: &AsyncPgConnection,
@@ -492,4 +515,59 @@ pub async fn set_preferences(
         .execute(conn)
         .await
         .map(|_| ())
+}
+
+/// Moves `last_seen_at` forward to the given times (never back), in one statement.
+pub async fn set_last_seen(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+    times: &[DateTime<Utc>],
+) -> QueryResult<usize> {
+    use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
+    diesel::sql_query(
+        "UPDATE users u SET last_seen_at = v.at FROM unnest($1, $2) AS v(id, at) \
+         WHERE u.id = v.id AND u.last_seen_at < v.at",
+    )
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Array<Timestamptz>, _>(times)
+    .execute(conn)
+    .await
+}
+
+/// How many audited changes the user (`actor`, as entries name it) made since `since`, by
+/// action.
+pub async fn actions_since(
+    mut conn: &AsyncPgConnection,
+    actor: &str,
+    since: DateTime<Utc>,
+) -> QueryResult<Vec<(String, i64)>> {
+    use crate::schema::tenant::audit_log;
+    audit_log::table
+        .filter(audit_log::actor_id.eq(actor))
+        .filter(audit_log::id.ge(crate::audit::search::id_floor(since)))
+        .group_by(audit_log::action)
+        .select((audit_log::action, diesel::dsl::count_star()))
+        .load(&mut conn)
+        .await
+}
+
+/// The user's latest audited changes: (at, action, target type, target id), newest first.
+pub async fn recent_actions(
+    mut conn: &AsyncPgConnection,
+    actor: &str,
+    limit: i64,
+) -> QueryResult<Vec<(DateTime<Utc>, String, String, Option<String>)>> {
+    use crate::schema::tenant::audit_log;
+    audit_log::table
+        .filter(audit_log::actor_id.eq(actor))
+        .order(audit_log::id.desc())
+        .limit(limit)
+        .select((
+            audit_log::at,
+            audit_log::action,
+            audit_log::target_type,
+            audit_log::target_id,
+        ))
+        .load(&mut conn)
+        .await
 }

@@ -84,7 +84,13 @@ pub async fn current(
                 .transaction(async |tx| {
                     Ok::<_, ApiError>(repo::upsert_seen(tx.conn(), &seen).await?)
                 })
-                .await?;
+                .await?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::UserInactive,
+                        "this user was erased in this tenant",
+                    )
+                })?;
             let user = Arc::new(user);
             cache.put(tenant, user.clone());
             user
@@ -468,21 +474,26 @@ where
         if current.status == "deleted" {
             return Err(ApiError::new(ErrorCode::Conflict, "the user was deleted"));
         }
-        let email = patch
-            .and_then(|p| p.email.clone())
-            .or(current.email.clone());
-        let display = patch
-            .and_then(|p| p.display_name.clone())
-            .or(current.display_name.clone());
         let status = set_status.unwrap_or(&current.status).to_string();
-        let updated = repo::set_profile(
-            tx.conn(),
-            id,
-            email.as_deref(),
-            display.as_deref(),
-            &status,
-        )
-        .await?;
+        let updated = if status == "deleted" {
+            // A deleted user's row keeps no email, name or profile in clear.
+            repo::forget_profile(tx.conn(), id).await?
+        } else {
+            let email = patch
+                .and_then(|p| p.email.clone())
+                .or(current.email.clone());
+            let display = patch
+                .and_then(|p| p.display_name.clone())
+                .or(current.display_name.clone());
+            repo::set_profile(
+                tx.conn(),
+                id,
+                email.as_deref(),
+                display.as_deref(),
+                &status,
+            )
+            .await?
+        };
         audit::record(
             tx.conn(),
             actor,
@@ -589,7 +600,7 @@ pub async fn set_active(
     Ok(user)
 }
 
-async fn revoke_all(state: &UsersState, tenant: &ResolvedTenant, subject: &str) {
+pub async fn revoke_all(state: &UsersState, tenant: &ResolvedTenant, subject: &str) {
     let sids: Vec<String> = match state.sessions.list(tenant.tenant.id, subject).await {
         Ok(list) => list.into_iter().map(|s| s.id).collect(),
         Err(_) => Vec::new(),
@@ -603,8 +614,9 @@ async fn revoke_all(state: &UsersState, tenant: &ResolvedTenant, subject: &str) 
     }
 }
 
-/// Deletes a user: the row stays as `deleted` (audit trail); the Keycloak account (or, for a
-/// shared account, the tenant's membership) goes; sessions end.
+/// Deletes a user: the row stays as `deleted` (the audit trail names its id) but keeps no
+/// email, name, username, attributes or preferences; the Keycloak account (or, for a shared
+/// account, the tenant's membership) goes; sessions end.
 pub async fn delete(
     state: &UsersState,
     tenant: &ResolvedTenant,
