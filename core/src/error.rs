@@ -99,6 +99,8 @@ error_codes! {
     Validation => (UNPROCESSABLE_ENTITY, "validation", "The request body failed validation"),
     PreconditionFailed => (PRECONDITION_FAILED, "precondition-failed", "The resource changed since it was read"),
     MalformedMultipart => (BAD_REQUEST, "malformed-multipart", "The multipart body is malformed"),
+    InvalidImage => (UNPROCESSABLE_ENTITY, "invalid-image", "The image is damaged or not what its header says"),
+    ImageTooLarge => (UNPROCESSABLE_ENTITY, "image-too-large", "The image has too many pixels"),
     PluginInvalid => (UNPROCESSABLE_ENTITY, "plugin-invalid", "The plugin or its manifest was refused"),
     PluginVeto => (UNPROCESSABLE_ENTITY, "plugin-veto", "A plugin refused the change"),
     PluginFailed => (FAILED_DEPENDENCY, "plugin-failed", "A plugin failed while handling the request"),

@@ -381,3 +381,194 @@ async fn activity_shows_last_seen_sessions_and_recent_changes_to_those_allowed()
     .await;
     app.cleanup().await;
 }
+
+/// A multipart body with one file part `file` named `name`, declared as `content_type`.
+fn upload(name: &str, content_type: &str, data: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "neotenant-avatar-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {content_type}\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn encode(img: image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+#[tokio::test]
+async fn avatars_are_sniffed_bounded_resized_and_served_with_an_etag() {
+    let app = TestApp::start().await;
+    let (t, member, boss, boss_id) = tenant_with_admin(&app).await;
+    let as_member = |m: Method, path: &str| app.tenant_req(m, &t.slug, path);
+    let put = |path: String, (ct, body): (String, Vec<u8>)| {
+        as_member(Method::PUT, &path)
+            .header("content-type", ct)
+            .body(body)
+    };
+    let mine = format!("/v1/users/{member}/avatar");
+    let picture = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(400, 300, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 77])
+    }));
+    // A JPEG sent under a PNG name and type: judged by its bytes, and accepted.
+    let jpeg = encode(picture.clone(), image::ImageFormat::Jpeg);
+    let res = put(mine.clone(), upload("me.png", "image/png", &jpeg))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let saved: Value = res.json().await.unwrap();
+    assert_eq!(saved["sizes"], json!([64, 256]));
+
+    for (query, side) in [("", 256), ("?size=64", 64), ("?size=256", 256)] {
+        let res = as_member(Method::GET, &format!("{mine}{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "image/webp");
+        assert!(
+            res.headers()["cache-control"]
+                .to_str()
+                .unwrap()
+                .starts_with("private")
+        );
+        let etag = res.headers()["etag"].to_str().unwrap().to_string();
+        let bytes = res.bytes().await.unwrap();
+        let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::WebP).unwrap();
+        assert_eq!((img.width(), img.height()), (side, side));
+        // Revalidation: 304 without a body.
+        let res = as_member(Method::GET, &format!("{mine}{query}"))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 304);
+        assert!(res.bytes().await.unwrap().is_empty());
+    }
+    // Another user sees it; a new picture changes the ETag.
+    let res = app
+        .anonymous(Method::GET, &t.slug, &mine)
+        .bearer_auth(&boss)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let old = res.headers()["etag"].to_str().unwrap().to_string();
+    let png = encode(picture.grayscale(), image::ImageFormat::Png);
+    let res = put(mine.clone(), upload("me.png", "image/png", &png))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = as_member(Method::GET, &mine)
+        .header("if-none-match", &old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "a changed avatar is not 304");
+
+    // Lies, floods, damage and wrong shapes: each its problem, nothing changes.
+    let gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
+    let mut flood = encode(
+        image::DynamicImage::ImageLuma8(image::GrayImage::new(1, 1)),
+        image::ImageFormat::Png,
+    );
+    flood[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    flood[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    let crc = crc32(&flood[12..29]);
+    flood[29..33].copy_from_slice(&crc.to_be_bytes());
+    let mut broken = png.clone();
+    broken.truncate(broken.len() / 2);
+    for ((name, ct, data), status, slug) in [
+        (
+            ("a.png", "image/png", &gif[..]),
+            415,
+            "unsupported-media-type",
+        ),
+        (
+            (
+                "a.png",
+                "image/png",
+                &b"<svg xmlns='http://www.w3.org/2000/svg'/>"[..],
+            ),
+            415,
+            "unsupported-media-type",
+        ),
+        (("a.png", "image/png", &flood[..]), 422, "image-too-large"),
+        (("a.png", "image/png", &broken[..]), 422, "invalid-image"),
+    ] {
+        let res = put(mine.clone(), upload(name, ct, data))
+            .send()
+            .await
+            .unwrap();
+        expect_problem(res, status, slug).await;
+    }
+    let huge = vec![0u8; 6 * 1024 * 1024];
+    let res = put(mine.clone(), upload("big.png", "image/png", &huge))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 413, "payload-too-large").await;
+    let res = as_member(Method::PUT, &mine)
+        .header("content-type", "image/png")
+        .body(png.clone())
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 415, "unsupported-media-type").await;
+    let res = as_member(Method::GET, &mine)
+        .header("if-none-match", &old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the refused uploads changed nothing");
+
+    // Not someone else's; bad sizes; delete; gone.
+    let res = put(
+        format!("/v1/users/{boss_id}/avatar"),
+        upload("x.png", "image/png", &png),
+    )
+    .send()
+    .await
+    .unwrap();
+    expect_problem(res, 403, "forbidden").await;
+    let res = as_member(Method::GET, &format!("{mine}?size=1000"))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 400, "invalid-parameter").await;
+    let res = as_member(Method::DELETE, &mine).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    let res = as_member(Method::GET, &mine).send().await.unwrap();
+    expect_problem(res, 404, "not-found").await;
+    let actions = neotenant_tests::audit_actions(&app, &t).await;
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "user.avatar_updated")
+            .count(),
+        2
+    );
+    assert!(actions.contains(&"user.avatar_removed".to_string()));
+    app.cleanup().await;
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}

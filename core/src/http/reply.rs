@@ -100,6 +100,66 @@ impl EndpointOutRegister for NoContent {
     }
 }
 
+/// A cacheable binary body (an image) with its ETag: `304 Not Modified` when the request's
+/// `If-None-Match` names that ETag.
+pub struct Binary {
+    pub content_type: &'static str,
+    /// The ETag, quoted.
+    pub etag: String,
+    /// `Cache-Control: private, max-age=…` (seconds).
+    pub max_age: u32,
+    pub body: Vec<u8>,
+}
+
+#[async_trait]
+impl Writer for Binary {
+    async fn write(self, req: &mut Request, _depot: &mut Depot, res: &mut Response) {
+        let fresh = req
+            .headers()
+            .get(salvo::http::header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim() == self.etag || t.trim() == "*")
+            });
+        if let Ok(etag) = HeaderValue::from_str(&self.etag) {
+            res.headers_mut().insert(ETAG, etag);
+        }
+        if let Ok(cc) = HeaderValue::from_str(&format!("private, max-age={}", self.max_age)) {
+            res.headers_mut()
+                .insert(salvo::http::header::CACHE_CONTROL, cc);
+        }
+        if fresh {
+            res.status_code(StatusCode::NOT_MODIFIED);
+            return;
+        }
+        res.status_code(StatusCode::OK);
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        res.body(self.body);
+    }
+}
+
+impl EndpointOutRegister for Binary {
+    fn register(_components: &mut Components, operation: &mut Operation) {
+        let bytes = || {
+            oapi::Content::new(
+                oapi::Object::new()
+                    .schema_type(oapi::schema::BasicType::String)
+                    .format(oapi::SchemaFormat::KnownFormat(oapi::KnownFormat::Binary)),
+            )
+        };
+        operation.responses.insert(
+            "200",
+            oapi::Response::new("The image").add_content("image/webp", bytes()),
+        );
+        operation.responses.insert(
+            "304",
+            oapi::Response::new("Not modified (the ETag matched)"),
+        );
+    }
+}
+
 /// A streamed body with its content type.
 pub struct Streamed {
     pub content_type: &'static str,

@@ -5,12 +5,12 @@ use salvo::oapi::endpoint;
 use salvo::prelude::*;
 
 use super::{
-    CurrentUser, Me, NewUser, User, UserFilter, UserPatch, UsersState, activity, bulk, profile,
-    service,
+    CurrentUser, Me, NewUser, User, UserFilter, UserPatch, UsersState, activity, avatar, bulk,
+    profile, service,
 };
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::extract::{JsonBody, ListParams, Page, Path, dep};
-use crate::http::reply::{NoContent, Reply};
+use crate::http::reply::{Binary, NoContent, Reply};
 use crate::ids::{TeamId, UserId};
 use crate::rbac::need::{UsersCreate, UsersDeactivate, UsersDelete, UsersRead, UsersUpdate};
 use crate::rbac::perm::Scope;
@@ -394,6 +394,131 @@ pub async fn user_activity(
     ))
 }
 
+/// The picture of a multipart avatar upload: exactly one file part named `file`.
+async fn read_avatar(req: &mut Request) -> ApiResult<Vec<u8>> {
+    let malformed = |d: String| ApiError::new(ErrorCode::MalformedMultipart, d);
+    let is_form_data = req
+        .content_type()
+        .is_some_and(|m| m.type_() == mime::MULTIPART && m.subtype() == mime::FORM_DATA);
+    if !is_form_data {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "an avatar is uploaded as multipart/form-data with one file part `file`",
+        ));
+    }
+    let limit = avatar::MAX_BYTES + 64 * 1024;
+    req.set_form_limits(salvo::http::FormLimits::new().max_parts(2).max_files(1));
+    let form = req.form_data_max_size(limit).await.map_err(|e| match e {
+        salvo::http::ParseError::PayloadTooLarge => ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("an avatar may be at most {} bytes", avatar::MAX_BYTES),
+        ),
+        other => malformed(format!("cannot read the multipart body: {other}")),
+    })?;
+    if let Some(other) = form
+        .fields
+        .keys()
+        .chain(form.files.keys())
+        .find(|name| name.as_str() != "file")
+    {
+        return Err(malformed(format!("unexpected part `{other}`: send `file`")));
+    }
+    let file = form
+        .files
+        .get("file")
+        .ok_or_else(|| malformed("send the picture as a file part named `file`".into()))?;
+    if file.size() > avatar::MAX_BYTES as u64 {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("an avatar may be at most {} bytes", avatar::MAX_BYTES),
+        ));
+    }
+    tokio::fs::read(file.path())
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// Yourself, or a caller allowed `users.update.tenant`.
+fn may_change(caller: &Caller, id: UserId) -> ApiResult<()> {
+    if caller.user.user.id != id {
+        caller.require("users", "update", Scope::Tenant)?;
+    }
+    Ok(())
+}
+
+/// The new avatar's ETag.
+#[derive(Debug, serde::Serialize, salvo::oapi::ToSchema)]
+#[salvo(schema(name = "neotenant.users.AvatarSaved"))]
+pub struct AvatarSaved {
+    pub etag: String,
+    /// The sides (px) it is served at: `GET …/avatar?size=64|256`.
+    pub sizes: Vec<u32>,
+}
+
+/// Upload a user's avatar (multipart, one file part `file`; yourself or with
+/// `users.update.tenant`): a PNG, JPEG or WebP picture (judged by its bytes) of at most 5 MiB
+/// and 4096×4096 pixels, stored as square 64 and 256 px WebP variants.
+#[endpoint(
+    operation_id = "neotenant.users.put_avatar",
+    tags("users"),
+    status_codes(200, 400, 401, 403, 404, 409, 413, 415, 422)
+)]
+pub async fn put_avatar(
+    caller: Caller,
+    id: Path<UserId>,
+    req: &mut Request,
+) -> ApiResult<Reply<AvatarSaved>> {
+    may_change(&caller, id.0)?;
+    let bytes = read_avatar(req).await?;
+    let etag = avatar::put(caller.db(), &caller.actor, id.0, bytes).await?;
+    Ok(Reply::ok(AvatarSaved {
+        etag,
+        sizes: avatar::SIZES.to_vec(),
+    }))
+}
+
+/// A user's avatar as WebP, `size` 64 or 256 (default 256), with an ETag (`If-None-Match`
+/// answers 304); any user of the tenant may see it.
+#[endpoint(
+    operation_id = "neotenant.users.get_avatar",
+    tags("users"),
+    status_codes(200, 304, 400, 401, 404)
+)]
+pub async fn get_avatar(caller: Caller, id: Path<UserId>, req: &mut Request) -> ApiResult<Binary> {
+    let side = match req.query::<String>("size").as_deref() {
+        None => avatar::SIZES[1],
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|s| avatar::SIZES.contains(s))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidParameter,
+                    "query parameter `size` must be 64 or 256",
+                )
+            })?,
+    };
+    let (etag, body) = avatar::get(caller.db(), id.0, side).await?;
+    Ok(Binary {
+        content_type: "image/webp",
+        etag: format!("\"{etag}-{side}\""),
+        max_age: 300,
+        body,
+    })
+}
+
+/// Remove a user's avatar (yourself or with `users.update.tenant`).
+#[endpoint(
+    operation_id = "neotenant.users.delete_avatar",
+    tags("users"),
+    status_codes(204, 400, 401, 403, 404)
+)]
+pub async fn delete_avatar(caller: Caller, id: Path<UserId>) -> ApiResult<NoContent> {
+    may_change(&caller, id.0)?;
+    avatar::delete(caller.db(), &caller.actor, id.0).await?;
+    Ok(NoContent)
+}
+
 /// `/v1/me`.
 pub fn router() -> Router {
     Router::with_path("me").get(me).push(
@@ -425,6 +550,12 @@ pub fn admin_router() -> Router {
                         .patch(patch_attributes),
                 )
                 .push(Router::with_path("activity").get(user_activity))
+                .push(
+                    Router::with_path("avatar")
+                        .get(get_avatar)
+                        .put(put_avatar)
+                        .delete(delete_avatar),
+                )
                 .push(Router::with_path("deactivate").post(deactivate_user))
                 .push(Router::with_path("reactivate").post(reactivate_user)),
         )

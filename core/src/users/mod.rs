@@ -7,6 +7,7 @@
 //! token. Never trusts anything but the validated token for identity.
 
 pub mod activity;
+pub mod avatar;
 pub mod bulk;
 pub mod handlers;
 pub mod hoops;

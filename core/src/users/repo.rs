@@ -571,3 +571,62 @@ pub async fn recent_actions(
         .load(&mut conn)
         .await
 }
+
+/// Stores (or replaces) the user's avatar variants.
+pub async fn put_avatar(
+    conn: &mut AsyncPgConnection,
+    user: UserId,
+    etag: &str,
+    small: &[u8],
+    large: &[u8],
+) -> QueryResult<()> {
+    use crate::schema::tenant::user_avatars;
+    diesel::insert_into(user_avatars::table)
+        .values((
+            user_avatars::user_id.eq(user.0),
+            user_avatars::etag.eq(etag),
+            user_avatars::small.eq(small),
+            user_avatars::large.eq(large),
+        ))
+        .on_conflict(user_avatars::user_id)
+        .do_update()
+        .set((
+            user_avatars::etag.eq(etag),
+            user_avatars::small.eq(small),
+            user_avatars::large.eq(large),
+            user_avatars::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The user's avatar: (ETag base, the large or the small variant).
+pub async fn avatar(
+    mut conn: &AsyncPgConnection,
+    user: UserId,
+    large: bool,
+) -> QueryResult<Option<(String, Vec<u8>)>> {
+    use crate::schema::tenant::user_avatars;
+    let q = user_avatars::table.find(user.0);
+    if large {
+        q.select((user_avatars::etag, user_avatars::large))
+            .first(&mut conn)
+            .await
+            .optional()
+    } else {
+        q.select((user_avatars::etag, user_avatars::small))
+            .first(&mut conn)
+            .await
+            .optional()
+    }
+}
+
+/// Removes the user's avatar; whether there was one.
+pub async fn delete_avatar(conn: &mut AsyncPgConnection, user: UserId) -> QueryResult<bool> {
+    use crate::schema::tenant::user_avatars;
+    Ok(diesel::delete(user_avatars::table.find(user.0))
+        .execute(conn)
+        .await?
+        > 0)
+}
