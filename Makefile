@@ -79,6 +79,7 @@ bench: up plugins
 	$(CARGO) bench -p neotenant --bench search
 	$(CARGO) bench -p neotenant-runtime --bench plugin
 	@scripts/bench.sh
+	@BENCH_NO_BUILD=1 scripts/bench-invitations.sh
 
 # NeoTenantApi beside PocketBase and SpiceDB (installed from the Go module proxy when missing).
 bench-peers:

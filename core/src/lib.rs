@@ -4,7 +4,7 @@
 //! Map: `config` (settings) · `app` (wiring, server lifecycle) · `http` (router, conventions)
 //! · `error` (problem responses) · `db` (pools, tenant transactions, migrations) · `tenancy`
 //! (registry, provisioning, resolution, admin API) · `auth` (tokens, keys, local mode) ·
-//! `users` · `invitations` · `privacy` (data-subject export, erasure) · `sessions` · `apikeys` · `ratelimit` · `rbac` (permissions, roles, `Can<P>`) ·
+//! `users` · `invitations` · `privacy` (data-subject export, erasure) · `directory` (user import/export) · `sessions` · `apikeys` · `ratelimit` · `rbac` (permissions, roles, `Can<P>`) ·
 //! `teams` · `audit` (chain, sealing, search, forwarding) · `pubsub` (broadcast listeners) ·
 //! `outbox` (events in the change's transaction) · `resources` (types, records, versions,
 //! shares) · `plugins` (WebAssembly components: uploads, installs, hooks, delivery) · `notes` (first tenant-scoped feature) · `metrics` · `telemetry` · `ids` · `schema`.
@@ -19,6 +19,7 @@ pub mod config;
 pub mod csv;
 pub mod cursor;
 pub mod db;
+pub mod directory;
 pub mod error;
 pub mod http;
 pub mod ids;

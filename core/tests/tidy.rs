@@ -53,6 +53,7 @@ const FEATURES: &[&str] = &[
     "notes",
     "invitations",
     "privacy",
+    "directory",
 ];
 const HTTP: &[&str] = &["http"];
 const APP: &[&str] = &["app", "main", "lib"];

@@ -5,6 +5,7 @@ mod apikeys;
 mod audit;
 mod auth;
 mod conventions;
+mod directory;
 mod invitations;
 mod isolation;
 mod lifecycle;

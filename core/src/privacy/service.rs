@@ -209,6 +209,7 @@ mod tests {
                           "after": [{"username": "ada"}]});
         let (mut e, mut n) = (Vec::new(), Vec::new());
         collect_identifiers(&data, &mut e, &mut n);
+        n.sort();
         assert_eq!(e, ["a@x.io"]);
         assert_eq!(n, ["Ada", "ada"]);
     }

@@ -47,7 +47,7 @@ pub async fn create_user(
 }
 
 /// The list filter from the query: `q`, `status`, `role`, `team` and `attr.<name>`.
-fn user_filter(req: &Request) -> ApiResult<UserFilter> {
+pub fn user_filter(req: &Request) -> ApiResult<UserFilter> {
     let bad = |name: &str, what: &str| {
         ApiError::new(
             ErrorCode::InvalidParameter,
