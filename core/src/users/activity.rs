@@ -2,8 +2,8 @@
 //!
 //! Last seen is noted in memory on every authenticated request ([`Seen::note`], a map write)
 //! and written by [`flush_loop`] in one statement per tenant every `users.seen_flush_secs`,
-//! so a busy user costs no database write per request; a crash loses at most one interval of
-//! last-seen times, never anything else. The activity view joins that with the user's
+//! so a busy user costs no database write per request; a crash or a failed write loses at most
+//! one interval of last-seen times, never anything else. The activity view joins that with the user's
 //! sessions (Redis) and their latest audit entries. Never writes the audit log.
 
 use std::collections::HashMap;
@@ -42,7 +42,8 @@ impl Seen {
     }
 
     /// Writes everything noted so far: one statement per tenant. Times that cannot be written
-    /// (the tenant's database is down) are kept for the next round unless newer ones came.
+    /// (the tenant's database is down, or the tenant is gone) are dropped: last-seen is
+    /// best-effort, and the next request notes a newer time anyway.
     pub async fn flush(&self) -> usize {
         let taken = std::mem::take(&mut *self.pending.lock().expect("seen lock"));
         let mut written = 0;
@@ -56,14 +57,7 @@ impl Seen {
             match result {
                 Ok(n) => written += n,
                 Err(e) => {
-                    tracing::warn!(tenant = %tenant, error = %e.detail, "writing last-seen times failed; retrying next round");
-                    let mut pending = self.pending.lock().expect("seen lock");
-                    let entry = pending
-                        .entry(tenant)
-                        .or_insert_with(|| (db.clone(), HashMap::new()));
-                    for (user, at) in users {
-                        entry.1.entry(user).or_insert(at);
-                    }
+                    tracing::debug!(tenant = %tenant, error = %e.detail, cause = ?e.source, "writing last-seen times failed; dropped");
                 }
             }
         }

@@ -102,7 +102,8 @@ pub struct IdpUser<'a> {
 }
 
 /// Brings one user in line with the identity provider; returns whether anything changed.
-/// A user deleted here stays deleted and keeps no profile; an enabled one becomes active, a disabled one deactivated.
+/// A user deleted here stays deleted and keeps no profile; an enabled one becomes active, a
+/// disabled one deactivated.
 pub async fn reconcile_one(conn: &mut AsyncPgConnection, idp: &IdpUser<'_>) -> QueryResult<bool> {
     let status = if idp.enabled { "active" } else { "deactivated" };
     let changed = diesel::sql_query(
@@ -361,8 +362,12 @@ pub async fn set_profile(
         .map(User::from)
 }
 
-/// Marks the user `deleted` and empties every personal field of the row.
+/// Marks the user `deleted`, empties every personal field of the row and removes the avatar.
 pub async fn forget_profile(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<User> {
+    use crate::schema::tenant::user_avatars;
+    diesel::delete(user_avatars::table.find(id.0))
+        .execute(conn)
+        .await?;
     diesel::update(users::table.find(id.0))
         .set((
             users::email.eq(None::<String>),

@@ -615,7 +615,7 @@ pub async fn revoke_all(state: &UsersState, tenant: &ResolvedTenant, subject: &s
 }
 
 /// Deletes a user: the row stays as `deleted` (the audit trail names its id) but keeps no
-/// email, name, username, attributes or preferences; the Keycloak account (or, for a shared
+/// email, name, username, attributes, preferences or avatar; the Keycloak account (or, for a shared
 /// account, the tenant's membership) goes; sessions end.
 pub async fn delete(
     state: &UsersState,
