@@ -126,7 +126,28 @@ async fn admins_manage_users_in_keycloak_and_here() {
     let back: Value = res.json().await.unwrap();
     assert_eq!(back["status"], "active");
 
-    // Deleted: the row stays as deleted; the account is gone.
+    // Deleted: the row stays as deleted; the account and the avatar are gone.
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(image::RgbImage::new(80, 80))
+        .write_to(&mut png, image::ImageFormat::Png)
+        .unwrap();
+    let boundary = "useradmin-avatar";
+    let mut upload = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n"
+    )
+    .into_bytes();
+    upload.extend_from_slice(png.get_ref());
+    upload.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let res = as_admin(Method::PUT, &format!("/v1/users/{id}/avatar"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(upload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
     let res = as_admin(Method::DELETE, &format!("/v1/users/{id}"))
         .send()
         .await
@@ -140,6 +161,11 @@ async fn admins_manage_users_in_keycloak_and_here() {
     assert!(
         gone["email"].is_null() && gone["display_name"].is_null() && gone["username"].is_null()
     );
+    let res = as_admin(Method::GET, &format!("/v1/users/{id}/avatar"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404, "a deleted user keeps no avatar");
     assert!(kc.find_user(&t.realm, &new_email).await.unwrap().is_none());
     let listed: Value = as_admin(Method::GET, "/v1/users?limit=200")
         .fetch_json()

@@ -148,7 +148,7 @@ pub async fn put_schema(
 
 pub async fn attributes(db: &TenantDb, user: UserId) -> ApiResult<Attributes> {
     let attributes = db
-        .transaction(async |tx| Ok::<_, ApiError>(repo::attributes(tx.conn(), user).await?))
+        .transaction(async |tx| Ok::<_, ApiError>(repo::attributes(tx.conn(), user, false).await?))
         .await?;
     Ok(Attributes {
         user_id: user,
@@ -194,7 +194,7 @@ pub async fn patch_attributes(
     };
     db.transaction(async |tx| {
         let conn = tx.conn();
-        let current = found(repo::lock_attributes(conn, user).await?, "user")?;
+        let current = found(repo::attributes(conn, user, true).await?, "user")?;
         let schema = repo::attribute_schema(conn).await?;
         if !as_admin {
             let editable = schema
@@ -257,7 +257,7 @@ pub async fn patch_attributes(
 /// The user's preferences with defaults for what was never set.
 pub async fn preferences(db: &TenantDb, user: UserId) -> ApiResult<Preferences> {
     let stored = db
-        .transaction(async |tx| Ok::<_, ApiError>(repo::preferences(tx.conn(), user).await?))
+        .transaction(async |tx| Ok::<_, ApiError>(repo::preferences(tx.conn(), user, false).await?))
         .await?;
     Ok(with_defaults(found(stored, "user")?))
 }
@@ -308,7 +308,7 @@ pub async fn patch_preferences(
     }
     db.transaction(async |tx| {
         let conn = tx.conn();
-        let before = with_defaults(found(repo::preferences(conn, user).await?, "user")?);
+        let before = with_defaults(found(repo::preferences(conn, user, true).await?, "user")?);
         let mut after = before.clone();
         if let Some(l) = &patch.locale {
             after.locale = l.clone();

@@ -452,33 +452,22 @@ pub async fn put_attribute_schema(
     })
 }
 
-/// A user's attributes (`None`: no such user).
+/// A user's attributes (`None`: no such user); `lock` holds the row until the transaction
+/// ends (for a read-modify-write).
 pub async fn attributes(
     conn: &mut AsyncPgConnection,
     id: UserId,
+    lock: bool,
 ) -> QueryResult<Option<serde_json::Value>> {
-    users::table
+    let q = users::table
         .find(id.0)
         .filter(users::status.ne("deleted"))
-        .select(users::attributes)
-        .first(conn)
-        .await
-        .optional()
-}
-
-/// A user's attributes, row-locked until the transaction ends.
-pub async fn lock_attributes(
-    conn: &mut AsyncPgConnection,
-    id: UserId,
-) -> QueryResult<Option<serde_json::Value>> {
-    users::table
-        .find(id.0)
-        .filter(users::status.ne("deleted"))
-        .select(users::attributes)
-        .for_update()
-        .first(conn)
-        .await
-        .optional()
+        .select(users::attributes);
+    if lock {
+        q.for_update().first(conn).await.optional()
+    } else {
+        q.first(conn).await.optional()
+    }
 }
 
 pub async fn set_attributes(
@@ -496,18 +485,18 @@ pub async fn set_attributes(
         .map(|_| ())
 }
 
-/// A user's stored preferences (`None`: no such user).
+/// A user's stored preferences (`None`: no such user); `lock` as for [`attributes`].
 pub async fn preferences(
     conn: &mut AsyncPgConnection,
     id: UserId,
+    lock: bool,
 ) -> QueryResult<Option<serde_json::Value>> {
-    users::table
-        .find(id.0)
-        .select(users::preferences)
-        .for_update()
-        .first(conn)
-        .await
-        .optional()
+    let q = users::table.find(id.0).select(users::preferences);
+    if lock {
+        q.for_update().first(conn).await.optional()
+    } else {
+        q.first(conn).await.optional()
+    }
 }
 
 pub async fn set_preferences(
