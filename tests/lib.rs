@@ -589,6 +589,28 @@ pub async fn await_audit(app: &TestApp, t: &TestTenant, action: &str, count: usi
     }
 }
 
+/// `GET /v1/audit/verify` of the tenant, as `token`.
+pub async fn audit_verify(app: &TestApp, t: &TestTenant, token: &str) -> Value {
+    app.anonymous(reqwest::Method::GET, &t.slug, "/v1/audit/verify")
+        .bearer_auth(token)
+        .fetch_json()
+        .await
+}
+
+/// Waits (up to 10 s) until everything written so far is sealed and verifies (each
+/// verification writes one entry itself, so one may be unsealed).
+pub async fn audit_settled(app: &TestApp, t: &TestTenant, token: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v = audit_verify(app, t, token).await;
+        if v["ok"] == true && v["unsealed"].as_i64().unwrap() <= 1 {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never settled: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The messages the devstack's SMTP sink received for `address` (each a whole RFC 5322 text).
 pub fn mails_to(address: &str) -> Vec<String> {
     let dir =

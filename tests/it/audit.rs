@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use futures::StreamExt;
-use neotenant_tests::{Fetch, TestApp, TestTenant, direct, expect_problem, tenant_with_admin};
+use neotenant_tests::{
+    Fetch, TestApp, TestTenant, audit_settled as settled, audit_verify as verify, direct,
+    expect_problem, tenant_with_admin,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -21,27 +24,6 @@ async fn changes(app: &TestApp, t: &TestTenant, token: &str, n: usize, tag: &str
             .await
             .unwrap();
         assert_eq!(res.status(), 201);
-    }
-}
-
-async fn verify(app: &TestApp, t: &TestTenant, token: &str) -> Value {
-    app.anonymous(Method::GET, &t.slug, "/v1/audit/verify")
-        .bearer_auth(token)
-        .fetch_json()
-        .await
-}
-
-/// Waits until everything written so far is sealed and verifies.
-async fn settled(app: &TestApp, t: &TestTenant, token: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = verify(app, t, token).await;
-        // Each verification writes one entry itself, so one may be unsealed.
-        if v["ok"] == true && v["unsealed"].as_i64().unwrap() <= 1 {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "never settled: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

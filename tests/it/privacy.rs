@@ -1,33 +1,14 @@
 //! Data-subject rights: the export of everything held about a person, and an erasure that
 //! pseudonymises them everywhere (audit log included) while the audit chain keeps verifying.
 
-use std::time::{Duration, Instant};
-
 use diesel::QueryableByName;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
-use neotenant_tests::{Fetch, TestApp, TestTenant, direct, expect_problem, tenant_with_admin};
+use neotenant_tests::{
+    Fetch, TestApp, TestTenant, audit_settled as settled, audit_verify as verify, direct,
+    expect_problem, tenant_with_admin,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-async fn verify(app: &TestApp, t: &TestTenant, token: &str) -> Value {
-    app.anonymous(Method::GET, &t.slug, "/v1/audit/verify")
-        .bearer_auth(token)
-        .fetch_json()
-        .await
-}
-
-/// Waits until everything written so far is sealed (the verification writes one entry itself).
-async fn settled(app: &TestApp, t: &TestTenant, token: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = verify(app, t, token).await;
-        if v["ok"] == true && v["unsealed"].as_i64().unwrap() <= 1 {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "never settled: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[derive(QueryableByName)]
 struct Count {

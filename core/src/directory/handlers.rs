@@ -13,14 +13,7 @@ use crate::rbac::perm::Scope;
 use crate::rbac::{Caller, Can};
 
 fn format(req: &Request) -> ApiResult<Format> {
-    match req.query::<String>("format").as_deref() {
-        None | Some("jsonl") => Ok(Format::JsonLines),
-        Some("csv") => Ok(Format::Csv),
-        Some(_) => Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            "query parameter `format` must be jsonl or csv",
-        )),
-    }
+    Format::parse(req.query::<String>("format").as_deref())
 }
 
 /// Export the tenant's users, streamed: `format=jsonl` (default) or `format=csv` (columns

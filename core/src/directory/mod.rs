@@ -15,12 +15,8 @@ pub mod service;
 use salvo::oapi::ToSchema;
 use serde::Serialize;
 
-/// The file formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    JsonLines,
-    Csv,
-}
+/// The file formats and their `format=` parameter: the same as resources' import and export.
+pub use crate::resources::transfer::Format;
 
 /// What an import does with each row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
