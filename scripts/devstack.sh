@@ -261,7 +261,8 @@ kc_down() {
 
 # ---------------------------------------------------------------- SMTP sink
 # Every message sent to 127.0.0.1:$SMTP_PORT lands as a file in .devstack/smtp/maildir/new
-# (aiosmtpd from PyPI, Maildir handler): tests read what Keycloak and the API send.
+# (aiosmtpd from PyPI, the Maildir handler in scripts/smtp_sink.py): tests read what Keycloak
+# and the API send. Recipients whose local part starts with "defer-" are refused with 451.
 SMTP_DIR="$STACK/smtp"
 smtp_running() { [ -f "$SMTP_DIR/smtp.pid" ] && kill -0 "$(cat "$SMTP_DIR/smtp.pid")" 2>/dev/null; }
 
@@ -273,8 +274,8 @@ smtp_up() {
   smtp_running && return 0
   mkdir -p "$SMTP_DIR/maildir/cur" "$SMTP_DIR/maildir/new" "$SMTP_DIR/maildir/tmp"
   log "starting the SMTP sink on 127.0.0.1:$SMTP_PORT"
-  PYTHONPATH="$SMTP_DIR/lib" setsid python3 -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" \
-    -c aiosmtpd.handlers.Mailbox "$SMTP_DIR/maildir" >"$SMTP_DIR/smtp.log" 2>&1 < /dev/null &
+  PYTHONPATH="$SMTP_DIR/lib:$ROOT/scripts" setsid python3 -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" \
+    -c smtp_sink.Sink "$SMTP_DIR/maildir" >"$SMTP_DIR/smtp.log" 2>&1 < /dev/null &
   echo $! >"$SMTP_DIR/smtp.pid"
   for _ in $(seq 1 50); do
     (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null && return 0

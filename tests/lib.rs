@@ -47,6 +47,9 @@ pub fn test_config() -> Config {
         ("NEOTENANT_PLUGINS__DELIVERY_INTERVAL_MS", "50"),
         ("NEOTENANT_PLUGINS__RETRY_BASE_MS", "100"),
         ("NEOTENANT_PLUGINS__DELIVERY_MAX_ATTEMPTS", "4"),
+        // Invitation mail: two quick attempts, the same on every server of the run.
+        ("NEOTENANT_INVITATIONS__MAIL_MAX_ATTEMPTS", "2"),
+        ("NEOTENANT_INVITATIONS__MAIL_RETRY_BASE_MS", "50"),
     ] {
         env.push((key.into(), value.into()));
     }
