@@ -78,8 +78,10 @@ bench: up plugins
 	$(CARGO) bench -p neotenant --bench audit
 	$(CARGO) bench -p neotenant --bench search
 	$(CARGO) bench -p neotenant-runtime --bench plugin
+	$(CARGO) bench -p neotenant-flags --bench eval
 	@scripts/bench.sh
 	@BENCH_NO_BUILD=1 scripts/bench-invitations.sh
+	@BENCH_NO_BUILD=1 scripts/bench-flags.sh
 
 # NeoTenantApi beside PocketBase and SpiceDB (installed from the Go module proxy when missing).
 bench-peers:

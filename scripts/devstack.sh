@@ -310,6 +310,22 @@ assets_up() {
   rm -rf "$tmp"
 }
 
+# ---------------------------------------------------------------- OpenFeature SDK
+# The Python OpenFeature SDK and its OFREP provider (PyPI), for the test that evaluates flags
+# the way tenants' applications do (tests/ofrep_client.py).
+OPENFEATURE_SDK_VERSION=0.10.0
+OFREP_PROVIDER_VERSION=0.3.0
+openfeature_up() {
+  local lib="$STACK/openfeature/lib"
+  local stamp="$lib/.neotenant-$OPENFEATURE_SDK_VERSION-$OFREP_PROVIDER_VERSION"
+  [ -f "$stamp" ] && return 0
+  log "installing the OpenFeature Python SDK $OPENFEATURE_SDK_VERSION and OFREP provider $OFREP_PROVIDER_VERSION (PyPI)"
+  rm -rf "$lib"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$lib" \
+    "openfeature-sdk==$OPENFEATURE_SDK_VERSION" "openfeature-provider-ofrep==$OFREP_PROVIDER_VERSION" >&2
+  touch "$stamp"
+}
+
 print_env() {
   cat <<EOF
 export NEOTENANT_DATABASE__URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT
@@ -319,7 +335,7 @@ EOF
 }
 
 case "${1:-up}" in
-  up) pg_up; redis_up; smtp_up; assets_up; kc_up
+  up) pg_up; redis_up; smtp_up; assets_up; openfeature_up; kc_up
       log "up: PostgreSQL 127.0.0.1:$PG_PORT, Redis 127.0.0.1:$REDIS_PORT, Keycloak http://127.0.0.1:$KC_PORT, SMTP sink 127.0.0.1:$SMTP_PORT" ;;
   down) kc_down; smtp_down; redis_down; pg_down ;;
   status)

@@ -650,3 +650,52 @@ pub fn unfold(mail: &str) -> String {
         .replace("=\n", "")
         .replace("=3D", "=")
 }
+
+/// A multipart body with one file part `file` named `name`, declared as `content_type`.
+pub fn upload(name: &str, content_type: &str, data: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "neotenant-avatar-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {content_type}\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// PNG bytes of `img` (or another format).
+pub fn encode(img: image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+/// CRC-32 (IEEE) of `bytes`, as PNG chunks carry it.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A 1×1 PNG whose header claims 100,000×100,000 pixels (its header checksum fixed up): a
+/// decompression bomb as far as any reader of the header can tell.
+pub fn lying_png() -> Vec<u8> {
+    let mut flood = encode(
+        image::DynamicImage::ImageLuma8(image::GrayImage::new(1, 1)),
+        image::ImageFormat::Png,
+    );
+    flood[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    flood[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    let crc = crc32(&flood[12..29]);
+    flood[29..33].copy_from_slice(&crc.to_be_bytes());
+    flood
+}

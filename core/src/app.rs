@@ -58,6 +58,8 @@ pub struct AppState {
     pub resources: Arc<ResourcesState>,
     pub plugins: Arc<PluginsState>,
     pub invitations: Arc<crate::invitations::InvitationsState>,
+    pub settings: Arc<crate::settings::SettingsState>,
+    pub flags: Arc<crate::flags::FlagsState>,
     /// The invitation mail worker's wake-ups, taken by [`start`] when it spawns the worker.
     invitation_nudges: std::sync::Mutex<
         Option<tokio::sync::mpsc::UnboundedReceiver<Arc<crate::tenancy::cache::ResolvedTenant>>>,
@@ -195,6 +197,29 @@ impl AppState {
             mailer: mailer.clone(),
             audit_recent: audit_recent.clone(),
         });
+        let settings_state = Arc::new(crate::settings::SettingsState {
+            config: config.clone(),
+            catalogue: Arc::new(crate::settings::catalogue::Catalogue::new(
+                &config.invitations,
+            )),
+            cache: Arc::new(crate::versioned_cache::VersionedCache::new(
+                redis.clone(),
+                crate::keys::channel::SETTINGS,
+                crate::settings::CACHE_TTL,
+            )),
+            audit_recent: audit_recent.clone(),
+        });
+        let flags = Arc::new(crate::flags::FlagsState {
+            config: config.clone(),
+            cache: Arc::new(crate::versioned_cache::VersionedCache::new(
+                redis.clone(),
+                crate::keys::channel::FLAGS,
+                crate::flags::CACHE_TTL,
+            )),
+            settings: settings_state.clone(),
+            tenancy: tenancy.clone(),
+            audit_recent: audit_recent.clone(),
+        });
         let (nudge, invitation_nudges) = tokio::sync::mpsc::unbounded_channel();
         let invitations = Arc::new(crate::invitations::InvitationsState {
             config: config.clone(),
@@ -204,6 +229,7 @@ impl AppState {
             audit_recent: audit_recent.clone(),
             perms: perms.clone(),
             teams: Arc::new(crate::teams::service::InvitationTeams),
+            settings: settings_state.clone(),
             nudge,
         });
         let session_api = Arc::new(SessionsState {
@@ -255,6 +281,8 @@ impl AppState {
             resources,
             plugins,
             invitations,
+            settings: settings_state,
+            flags,
             invitation_nudges: std::sync::Mutex::new(Some(invitation_nudges)),
             ops,
             api_key_usage: Default::default(),
@@ -276,6 +304,8 @@ impl AppState {
             .with(self.resources.clone())
             .with(self.plugins.clone())
             .with(self.invitations.clone())
+            .with(self.settings.clone())
+            .with(self.flags.clone())
             .with(self.api_key_usage.clone())
             .with(self.audit_recent.clone())
     }
@@ -346,6 +376,22 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tokio::spawn(crate::rbac::cache::listen(
         state.redis_client.clone(),
         state.perms.clone(),
+        stop_rx.clone(),
+    ));
+    tokio::spawn(crate::versioned_cache::listen(
+        state.settings.cache.clone(),
+        state.redis_client.clone(),
+        "settings changes",
+        stop_rx.clone(),
+    ));
+    tokio::spawn(crate::versioned_cache::listen(
+        state.flags.cache.clone(),
+        state.redis_client.clone(),
+        "flag changes",
+        stop_rx.clone(),
+    ));
+    tokio::spawn(crate::flags::schedule::worker(
+        state.flags.clone(),
         stop_rx.clone(),
     ));
     tokio::spawn(crate::users::activity::flush_loop(

@@ -79,6 +79,7 @@ error_codes! {
     TokenType => (UNAUTHORIZED, "token-type", "The token is not an access token"),
     TokenTenant => (UNAUTHORIZED, "token-tenant", "The token is for another tenant"),
     SessionRevoked => (UNAUTHORIZED, "session-revoked", "The session was revoked"),
+    SdkKeyInvalid => (UNAUTHORIZED, "sdk-key-invalid", "The SDK key is not a live key of this tenant"),
     InvalidCredentials => (UNAUTHORIZED, "invalid-credentials", "The username or password is wrong"),
     RefreshTokenInvalid => (UNAUTHORIZED, "refresh-token-invalid", "The refresh token is invalid, expired or already used"),
     ResetTokenInvalid => (BAD_REQUEST, "reset-token-invalid", "The password-reset token is invalid, expired or already used"),
@@ -106,6 +107,7 @@ error_codes! {
     PluginFailed => (FAILED_DEPENDENCY, "plugin-failed", "A plugin failed while handling the request"),
     ConfirmationRequired => (PRECONDITION_REQUIRED, "confirmation-required", "This action must be confirmed"),
     RateLimited => (TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
+    QuotaExceeded => (TOO_MANY_REQUESTS, "quota-exceeded", "The tenant's daily request quota is used up"),
     AuthLocked => (TOO_MANY_REQUESTS, "auth-locked", "Too many failed authentications from this client"),
     Internal => (INTERNAL_SERVER_ERROR, "internal", "Internal error"),
     Unavailable => (SERVICE_UNAVAILABLE, "unavailable", "A dependency is temporarily unavailable"),
@@ -295,5 +297,49 @@ mod tests {
             ApiError::from(diesel::result::Error::BrokenTransactionManager).code,
             ErrorCode::Unavailable
         );
+    }
+}
+
+/// `a.b[0].c` (serde_path_to_error's notation) → `/a/b/0/c`; `.` (the root) → ``.
+pub fn json_pointer(path: &str) -> String {
+    if path == "." {
+        return String::new();
+    }
+    let mut out = String::new();
+    for part in path.split(['.', '[']) {
+        let part = part.trim_end_matches(']');
+        if !part.is_empty() {
+            out.push('/');
+            out.push_str(&part.replace('~', "~0").replace('/', "~1"));
+        }
+    }
+    out
+}
+
+/// A `T` read from a JSON document; a shape that does not fit is a 422 naming the place
+/// (under `prefix`) and why.
+pub fn from_json<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: &str,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let pointer = format!("{prefix}{}", json_pointer(&err.path().to_string()));
+        ApiError::validation(vec![FieldError {
+            pointer,
+            message: err.into_inner().to_string(),
+        }])
+    })
+}
+
+/// Whether an `If-Match` header value admits the current ETag `current` (absent or `*`
+/// always does; weak tags compare by their opaque part).
+pub fn if_match_admits(if_match: Option<&str>, current: &str) -> bool {
+    match if_match {
+        None => true,
+        Some(tags) if tags.trim() == "*" => true,
+        Some(tags) => tags
+            .split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == current),
     }
 }

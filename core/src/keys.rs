@@ -19,6 +19,15 @@ pub mod channel {
     pub const SESSION_REVOKED: &str = "neotenant:session-revoked";
     /// `<tenant id>` whose permission inputs changed.
     pub const RBAC: &str = "neotenant:rbac";
+    /// `<tenant id>:<version>` whose settings changed.
+    pub const SETTINGS: &str = "neotenant:settings";
+    /// `<tenant id>:<version>` whose feature flags changed.
+    pub const FLAGS: &str = "neotenant:flags";
+}
+
+/// A tenant's request count for one UTC day (`yyyymmdd`), for its daily quota.
+pub fn tenant_quota(namespace: &str, tenant: TenantId, day: &str) -> String {
+    format!("{PREFIX}:{namespace}:quota:{}:{day}", tenant.0.simple())
 }
 
 /// One session's record (device, first and last seen).

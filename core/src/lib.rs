@@ -4,10 +4,10 @@
 //! Map: `config` (settings) · `app` (wiring, server lifecycle) · `http` (router, conventions)
 //! · `error` (problem responses) · `db` (pools, tenant transactions, migrations) · `tenancy`
 //! (registry, provisioning, resolution, admin API) · `auth` (tokens, keys, local mode) ·
-//! `users` · `invitations` · `privacy` (data-subject export, erasure) · `directory` (user import/export) · `sessions` · `apikeys` · `ratelimit` · `rbac` (permissions, roles, `Can<P>`) ·
+//! `users` · `invitations` · `privacy` (data-subject export, erasure) · `directory` (user import/export) · `sessions` · `apikeys` · `ratelimit` · `settings` (typed, versioned tenant settings and their cache) · `picture` (untrusted images) · `versioned_cache` (per-tenant caches dropped by broadcast) · `rbac` (permissions, roles, `Can<P>`) ·
 //! `teams` · `audit` (chain, sealing, search, forwarding) · `pubsub` (broadcast listeners) ·
 //! `outbox` (events in the change's transaction) · `resources` (types, records, versions,
-//! shares) · `plugins` (WebAssembly components: uploads, installs, hooks, delivery) · `notes` (first tenant-scoped feature) · `metrics` · `telemetry` · `ids` · `schema`.
+//! shares) · `plugins` (WebAssembly components: uploads, installs, hooks, delivery) · `flags` (feature flags, OFREP) · `notes` (first tenant-scoped feature) · `metrics` · `telemetry` · `ids` · `schema`.
 //! See docs/ARCHITECTURE.md.
 
 pub mod account;
@@ -21,6 +21,7 @@ pub mod cursor;
 pub mod db;
 pub mod directory;
 pub mod error;
+pub mod flags;
 pub mod http;
 pub mod ids;
 pub mod invitations;
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod notes;
 pub mod onetime;
 pub mod outbox;
+pub mod picture;
 pub mod plugins;
 pub mod privacy;
 pub mod pubsub;
@@ -40,7 +42,9 @@ pub mod region;
 pub mod resources;
 pub mod schema;
 pub mod sessions;
+pub mod settings;
 pub mod teams;
 pub mod telemetry;
 pub mod tenancy;
 pub mod users;
+pub mod versioned_cache;

@@ -159,6 +159,17 @@ impl RateLimiter {
     /// Checks (and spends from) the IP's bucket and, when known, the user's: from this
     /// instance's lease for the pair when one is left, else from Redis (taking a new lease).
     pub async fn check(&self, ip: IpAddr, user: Option<&str>) -> Decision {
+        self.check_with(ip, user, None).await
+    }
+
+    /// [`Self::check`] with the user's bucket at `user_rate` (per second, burst) instead of
+    /// the platform's: a tenant's own limit. The IP's bucket is the platform's always.
+    pub async fn check_with(
+        &self,
+        ip: IpAddr,
+        user: Option<&str>,
+        user_rate: Option<(f64, u32)>,
+    ) -> Decision {
         if !self.config.enabled {
             return Decision::Allowed {
                 limit: 0,
@@ -167,11 +178,21 @@ impl RateLimiter {
             };
         }
         let c = &self.config;
+        let (user_per_sec, user_burst) =
+            user_rate.unwrap_or((c.per_user_per_sec, c.per_user_burst));
         let mut want = lease_size(c.per_ip_per_sec, c.per_ip_burst, c.lease_ms);
         if user.is_some() {
-            want = want.min(lease_size(c.per_user_per_sec, c.per_user_burst, c.lease_ms));
+            want = want.min(lease_size(user_per_sec, user_burst, c.lease_ms));
         }
-        let key: LeaseKey = (ip, user.map(Into::into));
+        // A lease is spent only at the rate it was granted at: a tenant's new rate applies at
+        // once, not when the leases of the old one lapse.
+        let key: LeaseKey = (
+            ip,
+            user.map(|u| match user_rate {
+                Some((rate, burst)) => format!("{u}@{rate}/{burst}").into(),
+                None => u.into(),
+            }),
+        );
         if want > 1
             && let Some(allowed) = self.spend_lease(&key)
         {
@@ -187,7 +208,7 @@ impl RateLimiter {
             .arg(t)
             .arg(b);
         if let Some(user) = user {
-            let (i, t, b) = bucket_args(c.per_user_per_sec, c.per_user_burst);
+            let (i, t, b) = bucket_args(user_per_sec, user_burst);
             invocation
                 .key(keys::rate::user_bucket(ns, user))
                 .arg(i)
@@ -229,6 +250,49 @@ impl RateLimiter {
             other => {
                 self.redis_errors.inc();
                 tracing::warn!(error = ?other.err(), "rate limit check failed; allowing the request");
+                Decision::Allowed {
+                    limit: 0,
+                    remaining: 0,
+                    reset_secs: 0,
+                }
+            }
+        }
+    }
+
+    /// Counts one request against `tenant`'s daily quota of `per_day` (UTC days): refused
+    /// once the day's count passes it, until midnight UTC. Allowed when Redis cannot answer.
+    pub async fn quota(&self, tenant: crate::ids::TenantId, per_day: u64) -> Decision {
+        let now = chrono::Utc::now();
+        let day = now.format("%Y%m%d").to_string();
+        let midnight = (now.date_naive() + chrono::Days::new(1))
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc())
+            .unwrap_or(now);
+        let reset_secs = (midnight - now).num_seconds().max(1) as u64;
+        let key = keys::tenant_quota(&self.config.namespace, tenant, &day);
+        let mut conn = self.redis.clone();
+        let counted: redis::RedisResult<(i64,)> = redis::pipe()
+            .atomic()
+            .incr(&key, 1)
+            .expire(&key, 2 * 86_400)
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        let limit = u32::try_from(per_day).unwrap_or(u32::MAX);
+        match counted {
+            Ok((n,)) if n.max(0) as u64 > per_day => Decision::Limited {
+                limit,
+                retry_after_secs: reset_secs,
+            },
+            Ok((n,)) => Decision::Allowed {
+                limit,
+                remaining: u32::try_from(per_day.saturating_sub(n.max(0) as u64))
+                    .unwrap_or(u32::MAX),
+                reset_secs,
+            },
+            Err(error) => {
+                self.redis_errors.inc();
+                tracing::warn!(%error, "quota count failed; allowing the request");
                 Decision::Allowed {
                     limit: 0,
                     remaining: 0,

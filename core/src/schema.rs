@@ -153,10 +153,32 @@ pub mod tenant {
     }
 
     diesel::table! {
-        invitation_policy (singleton) {
+        settings (singleton) {
             singleton -> Bool,
-            expiry_hours -> Integer,
-            allowed_domains -> Array<Text>,
+            version -> Integer,
+            state -> Jsonb,
+            updated_at -> Timestamptz,
+            updated_by -> Nullable<Uuid>,
+        }
+    }
+
+    diesel::table! {
+        settings_versions (version) {
+            version -> Integer,
+            state -> Jsonb,
+            diff -> Jsonb,
+            author_id -> Nullable<Uuid>,
+            author_name -> Nullable<Text>,
+            reason -> Text,
+            at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        settings_logo (singleton) {
+            singleton -> Bool,
+            etag -> Text,
+            image -> Bytea,
             updated_at -> Timestamptz,
         }
     }
@@ -353,7 +375,6 @@ pub mod tenant {
     diesel::table! {
         audit_settings (id) {
             id -> Bool,
-            retention_days -> Nullable<Integer>,
             syslog_host -> Nullable<Text>,
             syslog_port -> Nullable<Integer>,
             syslog_tls -> Bool,

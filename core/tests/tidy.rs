@@ -40,8 +40,18 @@ const FOUNDATION: &[&str] = &[
     "mail",
     "onetime",
     "json_schema",
+    "picture",
+    "versioned_cache",
 ];
-const KERNEL: &[&str] = &["tenancy", "auth", "rbac", "audit", "outbox", "ratelimit"];
+const KERNEL: &[&str] = &[
+    "tenancy",
+    "auth",
+    "rbac",
+    "audit",
+    "outbox",
+    "ratelimit",
+    "settings",
+];
 const FEATURES: &[&str] = &[
     "account",
     "users",
@@ -54,6 +64,7 @@ const FEATURES: &[&str] = &[
     "invitations",
     "privacy",
     "directory",
+    "flags",
 ];
 const HTTP: &[&str] = &["http"];
 const APP: &[&str] = &["app", "main", "lib"];
@@ -576,7 +587,7 @@ fn core_keeps_its_layers() {
 #[test]
 fn other_crates_document_their_files() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    for krate in ["search/src", "runtime/src"] {
+    for krate in ["search/src", "runtime/src", "flags/src"] {
         let files = load(&root.join(krate));
         for f in files.values() {
             assert!(

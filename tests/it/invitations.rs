@@ -795,11 +795,16 @@ async fn a_failing_relay_is_retried_then_the_mail_marked_failed() {
     // test run sends (they all sweep every tenant); every server gives a mail two attempts.
     let app = TestApp::start().await;
     let (t, boss) = local_tenant_with_admin(&app).await;
-    let created: Value = invite(&app, &t.slug, &boss, json!({"email": address("defer-lost")}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let created: Value = invite(
+        &app,
+        &t.slug,
+        &boss,
+        json!({"email": address("defer-lost")}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     let id = created["id"].as_str().unwrap().to_string();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let last = loop {

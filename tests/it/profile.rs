@@ -2,7 +2,9 @@
 //! problem; users edit only self-editable attributes on themselves), typed preferences, and
 //! activity (last seen written in batches, sessions, recent changes).
 
-use neotenant_tests::{Fetch, TestApp, expect_problem, tenant_with_admin};
+use neotenant_tests::{
+    Fetch, TestApp, encode, expect_problem, lying_png, tenant_with_admin, upload,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -382,24 +384,6 @@ async fn activity_shows_last_seen_sessions_and_recent_changes_to_those_allowed()
     app.cleanup().await;
 }
 
-/// A multipart body with one file part `file` named `name`, declared as `content_type`.
-fn upload(name: &str, content_type: &str, data: &[u8]) -> (String, Vec<u8>) {
-    let boundary = "neotenant-avatar-boundary";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {content_type}\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
-fn encode(img: image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, format).unwrap();
-    out.into_inner()
-}
-
 #[tokio::test]
 async fn avatars_are_sniffed_bounded_resized_and_served_with_an_etag() {
     let app = TestApp::start().await;
@@ -474,14 +458,7 @@ async fn avatars_are_sniffed_bounded_resized_and_served_with_an_etag() {
 
     // Lies, floods, damage and wrong shapes: each its problem, nothing changes.
     let gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
-    let mut flood = encode(
-        image::DynamicImage::ImageLuma8(image::GrayImage::new(1, 1)),
-        image::ImageFormat::Png,
-    );
-    flood[16..20].copy_from_slice(&100_000u32.to_be_bytes());
-    flood[20..24].copy_from_slice(&100_000u32.to_be_bytes());
-    let crc = crc32(&flood[12..29]);
-    flood[29..33].copy_from_slice(&crc.to_be_bytes());
+    let flood = lying_png();
     let mut broken = png.clone();
     broken.truncate(broken.len() / 2);
     for ((name, ct, data), status, slug) in [
@@ -556,19 +533,4 @@ async fn avatars_are_sniffed_bounded_resized_and_served_with_an_etag() {
     );
     assert!(actions.contains(&"user.avatar_removed".to_string()));
     app.cleanup().await;
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }

@@ -222,10 +222,10 @@ pub async fn get_settings(can: Can<AuditRead>) -> ApiResult<Reply<AuditSettingsV
 pub async fn put_settings(
     can: Can<AuditConfigure>,
     body: JsonBody<AuditSettings>,
+    depot: &mut Depot,
 ) -> ApiResult<Reply<AuditSettingsView>> {
-    Ok(Reply::ok(
-        settings::put(can.db(), &can.actor, &body.0).await?,
-    ))
+    let state = dep::<crate::settings::SettingsState>(depot)?;
+    Ok(Reply::ok(settings::put(&state, &can, &body.0).await?))
 }
 
 /// What a retention run did.

@@ -11,7 +11,6 @@ use crate::schema::tenant::audit_settings;
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = audit_settings, check_for_backend(diesel::pg::Pg))]
 pub struct SettingsRow {
-    pub retention_days: Option<i32>,
     pub syslog_host: Option<String>,
     pub syslog_port: Option<i32>,
     pub forwarded_seq: i64,
@@ -30,7 +29,6 @@ pub async fn settings(conn: &mut AsyncPgConnection) -> QueryResult<SettingsRow> 
 
 pub async fn set_settings(
     conn: &mut AsyncPgConnection,
-    retention_days: Option<i32>,
     syslog_host: Option<&str>,
     syslog_port: Option<i32>,
     syslog_tls: bool,
@@ -38,7 +36,6 @@ pub async fn set_settings(
 ) -> QueryResult<usize> {
     diesel::update(audit_settings::table)
         .set((
-            audit_settings::retention_days.eq(retention_days),
             audit_settings::syslog_host.eq(syslog_host),
             audit_settings::syslog_port.eq(syslog_port),
             audit_settings::syslog_tls.eq(syslog_tls),

@@ -18,9 +18,7 @@ use super::chain::{ANCHOR, Broken, CHECKPOINT, Entry, GENESIS, Signer, Verifier,
 use crate::db::{PgPool, TenantDb};
 use crate::error::{ApiError, ApiResult};
 use crate::schema::admin::audit_heads;
-use crate::schema::tenant::{
-    audit_anchors, audit_checkpoints, audit_log, audit_redactions, audit_settings,
-};
+use crate::schema::tenant::{audit_anchors, audit_checkpoints, audit_log, audit_redactions};
 
 const BATCH: i64 = 5000;
 
@@ -362,12 +360,7 @@ pub async fn prune_tenant(signer: &Signer, tenant: Uuid, db: &TenantDb) -> ApiRe
     db.transaction(async |tx| {
         let conn = tx.conn();
         lock(conn).await?;
-        let days: Option<i32> = audit_settings::table
-            .select(audit_settings::retention_days)
-            .first(conn)
-            .await
-            .optional()?
-            .flatten();
+        let days = crate::settings::repo::audit_retention_days(conn).await?;
         let Some(days) = days else {
             return Ok::<_, ApiError>(0);
         };

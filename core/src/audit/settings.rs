@@ -1,11 +1,13 @@
 //! A tenant's audit settings: retention and syslog forwarding. Validation (one 422 listing
-//! every problem), and changes audited in their own transaction. SQL is `repo`.
+//! every problem), and changes audited in their own transaction. SQL is `repo`. Retention is
+//! a tenant setting (`compliance.audit_retention_days`): read from and written to the
+//! settings, with their history.
 
 use salvo::oapi::ToSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Actor, Change, repo};
+use super::{Change, repo};
 use crate::db::TenantDb;
 use crate::error::{ApiError, ApiResult, FieldError};
 
@@ -112,12 +114,17 @@ fn check(s: &AuditSettings) -> ApiResult<()> {
 
 /// The settings and forwarding progress.
 pub async fn get(db: &TenantDb) -> ApiResult<AuditSettingsView> {
-    let row = db
-        .transaction(async |tx| Ok::<_, ApiError>(repo::settings(tx.conn()).await?))
+    let (row, retention_days) = db
+        .transaction(async |tx| {
+            let conn = tx.conn();
+            let row = repo::settings(conn).await?;
+            let days = crate::settings::repo::audit_retention_days(conn).await?;
+            Ok::<_, ApiError>((row, days))
+        })
         .await?;
     Ok(AuditSettingsView {
         settings: AuditSettings {
-            retention_days: row.retention_days,
+            retention_days,
             syslog: match (row.syslog_host, row.syslog_port) {
                 (Some(host), Some(port)) => Some(Syslog {
                     host,
@@ -135,15 +142,28 @@ pub async fn get(db: &TenantDb) -> ApiResult<AuditSettingsView> {
 }
 
 /// Replaces the settings (audited with before and after) and answers them.
-pub async fn put(db: &TenantDb, actor: &Actor, s: &AuditSettings) -> ApiResult<AuditSettingsView> {
+pub async fn put(
+    settings: &crate::settings::SettingsState,
+    caller: &crate::rbac::Caller,
+    s: &AuditSettings,
+) -> ApiResult<AuditSettingsView> {
     check(s)?;
+    let (db, actor) = (caller.db(), &caller.actor);
     let before = get(db).await?;
+    if before.settings.retention_days != s.retention_days {
+        crate::settings::service::patch_for(
+            settings,
+            caller,
+            &json!({"compliance": {"audit_retention_days": s.retention_days}}),
+            "audit settings",
+        )
+        .await?;
+    }
     db.transaction(async |tx| {
         let conn = tx.conn();
         let syslog = s.syslog.as_ref();
         repo::set_settings(
             conn,
-            s.retention_days,
             syslog.map(|x| x.host.as_str()),
             syslog.map(|x| i32::from(x.port)),
             syslog.is_some_and(|x| x.tls),

@@ -155,6 +155,7 @@ struct Deps {
     sessions: Arc<crate::sessions::Sessions>,
     api_key_usage: Arc<crate::apikeys::UsageThrottle>,
     audit_recent: Arc<crate::audit::Recent>,
+    settings: Arc<crate::settings::SettingsState>,
 }
 
 impl Deps {
@@ -164,6 +165,7 @@ impl Deps {
             sessions: dep(depot)?,
             api_key_usage: dep(depot)?,
             audit_recent: dep(depot)?,
+            settings: dep(depot)?,
         })
     }
 }
@@ -199,7 +201,44 @@ impl Handler for Authenticate {
         let user_key = known
             .as_ref()
             .map(|p| format!("{}:{}", tenant.tenant.id, p.subject));
-        match state.auth.limiter.check(ip, user_key.as_deref()).await {
+        // The tenant's own limits (its settings, cached): a per-user rate and a daily quota.
+        let limits = match crate::settings::service::effective(&state.settings, tenant).await {
+            Ok(e) => e.api.clone(),
+            Err(error) => {
+                tracing::warn!(error = %error.detail, "tenant settings unreadable; platform limits apply");
+                crate::settings::ApiLimits::default()
+            }
+        };
+        let user_rate = limits.per_user_per_sec.map(|rate| {
+            let burst = limits
+                .per_user_burst
+                .unwrap_or(state.auth.config.rate_limit.per_user_burst);
+            (rate, burst)
+        });
+        if let Some(per_day) = limits.requests_per_day
+            && let Decision::Limited {
+                limit,
+                retry_after_secs,
+            } = state.auth.limiter.quota(tenant.tenant.id, per_day).await
+        {
+            set_header(res, "retry-after", retry_after_secs.to_string());
+            set_header(res, "ratelimit-limit", limit.to_string());
+            set_header(res, "ratelimit-remaining", "0".into());
+            set_header(res, "ratelimit-reset", retry_after_secs.to_string());
+            ApiError::new(
+                ErrorCode::QuotaExceeded,
+                format!("the tenant's quota of {per_day} requests a day is used up; retry in {retry_after_secs} s"),
+            )
+            .render(req, depot, res);
+            ctrl.skip_rest();
+            return;
+        }
+        match state
+            .auth
+            .limiter
+            .check_with(ip, user_key.as_deref(), user_rate)
+            .await
+        {
             Decision::Allowed {
                 limit,
                 remaining,

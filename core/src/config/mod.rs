@@ -73,6 +73,25 @@ pub struct Config {
     pub plugins: PluginsConfig,
     #[serde(default)]
     pub invitations: InvitationsConfig,
+    #[serde(default)]
+    pub flags: FlagsConfig,
+}
+
+/// Feature flags: how often scheduled changes are looked for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlagsConfig {
+    /// Seconds between sweeps of every tenant for scheduled flag changes that are due (a
+    /// change applies at most this long after its time).
+    pub schedule_interval_secs: u64,
+}
+
+impl Default for FlagsConfig {
+    fn default() -> Self {
+        Self {
+            schedule_interval_secs: 10,
+        }
+    }
 }
 
 /// Invitations: their links, default lifetime, abuse limits and mail delivery.
@@ -844,6 +863,12 @@ impl Config {
         if !(1..=3600).contains(&inv.sweep_interval_secs) {
             return Err(bad(
                 "invitations.sweep_interval_secs",
+                "must be between 1 and 3600",
+            ));
+        }
+        if !(1..=3600).contains(&self.flags.schedule_interval_secs) {
+            return Err(bad(
+                "flags.schedule_interval_secs",
                 "must be between 1 and 3600",
             ));
         }

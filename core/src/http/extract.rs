@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use crate::cursor::{decode_cursor, encode_cursor};
-use crate::error::{ApiError, ErrorCode, FieldError};
+use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
 
 /// Implements `Extractible` for a type a hoop puts in the depot, so handlers can take it as an
 /// argument; a handler mounted without that hoop gets an internal error naming it.
@@ -144,7 +144,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         }
         match inner.classify() {
             serde_json::error::Category::Data => ApiError::validation(vec![FieldError {
-                pointer: json_pointer(&path),
+                pointer: crate::error::json_pointer(&path),
                 message: strip_position(&inner.to_string()),
             }]),
             _ => ApiError::new(
@@ -218,22 +218,6 @@ fn strip_position(message: &str) -> String {
         Some(i) => message[..i].to_string(),
         None => message.to_string(),
     }
-}
-
-/// `a.b[0].c` (serde_path_to_error's notation) → `/a/b/0/c`; `.` (the root) → ``.
-fn json_pointer(path: &str) -> String {
-    if path == "." {
-        return String::new();
-    }
-    let mut out = String::new();
-    for part in path.split(['.', '[']) {
-        let part = part.trim_end_matches(']');
-        if !part.is_empty() {
-            out.push('/');
-            out.push_str(&part.replace('~', "~0").replace('/', "~1"));
-        }
-    }
-    out
 }
 
 impl<'ex, T> Extractible<'ex> for JsonBody<T>
@@ -538,4 +522,52 @@ mod tests {
         let page = Page::from_rows(vec![1, 2], 2, |x| *x);
         assert!(page.next_cursor.is_none());
     }
+}
+
+/// The one file part named `file` of a multipart/form-data upload of at most `max_bytes`;
+/// `what` names it in problems ("an avatar"). Any other part, a second file, a body of
+/// another type or a larger file is refused before the file is read into memory.
+pub async fn read_file_part(req: &mut Request, max_bytes: usize, what: &str) -> ApiResult<Vec<u8>> {
+    let malformed = |d: String| ApiError::new(ErrorCode::MalformedMultipart, d);
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("{what} may be at most {max_bytes} bytes"),
+        )
+    };
+    let is_form_data = req
+        .content_type()
+        .is_some_and(|m| m.type_() == mime::MULTIPART && m.subtype() == mime::FORM_DATA);
+    if !is_form_data {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("{what} is uploaded as multipart/form-data with one file part `file`"),
+        ));
+    }
+    req.set_form_limits(salvo::http::FormLimits::new().max_parts(2).max_files(1));
+    let form = req
+        .form_data_max_size(max_bytes + 64 * 1024)
+        .await
+        .map_err(|e| match e {
+            salvo::http::ParseError::PayloadTooLarge => too_large(),
+            other => malformed(format!("cannot read the multipart body: {other}")),
+        })?;
+    if let Some(other) = form
+        .fields
+        .keys()
+        .chain(form.files.keys())
+        .find(|name| name.as_str() != "file")
+    {
+        return Err(malformed(format!("unexpected part `{other}`: send `file`")));
+    }
+    let file = form
+        .files
+        .get("file")
+        .ok_or_else(|| malformed(format!("send {what} as a file part named `file`")))?;
+    if file.size() > max_bytes as u64 {
+        return Err(too_large());
+    }
+    tokio::fs::read(file.path())
+        .await
+        .map_err(ApiError::internal)
 }

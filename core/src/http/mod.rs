@@ -62,6 +62,8 @@ fn authenticated_api() -> Router {
         .push(crate::users::handlers::admin_router())
         .push(crate::privacy::handlers::router())
         .push(crate::invitations::handlers::router())
+        .push(crate::settings::handlers::router())
+        .push(crate::flags::handlers::router())
         .push(crate::notes::handlers::router())
         .push(crate::rbac::handlers::router())
         .push(crate::teams::handlers::router())
@@ -75,6 +77,7 @@ fn authenticated_api() -> Router {
 pub fn api_router() -> Router {
     Router::new()
         .push(tenant_api())
+        .push(crate::flags::handlers::ofrep::router())
         .push(crate::tenancy::handlers::router())
         .push(crate::plugins::handlers::admin_router())
 }

@@ -248,7 +248,7 @@ pub async fn worker(
             }
             _ = retry.tick() => {}
             _ = sweep.tick() => {
-                for tenant in every_tenant(&state).await {
+                for tenant in crate::tenancy::service::active_tenants(&state.tenancy, "invitation").await {
                     waiting.entry(tenant.tenant.id).or_insert(tenant);
                 }
             }
@@ -269,31 +269,4 @@ pub async fn worker(
         }
         waiting = keep;
     }
-}
-
-/// Every active tenant, resolved.
-async fn every_tenant(state: &InvitationsState) -> Vec<Arc<ResolvedTenant>> {
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let page = match crate::tenancy::service::list(&state.tenancy, after, 200).await {
-            Ok(page) => page,
-            Err(error) => {
-                tracing::warn!(%error, "the invitation sweep could not list tenants");
-                break;
-            }
-        };
-        let Some(last) = page.last() else { break };
-        after = Some(last.id.0);
-        for t in page
-            .into_iter()
-            .filter(|t| t.status == crate::tenancy::model::TenantStatus::Active)
-        {
-            all.push(Arc::new(crate::tenancy::resolve::resolved(
-                &state.tenancy,
-                t,
-            )));
-        }
-    }
-    all
 }

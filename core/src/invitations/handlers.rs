@@ -280,8 +280,10 @@ pub async fn put_policy(
     can: Can<InvitationsConfigure>,
     _tenant: CurrentTenant,
     body: JsonBody<Policy>,
+    depot: &mut Depot,
 ) -> ApiResult<Reply<Policy>> {
-    Ok(Reply::ok(service::put_policy(&can, &body.0).await?))
+    let state = dep::<InvitationsState>(depot)?;
+    Ok(Reply::ok(service::put_policy(&state, &can, &body.0).await?))
 }
 
 /// What an invitation link offers (no access token needed); the first call marks the

@@ -74,6 +74,8 @@ pub struct InvitationsState {
     pub audit_recent: Arc<Recent>,
     pub perms: Arc<PermCache>,
     pub teams: Arc<dyn Teams>,
+    /// The tenant's settings: invitation lifetime and allowed domains live there.
+    pub settings: Arc<crate::settings::SettingsState>,
     /// Wakes the delivery worker for a tenant with mail to send now.
     pub nudge: tokio::sync::mpsc::UnboundedSender<Arc<ResolvedTenant>>,
 }

@@ -7,9 +7,9 @@ use diesel::sql_types::{Array, Bytea, Integer, Nullable, Text, Timestamptz, Uuid
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::{Counts, Delivery, Filter, Invitation, Policy, Status, Template};
+use super::{Counts, Delivery, Filter, Invitation, Status, Template};
 use crate::ids::{InvitationId, TeamId, UserId};
-use crate::schema::tenant::{invitation_policy, invitation_templates, invitations, users};
+use crate::schema::tenant::{invitation_templates, invitations, users};
 
 /// The statuses an invitation is open in, as SQL.
 const OPEN: [&str; 3] = ["pending", "sent", "opened"];
@@ -592,42 +592,4 @@ pub async fn delete_template(mut conn: &AsyncPgConnection, locale: &str) -> Quer
         .execute(&mut conn)
         .await?;
     Ok(n == 1)
-}
-
-pub async fn policy(mut conn: &AsyncPgConnection) -> QueryResult<Option<Policy>> {
-    invitation_policy::table
-        .select((
-            invitation_policy::expiry_hours,
-            invitation_policy::allowed_domains,
-        ))
-        .first::<(i32, Vec<String>)>(&mut conn)
-        .await
-        .optional()
-        .map(|p| {
-            p.map(|(h, d)| Policy {
-                expiry_hours: h.max(1) as u32,
-                allowed_domains: d,
-            })
-        })
-}
-
-pub async fn put_policy(mut conn: &AsyncPgConnection, p: &Policy) -> QueryResult<()> {
-    let now = Utc::now();
-    diesel::insert_into(invitation_policy::table)
-        .values((
-            invitation_policy::singleton.eq(true),
-            invitation_policy::expiry_hours.eq(p.expiry_hours as i32),
-            invitation_policy::allowed_domains.eq(&p.allowed_domains),
-            invitation_policy::updated_at.eq(now),
-        ))
-        .on_conflict(invitation_policy::singleton)
-        .do_update()
-        .set((
-            invitation_policy::expiry_hours.eq(p.expiry_hours as i32),
-            invitation_policy::allowed_domains.eq(&p.allowed_domains),
-            invitation_policy::updated_at.eq(now),
-        ))
-        .execute(&mut conn)
-        .await
-        .map(|_| ())
 }

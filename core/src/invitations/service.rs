@@ -83,10 +83,14 @@ async fn policy_in(
     state: &InvitationsState,
     conn: &mut diesel_async::AsyncPgConnection,
 ) -> ApiResult<Policy> {
-    Ok(repo::policy(conn).await?.unwrap_or_else(|| Policy {
-        expiry_hours: state.config.invitations.default_expiry_hours,
-        allowed_domains: Vec::new(),
-    }))
+    // Read inside the caller's transaction: what the tenant's settings say right now.
+    let (current, _) = crate::settings::repo::current(conn, false).await?;
+    let eff =
+        crate::settings::Effective::build(&state.settings.catalogue, current.as_ref(), None, "");
+    Ok(Policy {
+        expiry_hours: eff.invitations.expiry_hours,
+        allowed_domains: eff.invitations.allowed_domains,
+    })
 }
 
 /// The item-level checks that need no database: each problem of item `i` of the call.
@@ -1068,7 +1072,11 @@ pub async fn policy(state: &InvitationsState, db: &TenantDb) -> ApiResult<Policy
 
 /// Replaces the tenant's policy (validated: lifetime 1-2160 hours, at most 100 domains, each a
 /// lowercase domain or `*.` and one).
-pub async fn put_policy(caller: &Caller, input: &Policy) -> ApiResult<Policy> {
+pub async fn put_policy(
+    state: &InvitationsState,
+    caller: &Caller,
+    input: &Policy,
+) -> ApiResult<Policy> {
     let mut errors = Vec::new();
     if !(1..=2160).contains(&input.expiry_hours) {
         errors.push(field("/expiry_hours", "must be between 1 and 2160"));
@@ -1097,25 +1105,21 @@ pub async fn put_policy(caller: &Caller, input: &Policy) -> ApiResult<Policy> {
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    caller
-        .db()
-        .transaction(async |tx| {
-            let conn = tx.conn();
-            repo::put_policy(conn, input).await?;
-            audit::record(
-                conn,
-                &caller.actor,
-                Change {
-                    action: "invitation.policy_updated",
-                    target_type: "invitation_policy",
-                    target_id: None,
-                    data: json!({"expiry_hours": input.expiry_hours, "allowed_domains": input.allowed_domains}),
-                },
-            )
-            .await?;
-            Ok::<_, ApiError>(input.clone())
-        })
-        .await
+    // Stored as settings (`invitations.*`): the same versions, audit and broadcast.
+    let eff = crate::settings::service::patch_for(
+        &state.settings,
+        caller,
+        &json!({"invitations": {
+            "expiry_hours": input.expiry_hours,
+            "allowed_domains": input.allowed_domains,
+        }}),
+        "invitation policy",
+    )
+    .await?;
+    Ok(Policy {
+        expiry_hours: eff.invitations.expiry_hours,
+        allowed_domains: eff.invitations.allowed_domains.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -72,7 +72,8 @@ pub async fn erase_row(conn: &mut AsyncPgConnection, id: Uuid, pseudonym: &str) 
 }
 
 /// What the erasure removed outright: credentials, reset tokens, avatar, memberships, direct
-/// roles and grants; the user's API keys are revoked and renamed. Returns rows touched.
+/// roles and grants, their name on settings versions; the user's API keys are revoked and
+/// renamed. Returns rows touched.
 pub async fn remove_belongings(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<u64> {
     let mut n = 0;
     for sql in [
@@ -84,6 +85,9 @@ pub async fn remove_belongings(conn: &mut AsyncPgConnection, id: Uuid) -> QueryR
         "DELETE FROM user_grants WHERE user_id = $1",
         "DELETE FROM resource_shares WHERE user_id = $1",
         "UPDATE api_keys SET name = 'erased', revoked_at = coalesce(revoked_at, now()) WHERE owner_id = $1",
+        // The author of settings versions keeps only the id (a pseudonym once the row is
+        // emptied).
+        "UPDATE settings_versions SET author_name = NULL WHERE author_id = $1",
     ] {
         n += diesel::sql_query(sql)
             .bind::<SqlUuid, _>(id)

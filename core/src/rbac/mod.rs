@@ -190,6 +190,10 @@ pub mod need {
         InvitationsRead => ("invitations", "read", Tenant);
         InvitationsRevoke => ("invitations", "revoke", Tenant);
         InvitationsConfigure => ("invitations", "configure", Tenant);
+        SettingsRead => ("settings", "read", Tenant);
+        SettingsUpdate => ("settings", "update", Tenant);
+        FlagsRead => ("flags", "read", Tenant);
+        FlagsUpdate => ("flags", "update", Tenant);
     }
 }
 

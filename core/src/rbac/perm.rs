@@ -211,6 +211,16 @@ pub const CATALOG: &[(&str, &[&str], &str)] = &[
         &["read", "update"],
         "Social and enterprise login providers",
     ),
+    (
+        "settings",
+        &["read", "update"],
+        "Tenant settings, their versions and the branding logo",
+    ),
+    (
+        "flags",
+        &["read", "update", "evaluate"],
+        "Feature flags, segments, environments and their SDK keys; evaluation",
+    ),
 ];
 
 /// The catalog a tenant sees: the platform's plus its registered resource types.
@@ -285,6 +295,8 @@ pub const TEMPLATES: &[(&str, &str, &str, &[&str], bool)] = &[
             "resources.*.tenant",
             "resource_types.*.tenant",
             "plugins.*.tenant",
+            "settings.*.tenant",
+            "flags.*.tenant",
         ],
         false,
     ),
@@ -304,6 +316,8 @@ pub const TEMPLATES: &[(&str, &str, &str, &[&str], bool)] = &[
             "resources.delete.own",
             "resources.share.own",
             "resource_types.read.tenant",
+            "settings.read.tenant",
+            "flags.evaluate.tenant",
         ],
         true,
     ),

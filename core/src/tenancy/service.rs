@@ -469,6 +469,34 @@ pub async fn get(state: &TenancyState, slug: &str) -> ApiResult<Tenant> {
         .ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, format!("no tenant {slug:?}")))
 }
 
+/// Every active tenant, resolved, for background sweeps; `what` names the sweep in the log
+/// when the registry cannot be read (the sweep then sees the tenants listed so far).
+pub async fn active_tenants(
+    state: &TenancyState,
+    what: &str,
+) -> Vec<std::sync::Arc<super::cache::ResolvedTenant>> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = match list(state, after, 200).await {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::warn!(%error, sweep = what, "a sweep could not list tenants");
+                break;
+            }
+        };
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.0);
+        for t in page
+            .into_iter()
+            .filter(|t| t.status == super::model::TenantStatus::Active)
+        {
+            all.push(std::sync::Arc::new(super::resolve::resolved(state, t)));
+        }
+    }
+    all
+}
+
 pub async fn list(state: &TenancyState, after: Option<Uuid>, limit: i64) -> ApiResult<Vec<Tenant>> {
     let mut conn = registry_conn(state).await?;
     Ok(repo::list(&mut conn, after, limit).await?)

@@ -1,19 +1,12 @@
 //! Avatars: an uploaded picture becomes square WebP variants (64 and 256 px) stored with the
 //! user; served with an ETag.
 //!
-//! Safety: the type is sniffed from the bytes (PNG, JPEG or WebP; the name and declared type
-//! are ignored), the size is capped before anything is decoded, the header's dimensions are
-//! checked against the pixel limits before the pixels are, and the decoder runs under an
-//! allocation limit on a blocking thread — a decompression bomb is refused from its header
-//! and can never allocate more than the limit. Only the resized variants are kept, never the
-//! upload (so metadata such as EXIF location does not survive). Never serves another
-//! tenant's avatar: rows live in the tenant's schema.
+//! Safety: the upload is checked and decoded by [`crate::picture`] (sniffed type, size and
+//! pixel limits before decoding, bounded allocation) on a blocking thread, and only the
+//! resized variants are kept. Never serves another tenant's avatar: rows live in the
+//! tenant's schema.
 
-use std::io::Cursor;
-
-use image::{DynamicImage, ImageFormat, ImageReader, Limits, imageops::FilterType};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::audit::{self, Actor, Change};
 use crate::db::TenantDb;
@@ -21,12 +14,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::UserId;
 
 /// The largest upload accepted.
-pub const MAX_BYTES: usize = 5 * 1024 * 1024;
-/// The largest side, and the most pixels, of an accepted picture.
-pub const MAX_SIDE: u32 = 4096;
-pub const MAX_PIXELS: u64 = 16 * 1024 * 1024;
-/// The most memory the decoder may allocate.
-const MAX_ALLOC: u64 = 128 * 1024 * 1024;
+pub const MAX_BYTES: usize = crate::picture::MAX_BYTES;
 /// The sides of the stored variants.
 pub const SIZES: [u32; 2] = [64, 256];
 
@@ -39,69 +27,13 @@ pub struct Variants {
     pub large: Vec<u8>,
 }
 
-fn invalid(detail: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::InvalidImage, detail.into())
-}
-
-fn webp(img: &DynamicImage, side: u32) -> ApiResult<Vec<u8>> {
-    let square = img.resize_to_fill(side, side, FilterType::Lanczos3);
-    let rgba = DynamicImage::ImageRgba8(square.to_rgba8());
-    let mut out = Vec::new();
-    rgba.write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(&mut out))
-        .map_err(ApiError::internal)?;
-    Ok(out)
-}
-
 /// Checks and resizes an upload (CPU-bound: call it on a blocking thread).
 pub fn process(bytes: &[u8]) -> ApiResult<Variants> {
-    if bytes.len() > MAX_BYTES {
-        return Err(ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("an avatar may be at most {MAX_BYTES} bytes"),
-        ));
-    }
-    let format = match image::guess_format(bytes) {
-        Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP)) => f,
-        _ => {
-            return Err(ApiError::new(
-                ErrorCode::UnsupportedMediaType,
-                "an avatar must be a PNG, JPEG or WebP image (judged by its bytes, not its name)",
-            ));
-        }
-    };
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_ALLOC);
-    let reader = || {
-        let mut r = ImageReader::with_format(Cursor::new(bytes), format);
-        r.limits(limits.clone());
-        r
-    };
-    let too_large = || {
-        ApiError::new(
-            ErrorCode::ImageTooLarge,
-            format!("an avatar may be at most {MAX_SIDE}×{MAX_SIDE} and {MAX_PIXELS} pixels"),
-        )
-    };
-    let (w, h) = reader().into_dimensions().map_err(|e| match e {
-        image::ImageError::Limits(_) => too_large(),
-        other => invalid(format!("the {format:?} header cannot be read: {other}")),
-    })?;
-    if w == 0 || h == 0 {
-        return Err(invalid("the image is empty"));
-    }
-    if w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) > MAX_PIXELS {
-        return Err(too_large());
-    }
-    let img = reader().decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => too_large(),
-        other => invalid(format!("the {format:?} image cannot be decoded: {other}")),
-    })?;
+    let decoded = crate::picture::decode(bytes, "an avatar")?;
     Ok(Variants {
-        etag: hex::encode(&Sha256::digest(bytes)[..16]),
-        small: webp(&img, SIZES[0])?,
-        large: webp(&img, SIZES[1])?,
+        small: crate::picture::webp_square(&decoded.image, SIZES[0])?,
+        large: crate::picture::webp_square(&decoded.image, SIZES[1])?,
+        etag: decoded.etag,
     })
 }
 

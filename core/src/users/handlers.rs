@@ -9,7 +9,7 @@ use super::{
     profile, service,
 };
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::http::extract::{JsonBody, ListParams, Page, Path, dep};
+use crate::http::extract::{JsonBody, ListParams, Page, Path, dep, read_file_part};
 use crate::http::reply::{Binary, NoContent, Reply};
 use crate::ids::{TeamId, UserId};
 use crate::rbac::need::{UsersCreate, UsersDeactivate, UsersDelete, UsersRead, UsersUpdate};
@@ -394,50 +394,6 @@ pub async fn user_activity(
     ))
 }
 
-/// The picture of a multipart avatar upload: exactly one file part named `file`.
-async fn read_avatar(req: &mut Request) -> ApiResult<Vec<u8>> {
-    let malformed = |d: String| ApiError::new(ErrorCode::MalformedMultipart, d);
-    let is_form_data = req
-        .content_type()
-        .is_some_and(|m| m.type_() == mime::MULTIPART && m.subtype() == mime::FORM_DATA);
-    if !is_form_data {
-        return Err(ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            "an avatar is uploaded as multipart/form-data with one file part `file`",
-        ));
-    }
-    let limit = avatar::MAX_BYTES + 64 * 1024;
-    req.set_form_limits(salvo::http::FormLimits::new().max_parts(2).max_files(1));
-    let form = req.form_data_max_size(limit).await.map_err(|e| match e {
-        salvo::http::ParseError::PayloadTooLarge => ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("an avatar may be at most {} bytes", avatar::MAX_BYTES),
-        ),
-        other => malformed(format!("cannot read the multipart body: {other}")),
-    })?;
-    if let Some(other) = form
-        .fields
-        .keys()
-        .chain(form.files.keys())
-        .find(|name| name.as_str() != "file")
-    {
-        return Err(malformed(format!("unexpected part `{other}`: send `file`")));
-    }
-    let file = form
-        .files
-        .get("file")
-        .ok_or_else(|| malformed("send the picture as a file part named `file`".into()))?;
-    if file.size() > avatar::MAX_BYTES as u64 {
-        return Err(ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("an avatar may be at most {} bytes", avatar::MAX_BYTES),
-        ));
-    }
-    tokio::fs::read(file.path())
-        .await
-        .map_err(ApiError::internal)
-}
-
 /// Yourself, or a caller allowed `users.update.tenant`.
 fn may_change(caller: &Caller, id: UserId) -> ApiResult<()> {
     if caller.user.user.id != id {
@@ -469,7 +425,7 @@ pub async fn put_avatar(
     req: &mut Request,
 ) -> ApiResult<Reply<AvatarSaved>> {
     may_change(&caller, id.0)?;
-    let bytes = read_avatar(req).await?;
+    let bytes = read_file_part(req, avatar::MAX_BYTES, "an avatar").await?;
     let etag = avatar::put(caller.db(), &caller.actor, id.0, bytes).await?;
     Ok(Reply::ok(AvatarSaved {
         etag,

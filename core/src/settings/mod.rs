@@ -1,0 +1,268 @@
+//! Tenant settings: the platform's typed catalogue (general, branding, notifications,
+//! integrations, API limits, compliance, invitations, flags) plus the tenant's own custom
+//! settings under their own JSON Schema, stored as one versioned state per tenant.
+//!
+//! Shape: `catalogue` (what a setting is: schema, defaults, checks), `diff` (what changed),
+//! `repo` (SQL), `service` (merge patch, validation, versions, rollback, logo; each change
+//! audited with an outbox event), `handlers` (HTTP). The effective settings of each tenant
+//! are cached for an hour in a [`crate::versioned_cache`], dropped on every instance when a
+//! change is published.
+//!
+//! Other modules read what they obey from [`Effective`] — the rate limiter's per-tenant rate
+//! and quota, invitation lifetime and domains, audit retention — so a change here changes
+//! behaviour. Never stores a secret: settings are readable by anyone allowed
+//! `settings.read`.
+
+pub mod catalogue;
+pub mod diff;
+pub mod handlers;
+pub mod repo;
+pub mod service;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use salvo::oapi::ToSchema;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::audit::recent::Recent;
+use crate::config::Config;
+use crate::ids::UserId;
+
+/// How long a tenant's settings are served from memory without a broadcast.
+pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// What settings need: the catalogue, the cache and its broadcast.
+pub struct SettingsState {
+    pub config: Arc<Config>,
+    pub catalogue: Arc<catalogue::Catalogue>,
+    pub cache: Arc<crate::versioned_cache::VersionedCache<Effective>>,
+    pub audit_recent: Arc<Recent>,
+}
+
+/// A tenant's settings as the system obeys them: the merged document and the typed values
+/// other modules read.
+#[derive(Debug, Clone)]
+pub struct Effective {
+    pub version: i32,
+    /// Defaults with the tenant's values laid over them, read-only keys filled in.
+    pub merged: Value,
+    /// The tenant's own values only.
+    pub values: Value,
+    pub custom_schema: Option<Value>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub updated_by: Option<Uuid>,
+    pub api: ApiLimits,
+    pub invitations: InvitationSettings,
+    pub audit_retention_days: Option<i32>,
+    pub flag_environments: Vec<String>,
+    /// Context attributes flag rules may name, besides the built-in ones.
+    pub flag_attributes: Vec<String>,
+}
+
+/// The tenant's API limits; `None` leaves the platform's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApiLimits {
+    pub per_user_per_sec: Option<f64>,
+    pub per_user_burst: Option<u32>,
+    pub requests_per_day: Option<u64>,
+}
+
+/// Invitation lifetime and the domains that may be invited (empty: any).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvitationSettings {
+    pub expiry_hours: u32,
+    pub allowed_domains: Vec<String>,
+}
+
+impl crate::versioned_cache::Versioned for Effective {
+    fn version(&self) -> i64 {
+        i64::from(self.version)
+    }
+}
+
+impl Effective {
+    /// The effective settings of a stored state (`None`: nothing stored yet) over the
+    /// catalogue's defaults; `region` and `logo` fill the read-only keys.
+    pub fn build(
+        catalogue: &catalogue::Catalogue,
+        stored: Option<&repo::Current>,
+        logo: Option<&str>,
+        region: &str,
+    ) -> Self {
+        let empty = serde_json::json!({});
+        let values = stored
+            .and_then(|c| c.state.get("values"))
+            .filter(|v| v.is_object())
+            .unwrap_or(&empty)
+            .clone();
+        let custom_schema = stored
+            .and_then(|c| c.state.get("custom_schema"))
+            .filter(|v| !v.is_null())
+            .cloned();
+        let mut merged = catalogue::overlay(catalogue.defaults(), &values);
+        if let Some(b) = merged.get_mut("branding") {
+            b["logo"] = match logo {
+                Some(etag) => {
+                    serde_json::json!({"url": "/v1/settings/branding/logo", "etag": format!("\"{etag}\"")})
+                }
+                None => Value::Null,
+            };
+        }
+        if let Some(c) = merged.get_mut("compliance") {
+            c["data_residency"] = Value::String(region.to_string());
+        }
+        let at = |p: &str| merged.pointer(p);
+        let strings = |p: &str| -> Vec<String> {
+            at(p)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let api = ApiLimits {
+            per_user_per_sec: at("/api/rate_limit/per_user_per_sec").and_then(Value::as_f64),
+            per_user_burst: at("/api/rate_limit/per_user_burst")
+                .and_then(Value::as_u64)
+                .and_then(|b| u32::try_from(b).ok()),
+            requests_per_day: at("/api/quota/requests_per_day").and_then(Value::as_u64),
+        };
+        let invitations = InvitationSettings {
+            expiry_hours: at("/invitations/expiry_hours")
+                .and_then(Value::as_u64)
+                .and_then(|h| u32::try_from(h).ok())
+                .unwrap_or(168),
+            allowed_domains: strings("/invitations/allowed_domains"),
+        };
+        let audit_retention_days = at("/compliance/audit_retention_days")
+            .and_then(Value::as_i64)
+            .and_then(|d| i32::try_from(d).ok());
+        let flag_environments = strings("/flags/environments");
+        let flag_attributes = at("/flags/context_attributes")
+            .and_then(Value::as_object)
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        Effective {
+            version: stored.map_or(0, |c| c.version),
+            merged,
+            values,
+            custom_schema,
+            updated_at: stored.map(|c| c.updated_at),
+            updated_by: stored.and_then(|c| c.updated_by),
+            api,
+            invitations,
+            audit_retention_days,
+            flag_environments,
+            flag_attributes,
+        }
+    }
+
+    /// The settings' ETag: their version.
+    pub fn etag(&self) -> String {
+        format!("\"s{}\"", self.version)
+    }
+}
+
+/// The settings as answered.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[salvo(schema(name = "neotenant.settings.Settings"))]
+pub struct SettingsView {
+    /// Increases with every change; the ETag is `"s<version>"`.
+    pub version: i32,
+    /// Every setting: the tenant's value, or the default.
+    pub settings: Value,
+    /// The JSON Schema of the tenant's `custom` settings, when it defined one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_schema: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<UserId>,
+}
+
+impl From<&Effective> for SettingsView {
+    fn from(e: &Effective) -> Self {
+        SettingsView {
+            version: e.version,
+            settings: e.merged.clone(),
+            custom_schema: e.custom_schema.clone(),
+            updated_at: e.updated_at,
+            updated_by: e.updated_by.map(UserId),
+        }
+    }
+}
+
+/// Who made a version.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[salvo(schema(name = "neotenant.settings.Author"))]
+pub struct Author {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<UserId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Author {
+    /// The user behind a caller (an API key's owner): id and display name, email or username.
+    pub fn of(caller: &crate::rbac::Caller) -> Self {
+        let user = &caller.user.user;
+        Author {
+            id: Some(user.id),
+            name: user
+                .display_name
+                .clone()
+                .or_else(|| user.email.clone())
+                .or_else(|| user.username.clone()),
+        }
+    }
+}
+
+/// One version of the settings.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[salvo(schema(name = "neotenant.settings.Version"))]
+pub struct VersionView {
+    pub version: i32,
+    pub author: Author,
+    pub at: DateTime<Utc>,
+    /// Why it was made: empty for an edit, `rollback to N`, `initial`, or the route that made it.
+    pub reason: String,
+    /// What changed from the version before (pointers into the state:
+    /// `/values/<group>/<key>` and `/custom_schema/…`).
+    pub diff: Vec<diff::Change>,
+    /// The state it set: the tenant's values and custom schema (absent in lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<Value>,
+}
+
+/// The catalogue as answered: its JSON Schema, defaults and read-only keys.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[salvo(schema(name = "neotenant.settings.Catalogue"))]
+pub struct CatalogueView {
+    pub schema: Value,
+    pub defaults: Value,
+    pub read_only: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_schema: Option<Value>,
+}
+
+/// The difference between two versions.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[salvo(schema(name = "neotenant.settings.Diff"))]
+pub struct DiffView {
+    pub from: i32,
+    pub to: i32,
+    pub changes: Vec<diff::Change>,
+}
+
+/// The logo just stored.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[salvo(schema(name = "neotenant.settings.LogoSaved"))]
+pub struct LogoSaved {
+    pub etag: String,
+    pub version: i32,
+}
