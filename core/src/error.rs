@@ -273,33 +273,6 @@ impl From<crate::db::PoolError> for ApiError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slugs_are_unique_and_urls() {
-        let mut seen = std::collections::HashSet::new();
-        for code in ErrorCode::ALL {
-            assert!(seen.insert(code.slug()), "duplicate slug {}", code.slug());
-            assert!(code.is_client_error() || code.is_server_error());
-            assert!(code.type_uri().starts_with("https://"));
-        }
-    }
-
-    #[test]
-    fn diesel_errors_are_classified() {
-        assert_eq!(
-            ApiError::from(diesel::result::Error::NotFound).code,
-            ErrorCode::NotFound
-        );
-        assert_eq!(
-            ApiError::from(diesel::result::Error::BrokenTransactionManager).code,
-            ErrorCode::Unavailable
-        );
-    }
-}
-
 /// `a.b[0].c` (serde_path_to_error's notation) → `/a/b/0/c`; `.` (the root) → ``.
 pub fn json_pointer(path: &str) -> String {
     if path == "." {
@@ -341,5 +314,32 @@ pub fn if_match_admits(if_match: Option<&str>, current: &str) -> bool {
             .split(',')
             .map(|t| t.trim().trim_start_matches("W/"))
             .any(|t| t == current),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_unique_and_urls() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.slug()), "duplicate slug {}", code.slug());
+            assert!(code.is_client_error() || code.is_server_error());
+            assert!(code.type_uri().starts_with("https://"));
+        }
+    }
+
+    #[test]
+    fn diesel_errors_are_classified() {
+        assert_eq!(
+            ApiError::from(diesel::result::Error::NotFound).code,
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            ApiError::from(diesel::result::Error::BrokenTransactionManager).code,
+            ErrorCode::Unavailable
+        );
     }
 }

@@ -452,6 +452,54 @@ impl<T: ToSchema + 'static> Page<T> {
     }
 }
 
+/// The one file part named `file` of a multipart/form-data upload of at most `max_bytes`;
+/// `what` names it in problems ("an avatar"). Any other part, a second file, a body of
+/// another type or a larger file is refused before the file is read into memory.
+pub async fn read_file_part(req: &mut Request, max_bytes: usize, what: &str) -> ApiResult<Vec<u8>> {
+    let malformed = |d: String| ApiError::new(ErrorCode::MalformedMultipart, d);
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("{what} may be at most {max_bytes} bytes"),
+        )
+    };
+    let is_form_data = req
+        .content_type()
+        .is_some_and(|m| m.type_() == mime::MULTIPART && m.subtype() == mime::FORM_DATA);
+    if !is_form_data {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("{what} is uploaded as multipart/form-data with one file part `file`"),
+        ));
+    }
+    req.set_form_limits(salvo::http::FormLimits::new().max_parts(2).max_files(1));
+    let form = req
+        .form_data_max_size(max_bytes + 64 * 1024)
+        .await
+        .map_err(|e| match e {
+            salvo::http::ParseError::PayloadTooLarge => too_large(),
+            other => malformed(format!("cannot read the multipart body: {other}")),
+        })?;
+    if let Some(other) = form
+        .fields
+        .keys()
+        .chain(form.files.keys())
+        .find(|name| name.as_str() != "file")
+    {
+        return Err(malformed(format!("unexpected part `{other}`: send `file`")));
+    }
+    let file = form
+        .files
+        .get("file")
+        .ok_or_else(|| malformed(format!("send {what} as a file part named `file`")))?;
+    if file.size() > max_bytes as u64 {
+        return Err(too_large());
+    }
+    tokio::fs::read(file.path())
+        .await
+        .map_err(ApiError::internal)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,52 +570,4 @@ mod tests {
         let page = Page::from_rows(vec![1, 2], 2, |x| *x);
         assert!(page.next_cursor.is_none());
     }
-}
-
-/// The one file part named `file` of a multipart/form-data upload of at most `max_bytes`;
-/// `what` names it in problems ("an avatar"). Any other part, a second file, a body of
-/// another type or a larger file is refused before the file is read into memory.
-pub async fn read_file_part(req: &mut Request, max_bytes: usize, what: &str) -> ApiResult<Vec<u8>> {
-    let malformed = |d: String| ApiError::new(ErrorCode::MalformedMultipart, d);
-    let too_large = || {
-        ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("{what} may be at most {max_bytes} bytes"),
-        )
-    };
-    let is_form_data = req
-        .content_type()
-        .is_some_and(|m| m.type_() == mime::MULTIPART && m.subtype() == mime::FORM_DATA);
-    if !is_form_data {
-        return Err(ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            format!("{what} is uploaded as multipart/form-data with one file part `file`"),
-        ));
-    }
-    req.set_form_limits(salvo::http::FormLimits::new().max_parts(2).max_files(1));
-    let form = req
-        .form_data_max_size(max_bytes + 64 * 1024)
-        .await
-        .map_err(|e| match e {
-            salvo::http::ParseError::PayloadTooLarge => too_large(),
-            other => malformed(format!("cannot read the multipart body: {other}")),
-        })?;
-    if let Some(other) = form
-        .fields
-        .keys()
-        .chain(form.files.keys())
-        .find(|name| name.as_str() != "file")
-    {
-        return Err(malformed(format!("unexpected part `{other}`: send `file`")));
-    }
-    let file = form
-        .files
-        .get("file")
-        .ok_or_else(|| malformed(format!("send {what} as a file part named `file`")))?;
-    if file.size() > max_bytes as u64 {
-        return Err(too_large());
-    }
-    tokio::fs::read(file.path())
-        .await
-        .map_err(ApiError::internal)
 }
