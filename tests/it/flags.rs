@@ -676,6 +676,48 @@ async fn ofrep_answers_an_openfeature_sdk_as_the_rest_api_does() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap()["value"], "hello");
+    // Roles come from the caller, never from what the context claims.
+    let admins = json!({
+        "key": "admin-tools", "kind": "boolean", "variants": {"yes": true, "no": false},
+        "environments": {
+            "production": {"enabled": true, "off_variant": "no", "default": {"variant": "no"},
+                           "rules": [{"conditions": [{"attribute": "roles", "op": "contains", "values": ["admin"]}],
+                                      "serve": {"variant": "yes"}}]},
+            "staging": {"enabled": true, "off_variant": "no", "default": {"variant": "no"}}
+        }
+    });
+    assert_eq!(
+        req(&app, &t.slug, &boss, Method::POST, "/v1/flags")
+            .json(&admins)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let claim = json!({"context": {"targetingKey": "someone-else", "roles": ["admin"]}});
+    let as_boss: Value = req(
+        &app,
+        &t.slug,
+        &boss,
+        Method::POST,
+        "/ofrep/v1/evaluate/flags/admin-tools",
+    )
+    .json(&claim)
+    .fetch_json()
+    .await;
+    assert_eq!(as_boss["value"], true, "{as_boss}");
+    assert_eq!(as_boss["reason"], "TARGETING_MATCH");
+    let as_member: Value = app
+        .tenant_req(
+            Method::POST,
+            &t.slug,
+            "/ofrep/v1/evaluate/flags/admin-tools",
+        )
+        .json(&claim)
+        .fetch_json()
+        .await;
+    assert_eq!(as_member["value"], false, "{as_member}");
 
     // Credentials: another tenant's key, a made-up key and a revoked key are all 401.
     let (other, _, other_boss, _) = tenant_with_admin(&app).await;
