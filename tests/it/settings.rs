@@ -429,6 +429,31 @@ async fn the_system_obeys_invitation_audit_and_api_settings() {
     assert_eq!(now["settings"]["invitations"]["expiry_hours"], 48);
     let versions = get(&app, &t.slug, &boss, "/v1/settings/versions?limit=1").await;
     assert_eq!(versions["items"][0]["reason"], "invitation policy");
+    // The tenant lowers its hourly invitation limit: one was sent, so the next is refused.
+    let res = patch(
+        &app,
+        &t.slug,
+        &boss,
+        json!({"invitations": {"per_tenant_per_hour": 1}}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = as_boss(Method::POST, "/v1/invitations")
+        .json(&json!({"email": format!("y-{}@example.test", t.slug)}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().contains_key("retry-after"));
+    let problem = expect_problem(res, 429, "rate-limited").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1 invitations per hour"),
+        "{problem}"
+    );
 
     // Audit retention: one value, whichever route sets it.
     let res = patch(

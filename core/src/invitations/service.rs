@@ -79,18 +79,44 @@ pub fn domain_allowed(policy: &Policy, email: &str) -> bool {
 }
 
 /// The tenant's policy, or the platform's default.
+/// The tenant's invitation rules, read inside the caller's transaction from its settings:
+/// the policy, and the hourly limits (the tenant's own where lower than the platform's).
+struct Rules {
+    policy: Policy,
+    per_inviter_per_hour: u32,
+    per_tenant_per_hour: u32,
+}
+
+async fn rules_in(
+    state: &InvitationsState,
+    conn: &mut diesel_async::AsyncPgConnection,
+) -> ApiResult<Rules> {
+    let (current, _) = crate::settings::repo::current(conn, false).await?;
+    let eff =
+        crate::settings::Effective::build(&state.settings.catalogue, current.as_ref(), None, "");
+    let platform = &state.config.invitations;
+    let lower = |own: Option<u32>, cap: u32| own.map_or(cap, |n| n.min(cap));
+    Ok(Rules {
+        per_inviter_per_hour: lower(
+            eff.invitations.per_inviter_per_hour,
+            platform.per_inviter_per_hour,
+        ),
+        per_tenant_per_hour: lower(
+            eff.invitations.per_tenant_per_hour,
+            platform.per_tenant_per_hour,
+        ),
+        policy: Policy {
+            expiry_hours: eff.invitations.expiry_hours,
+            allowed_domains: eff.invitations.allowed_domains,
+        },
+    })
+}
+
 async fn policy_in(
     state: &InvitationsState,
     conn: &mut diesel_async::AsyncPgConnection,
 ) -> ApiResult<Policy> {
-    // Read inside the caller's transaction: what the tenant's settings say right now.
-    let (current, _) = crate::settings::repo::current(conn, false).await?;
-    let eff =
-        crate::settings::Effective::build(&state.settings.catalogue, current.as_ref(), None, "");
-    Ok(Policy {
-        expiry_hours: eff.invitations.expiry_hours,
-        allowed_domains: eff.invitations.allowed_domains,
-    })
+    Ok(rules_in(state, conn).await?.policy)
 }
 
 /// The item-level checks that need no database: each problem of item `i` of the call.
@@ -174,7 +200,6 @@ pub async fn invite(
             format!("must list 1-{MAX_BULK} invitations"),
         )]));
     }
-    let limits = &state.config.invitations;
     let now = Utc::now();
     let result = caller
         .db()
@@ -182,7 +207,11 @@ pub async fn invite(
             let conn = tx.conn();
             repo::lock_creation(conn).await?;
             expire_in(conn, &caller.actor, 1_000).await?;
-            let policy = policy_in(state, conn).await?;
+            let Rules {
+                policy,
+                per_inviter_per_hour,
+                per_tenant_per_hour,
+            } = rules_in(state, conn).await?;
             let mut outcome: Vec<Option<Result<(), ApiError>>> = items
                 .iter()
                 .map(|item| {
@@ -193,22 +222,22 @@ pub async fn invite(
             let valid = outcome.iter().filter(|o| o.is_none()).count() as i64;
             let ((mine, my_oldest), (all, oldest)) =
                 repo::last_hour(conn, caller.user_id()).await?;
-            if valid > 0 && mine + valid > i64::from(limits.per_inviter_per_hour) {
+            if valid > 0 && mine + valid > i64::from(per_inviter_per_hour) {
                 return Err(ApiError::new(
                     ErrorCode::RateLimited,
                     format!(
                         "you may send {} invitations per hour; {} were sent in the last hour",
-                        limits.per_inviter_per_hour, mine
+                        per_inviter_per_hour, mine
                     ),
                 )
                 .retry_after(retry_secs(my_oldest, now)));
             }
-            if valid > 0 && all + valid > i64::from(limits.per_tenant_per_hour) {
+            if valid > 0 && all + valid > i64::from(per_tenant_per_hour) {
                 return Err(ApiError::new(
                     ErrorCode::RateLimited,
                     format!(
                         "this tenant may send {} invitations per hour; {} were sent in the last hour",
-                        limits.per_tenant_per_hour, all
+                        per_tenant_per_hour, all
                     ),
                 )
                 .retry_after(retry_secs(oldest, now)));

@@ -121,9 +121,13 @@ impl Catalogue {
                 },
                 "invitations": {
                     "type": "object", "additionalProperties": false,
-                    "description": "How long invitations last and which addresses may be invited",
+                    "description": "How long invitations last, which addresses may be invited, and how many an hour",
                     "properties": {
                         "expiry_hours": {"type": "integer", "minimum": 1, "maximum": 2160},
+                        "per_inviter_per_hour": nullable(json!({"type": "integer", "minimum": 1, "maximum": 1_000_000,
+                            "description": "Lowers the platform's hourly limit per inviter (null: the platform's)"})),
+                        "per_tenant_per_hour": nullable(json!({"type": "integer", "minimum": 1, "maximum": 1_000_000,
+                            "description": "Lowers the platform's hourly limit for the tenant (null: the platform's)"})),
                         "allowed_domains": {
                             "type": "array", "maxItems": 100, "uniqueItems": true,
                             "items": {"type": "string", "maxLength": 255, "x-format": "domain-or-wildcard"}
@@ -161,7 +165,8 @@ impl Catalogue {
                 "quota": {"requests_per_day": null}
             },
             "compliance": {"audit_retention_days": null, "data_residency": ""},
-            "invitations": {"expiry_hours": config.default_expiry_hours, "allowed_domains": []},
+            "invitations": {"expiry_hours": config.default_expiry_hours, "allowed_domains": [],
+                            "per_inviter_per_hour": null, "per_tenant_per_hour": null},
             "flags": {"environments": ["production", "staging"], "context_attributes": {}},
             "custom": {}
         });

@@ -70,11 +70,14 @@ pub struct ApiLimits {
     pub requests_per_day: Option<u64>,
 }
 
-/// Invitation lifetime and the domains that may be invited (empty: any).
+/// Invitation lifetime, the domains that may be invited (empty: any), and the tenant's own
+/// hourly limits (`None`: the platform's; they can only lower it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct InvitationSettings {
     pub expiry_hours: u32,
     pub allowed_domains: Vec<String>,
+    pub per_inviter_per_hour: Option<u32>,
+    pub per_tenant_per_hour: Option<u32>,
 }
 
 impl crate::versioned_cache::Versioned for Effective {
@@ -138,6 +141,12 @@ impl Effective {
                 .and_then(|h| u32::try_from(h).ok())
                 .unwrap_or(168),
             allowed_domains: strings("/invitations/allowed_domains"),
+            per_inviter_per_hour: at("/invitations/per_inviter_per_hour")
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok()),
+            per_tenant_per_hour: at("/invitations/per_tenant_per_hour")
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok()),
         };
         let audit_retention_days = at("/compliance/audit_retention_days")
             .and_then(Value::as_i64)
