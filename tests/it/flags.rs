@@ -903,3 +903,46 @@ async fn changes_reach_another_instance_and_scheduled_changes_apply() {
     b.cleanup().await;
     a.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_sdk_key_over_its_rate_gets_429_with_retry_after() {
+    let mut config = test_config();
+    config.rate_limit.per_user_per_sec = 0.5;
+    config.rate_limit.per_user_burst = 2;
+    config.rate_limit.namespace = neotenant_tests::random_slug("rl");
+    let app = TestApp::start_with(config).await;
+    let (t, _member, boss, _) = tenant_with_admin(&app).await;
+    let key: Value = req(
+        &app,
+        &t.slug,
+        &boss,
+        Method::POST,
+        "/v1/flag-environments/staging/sdk-keys",
+    )
+    .json(&json!({"name": "busy"}))
+    .fetch_json()
+    .await;
+    let sdk_key = key["key"].as_str().unwrap().to_string();
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let res = app
+            .anonymous(Method::POST, &t.slug, "/ofrep/v1/evaluate/flags")
+            .header("x-api-key", &sdk_key)
+            .json(&json!({"context": {"targetingKey": "u"}}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+        if res.status() == 429 {
+            let retry: u64 = res.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=2).contains(&retry), "{retry}");
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    app.cleanup().await;
+}

@@ -209,12 +209,15 @@ impl Handler for Authenticate {
                 crate::settings::ApiLimits::default()
             }
         };
-        let user_rate = limits.per_user_per_sec.map(|rate| {
-            let burst = limits
-                .per_user_burst
-                .unwrap_or(state.auth.config.rate_limit.per_user_burst);
-            (rate, burst)
-        });
+        // Either half of the tenant's pair may be set; the other is the platform's.
+        let platform = &state.auth.config.rate_limit;
+        let user_rate = (limits.per_user_per_sec.is_some() || limits.per_user_burst.is_some())
+            .then(|| {
+                (
+                    limits.per_user_per_sec.unwrap_or(platform.per_user_per_sec),
+                    limits.per_user_burst.unwrap_or(platform.per_user_burst),
+                )
+            });
         if let Some(per_day) = limits.requests_per_day
             && let Decision::Limited {
                 limit,
