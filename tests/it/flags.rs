@@ -125,7 +125,7 @@ async fn flags_are_checked_versioned_switched_and_rolled_back() {
     let list: Value = req(&app, &t.slug, &boss, Method::GET, "/v1/flags")
         .fetch_json()
         .await;
-    assert_eq!(list, json!([]));
+    assert_eq!(list["items"], json!([]));
 
     // Created, then changed under If-Match.
     let res = post(checkout("checkout")).send().await.unwrap();
@@ -382,6 +382,27 @@ async fn segments_prerequisites_and_rollouts_decide_like_flagd() {
             .status(),
         201
     );
+    // Lists page by key.
+    let first: Value = req(&app, &t.slug, &boss, Method::GET, "/v1/flags?limit=1")
+        .fetch_json()
+        .await;
+    assert_eq!(first["items"][0]["key"], "banner");
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    let second: Value = req(
+        &app,
+        &t.slug,
+        &boss,
+        Method::GET,
+        &format!("/v1/flags?limit=1&cursor={cursor}"),
+    )
+    .fetch_json()
+    .await;
+    assert_eq!(second["items"][0]["key"], "limits");
+    assert!(second["next_cursor"].is_null(), "{second}");
+    let segments: Value = req(&app, &t.slug, &boss, Method::GET, "/v1/flag-segments")
+        .fetch_json()
+        .await;
+    assert_eq!(segments["items"][0]["key"], "beta");
     // A prerequisite cycle and a segment in use are refused.
     let mut cyclic = banner.clone();
     cyclic["prerequisites"] = json!([{"flag": "limits", "variants": ["large"]}]);

@@ -70,6 +70,23 @@ pub async fn all(conn: &mut AsyncPgConnection, kind: Kind) -> QueryResult<Vec<Ro
 
 type QueryResult<T> = diesel::QueryResult<T>;
 
+/// A page of flags or segments by key, after `after`.
+pub async fn page(
+    conn: &mut AsyncPgConnection,
+    kind: Kind,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<Row>> {
+    sql_query(format!(
+        "{} WHERE ($1::text IS NULL OR key > $1) ORDER BY key LIMIT $2",
+        select(kind)
+    ))
+    .bind::<Nullable<Text>, _>(after)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await
+}
+
 /// One flag or segment; `lock` holds it (and, when absent, nothing) for a read-modify-write.
 pub async fn get(
     conn: &mut AsyncPgConnection,

@@ -112,20 +112,44 @@ fn segment_view(r: Row) -> SegmentView {
     }
 }
 
-pub async fn list_flags(tenant: &ResolvedTenant) -> ApiResult<Vec<FlagView>> {
-    let rows = tenant
+async fn page(
+    tenant: &ResolvedTenant,
+    kind: Kind,
+    after: Option<&str>,
+    limit: u32,
+) -> ApiResult<Vec<Row>> {
+    tenant
         .db
-        .transaction(async |tx| Ok::<_, ApiError>(repo::all(tx.conn(), Kind::Flag).await?))
-        .await?;
-    Ok(rows.into_iter().map(flag_view).collect())
+        .transaction(async |tx| {
+            Ok::<_, ApiError>(repo::page(tx.conn(), kind, after, i64::from(limit)).await?)
+        })
+        .await
 }
 
-pub async fn list_segments(tenant: &ResolvedTenant) -> ApiResult<Vec<SegmentView>> {
-    let rows = tenant
-        .db
-        .transaction(async |tx| Ok::<_, ApiError>(repo::all(tx.conn(), Kind::Segment).await?))
-        .await?;
-    Ok(rows.into_iter().map(segment_view).collect())
+/// Flags by key, after `after`.
+pub async fn list_flags(
+    tenant: &ResolvedTenant,
+    after: Option<&str>,
+    limit: u32,
+) -> ApiResult<Vec<FlagView>> {
+    Ok(page(tenant, Kind::Flag, after, limit)
+        .await?
+        .into_iter()
+        .map(flag_view)
+        .collect())
+}
+
+/// Segments by key, after `after`.
+pub async fn list_segments(
+    tenant: &ResolvedTenant,
+    after: Option<&str>,
+    limit: u32,
+) -> ApiResult<Vec<SegmentView>> {
+    Ok(page(tenant, Kind::Segment, after, limit)
+        .await?
+        .into_iter()
+        .map(segment_view)
+        .collect())
 }
 
 async fn row(tenant: &ResolvedTenant, kind: Kind, key: &str) -> ApiResult<Row> {

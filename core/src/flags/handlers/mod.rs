@@ -22,14 +22,20 @@ use crate::rbac::Can;
 use crate::rbac::need::{FlagsRead, FlagsUpdate};
 use crate::settings::DiffView;
 
-/// Every flag of the tenant, by key.
+/// The tenant's flags by key, a page at a time.
 #[endpoint(
     operation_id = "neotenant.flags.list",
     tags("flags"),
-    status_codes(200, 401, 403)
+    status_codes(200, 400, 401, 403)
 )]
-pub async fn list_flags(can: Can<FlagsRead>) -> ApiResult<Reply<Vec<FlagView>>> {
-    Ok(Reply::ok(service::list_flags(&can.tenant.0).await?))
+pub async fn list_flags(
+    can: Can<FlagsRead>,
+    page: ListParams<String>,
+) -> ApiResult<Reply<Page<FlagView>>> {
+    let rows = service::list_flags(&can.tenant.0, page.after.as_deref(), page.limit + 1).await?;
+    Ok(Reply::ok(Page::from_rows(rows, page.limit, |f| {
+        f.key.clone()
+    })))
 }
 
 /// Create a flag: kind, variants, prerequisites and, for each of the tenant's environments,
@@ -321,14 +327,20 @@ pub async fn evaluate(
     }))
 }
 
-/// Every segment, by key.
+/// The tenant's segments by key, a page at a time.
 #[endpoint(
     operation_id = "neotenant.flags.segments",
     tags("flags"),
-    status_codes(200, 401, 403)
+    status_codes(200, 400, 401, 403)
 )]
-pub async fn list_segments(can: Can<FlagsRead>) -> ApiResult<Reply<Vec<SegmentView>>> {
-    Ok(Reply::ok(service::list_segments(&can.tenant.0).await?))
+pub async fn list_segments(
+    can: Can<FlagsRead>,
+    page: ListParams<String>,
+) -> ApiResult<Reply<Page<SegmentView>>> {
+    let rows = service::list_segments(&can.tenant.0, page.after.as_deref(), page.limit + 1).await?;
+    Ok(Reply::ok(Page::from_rows(rows, page.limit, |s| {
+        s.key.clone()
+    })))
 }
 
 /// One segment.
