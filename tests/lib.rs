@@ -699,3 +699,16 @@ pub fn lying_png() -> Vec<u8> {
     flood[29..33].copy_from_slice(&crc.to_be_bytes());
     flood
 }
+
+/// The JSON pointers of a validation problem's field errors, in order.
+pub fn problem_pointers(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["pointer"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -5,7 +5,7 @@
 //! provider and compared with the REST API.
 
 use neotenant_tests::{
-    Fetch, TestApp, audit_actions, expect_problem, tenant_with_admin, test_config,
+    Fetch, TestApp, audit_actions, expect_problem, problem_pointers, tenant_with_admin, test_config,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -51,15 +51,6 @@ fn one<'a>(all: &'a Value, key: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{key} not in {all}"))
 }
 
-fn pointers(problem: &Value) -> Vec<String> {
-    problem["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["pointer"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test]
 async fn flags_are_checked_versioned_switched_and_rolled_back() {
     let app = TestApp::start().await;
@@ -82,7 +73,7 @@ async fn flags_are_checked_versioned_switched_and_rolled_back() {
         .unwrap()
         .remove("staging");
     let problem = expect_problem(post(bad).send().await.unwrap(), 422, "validation").await;
-    let found = pointers(&problem);
+    let found = problem_pointers(&problem);
     let text = problem.to_string();
     assert!(
         found.iter().any(|p| p.starts_with("/variants/maybe")),
@@ -862,7 +853,10 @@ async fn changes_reach_another_instance_and_scheduled_changes_apply() {
         .await
         .unwrap();
     let problem = expect_problem(res, 422, "validation").await;
-    assert!(pointers(&problem)[0].starts_with("/patch"), "{problem}");
+    assert!(
+        problem_pointers(&problem)[0].starts_with("/patch"),
+        "{problem}"
+    );
     let created: Value = schedule(json!({"apply_at": soon, "patch": {"environments": {"production": {"enabled": true}}}, "reason": "launch"}))
         .fetch_json()
         .await;

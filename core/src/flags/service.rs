@@ -502,6 +502,29 @@ async fn write(
     Ok(row)
 }
 
+/// A flag write answered with the flag it left.
+async fn write_flag(
+    state: &FlagsState,
+    caller: &Caller,
+    writer: &Writer<'_>,
+    key: &str,
+    if_match: Option<&str>,
+    edit: Edit<'_>,
+) -> ApiResult<FlagView> {
+    write(
+        state,
+        &caller.tenant.0,
+        writer,
+        Kind::Flag,
+        key,
+        if_match,
+        edit,
+    )
+    .await?
+    .map(flag_view)
+    .ok_or_else(|| ApiError::internal("a written flag is missing"))
+}
+
 fn object(body: &Value) -> ApiResult<()> {
     if body.is_object() {
         Ok(())
@@ -526,11 +549,10 @@ pub async fn create_flag(state: &FlagsState, caller: &Caller, doc: Value) -> Api
             }])
         })?
         .to_string();
-    let row = write(
+    write_flag(
         state,
-        &caller.tenant.0,
+        caller,
         &Writer::caller(caller),
-        Kind::Flag,
         &key,
         None,
         Box::new(move |current| match current {
@@ -544,9 +566,7 @@ pub async fn create_flag(state: &FlagsState, caller: &Caller, doc: Value) -> Api
             None => Ok(Some(doc)),
         }),
     )
-    .await?;
-    row.map(flag_view)
-        .ok_or_else(|| ApiError::internal("a created flag is missing"))
+    .await
 }
 
 /// Replaces flag `key` with `doc`, or applies `doc` as a merge patch.
@@ -559,11 +579,10 @@ pub async fn change_flag(
     if_match: Option<&str>,
 ) -> ApiResult<FlagView> {
     object(&doc)?;
-    let row = write(
+    write_flag(
         state,
-        &caller.tenant.0,
+        caller,
         &Writer::caller(caller),
-        Kind::Flag,
         key,
         if_match,
         Box::new(move |current| {
@@ -577,9 +596,7 @@ pub async fn change_flag(
             }
         }),
     )
-    .await?;
-    row.map(flag_view)
-        .ok_or_else(|| ApiError::internal("a changed flag is missing"))
+    .await
 }
 
 /// The kill switch: `enabled` for environment `env` of flag `key`.
@@ -598,11 +615,10 @@ pub async fn switch(
     }
     .into();
     let env_name = env.to_string();
-    let row = write(
+    write_flag(
         state,
-        &caller.tenant.0,
+        caller,
         &writer,
-        Kind::Flag,
         key,
         None,
         Box::new(move |current| {
@@ -614,9 +630,7 @@ pub async fn switch(
             Ok(Some(next))
         }),
     )
-    .await?;
-    row.map(flag_view)
-        .ok_or_else(|| ApiError::internal("a switched flag is missing"))
+    .await
 }
 
 /// Deletes a flag or segment (409 while another flag depends on it).
@@ -762,18 +776,15 @@ pub async fn rollback(
     })?;
     let mut writer = Writer::caller(caller);
     writer.reason = format!("rollback to {v}");
-    let row = write(
+    write_flag(
         state,
-        &caller.tenant.0,
+        caller,
         &writer,
-        Kind::Flag,
         key,
         if_match,
         Box::new(move |_| Ok(Some(definition))),
     )
-    .await?;
-    row.map(flag_view)
-        .ok_or_else(|| ApiError::internal("a rolled back flag is missing"))
+    .await
 }
 
 fn schedule_view(r: repo::ScheduleRow) -> ScheduleView {
@@ -967,30 +978,19 @@ pub async fn create_sdk_key(
         created_at: Utc::now(),
         revoked_at: None,
     };
-    let generation = caller
-        .db()
-        .transaction(async |tx| {
-            let conn = tx.conn();
+    let data = json!({"environment": env, "name": name, "prefix": row.prefix});
+    key_change(
+        state,
+        caller,
+        "flag.sdk_key_created",
+        row.id,
+        data,
+        async |conn| {
             repo::add_sdk_key(conn, &row, Some(caller.user.user.id.0)).await?;
-            let g = repo::bump(conn).await?;
-            audit::record(
-                conn,
-                &caller.actor,
-                Change {
-                    action: "flag.sdk_key_created",
-                    target_type: "flag_sdk_key",
-                    target_id: Some(row.id.to_string()),
-                    data: json!({"environment": env, "name": name, "prefix": row.prefix}),
-                },
-            )
-            .await?;
-            Ok::<_, ApiError>(g)
-        })
-        .await?;
-    state
-        .cache
-        .invalidate(caller.tenant.0.tenant.id.0, generation)
-        .await;
+            Ok(())
+        },
+    )
+    .await?;
     Ok(sdk_key_view(row, Some(token.token)))
 }
 
@@ -1010,22 +1010,48 @@ pub async fn revoke_sdk_key(
     env: &str,
     id: Uuid,
 ) -> ApiResult<()> {
+    let data = json!({"environment": env});
+    key_change(
+        state,
+        caller,
+        "flag.sdk_key_revoked",
+        id,
+        data,
+        async |conn| {
+            if repo::revoke_sdk_key(conn, env, id).await? {
+                Ok(())
+            } else {
+                Err(ApiError::not_found("SDK key"))
+            }
+        },
+    )
+    .await
+}
+
+/// A change to the tenant's SDK keys: `work`, a new flag generation (so every instance's
+/// cached key set is dropped) and the audit entry, in one transaction; announced after.
+async fn key_change(
+    state: &FlagsState,
+    caller: &Caller,
+    action: &'static str,
+    id: Uuid,
+    data: Value,
+    work: impl AsyncFnOnce(&mut AsyncPgConnection) -> ApiResult<()>,
+) -> ApiResult<()> {
     let generation = caller
         .db()
         .transaction(async |tx| {
             let conn = tx.conn();
-            if !repo::revoke_sdk_key(conn, env, id).await? {
-                return Err(ApiError::not_found("SDK key"));
-            }
+            work(conn).await?;
             let g = repo::bump(conn).await?;
             audit::record(
                 conn,
                 &caller.actor,
                 Change {
-                    action: "flag.sdk_key_revoked",
+                    action,
                     target_type: "flag_sdk_key",
                     target_id: Some(id.to_string()),
-                    data: json!({"environment": env}),
+                    data,
                 },
             )
             .await?;

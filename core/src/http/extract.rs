@@ -500,6 +500,19 @@ pub async fn read_file_part(req: &mut Request, max_bytes: usize, what: &str) -> 
         .map_err(ApiError::internal)
 }
 
+/// The query parameter `name` as a version number (1 or more), else 400.
+pub fn version_query(req: &Request, name: &str) -> ApiResult<i32> {
+    req.query::<String>(name)
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidParameter,
+                format!("query parameter `{name}` must be a version number"),
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

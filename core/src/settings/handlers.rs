@@ -10,8 +10,10 @@ use serde_json::Value;
 use super::{
     CatalogueView, DiffView, LogoSaved, SettingsState, SettingsView, VersionView, service,
 };
-use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::http::extract::{IfMatch, JsonBody, ListParams, Page, Path, dep, read_file_part};
+use crate::error::ApiResult;
+use crate::http::extract::{
+    IfMatch, JsonBody, ListParams, Page, Path, dep, read_file_part, version_query,
+};
 use crate::http::reply::{Binary, Reply};
 use crate::rbac::need::{SettingsRead, SettingsUpdate};
 use crate::rbac::{Caller, Can};
@@ -125,18 +127,6 @@ pub async fn get_version(
     Ok(Reply::ok(service::version(&can.tenant.0, version.0).await?))
 }
 
-fn version_param(req: &Request, name: &str) -> ApiResult<i32> {
-    req.query::<String>(name)
-        .and_then(|v| v.parse::<i32>().ok())
-        .filter(|v| *v >= 1)
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidParameter,
-                format!("query parameter `{name}` must be a version number"),
-            )
-        })
-}
-
 /// What changed between two versions: `?from=&to=`.
 #[endpoint(
     operation_id = "neotenant.settings.diff",
@@ -147,7 +137,7 @@ pub async fn diff_versions(
     can: Can<SettingsRead>,
     req: &mut Request,
 ) -> ApiResult<Reply<DiffView>> {
-    let (from, to) = (version_param(req, "from")?, version_param(req, "to")?);
+    let (from, to) = (version_query(req, "from")?, version_query(req, "to")?);
     Ok(Reply::ok(
         service::diff_versions(&can.tenant.0, from, to).await?,
     ))

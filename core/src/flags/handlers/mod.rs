@@ -15,8 +15,8 @@ use super::{
     EvaluationRequest, EvaluationView, FlagView, FlagsState, NewSchedule, NewSdkKey, ScheduleView,
     SdkKeyView, SegmentView, Switch, VersionView, service,
 };
-use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::http::extract::{IfMatch, JsonBody, ListParams, Page, Path, dep};
+use crate::error::ApiResult;
+use crate::http::extract::{IfMatch, JsonBody, ListParams, Page, Path, dep, version_query};
 use crate::http::reply::{NoContent, Reply};
 use crate::rbac::Can;
 use crate::rbac::need::{FlagsRead, FlagsUpdate};
@@ -185,18 +185,6 @@ pub async fn flag_version(
     ))
 }
 
-fn version_param(req: &Request, name: &str) -> ApiResult<i32> {
-    req.query::<String>(name)
-        .and_then(|v| v.parse::<i32>().ok())
-        .filter(|v| *v >= 1)
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidParameter,
-                format!("query parameter `{name}` must be a version number"),
-            )
-        })
-}
-
 /// What changed between two versions of a flag: `?from=&to=`.
 #[endpoint(
     operation_id = "neotenant.flags.diff",
@@ -208,7 +196,7 @@ pub async fn flag_diff(
     key: Path<String>,
     req: &mut Request,
 ) -> ApiResult<Reply<DiffView>> {
-    let (from, to) = (version_param(req, "from")?, version_param(req, "to")?);
+    let (from, to) = (version_query(req, "from")?, version_query(req, "to")?);
     Ok(Reply::ok(
         service::diff_versions(&can.tenant.0, &key.0, from, to).await?,
     ))

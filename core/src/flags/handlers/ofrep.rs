@@ -300,7 +300,9 @@ fn bulk_etag(generation: i64, env: &str, ctx: &neotenant_flags::Context) -> Stri
     h.update(ctx.targeting_key.as_deref().unwrap_or_default().as_bytes());
     h.update([0]);
     // serde_json's map keeps keys sorted: the same context hashes the same.
-    h.update(Value::Object(ctx.attributes.clone()).to_string().as_bytes());
+    if let Ok(bytes) = serde_json::to_vec(&ctx.attributes) {
+        h.update(bytes);
+    }
     format!("\"{}\"", hex::encode(&h.finalize()[..12]))
 }
 
