@@ -27,6 +27,7 @@ KC_VERSION="26.7.3"
 KC_PORT="${DEVSTACK_KC_PORT:-18180}"
 KC_MGMT_PORT="$((KC_PORT + 10))"
 SMTP_PORT="${DEVSTACK_SMTP_PORT:-18025}"
+PROVIDER_PORT="${DEVSTACK_PROVIDER_PORT:-18090}"
 KC_ADMIN="${DEVSTACK_KC_ADMIN:-admin}"
 KC_ADMIN_PASSWORD="${DEVSTACK_KC_ADMIN_PASSWORD:-admin-dev-password}"
 
@@ -292,6 +293,35 @@ smtp_down() {
   rm -f "$SMTP_DIR/smtp.pid"
 }
 
+# ---------------------------------------------------------------- message provider
+# SMS and push go to scripts/message_provider.py on 127.0.0.1:$PROVIDER_PORT (standard library
+# only): it logs every message to .devstack/provider/messages.jsonl and fails on cue (see the
+# script), so the provider adapter, its retries and its failover run against a real HTTP peer.
+PROVIDER_DIR="$STACK/provider"
+provider_running() { [ -f "$PROVIDER_DIR/provider.pid" ] && kill -0 "$(cat "$PROVIDER_DIR/provider.pid")" 2>/dev/null; }
+
+provider_up() {
+  provider_running && return 0
+  mkdir -p "$PROVIDER_DIR"
+  log "starting the message provider on 127.0.0.1:$PROVIDER_PORT"
+  setsid python3 "$ROOT/scripts/message_provider.py" "$PROVIDER_PORT" "$PROVIDER_DIR" \
+    >"$PROVIDER_DIR/provider.log" 2>&1 < /dev/null &
+  echo $! >"$PROVIDER_DIR/provider.pid"
+  for _ in $(seq 1 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PROVIDER_PORT") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "the message provider did not start (log: $PROVIDER_DIR/provider.log)"
+}
+
+provider_down() {
+  if provider_running; then
+    log "stopping the message provider"
+    kill "$(cat "$PROVIDER_DIR/provider.pid")" 2>/dev/null || true
+  fi
+  rm -f "$PROVIDER_DIR/provider.pid"
+}
+
 # ---------------------------------------------------------------- assets
 # The Scalar API reference page is served by the host itself (no CDN at run time).
 assets_up() {
@@ -335,14 +365,15 @@ EOF
 }
 
 case "${1:-up}" in
-  up) pg_up; redis_up; smtp_up; assets_up; openfeature_up; kc_up
+  up) pg_up; redis_up; smtp_up; provider_up; assets_up; openfeature_up; kc_up
       log "up: PostgreSQL 127.0.0.1:$PG_PORT, Redis 127.0.0.1:$REDIS_PORT, Keycloak http://127.0.0.1:$KC_PORT, SMTP sink 127.0.0.1:$SMTP_PORT" ;;
-  down) kc_down; smtp_down; redis_down; pg_down ;;
+  down) kc_down; provider_down; smtp_down; redis_down; pg_down ;;
   status)
     if pg_running; then echo "postgres: running on 127.0.0.1:$PG_PORT"; else echo "postgres: stopped"; fi
     if redis_running; then echo "redis: running on 127.0.0.1:$REDIS_PORT"; else echo "redis: stopped"; fi
     if kc_ready; then echo "keycloak: ready on 127.0.0.1:$KC_PORT"; else echo "keycloak: stopped"; fi
-    if smtp_running; then echo "smtp sink: running on 127.0.0.1:$SMTP_PORT"; else echo "smtp sink: stopped"; fi ;;
+    if smtp_running; then echo "smtp sink: running on 127.0.0.1:$SMTP_PORT"; else echo "smtp sink: stopped"; fi
+    if provider_running; then echo "message provider: running on 127.0.0.1:$PROVIDER_PORT"; else echo "message provider: stopped"; fi ;;
   env) print_env ;;
   *) die "usage: $0 up|down|status|env" ;;
 esac

@@ -17,9 +17,19 @@ use tokio::sync::OnceCell;
 
 static MIGRATED: OnceCell<()> = OnceCell::const_new();
 
+/// The project's configuration file.
+pub fn config_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../neotenant.toml")
+}
+
 /// The configuration tests run with: the project's file, env overrides, port 0, quiet logs.
 pub fn test_config() -> Config {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../neotenant.toml");
+    Config::load(Some(&config_path()), test_env()).expect("test configuration is valid")
+}
+
+/// The environment [`test_config`] reads (this process's, plus the tests' overrides); a
+/// server started as a child process with it runs as the in-process ones do.
+pub fn test_env() -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = std::env::vars().collect();
     env.push(("NEOTENANT_SERVER__BIND".into(), "127.0.0.1:0".into()));
     if std::env::var("NEOTENANT_LOG__LEVEL").is_err() {
@@ -50,6 +60,15 @@ pub fn test_config() -> Config {
         // Invitation mail: two quick attempts, the same on every server of the run.
         ("NEOTENANT_INVITATIONS__MAIL_MAX_ATTEMPTS", "2"),
         ("NEOTENANT_INVITATIONS__MAIL_RETRY_BASE_MS", "50"),
+        // Notifications: quick retries, three attempts, a quick worker.
+        ("NEOTENANT_NOTIFICATIONS__RETRY_BASE_MS", "50"),
+        ("NEOTENANT_NOTIFICATIONS__MAX_ATTEMPTS", "3"),
+        ("NEOTENANT_NOTIFICATIONS__WORKER_INTERVAL_MS", "50"),
+        ("NEOTENANT_NOTIFICATIONS__SWEEP_INTERVAL_SECS", "5"),
+        ("NEOTENANT_NOTIFICATIONS__PROVIDER_TIMEOUT_MS", "1000"),
+        ("NEOTENANT_NOTIFICATIONS__FAILOVER_AFTER", "2"),
+        // A server stopped mid-batch (every test's, at its end) hands its claims on quickly.
+        ("NEOTENANT_NOTIFICATIONS__LEASE_SECS", "1"),
     ] {
         env.push((key.into(), value.into()));
     }
@@ -78,7 +97,7 @@ pub fn test_config() -> Config {
         "NEOTENANT_SERVER__ASSETS_DIR".into(),
         assets.display().to_string(),
     ));
-    Config::load(Some(&path), env).expect("test configuration is valid")
+    env
 }
 
 /// Migrates the registry once per test process.

@@ -60,6 +60,11 @@ pub struct AppState {
     pub invitations: Arc<crate::invitations::InvitationsState>,
     pub settings: Arc<crate::settings::SettingsState>,
     pub flags: Arc<crate::flags::FlagsState>,
+    pub notifications: Arc<crate::notifications::NotificationsState>,
+    /// The notification worker's wake-ups, taken by [`start`].
+    notification_nudges: std::sync::Mutex<
+        Option<tokio::sync::mpsc::UnboundedReceiver<Arc<crate::tenancy::cache::ResolvedTenant>>>,
+    >,
     /// The invitation mail worker's wake-ups, taken by [`start`] when it spawns the worker.
     invitation_nudges: std::sync::Mutex<
         Option<tokio::sync::mpsc::UnboundedReceiver<Arc<crate::tenancy::cache::ResolvedTenant>>>,
@@ -220,6 +225,28 @@ impl AppState {
             tenancy: tenancy.clone(),
             audit_recent: audit_recent.clone(),
         });
+        let fallback_mailer: Option<Arc<dyn crate::mail::Mailer>> =
+            match &config.notifications.email_fallback {
+                Some(smtp) => Some(Arc::new(crate::mail::SmtpMailer::new(smtp).map_err(
+                    |e| StartError::Other(format!("notifications.email_fallback: {e}")),
+                )?)),
+                None => None,
+            };
+        let (notify_nudge, notification_nudges) = tokio::sync::mpsc::unbounded_channel();
+        let notifications = Arc::new(crate::notifications::NotificationsState {
+            config: config.clone(),
+            tenancy: tenancy.clone(),
+            settings: settings_state.clone(),
+            audit_recent: audit_recent.clone(),
+            providers: Arc::new(crate::notifications::provider::Providers::from_config(
+                &config.notifications,
+                mailer.clone(),
+                fallback_mailer,
+            )),
+            redis: redis.clone(),
+            live: Default::default(),
+            nudge: notify_nudge,
+        });
         let (nudge, invitation_nudges) = tokio::sync::mpsc::unbounded_channel();
         let invitations = Arc::new(crate::invitations::InvitationsState {
             config: config.clone(),
@@ -283,6 +310,8 @@ impl AppState {
             invitations,
             settings: settings_state,
             flags,
+            notifications,
+            notification_nudges: std::sync::Mutex::new(Some(notification_nudges)),
             invitation_nudges: std::sync::Mutex::new(Some(invitation_nudges)),
             ops,
             api_key_usage: Default::default(),
@@ -306,6 +335,7 @@ impl AppState {
             .with(self.invitations.clone())
             .with(self.settings.clone())
             .with(self.flags.clone())
+            .with(self.notifications.clone())
             .with(self.api_key_usage.clone())
             .with(self.audit_recent.clone())
     }
@@ -371,6 +401,33 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             state.invitations.clone(),
             nudges,
             stop_rx.clone(),
+        ));
+    }
+    if let Some(nudges) = state
+        .notification_nudges
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .filter(|_| state.config.notifications.worker)
+    {
+        tokio::spawn(crate::notifications::worker::worker(
+            state.notifications.clone(),
+            nudges,
+            stop_rx.clone(),
+        ));
+    }
+    {
+        let live = state.notifications.live.clone();
+        tokio::spawn(crate::pubsub::listen(
+            state.redis_client.clone(),
+            crate::keys::channel::INBOX,
+            "inbox changes",
+            stop_rx.clone(),
+            crate::pubsub::Subscriber {
+                on_connect: || Box::pin(async { Ok(()) }) as futures::future::BoxFuture<'static, _>,
+                on_message: move |payload: &str| live.on_message(payload),
+                on_lost: || {},
+            },
         ));
     }
     tokio::spawn(crate::rbac::cache::listen(

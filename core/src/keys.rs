@@ -23,6 +23,8 @@ pub mod channel {
     pub const SETTINGS: &str = "neotenant:settings";
     /// `<tenant id>:<version>` whose feature flags changed.
     pub const FLAGS: &str = "neotenant:flags";
+    /// `<tenant id>:<user id>` whose in-app inbox changed.
+    pub const INBOX: &str = "neotenant:inbox";
 }
 
 /// A tenant's request count for one UTC day (`yyyymmdd`), for its daily quota.

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -20,12 +21,29 @@ pub struct Mail {
     pub subject: String,
     pub text: String,
     pub html: String,
+    /// The `Message-ID` (with its angle brackets); the relay's own when `None`. A retried
+    /// mail keeps its id, so a receiver can tell a repeat from a new mail.
+    pub message_id: Option<String>,
+    /// A one-click unsubscribe URL (RFC 8058): `List-Unsubscribe` and
+    /// `List-Unsubscribe-Post` headers.
+    pub unsubscribe: Option<String>,
 }
 
 /// A mail that could not be built or delivered (the message says why, never what it held).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct MailError(pub String);
+pub struct MailError(pub String, pub bool);
+
+impl MailError {
+    /// A failure that may pass (a retry can succeed).
+    pub fn transient(message: impl Into<String>) -> Self {
+        MailError(message.into(), false)
+    }
+    /// Whether the relay refused for good (a 5xx answer: a retry would fail the same way).
+    pub fn is_permanent(&self) -> bool {
+        self.1
+    }
+}
 
 /// Sends account mail.
 #[async_trait::async_trait]
@@ -51,10 +69,10 @@ impl SmtpMailer {
             }
             SmtpSecurity::Starttls => {
                 AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
-                    .map_err(|e| MailError(format!("smtp.host: {e}")))?
+                    .map_err(|e| MailError::transient(format!("smtp.host: {e}")))?
             }
             SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host)
-                .map_err(|e| MailError(format!("smtp.host: {e}")))?,
+                .map_err(|e| MailError::transient(format!("smtp.host: {e}")))?,
         };
         Ok(Self {
             transport: builder.port(config.port).timeout(Some(TIMEOUT)).build(),
@@ -67,7 +85,7 @@ fn sender(config: &SmtpConfig) -> Result<Mailbox, MailError> {
     let address = config
         .from
         .parse()
-        .map_err(|e| MailError(format!("smtp.from: {e}")))?;
+        .map_err(|e| MailError::transient(format!("smtp.from: {e}")))?;
     let name = Some(config.from_display_name.clone()).filter(|n| !n.is_empty());
     Ok(Mailbox::new(name, address))
 }
@@ -77,27 +95,46 @@ pub fn message(from: &Mailbox, mail: &Mail) -> Result<Message, MailError> {
     let to: Mailbox = mail
         .to
         .parse()
-        .map_err(|e| MailError(format!("recipient address: {e}")))?;
-    Message::builder()
+        .map_err(|e| MailError(format!("recipient address: {e}"), true))?;
+    let mut builder = Message::builder()
         .from(from.clone())
         .to(to)
-        .subject(mail.subject.as_str())
+        .subject(mail.subject.as_str());
+    if let Some(id) = &mail.message_id {
+        builder = builder.message_id(Some(id.clone()));
+    }
+    if let Some(url) = &mail.unsubscribe {
+        if url.contains(['\r', '\n', '<', '>']) {
+            return Err(MailError::transient("unsubscribe URL: invalid characters"));
+        }
+        builder = builder
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                format!("<{url}>"),
+            ))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                "List-Unsubscribe=One-Click".into(),
+            ));
+    }
+    builder
         .multipart(MultiPart::alternative_plain_html(
             mail.text.clone(),
             mail.html.clone(),
         ))
-        .map_err(|e| MailError(format!("message: {e}")))
+        .map_err(|e| MailError::transient(format!("message: {e}")))
 }
 
 #[async_trait::async_trait]
 impl Mailer for SmtpMailer {
     async fn send(&self, mail: &Mail) -> Result<(), MailError> {
         let message = message(&self.from, mail)?;
-        self.transport
-            .send(message)
-            .await
-            .map(|_| ())
-            .map_err(|e| MailError(format!("the mail relay refused or failed: {e}")))
+        self.transport.send(message).await.map(|_| ()).map_err(|e| {
+            MailError(
+                format!("the mail relay refused or failed: {e}"),
+                e.is_permanent(),
+            )
+        })
     }
 }
 
@@ -127,6 +164,8 @@ mod tests {
             subject: "Reset your password".into(),
             text: "plain body".into(),
             html: "<p>html body</p>".into(),
+            message_id: None,
+            unsubscribe: None,
         }
     }
 
@@ -144,6 +183,31 @@ mod tests {
         assert!(raw.contains("text/plain"), "{raw}");
         assert!(raw.contains("text/html"), "{raw}");
         assert!(raw.contains("plain body") && raw.contains("<p>html body</p>"));
+    }
+
+    #[test]
+    fn message_ids_and_unsubscribe_headers_are_set() {
+        let from = sender(&SmtpConfig::default()).unwrap();
+        let m = Mail {
+            message_id: Some("<d-1@neotenant>".into()),
+            unsubscribe: Some("https://x.test/u?t=1".into()),
+            ..mail()
+        };
+        let raw = String::from_utf8(message(&from, &m).unwrap().formatted()).unwrap();
+        assert!(raw.contains("Message-ID: <d-1@neotenant>"), "{raw}");
+        assert!(
+            raw.contains("List-Unsubscribe: <https://x.test/u?t=1>"),
+            "{raw}"
+        );
+        assert!(
+            raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+            "{raw}"
+        );
+        let bad = Mail {
+            unsubscribe: Some("https://x.test/\r\nBcc: a@b".into()),
+            ..mail()
+        };
+        assert!(message(&from, &bad).is_err());
     }
 
     #[test]

@@ -42,6 +42,7 @@ const FOUNDATION: &[&str] = &[
     "json_schema",
     "picture",
     "versioned_cache",
+    "idempotency",
 ];
 const KERNEL: &[&str] = &[
     "tenancy",
@@ -65,6 +66,7 @@ const FEATURES: &[&str] = &[
     "privacy",
     "directory",
     "flags",
+    "notifications",
 ];
 const HTTP: &[&str] = &["http"];
 const APP: &[&str] = &["app", "main", "lib"];

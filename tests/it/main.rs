@@ -12,6 +12,7 @@ mod isolation;
 mod lifecycle;
 mod local;
 mod migrations;
+mod notifications;
 mod ops;
 mod password_reset;
 mod pinning;

@@ -105,6 +105,8 @@ pub fn mail(m: &ResetMail<'_>) -> Mail {
         subject: format!("Reset your password at {}", m.tenant),
         text,
         html,
+        message_id: None,
+        unsubscribe: None,
     }
 }
 

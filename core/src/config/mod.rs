@@ -75,6 +75,172 @@ pub struct Config {
     pub invitations: InvitationsConfig,
     #[serde(default)]
     pub flags: FlagsConfig,
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
+}
+
+/// Notifications: delivery retries, worker pacing, send limits and the channel providers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    /// Whether this instance runs the notification worker (expansion, sending, digests,
+    /// event rules); API-only instances turn it off. At least one instance must run it.
+    pub worker: bool,
+    /// Attempts of one delivery before it is marked failed (dead letter).
+    pub max_attempts: u32,
+    /// The wait before the first retry; each further one waits twice as long, ±20 % jitter
+    /// (15 s and 8 attempts span about 32 minutes).
+    pub retry_base_ms: u64,
+    /// Messages sent at once by one instance.
+    pub concurrency: usize,
+    /// How often the worker looks for due deliveries, digests and retries.
+    pub worker_interval_ms: u64,
+    /// Seconds between sweeps of every tenant (scheduled sends, event rules, purges).
+    pub sweep_interval_secs: u64,
+    /// Recipients written per transaction while a notification is expanded.
+    pub expand_chunk: u32,
+    /// Recipients a tenant may address per rolling hour (the send API answers 429 beyond it).
+    pub per_tenant_recipients_per_hour: u32,
+    /// Messages one recipient may get per rolling hour and channel (beyond: throttled).
+    pub per_recipient_per_hour: u32,
+    /// The largest `data` object of one notification, in bytes of JSON.
+    pub max_data_bytes: usize,
+    /// Consecutive failures after which a provider is passed over for the channel's next one.
+    pub failover_after: u32,
+    /// How long a failing provider is passed over before it is tried again.
+    pub provider_cooldown_secs: u64,
+    /// Timeout of one call to an HTTP provider.
+    pub provider_timeout_ms: u64,
+    /// How long a claimed batch of deliveries is kept from other workers (at least long enough
+    /// for every provider of the batch to time out): after a crash its messages are sent again
+    /// this much later.
+    pub lease_secs: u64,
+    /// One-click unsubscribe endpoint put in every mail's `List-Unsubscribe` (`{tenant}` is
+    /// replaced by the slug); the signed token is appended as `?token=…`.
+    pub unsubscribe_url: String,
+    /// A second mail relay, used when the first keeps failing.
+    pub email_fallback: Option<SmtpConfig>,
+    /// SMS providers in order of preference.
+    pub sms: Vec<HttpProviderConfig>,
+    /// Push providers in order of preference.
+    pub push: Vec<HttpProviderConfig>,
+}
+
+impl NotificationsConfig {
+    fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        let n = self;
+        let checks: [(bool, &'static str, &'static str); 10] = [
+            (
+                (1..=50).contains(&n.max_attempts),
+                "notifications.max_attempts",
+                "must be between 1 and 50",
+            ),
+            (
+                (10..=3_600_000).contains(&n.retry_base_ms),
+                "notifications.retry_base_ms",
+                "must be between 10 and 3600000",
+            ),
+            (
+                (1..=256).contains(&n.concurrency),
+                "notifications.concurrency",
+                "must be between 1 and 256",
+            ),
+            (
+                (10..=60_000).contains(&n.worker_interval_ms),
+                "notifications.worker_interval_ms",
+                "must be between 10 and 60000",
+            ),
+            (
+                (1..=3600).contains(&n.sweep_interval_secs),
+                "notifications.sweep_interval_secs",
+                "must be between 1 and 3600",
+            ),
+            (
+                (10..=10_000).contains(&n.expand_chunk),
+                "notifications.expand_chunk",
+                "must be between 10 and 10000",
+            ),
+            (
+                n.per_tenant_recipients_per_hour > 0 && n.per_recipient_per_hour > 0,
+                "notifications.per_tenant_recipients_per_hour",
+                "hourly limits must be at least 1",
+            ),
+            (
+                (256..=1_048_576).contains(&n.max_data_bytes),
+                "notifications.max_data_bytes",
+                "must be between 256 and 1048576",
+            ),
+            (
+                (1..=3600).contains(&n.lease_secs),
+                "notifications.lease_secs",
+                "must be between 1 and 3600",
+            ),
+            (
+                (100..=120_000).contains(&n.provider_timeout_ms) && n.failover_after > 0,
+                "notifications.provider_timeout_ms",
+                "must be between 100 and 120000 (and failover_after at least 1)",
+            ),
+        ];
+        if let Some((_, key, message)) = checks.iter().find(|(ok, _, _)| !ok) {
+            return Err((key, message));
+        }
+        match url::Url::parse(&n.unsubscribe_url.replace("{tenant}", "tenant")) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.query().is_none() => {}
+            _ => {
+                return Err((
+                    "notifications.unsubscribe_url",
+                    "must be an http(s) URL without a query",
+                ));
+            }
+        }
+        for p in n.sms.iter().chain(&n.push) {
+            let ok = url::Url::parse(&p.url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok || p.name.is_empty() || p.name.len() > 64 {
+                return Err((
+                    "notifications.sms/push",
+                    "each provider needs a name (1-64) and an http(s) url",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An HTTP message provider: `POST url` with a JSON message, `Authorization: Bearer token`
+/// and `Idempotency-Key`; 2xx is accepted, 4xx (but 408/429) refused for good, anything else
+/// retried.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProviderConfig {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub token: Secret,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            worker: true,
+            max_attempts: 8,
+            retry_base_ms: 15_000,
+            concurrency: 16,
+            worker_interval_ms: 250,
+            sweep_interval_secs: 10,
+            expand_chunk: 1_000,
+            per_tenant_recipients_per_hour: 200_000,
+            per_recipient_per_hour: 300,
+            max_data_bytes: 16_384,
+            failover_after: 3,
+            provider_cooldown_secs: 30,
+            provider_timeout_ms: 5_000,
+            lease_secs: 60,
+            unsubscribe_url: "http://{tenant}.localhost:8080/v1/notifications/unsubscribe".into(),
+            email_fallback: None,
+            sms: Vec::new(),
+            push: Vec::new(),
+        }
+    }
 }
 
 /// Feature flags: how often scheduled changes are looked for.
@@ -875,6 +1041,7 @@ impl Config {
         if self.tenancy.cache_ttl_secs > 3600 {
             return Err(bad("tenancy.cache_ttl_secs", "must be at most 3600"));
         }
+        self.notifications.validate().map_err(|(k, m)| bad(k, m))?;
         Ok(())
     }
 

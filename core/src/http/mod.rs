@@ -47,6 +47,7 @@ fn tenant_api() -> Router {
         // Sign-in, token refresh and password reset need the tenant but no access token.
         .push(crate::account::handlers::router())
         .push(crate::invitations::handlers::public_router())
+        .push(crate::notifications::handlers::public_router())
         .push(authenticated_api())
 }
 
@@ -64,6 +65,7 @@ fn authenticated_api() -> Router {
         .push(crate::invitations::handlers::router())
         .push(crate::settings::handlers::router())
         .push(crate::flags::handlers::router())
+        .push(crate::notifications::handlers::router())
         .push(crate::notes::handlers::router())
         .push(crate::rbac::handlers::router())
         .push(crate::teams::handlers::router())

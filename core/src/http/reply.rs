@@ -15,6 +15,7 @@ pub struct Reply<T> {
     status: StatusCode,
     location: Option<String>,
     etag: Option<String>,
+    headers: Vec<(&'static str, String)>,
     body: T,
 }
 
@@ -24,6 +25,7 @@ impl<T> Reply<T> {
             status: StatusCode::OK,
             location: None,
             etag: None,
+            headers: Vec::new(),
             body,
         }
     }
@@ -32,6 +34,7 @@ impl<T> Reply<T> {
             status: StatusCode::ACCEPTED,
             location: None,
             etag: None,
+            headers: Vec::new(),
             body,
         }
     }
@@ -40,8 +43,19 @@ impl<T> Reply<T> {
             status: StatusCode::CREATED,
             location: Some(location),
             etag: None,
+            headers: Vec::new(),
             body,
         }
+    }
+    /// Adds a `Location` header.
+    pub fn with_location(mut self, location: String) -> Self {
+        self.location = Some(location);
+        self
+    }
+    /// Adds another header.
+    pub fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
     }
     /// Adds an `ETag` header (a quoted version).
     pub fn with_etag(mut self, etag: String) -> Self {
@@ -63,6 +77,11 @@ impl<T: Serialize + Send> Writer for Reply<T> {
                 }
                 if let Some(etag) = self.etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
                     res.headers_mut().insert(ETAG, etag);
+                }
+                for (name, value) in self.headers {
+                    if let Ok(v) = HeaderValue::from_str(&value) {
+                        res.headers_mut().insert(name, v);
+                    }
                 }
                 res.body(bytes);
             }

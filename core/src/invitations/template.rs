@@ -187,6 +187,8 @@ pub fn render(parts: &Parts<'_>, values: &Values, to: &str) -> Result<Mail, Rend
         subject: subject.trim().to_string(),
         text,
         html,
+        message_id: None,
+        unsubscribe: None,
     })
 }
 

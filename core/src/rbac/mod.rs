@@ -194,6 +194,9 @@ pub mod need {
         SettingsUpdate => ("settings", "update", Tenant);
         FlagsRead => ("flags", "read", Tenant);
         FlagsUpdate => ("flags", "update", Tenant);
+        NotificationsRead => ("notifications", "read", Tenant);
+        NotificationsSend => ("notifications", "send", Tenant);
+        NotificationsConfigure => ("notifications", "configure", Tenant);
     }
 }
 

@@ -221,6 +221,11 @@ pub const CATALOG: &[(&str, &[&str], &str)] = &[
         &["read", "update", "evaluate"],
         "Feature flags, segments, environments and their SDK keys; evaluation",
     ),
+    (
+        "notifications",
+        &["read", "send", "configure"],
+        "Sending notifications, their deliveries and analytics; categories, templates and event rules",
+    ),
 ];
 
 /// The catalog a tenant sees: the platform's plus its registered resource types.
@@ -297,6 +302,7 @@ pub const TEMPLATES: &[(&str, &str, &str, &[&str], bool)] = &[
             "plugins.*.tenant",
             "settings.*.tenant",
             "flags.*.tenant",
+            "notifications.*.tenant",
         ],
         false,
     ),
