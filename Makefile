@@ -82,6 +82,7 @@ bench: up plugins
 	@scripts/bench.sh
 	@BENCH_NO_BUILD=1 scripts/bench-invitations.sh
 	@BENCH_NO_BUILD=1 scripts/bench-flags.sh
+	@BENCH_NO_BUILD=1 scripts/bench-notifications.sh
 
 # NeoTenantApi beside PocketBase and SpiceDB (installed from the Go module proxy when missing).
 bench-peers:

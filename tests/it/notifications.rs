@@ -993,6 +993,64 @@ async fn sms_and_push_fail_over_retry_and_end_in_dead_letters() {
         format!("tok-primary-down-{tag}")
     );
 
+    // The provider reports delivery with its own token; nobody else can.
+    let push_id = push["id"].as_str().unwrap().to_string();
+    let report = |token: &str, body: Value| {
+        app.anonymous(
+            Method::POST,
+            &t.slug,
+            &format!("/v1/notifications/deliveries/{push_id}/report"),
+        )
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+    };
+    let delivered = json!({"provider": "secondary", "status": "delivered"});
+    expect_problem(
+        report("wrong", delivered.clone()).await.unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
+    expect_problem(
+        report(&boss, delivered.clone()).await.unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
+    let by_primary = json!({"provider": "primary", "status": "delivered"});
+    expect_problem(
+        report("dev-provider-token-primary", by_primary)
+            .await
+            .unwrap(),
+        409,
+        "conflict",
+    )
+    .await;
+    let lost = json!({"provider": "secondary", "status": "lost"});
+    expect_problem(
+        report("dev-provider-token-secondary", lost).await.unwrap(),
+        422,
+        "validation",
+    )
+    .await;
+    assert_eq!(
+        report("dev-provider-token-secondary", delivered)
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let ds = deliveries_until(&app, &t, &boss, &id, 5, |d| {
+        d.iter()
+            .any(|d| d["id"] == push_id.as_str() && d["status"] == "delivered")
+    })
+    .await;
+    assert!(
+        ds.iter()
+            .any(|d| d["id"] == push_id.as_str() && d["delivered_at"].is_string())
+    );
+
     // A dead letter goes back in the queue by hand; a sent delivery cannot.
     let dead_id = dead["id"].as_str().unwrap();
     let res = call(

@@ -425,7 +425,8 @@ pub(super) async fn record_change(
         action,
         "invitation",
         &id,
-        json!({"id": id, "email": row.email, "data": data}),
+        json!({"id": id, "email": row.email, "invited_by": row.invited_by.map(UserId),
+               "data": data}),
     )
     .await?;
     Ok(())

@@ -14,8 +14,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::model::{
-    CategoryInput, InboxCount, PreferencesPatch, PreferencesView, PreviewRequest, RuleInput,
-    RuleView, Stat, TemplateView,
+    CategoryInput, InboxCount, PreferencesPatch, PreferencesView, PreviewRequest, ProviderReport,
+    RuleInput, RuleView, Stat, TemplateView,
 };
 use super::service;
 use super::template::{Parts, Rendered};
@@ -614,9 +614,36 @@ pub async fn patch_preferences(
     ))
 }
 
-/// Routes that need no credential.
+/// A provider reports what became of a message it accepted (`delivered`, `failed`,
+/// `bounced`), authenticated by its configured token as bearer.
+#[endpoint(
+    operation_id = "neotenant.notifications.provider_report",
+    tags("notifications"),
+    status_codes(204, 400, 401, 409, 422)
+)]
+pub async fn provider_report(
+    tenant: CurrentTenant,
+    id: Path<Uuid>,
+    body: JsonBody<ProviderReport>,
+    req: &mut Request,
+    depot: &mut Depot,
+) -> ApiResult<NoContent> {
+    let state = dep::<NotificationsState>(depot)?;
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    service::report(&state, &tenant.0, id.0, bearer.as_deref(), body.0).await?;
+    Ok(NoContent)
+}
+
+/// Routes that need no user credential.
 pub fn public_router() -> Router {
-    Router::with_path("notifications/unsubscribe").post(unsubscribe)
+    Router::with_path("notifications")
+        .push(Router::with_path("unsubscribe").post(unsubscribe))
+        .push(Router::with_path("deliveries/{id}/report").post(provider_report))
 }
 
 /// The routes of authenticated users.

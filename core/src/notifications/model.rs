@@ -182,3 +182,17 @@ pub struct RuleView {
     pub enabled: bool,
     pub created_at: DateTime<Utc>,
 }
+
+/// A provider's report on a message it accepted
+/// (`POST /v1/notifications/deliveries/{id}/report`, with the provider's token as bearer).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[salvo(schema(name = "neotenant.notifications.ProviderReport"))]
+pub struct ProviderReport {
+    /// The provider's configured name.
+    pub provider: String,
+    /// `delivered`, `failed` or `bounced`.
+    pub status: String,
+    #[serde(default)]
+    pub error: Option<String>,
+}

@@ -877,6 +877,7 @@ pub async fn record_outcomes(mut conn: &AsyncPgConnection, rows: &[Outcome]) -> 
 pub async fn report(
     mut conn: &AsyncPgConnection,
     id: Uuid,
+    provider: &str,
     status: &str,
     error: Option<&str>,
 ) -> QueryResult<bool> {
@@ -885,11 +886,12 @@ pub async fn report(
            delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END, \
            failed_at = CASE WHEN $2 <> 'delivered' THEN now() ELSE failed_at END, \
            last_error = coalesce($3, last_error) \
-         WHERE id = $1 AND status IN ('sent', 'delivered')",
+         WHERE id = $1 AND provider = $4 AND status IN ('sent', 'delivered')",
     )
     .bind::<SqlUuid, _>(id)
     .bind::<Text, _>(status)
     .bind::<Nullable<Text>, _>(error)
+    .bind::<Text, _>(provider)
     .execute(&mut conn)
     .await?;
     Ok(n > 0)
@@ -1468,26 +1470,34 @@ pub async fn delete_rule(mut conn: &AsyncPgConnection, id: Uuid) -> QueryResult<
     Ok(n > 0)
 }
 
-/// The rule consumer's cursor, locked for this transaction (one consumer at a time).
+/// The rule consumer's cursor and the time the platform's rules apply from, locked for this
+/// transaction (one consumer at a time).
 pub async fn rule_cursor(
     mut conn: &AsyncPgConnection,
-) -> QueryResult<Option<crate::outbox::Cursor>> {
+) -> QueryResult<Option<(crate::outbox::Cursor, DateTime<Utc>)>> {
     #[derive(QueryableByName)]
     struct R {
         #[diesel(sql_type = BigInt)]
         txid: i64,
         #[diesel(sql_type = BigInt)]
         seq: i64,
+        #[diesel(sql_type = Timestamptz)]
+        since: DateTime<Utc>,
     }
     let r: Option<R> = diesel::sql_query(
-        "SELECT txid, seq FROM notification_rule_cursor WHERE id = 1 FOR UPDATE SKIP LOCKED",
+        "SELECT txid, seq, since FROM notification_rule_cursor WHERE id = 1 FOR UPDATE SKIP LOCKED",
     )
     .get_result(&mut conn)
     .await
     .optional()?;
-    Ok(r.map(|r| crate::outbox::Cursor {
-        txid: r.txid,
-        seq: r.seq,
+    Ok(r.map(|r| {
+        (
+            crate::outbox::Cursor {
+                txid: r.txid,
+                seq: r.seq,
+            },
+            r.since,
+        )
     }))
 }
 

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::model::{
     CategoryChoices, CategoryInput, ChannelChoice, InboxCount, PreferencesPatch, PreferencesView,
-    PreviewRequest, RuleInput, RuleView, Stat, TemplateView,
+    PreviewRequest, ProviderReport, RuleInput, RuleView, Stat, TemplateView,
 };
 use super::policy::{self, Choices, QuietHours};
 use super::repo::{self, CategoryRow, TemplateRow};
@@ -828,6 +828,60 @@ mod subtle_eq {
     }
 }
 
+// ---- provider reports ------------------------------------------------------------------
+
+/// A provider reports what became of a message it accepted: `delivered`, `failed` or
+/// `bounced`. Its bearer token must be the one configured for it (providers without a token
+/// cannot report), and only a delivery it sent can be changed.
+pub async fn report(
+    state: &NotificationsState,
+    tenant: &ResolvedTenant,
+    id: Uuid,
+    bearer: Option<&str>,
+    report: ProviderReport,
+) -> ApiResult<()> {
+    let cfg = &state.config.notifications;
+    let known = cfg
+        .sms
+        .iter()
+        .chain(&cfg.push)
+        .filter(|p| p.name == report.provider && !p.token.expose().is_empty())
+        .any(|p| subtle_eq::ct_eq(p.token.expose().as_bytes(), bearer.unwrap_or("").as_bytes()));
+    if !known {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "the provider's token is missing or wrong",
+        ));
+    }
+    if !["delivered", "failed", "bounced"].contains(&report.status.as_str()) {
+        return Err(ApiError::validation(vec![field(
+            "/status",
+            "one of delivered, failed, bounced",
+        )]));
+    }
+    let error = report.error.as_deref().map(super::worker::clean);
+    tenant
+        .db
+        .transaction(async |tx| {
+            if !repo::report(
+                tx.conn(),
+                id,
+                &report.provider,
+                &report.status,
+                error.as_deref(),
+            )
+            .await?
+            {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    "no delivery this provider sent has this id",
+                ));
+            }
+            Ok(())
+        })
+        .await
+}
+
 // ---- sending ---------------------------------------------------------------------------
 
 /// The most recipients one audience may list directly.
@@ -1528,6 +1582,31 @@ pub async fn delete_rule(caller: &Caller, id: Uuid) -> ApiResult<()> {
         .await
 }
 
+/// The platform's own rules, applying from `since`: the inviter hears that an invitation was
+/// accepted (category `invitation`, which the tenant and each user may tune like any other).
+pub fn platform_rules(since: DateTime<Utc>) -> Vec<RuleView> {
+    vec![RuleView {
+        id: Uuid::nil(),
+        rule: RuleInput {
+            topic: "invitation.accepted".into(),
+            category: "invitation".into(),
+            audience: super::Audience::default(),
+            users_from: vec!["/payload/invited_by".into()],
+            data: [
+                (
+                    "title".to_string(),
+                    json!({"value": "Your invitation was accepted"}),
+                ),
+                ("body".to_string(), json!({"from": "/payload/email"})),
+            ]
+            .into_iter()
+            .collect(),
+        },
+        enabled: true,
+        created_at: since,
+    }]
+}
+
 /// A user id as events carry it (`usr_…` or a bare UUID).
 fn user_id(s: &str) -> Option<crate::ids::UserId> {
     s.parse::<crate::ids::UserId>()
@@ -1578,4 +1657,93 @@ pub fn rule_request(rule: &RuleView, event: &crate::outbox::Event) -> Option<Sen
         channels: None,
         send_at: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(topic: &str, payload: Value) -> crate::outbox::Event {
+        crate::outbox::Event {
+            seq: 1,
+            txid: 1,
+            topic: topic.into(),
+            aggregate_type: "invitation".into(),
+            aggregate_id: "inv_1".into(),
+            payload,
+            at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_inviter_hears_of_an_accepted_invitation() {
+        let rules = platform_rules(Utc::now());
+        let inviter = crate::ids::UserId(Uuid::now_v7());
+        let req = rule_request(
+            &rules[0],
+            &event(
+                "invitation.accepted",
+                json!({"email": "ada@example.test", "invited_by": inviter.to_string()}),
+            ),
+        )
+        .expect("a notification");
+        assert_eq!(req.category, "invitation");
+        assert_eq!(req.audience.users, vec![inviter]);
+        assert_eq!(req.data["title"], "Your invitation was accepted");
+        assert_eq!(req.data["body"], "ada@example.test");
+        // An invitation nobody sent (the platform's) notifies nobody.
+        assert!(
+            rule_request(
+                &rules[0],
+                &event("invitation.accepted", json!({"invited_by": null}))
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn rules_take_users_from_strings_arrays_and_bare_uuids() {
+        let a = Uuid::now_v7();
+        let b = crate::ids::UserId(Uuid::now_v7());
+        let rule = RuleView {
+            id: Uuid::nil(),
+            rule: RuleInput {
+                topic: "x".into(),
+                category: "system".into(),
+                audience: super::super::Audience::default(),
+                users_from: vec![
+                    "/payload/one".into(),
+                    "/payload/many".into(),
+                    "/payload/none".into(),
+                ],
+                data: BTreeMap::new(),
+            },
+            enabled: true,
+            created_at: Utc::now(),
+        };
+        let req = rule_request(
+            &rule,
+            &event(
+                "x",
+                json!({"one": a.to_string(), "many": [b.to_string(), "junk", a.to_string()]}),
+            ),
+        )
+        .unwrap();
+        let mut want = vec![crate::ids::UserId(a), b];
+        want.sort();
+        assert_eq!(req.audience.users, want);
+    }
+
+    #[test]
+    fn unsubscribe_tokens_are_bound_to_tenant_user_and_category() {
+        let (t, u) = (Uuid::now_v7(), Uuid::now_v7());
+        let token = unsubscribe_token("secret", t, u, "mention");
+        assert_eq!(token, unsubscribe_token("secret", t, u, "mention"));
+        assert_ne!(
+            token,
+            unsubscribe_token("secret", Uuid::now_v7(), u, "mention")
+        );
+        assert_ne!(token, unsubscribe_token("other", t, u, "mention"));
+        assert_ne!(token, unsubscribe_token("secret", t, u, "security"));
+    }
 }

@@ -692,15 +692,17 @@ async fn rules_round(state: &NotificationsState, tenant: &Arc<ResolvedTenant>) -
         .db
         .transaction(async |tx| {
             let conn = tx.conn();
-            let Some(cursor) = repo::rule_cursor(conn).await? else {
+            let Some((cursor, since)) = repo::rule_cursor(conn).await? else {
                 return Ok::<_, ApiError>(0);
             };
-            let rules: Vec<RuleView> = repo::rules(conn)
-                .await?
-                .into_iter()
-                .filter(|r| r.enabled)
-                .map(service::rule_view)
-                .collect();
+            let mut rules: Vec<RuleView> = service::platform_rules(since);
+            rules.extend(
+                repo::rules(conn)
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.enabled)
+                    .map(service::rule_view),
+            );
             let events = crate::outbox::read_after(conn, cursor, 500).await?;
             let Some(last) = events.last().map(|e| e.cursor()) else {
                 return Ok(0);
