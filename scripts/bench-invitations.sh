@@ -7,7 +7,7 @@ cd "$ROOT"
 PORT="${BENCH_PORT:-18081}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 BIN="$TARGET_DIR/release/neotenant"
-PLATFORM_TOKEN="$(grep -E '^token' neotenant.toml | cut -d'"' -f2)"
+PLATFORM_TOKEN="$(sed -n '/^\[admin\]/,/^\[/s/^token = "\(.*\)"/\1/p' neotenant.toml)"
 PLATFORM_TOKEN="${NEOTENANT_ADMIN__TOKEN:-$PLATFORM_TOKEN}"
 [ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release -q -p neotenant
 export NEOTENANT_SERVER__BIND="127.0.0.1:$PORT" NEOTENANT_LOG__LEVEL=warn \

@@ -18,9 +18,18 @@ conn = http.client.HTTPConnection("127.0.0.1", int(PORT))
 
 
 def call(method, path, body=None, headers=None):
+    global conn
     h = {"Content-Type": "application/json", **(headers or {})}
-    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=h)
-    res = conn.getresponse()
+    payload = json.dumps(body) if body is not None else None
+    try:
+        conn.request(method, path, body=payload, headers=h)
+        res = conn.getresponse()
+    except (ConnectionError, http.client.HTTPException):
+        # The server closed an idle keep-alive connection: open another.
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", int(PORT))
+        conn.request(method, path, body=payload, headers=h)
+        res = conn.getresponse()
     data = res.read()
     return res.status, (json.loads(data) if data else None)
 

@@ -9,7 +9,7 @@ SECS="${BENCH_SECS:-15}"
 CONNS="${BENCH_CONNECTIONS:-32}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 BIN="$TARGET_DIR/release/neotenant"
-PLATFORM_TOKEN="$(grep -E '^token' neotenant.toml | cut -d'"' -f2)"
+PLATFORM_TOKEN="$(sed -n '/^\[admin\]/,/^\[/s/^token = "\(.*\)"/\1/p' neotenant.toml)"
 PLATFORM_TOKEN="${NEOTENANT_ADMIN__TOKEN:-$PLATFORM_TOKEN}"
 
 if ! command -v wrk >/dev/null; then

@@ -88,7 +88,7 @@ busy
 
 # ---------------------------------------------------------------- NeoTenantApi (as scripts/bench.sh)
 cd "$NT_ROOT"
-PLATFORM_TOKEN="$(grep -E '^token' neotenant.toml | cut -d'"' -f2)"
+PLATFORM_TOKEN="$(sed -n '/^\[admin\]/,/^\[/s/^token = "\(.*\)"/\1/p' neotenant.toml)"
 PLATFORM_TOKEN="${NEOTENANT_ADMIN__TOKEN:-$PLATFORM_TOKEN}"
 export NEOTENANT_SERVER__BIND="127.0.0.1:$NT_PORT" NEOTENANT_LOG__LEVEL=warn NEOTENANT_DATABASE__POOL_MAX_SIZE=32
 export NEOTENANT_RATE_LIMIT__PER_IP_PER_SEC=1000000 NEOTENANT_RATE_LIMIT__PER_IP_BURST=1000000 \

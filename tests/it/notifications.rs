@@ -1275,7 +1275,7 @@ async fn digests_batch_throttles_cap_and_scheduled_sends_wait() {
         .send()
     };
     let vars = json!({"title": {"type": "string", "required": true}});
-    assert_eq!(put("digest", json!({"name": "Digest", "channels": ["email"], "variables": vars, "digest": {"window_secs": 2, "max_items": 2}})).await.unwrap().status(), 200);
+    assert_eq!(put("digest", json!({"name": "Digest", "channels": ["email"], "variables": vars, "digest": {"window_secs": 4, "max_items": 2}})).await.unwrap().status(), 200);
     assert_eq!(put("capped", json!({"name": "Capped", "channels": ["in_app"], "variables": vars, "throttle": {"max": 2, "window_secs": 3600}})).await.unwrap().status(), 200);
 
     let mut ids = Vec::new();
@@ -1308,6 +1308,64 @@ async fn digests_batch_throttles_cap_and_scheduled_sends_wait() {
     let last = deliveries_until(&app, &t, &boss, &ids[2], 10, settled).await;
     assert_eq!(last[0]["status"], "throttled", "{last:?}");
     assert_eq!(wait_inbox(&app, &t, &t.token, 2).await.len(), 2);
+
+    // The first item of a quiet period may go at once; the rest wait for the digest.
+    assert_eq!(
+        put(
+            "firstfast",
+            json!({"name": "First fast", "channels": ["email"], "variables": vars,
+                   "digest": {"window_secs": 3600, "send_first": true}})
+        )
+        .await
+        .unwrap()
+        .status(),
+        200
+    );
+    let mut statuses = Vec::new();
+    for i in 0..2 {
+        let id = sent_id(
+            &app,
+            &t,
+            &boss,
+            json!({"category": "firstfast", "audience": {"users": [member]}, "data": {"title": format!("f{i}")}}),
+        )
+        .await;
+        let ds = deliveries_until(&app, &t, &boss, &id, 10, |d| {
+            d.iter()
+                .any(|d| ["sent", "digested"].contains(&d["status"].as_str().unwrap()))
+        })
+        .await;
+        statuses.push(ds[0]["status"].as_str().unwrap().to_string());
+    }
+    assert_eq!(statuses, ["sent", "digested"]);
+
+    // The tenant's daily digest setting batches categories without a digest of their own;
+    // critical ones still go at once.
+    let res = call(&app, &t, &boss, Method::PATCH, "/v1/settings")
+        .header("content-type", "application/merge-patch+json")
+        .body(json!({"notifications": {"digest": "daily"}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let id = sent_id(
+        &app,
+        &t,
+        &boss,
+        json!({"category": "mention", "audience": {"users": [member]}, "data": {"title": "later today"}}),
+    )
+    .await;
+    let ds = deliveries_until(&app, &t, &boss, &id, 10, |d| d.len() == 2).await;
+    assert_eq!(of(&ds, "email")["status"], "digested", "{ds:?}");
+    let id = sent_id(
+        &app,
+        &t,
+        &boss,
+        json!({"category": "security", "audience": {"users": [member]}, "data": {"title": "now"}}),
+    )
+    .await;
+    let ds = deliveries_until(&app, &t, &boss, &id, 10, settled).await;
+    assert_eq!(of(&ds, "email")["status"], "sent");
 
     // Scheduled: waits for its time; a scheduled one can be cancelled.
     let at = chrono::Utc::now() + chrono::Duration::seconds(2);

@@ -101,9 +101,10 @@ impl QuietBehaviour {
 }
 
 /// Batching a category's messages per recipient and channel (not in-app): a window of
-/// `window_secs` from the first item, or until the next `at` ("HH:MM", the recipient's time
-/// zone); at most `max_items` listed; `send_first` sends the first item of a quiet period
-/// at once.
+/// `window_secs` from the first item (or, with `fixed`, the fixed windows of that length from
+/// the Unix epoch, so every recipient's digest goes out at the same boundary), or until the
+/// next `at` ("HH:MM", the recipient's time zone); at most `max_items` listed; `send_first`
+/// sends the first item of a quiet period at once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[salvo(schema(name = "neotenant.notifications.DigestRule"))]
@@ -116,6 +117,8 @@ pub struct DigestRule {
     pub max_items: u32,
     #[serde(default)]
     pub send_first: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fixed: bool,
 }
 
 fn default_max_items() -> u32 {

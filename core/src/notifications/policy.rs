@@ -122,7 +122,12 @@ pub fn digest_due(now: DateTime<Utc>, tz: Tz, rule: &DigestRule) -> DateTime<Utc
     if let Some(at) = rule.at.as_deref().and_then(parse_hhmm) {
         return next_local(now, tz, at);
     }
-    now + Duration::seconds(i64::from(rule.window_secs.unwrap_or(3_600)))
+    let window = i64::from(rule.window_secs.unwrap_or(3_600).max(1));
+    if rule.fixed {
+        let next = (now.timestamp().div_euclid(window) + 1) * window;
+        return DateTime::from_timestamp(next, 0).unwrap_or(now + Duration::seconds(window));
+    }
+    now + Duration::seconds(window)
 }
 
 /// A recipient's zone, UTC when unknown.
@@ -223,10 +228,24 @@ mod tests {
             at: None,
             max_items: 10,
             send_first: false,
+            fixed: false,
         };
         assert_eq!(
-            digest_due(at("2026-03-01T10:00:00Z"), Tz::UTC, &rule),
+            digest_due(at("2026-03-01T10:03:00Z"), Tz::UTC, &rule),
+            at("2026-03-01T10:13:00Z")
+        );
+        // Fixed windows end on the boundaries, whoever the recipient.
+        let fixed = DigestRule {
+            fixed: true,
+            ..rule.clone()
+        };
+        assert_eq!(
+            digest_due(at("2026-03-01T10:03:00Z"), Tz::UTC, &fixed),
             at("2026-03-01T10:10:00Z")
+        );
+        assert_eq!(
+            digest_due(at("2026-03-01T10:10:00Z"), Tz::UTC, &fixed),
+            at("2026-03-01T10:20:00Z")
         );
         let daily = DigestRule {
             window_secs: None,
@@ -254,6 +273,7 @@ mod tests {
             at: Some("02:30".into()),
             max_items: 10,
             send_first: false,
+            fixed: false,
         };
         // 2026-03-29 02:00–03:00 does not exist in Berlin: 03:00 CEST = 01:00 UTC.
         assert_eq!(

@@ -114,6 +114,15 @@ impl HttpProvider {
     }
 }
 
+/// A provider's words as they may be stored: printable, at most 500 characters (an answer
+/// may carry NUL bytes or control characters, which PostgreSQL text refuses).
+pub fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(500)
+        .collect()
+}
+
 /// How an HTTP provider's status is judged.
 pub fn judge(status: u16) -> Result<(), bool> {
     match status {

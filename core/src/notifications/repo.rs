@@ -428,6 +428,23 @@ pub async fn oldest_in_last_hour(
     Ok(r.at)
 }
 
+/// Takes the tenant's expansion lock for this transaction, unless another holds it: one
+/// expansion at a time per tenant, so per-recipient limits and throttles count every
+/// delivery written before.
+pub async fn try_expansion_lock(mut conn: &AsyncPgConnection) -> QueryResult<bool> {
+    #[derive(QueryableByName)]
+    struct R {
+        #[diesel(sql_type = Bool)]
+        locked: bool,
+    }
+    let r: R = diesel::sql_query(
+        "SELECT pg_try_advisory_xact_lock(hashtextextended('notifications-expand:' || current_schema(), 0)) AS locked",
+    )
+    .get_result(&mut conn)
+    .await?;
+    Ok(r.locked)
+}
+
 /// Notifications due for expansion, locked for this transaction (others skip them).
 pub async fn claim_due_notification(
     mut conn: &AsyncPgConnection,
@@ -909,18 +926,23 @@ pub async fn requeue(mut conn: &AsyncPgConnection, id: Uuid) -> QueryResult<bool
     Ok(n > 0)
 }
 
-/// Whether deliveries or digests wait (due now or later).
-pub async fn work_waiting(mut conn: &AsyncPgConnection) -> QueryResult<bool> {
+/// Whether deliveries, digests or notifications fall due within `secs` (later ones are found
+/// by the worker's sweep).
+pub async fn work_waiting(mut conn: &AsyncPgConnection, secs: i32) -> QueryResult<bool> {
     #[derive(QueryableByName)]
     struct R {
         #[diesel(sql_type = Bool)]
         waiting: bool,
     }
     let r: R = diesel::sql_query(
-        "SELECT EXISTS (SELECT 1 FROM notification_deliveries WHERE status IN ('queued', 'held')) \
-             OR EXISTS (SELECT 1 FROM notification_digests WHERE status = 'open') \
-             OR EXISTS (SELECT 1 FROM notifications WHERE expanded_at IS NULL) AS waiting",
+        "SELECT EXISTS (SELECT 1 FROM notification_deliveries WHERE status IN ('queued', 'held') \
+                        AND due_at <= now() + make_interval(secs => $1)) \
+             OR EXISTS (SELECT 1 FROM notification_digests WHERE status = 'open' \
+                        AND due_at <= now() + make_interval(secs => $1)) \
+             OR EXISTS (SELECT 1 FROM notifications WHERE expanded_at IS NULL \
+                        AND send_at <= now() + make_interval(secs => $1)) AS waiting",
     )
+    .bind::<Integer, _>(secs)
     .get_result(&mut conn)
     .await?;
     Ok(r.waiting)

@@ -250,6 +250,9 @@ fn check_category(
                 "either window_secs (1 to 604800) or at (HH:MM), not both",
             )),
         }
+        if d.fixed && d.window_secs.is_none() {
+            errors.push(field("/digest/fixed", "fixed windows need window_secs"));
+        }
         if !(1..=500).contains(&d.max_items) {
             errors.push(field("/digest/max_items", "1 to 500"));
         }
@@ -581,6 +584,27 @@ pub fn tenant_default(settings: &crate::settings::Effective) -> Option<Vec<Chann
         })
 }
 
+/// The tenant's default digest (settings `notifications.digest`) for categories without one of
+/// their own: `daily` at 09:00 in each recipient's zone, `weekly` a week from the first item.
+pub fn tenant_digest(settings: &crate::settings::Effective) -> Option<super::DigestRule> {
+    let rule = |window_secs, at: Option<&str>| super::DigestRule {
+        window_secs,
+        at: at.map(str::to_string),
+        max_items: 50,
+        send_first: false,
+        fixed: false,
+    };
+    match settings
+        .merged
+        .pointer("/notifications/digest")
+        .and_then(Value::as_str)
+    {
+        Some("daily") => Some(rule(None, Some("09:00"))),
+        Some("weekly") => Some(rule(Some(7 * 86_400), None)),
+        _ => None,
+    }
+}
+
 /// The tenant's default quiet hours, when it set them.
 pub fn tenant_quiet_hours(settings: &crate::settings::Effective) -> Option<QuietHours> {
     settings
@@ -859,7 +883,7 @@ pub async fn report(
             "one of delivered, failed, bounced",
         )]));
     }
-    let error = report.error.as_deref().map(super::worker::clean);
+    let error = report.error.as_deref().map(super::provider::clean);
     tenant
         .db
         .transaction(async |tx| {

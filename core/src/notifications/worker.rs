@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::model::RuleView;
 use super::policy::{self, Choices, QuietHours};
-use super::provider::{Outgoing, SendError};
+use super::provider::{Outgoing, SendError, clean};
 use super::repo::{self, NewDelivery, NewItem, Outcome};
 use super::service;
 use super::template::{self, Context};
@@ -63,9 +63,11 @@ pub async fn run_tenant(
         }
     }
     while digest_batch(state, tenant).await? > 0 {}
+    // Work due later than the next sweep is left to the sweep.
+    let horizon = i32::try_from(state.config.notifications.sweep_interval_secs).unwrap_or(60);
     tenant
         .db
-        .read(async |conn| Ok::<_, ApiError>(repo::work_waiting(conn).await?))
+        .read(async |conn| Ok::<_, ApiError>(repo::work_waiting(conn, horizon).await?))
         .await
 }
 
@@ -77,6 +79,7 @@ struct Plan {
     only: Option<Vec<Channel>>,
     tenant_channels: Option<Vec<Channel>>,
     tenant_quiet: Option<QuietHours>,
+    tenant_digest: Option<super::DigestRule>,
     templates: Vec<repo::TemplateRow>,
 }
 
@@ -90,6 +93,10 @@ async fn expand_one(state: &NotificationsState, tenant: &Arc<ResolvedTenant>) ->
         .db
         .transaction(async |tx| {
             let conn = tx.conn();
+            if !repo::try_expansion_lock(conn).await? {
+                // Another instance is expanding this tenant's notifications; its turn.
+                return Ok::<_, ApiError>((false, Vec::new()));
+            }
             let Some(n) = repo::claim_due_notification(conn).await? else {
                 return Ok::<_, ApiError>((false, Vec::new()));
             };
@@ -106,20 +113,22 @@ async fn expand_one(state: &NotificationsState, tenant: &Arc<ResolvedTenant>) ->
                     .map(|c| c.iter().filter_map(|c| Channel::parse(c)).collect()),
                 tenant_channels: service::tenant_default(&settings),
                 tenant_quiet: service::tenant_quiet_hours(&settings),
+                tenant_digest: service::tenant_digest(&settings),
                 templates: repo::templates(conn, Some(&category.key)).await?,
                 category,
             };
             let recipients = repo::audience_page(conn, &audience, n.expand_after, chunk).await?;
             let users: Vec<Uuid> = recipients.iter().map(|r| r.id).collect();
             let prefs = repo::prefs(conn, &users, Some(&plan.category.key)).await?;
-            let window = plan
-                .category
-                .throttle
-                .as_ref()
-                .map_or(3_600, |t| i64::from(t.window_secs).max(3_600));
-            let counts =
-                repo::recent_counts(conn, &users, Utc::now() - chrono::Duration::seconds(window))
-                    .await?;
+            let hour =
+                repo::recent_counts(conn, &users, Utc::now() - chrono::Duration::hours(1)).await?;
+            let throttled = match &plan.category.throttle {
+                Some(t) if t.window_secs != 3_600 => {
+                    let since = Utc::now() - chrono::Duration::seconds(i64::from(t.window_secs));
+                    repo::recent_counts(conn, &users, since).await?
+                }
+                _ => hour.clone(),
+            };
             let now = Utc::now();
             let mut deliveries = Vec::new();
             let mut items = Vec::new();
@@ -177,7 +186,9 @@ async fn expand_one(state: &NotificationsState, tenant: &Arc<ResolvedTenant>) ->
                         Channel::Push => r.push_tokens.is_empty(),
                         Channel::InApp => false,
                     };
-                    let sent_recently = |pred: &dyn Fn(&repo::CountRow) -> bool| -> i64 {
+                    let sent_within = |counts: &[repo::CountRow],
+                                       pred: &dyn Fn(&repo::CountRow) -> bool|
+                     -> i64 {
                         counts
                             .iter()
                             .filter(|c| c.user_id == r.id && pred(c))
@@ -191,12 +202,12 @@ async fn expand_one(state: &NotificationsState, tenant: &Arc<ResolvedTenant>) ->
                     } else if channel != Channel::InApp && !state.providers.serves(channel) {
                         skip(&mut d, "skipped", "no provider for this channel");
                     } else if !critical
-                        && sent_recently(&|c| c.channel == channel.as_str()) >= per_recipient
+                        && sent_within(&hour, &|c| c.channel == channel.as_str()) >= per_recipient
                     {
                         skip(&mut d, "throttled", "recipient hourly limit");
                     } else if !critical
                         && plan.category.throttle.as_ref().is_some_and(|t| {
-                            sent_recently(&|c| {
+                            sent_within(&throttled, &|c| {
                                 c.category == plan.category.key
                                     && c.channel == channel.as_str()
                                     && c.throttle_key == throttle_key
@@ -219,7 +230,13 @@ async fn expand_one(state: &NotificationsState, tenant: &Arc<ResolvedTenant>) ->
                             }
                             QuietBehaviour::Skip => skip(&mut d, "skipped", "quiet hours"),
                         }
-                    } else if let Some(rule) = plan.category.digest.as_ref().filter(|_| !critical) {
+                    } else if let Some(rule) = plan
+                        .category
+                        .digest
+                        .as_ref()
+                        .or(plan.tenant_digest.as_ref())
+                        .filter(|_| !critical)
+                    {
                         let (digest, opened) = repo::open_digest(
                             conn,
                             r.id,
@@ -300,15 +317,6 @@ fn address(
         Channel::Push => push.last().cloned(),
         Channel::InApp => None,
     }
-}
-
-/// A provider's words as they may be stored: printable, at most 500 characters (an answer
-/// may carry NUL bytes or control characters, which PostgreSQL text refuses).
-pub fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(500)
-        .collect()
 }
 
 /// What became of one attempt.
