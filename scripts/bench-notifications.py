@@ -144,3 +144,15 @@ def count():
 measure("GET /v1/me/inbox?limit=20", inbox)
 measure("GET /v1/me/inbox/count", count)
 s, _ = call("DELETE", f"/admin/v1/tenants/{slug}?confirm={slug}", None, admin)
+
+# Leave the sink as it was: tests scan it, and 20,000 more files slow every scan.
+sink = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".devstack", "smtp", "maildir", "new")
+for name in os.listdir(sink):
+    path = os.path.join(sink, name)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        if f"-{run}@bench.test".encode() in head:
+            os.remove(path)
+    except OSError:
+        pass
