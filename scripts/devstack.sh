@@ -366,7 +366,7 @@ EOF
 
 case "${1:-up}" in
   up) pg_up; redis_up; smtp_up; provider_up; assets_up; openfeature_up; kc_up
-      log "up: PostgreSQL 127.0.0.1:$PG_PORT, Redis 127.0.0.1:$REDIS_PORT, Keycloak http://127.0.0.1:$KC_PORT, SMTP sink 127.0.0.1:$SMTP_PORT" ;;
+      log "up: PostgreSQL 127.0.0.1:$PG_PORT, Redis 127.0.0.1:$REDIS_PORT, Keycloak http://127.0.0.1:$KC_PORT, SMTP sink 127.0.0.1:$SMTP_PORT, message provider 127.0.0.1:$PROVIDER_PORT" ;;
   down) kc_down; provider_down; smtp_down; redis_down; pg_down ;;
   status)
     if pg_running; then echo "postgres: running on 127.0.0.1:$PG_PORT"; else echo "postgres: stopped"; fi

@@ -1309,6 +1309,44 @@ async fn digests_batch_throttles_cap_and_scheduled_sends_wait() {
     assert_eq!(last[0]["status"], "throttled", "{last:?}");
     assert_eq!(wait_inbox(&app, &t, &t.token, 2).await.len(), 2);
 
+    // A digest whose category is deleted meanwhile closes as failed (it does not linger).
+    assert_eq!(
+        put(
+            "gone",
+            json!({"name": "Gone", "channels": ["email"], "variables": vars,
+                   "digest": {"window_secs": 3}})
+        )
+        .await
+        .unwrap()
+        .status(),
+        200
+    );
+    let id = sent_id(
+        &app,
+        &t,
+        &boss,
+        json!({"category": "gone", "audience": {"users": [member]}, "data": {"title": "g"}}),
+    )
+    .await;
+    deliveries_until(&app, &t, &boss, &id, 10, |d| {
+        d.first().is_some_and(|d| d["status"] == "digested")
+    })
+    .await;
+    let res = call(
+        &app,
+        &t,
+        &boss,
+        Method::DELETE,
+        "/v1/notification-categories/gone",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 204);
+    let ds = deliveries_until(&app, &t, &boss, &id, 15, settled).await;
+    assert_eq!(ds[0]["status"], "failed", "{ds:?}");
+    assert_eq!(ds[0]["last_error"], "the category no longer exists");
+
     // The first item of a quiet period may go at once; the rest wait for the digest.
     assert_eq!(
         put(

@@ -573,6 +573,23 @@ async fn digest_batch(
         let list = items.get(&d.id).map(Vec::as_slice).unwrap_or_default();
         let channel = Channel::parse(&d.channel).unwrap_or(Channel::Email);
         let Some(cat) = categories.iter().find(|k| k.key == d.category) else {
+            // The category went away: its digest closes as failed instead of coming back
+            // after every lease.
+            tenant
+                .db
+                .transaction(async |tx| {
+                    repo::finish_digest(
+                        tx.conn(),
+                        d.id,
+                        "failed",
+                        None,
+                        None,
+                        Some("the category no longer exists"),
+                    )
+                    .await?;
+                    Ok::<_, ApiError>(())
+                })
+                .await?;
             continue;
         };
         let to = address(
