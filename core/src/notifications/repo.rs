@@ -926,6 +926,31 @@ pub async fn requeue(mut conn: &AsyncPgConnection, id: Uuid) -> QueryResult<bool
     Ok(n > 0)
 }
 
+/// Whether anything is due now (deliveries, digests, notifications, or outbox events the rules
+/// have not seen), and whether anything falls due within `secs`: one query, so a sweep over
+/// idle tenants costs one round trip each.
+pub async fn due(mut conn: &AsyncPgConnection, secs: i32) -> QueryResult<(bool, bool)> {
+    #[derive(QueryableByName)]
+    struct R {
+        #[diesel(sql_type = Bool)]
+        now: bool,
+    }
+    let r: R = diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM notification_deliveries WHERE status IN ('queued', 'held') \
+                        AND due_at <= now()) \
+             OR EXISTS (SELECT 1 FROM notification_digests WHERE status = 'open' AND due_at <= now()) \
+             OR EXISTS (SELECT 1 FROM notifications WHERE expanded_at IS NULL AND send_at <= now()) \
+             OR EXISTS (SELECT 1 FROM outbox o, notification_rule_cursor c \
+                        WHERE (o.txid, o.seq) > (c.txid, c.seq)) AS now",
+    )
+    .get_result(&mut conn)
+    .await?;
+    if r.now {
+        return Ok((true, true));
+    }
+    Ok((false, work_waiting(conn, secs).await?))
+}
+
 /// Whether deliveries, digests or notifications fall due within `secs` (later ones are found
 /// by the worker's sweep).
 pub async fn work_waiting(mut conn: &AsyncPgConnection, secs: i32) -> QueryResult<bool> {

@@ -54,6 +54,15 @@ pub async fn run_tenant(
     state: &NotificationsState,
     tenant: &Arc<ResolvedTenant>,
 ) -> ApiResult<bool> {
+    // Work due later than the next sweep is left to the sweep.
+    let horizon = i32::try_from(state.config.notifications.sweep_interval_secs).unwrap_or(60);
+    let (now, soon) = tenant
+        .db
+        .read(async |conn| Ok::<_, ApiError>(repo::due(conn, horizon).await?))
+        .await?;
+    if !now {
+        return Ok(soon);
+    }
     rules_round(state, tenant).await?;
     while expand_one(state, tenant).await? {}
     loop {
@@ -63,8 +72,6 @@ pub async fn run_tenant(
         }
     }
     while digest_batch(state, tenant).await? > 0 {}
-    // Work due later than the next sweep is left to the sweep.
-    let horizon = i32::try_from(state.config.notifications.sweep_interval_secs).unwrap_or(60);
     tenant
         .db
         .read(async |conn| Ok::<_, ApiError>(repo::work_waiting(conn, horizon).await?))
