@@ -151,6 +151,27 @@ fn provider_log() -> Vec<Value> {
         .collect()
 }
 
+/// PUTs a notification category as the holder of `token` and asserts it was saved.
+async fn put_category(app: &TestApp, t: &TestTenant, token: &str, key: &str, body: Value) {
+    let res = call(
+        app,
+        t,
+        token,
+        Method::PUT,
+        &format!("/v1/notification-categories/{key}"),
+    )
+    .json(&body)
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(
+        res.status(),
+        200,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+}
+
 #[tokio::test]
 async fn a_send_reaches_team_members_in_app_and_by_mail_and_is_tracked() {
     let app = TestApp::start().await;
@@ -875,18 +896,14 @@ async fn preferences_critical_categories_and_quiet_hours() {
     let ds = deliveries_until(&app, &t, &boss, &id, 10, settled).await;
     assert_eq!(of(&ds, "email")["status"], "sent");
     // A category that skips instead of holding.
-    let res = call(
+    put_category(
         &app,
         &t,
         &boss,
-        Method::PUT,
-        "/v1/notification-categories/mention",
+        "mention",
+        json!({"channels": ["in_app", "email"], "quiet_hours": "skip"}),
     )
-    .json(&json!({"channels": ["in_app", "email"], "quiet_hours": "skip"}))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(res.status(), 200);
+    .await;
     let id = sent_id(&app, &t, &boss, mention).await;
     let ds = deliveries_until(&app, &t, &boss, &id, 10, settled).await;
     assert_eq!(of(&ds, "email")["status"], "skipped");
@@ -898,19 +915,15 @@ async fn preferences_critical_categories_and_quiet_hours() {
 async fn sms_and_push_fail_over_retry_and_end_in_dead_letters() {
     let app = TestApp::start().await;
     let (t, member, boss, boss_id) = tenant_with_admin(&app).await;
-    let res = call(
+    put_category(
         &app,
         &t,
         &boss,
-        Method::PUT,
-        "/v1/notification-categories/alerts",
+        "alerts",
+        json!({"name": "Alerts", "channels": ["sms", "push"],
+                      "variables": {"title": {"type": "string", "required": true}}}),
     )
-    .json(&json!({"name": "Alerts", "channels": ["sms", "push"],
-                      "variables": {"title": {"type": "string", "required": true}}}))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(res.status(), 200);
+    .await;
     let prefs = |token: &str, body: Value| {
         call(
             &app,
@@ -1482,20 +1495,14 @@ async fn event_rules_turn_outbox_events_into_notifications() {
         .await;
     assert_eq!(list["items"][0]["source"], "event:settings.changed");
     // The category cannot go while a rule sends it.
-    let res = call(
+    put_category(
         &app,
         &t,
         &boss,
-        Method::PUT,
-        "/v1/notification-categories/ops",
+        "ops",
+        json!({"name": "Ops", "channels": ["in_app"], "variables": {"title": {"type": "string"}}}),
     )
-    .json(
-        &json!({"name": "Ops", "channels": ["in_app"], "variables": {"title": {"type": "string"}}}),
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(res.status(), 200);
+    .await;
     let rule: Value = call(&app, &t, &boss, Method::POST, "/v1/notification-rules")
         .json(&json!({"topic": "team.created", "category": "ops", "audience": {"users": [member]}}))
         .fetch_json()

@@ -765,8 +765,6 @@ pub struct ClaimedRow {
     pub id: Uuid,
     #[diesel(sql_type = SqlUuid)]
     pub notification_id: Uuid,
-    #[diesel(sql_type = SqlUuid)]
-    pub user_id: Uuid,
     #[diesel(sql_type = Text)]
     pub channel: String,
     #[diesel(sql_type = Text)]
@@ -775,6 +773,16 @@ pub struct ClaimedRow {
     pub attempts: i32,
     #[diesel(sql_type = Jsonb)]
     pub data: Value,
+    #[diesel(embed)]
+    pub to: Recipient,
+}
+
+/// Who a claimed delivery or digest goes to: the columns [`recipient_columns!`] selects over
+/// the joins [`recipient_joins!`] adds to a claim `c` with a `user_id`.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Recipient {
+    #[diesel(sql_type = SqlUuid)]
+    pub user_id: Uuid,
     #[diesel(sql_type = Nullable<Text>)]
     pub email: Option<String>,
     #[diesel(sql_type = Text)]
@@ -787,6 +795,21 @@ pub struct ClaimedRow {
     pub push_tokens: Vec<String>,
 }
 
+macro_rules! recipient_columns {
+    () => {
+        "c.user_id, u.email, coalesce(u.display_name, u.username, u.email, '') AS name, \
+         coalesce(u.preferences->>'locale', 'en') AS locale, s.phone, \
+         coalesce(s.push_tokens, '{}') AS push_tokens "
+    };
+}
+
+macro_rules! recipient_joins {
+    () => {
+        " LEFT JOIN users u ON u.id = c.user_id \
+         LEFT JOIN notification_user_settings s ON s.user_id = c.user_id"
+    };
+}
+
 /// Claims up to `limit` due deliveries: each gets a lease (`due_at` moves `lease_secs` ahead,
 /// so a crash hands it to another worker then) and its attempt is counted.
 pub async fn claim_deliveries(
@@ -794,7 +817,7 @@ pub async fn claim_deliveries(
     limit: i64,
     lease_secs: i32,
 ) -> QueryResult<Vec<ClaimedRow>> {
-    diesel::sql_query(
+    diesel::sql_query(concat!(
         "WITH c AS ( \
            UPDATE notification_deliveries d SET due_at = now() + make_interval(secs => $2), \
              attempts = d.attempts + 1, status = 'queued' \
@@ -802,14 +825,11 @@ pub async fn claim_deliveries(
                           WHERE status IN ('queued', 'held') AND due_at <= now() \
                           ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
            RETURNING d.id, d.notification_id, d.user_id, d.channel, d.category, d.attempts) \
-         SELECT c.id, c.notification_id, c.user_id, c.channel, c.category, c.attempts, n.data, \
-           u.email, coalesce(u.display_name, u.username, u.email, '') AS name, \
-           coalesce(u.preferences->>'locale', 'en') AS locale, s.phone, \
-           coalesce(s.push_tokens, '{}') AS push_tokens \
-         FROM c JOIN notifications n ON n.id = c.notification_id \
-         LEFT JOIN users u ON u.id = c.user_id \
-         LEFT JOIN notification_user_settings s ON s.user_id = c.user_id",
-    )
+         SELECT c.id, c.notification_id, c.channel, c.category, c.attempts, n.data, ",
+        recipient_columns!(),
+        "FROM c JOIN notifications n ON n.id = c.notification_id",
+        recipient_joins!()
+    ))
     .bind::<BigInt, _>(limit)
     .bind::<Integer, _>(lease_secs)
     .load(&mut conn)
@@ -979,24 +999,14 @@ pub async fn work_waiting(mut conn: &AsyncPgConnection, secs: i32) -> QueryResul
 pub struct DigestRow {
     #[diesel(sql_type = SqlUuid)]
     pub id: Uuid,
-    #[diesel(sql_type = SqlUuid)]
-    pub user_id: Uuid,
     #[diesel(sql_type = Text)]
     pub category: String,
     #[diesel(sql_type = Text)]
     pub channel: String,
     #[diesel(sql_type = Integer)]
     pub attempts: i32,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub email: Option<String>,
-    #[diesel(sql_type = Text)]
-    pub name: String,
-    #[diesel(sql_type = Text)]
-    pub locale: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub phone: Option<String>,
-    #[diesel(sql_type = Array<Text>)]
-    pub push_tokens: Vec<String>,
+    #[diesel(embed)]
+    pub to: Recipient,
 }
 
 /// Claims due open digests (lease as for deliveries).
@@ -1005,20 +1015,18 @@ pub async fn claim_digests(
     limit: i64,
     lease_secs: i32,
 ) -> QueryResult<Vec<DigestRow>> {
-    diesel::sql_query(
+    diesel::sql_query(concat!(
         "WITH c AS ( \
            UPDATE notification_digests g SET due_at = now() + make_interval(secs => $2), \
              attempts = g.attempts + 1 \
            WHERE g.id IN (SELECT id FROM notification_digests WHERE status = 'open' AND due_at <= now() \
                           ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
            RETURNING g.id, g.user_id, g.category, g.channel, g.attempts) \
-         SELECT c.id, c.user_id, c.category, c.channel, c.attempts, u.email, \
-           coalesce(u.display_name, u.username, u.email, '') AS name, \
-           coalesce(u.preferences->>'locale', 'en') AS locale, s.phone, \
-           coalesce(s.push_tokens, '{}') AS push_tokens \
-         FROM c LEFT JOIN users u ON u.id = c.user_id \
-         LEFT JOIN notification_user_settings s ON s.user_id = c.user_id",
-    )
+         SELECT c.id, c.category, c.channel, c.attempts, ",
+        recipient_columns!(),
+        "FROM c",
+        recipient_joins!()
+    ))
     .bind::<BigInt, _>(limit)
     .bind::<Integer, _>(lease_secs)
     .load(&mut conn)

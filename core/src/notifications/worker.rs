@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::model::RuleView;
 use super::policy::{self, Choices, QuietHours};
 use super::provider::{Outgoing, SendError, clean};
-use super::repo::{self, NewDelivery, NewItem, Outcome};
+use super::repo::{self, NewDelivery, NewItem, Outcome, Recipient};
 use super::service;
 use super::template::{self, Context};
 use super::{Audience, Category, Channel, NotificationsState, QuietBehaviour};
@@ -311,18 +311,48 @@ async fn expand_one(state: &NotificationsState, tenant: &Arc<ResolvedTenant>) ->
 // ---- sending ---------------------------------------------------------------------------
 
 /// The address a claimed message goes to on its channel.
-fn address(
-    channel: Channel,
-    email: Option<&str>,
-    phone: Option<&str>,
-    push: &[String],
-) -> Option<String> {
+fn address(channel: Channel, to: &Recipient) -> Option<String> {
     match channel {
-        Channel::Email => email.filter(|e| !e.is_empty()).map(str::to_string),
-        Channel::Sms => phone.map(str::to_string),
+        Channel::Email => to.email.clone().filter(|e| !e.is_empty()),
+        Channel::Sms => to.phone.clone(),
         // The newest device token.
-        Channel::Push => push.last().cloned(),
+        Channel::Push => to.push_tokens.last().cloned(),
         Channel::InApp => None,
+    }
+}
+
+/// The template a claimed delivery or digest renders with: the category's own for the
+/// channel and the recipient's locale, else the fallbacks of [`service::pick`].
+fn parts_for(
+    templates: &[repo::TemplateRow],
+    category: &str,
+    channel: Channel,
+    to: &Recipient,
+) -> template::Parts {
+    let own: Vec<_> = templates
+        .iter()
+        .filter(|t| t.category == category)
+        .cloned()
+        .collect();
+    service::pick(&own, channel.as_str(), &to.locale)
+}
+
+/// What a template sees when rendering one item for one recipient.
+fn context<'a>(
+    to: &'a Recipient,
+    data: &'a serde_json::Value,
+    tenant: &'a ResolvedTenant,
+    category: (&'a str, &'a str),
+    unsubscribe: Option<&'a str>,
+) -> Context<'a> {
+    Context {
+        data,
+        recipient_name: &to.name,
+        recipient_email: to.email.as_deref().unwrap_or(""),
+        tenant_name: &tenant.tenant.display_name,
+        category_key: category.0,
+        category_name: category.1,
+        unsubscribe_url: unsubscribe.unwrap_or(""),
     }
 }
 
@@ -425,12 +455,7 @@ async fn deliver_batch(
     let mut ready = Vec::with_capacity(n);
     for c in &claimed {
         let channel = Channel::parse(&c.channel).unwrap_or(Channel::Email);
-        let Some(to) = address(
-            channel,
-            c.email.as_deref(),
-            c.phone.as_deref(),
-            &c.push_tokens,
-        ) else {
+        let Some(to) = address(channel, &c.to) else {
             outcomes.push(Outcome {
                 id: c.id,
                 status: "bounced".into(),
@@ -445,25 +470,15 @@ async fn deliver_batch(
             (k.key.as_str(), k.name.as_str())
         });
         let unsubscribe = (channel == Channel::Email && !cat.is_some_and(|k| k.critical))
-            .then(|| service::unsubscribe_link(state, tenant, c.user_id, cat_key));
-        let parts = service::pick(
-            &templates
-                .iter()
-                .filter(|t| t.category == c.category)
-                .cloned()
-                .collect::<Vec<_>>(),
-            channel.as_str(),
-            &c.locale,
+            .then(|| service::unsubscribe_link(state, tenant, c.to.user_id, cat_key));
+        let parts = parts_for(&templates, &c.category, channel, &c.to);
+        let ctx = context(
+            &c.to,
+            &c.data,
+            tenant,
+            (cat_key, cat_name),
+            unsubscribe.as_deref(),
         );
-        let ctx = Context {
-            data: &c.data,
-            recipient_name: &c.name,
-            recipient_email: c.email.as_deref().unwrap_or(""),
-            tenant_name: &tenant.tenant.display_name,
-            category_key: cat_key,
-            category_name: cat_name,
-            unsubscribe_url: unsubscribe.as_deref().unwrap_or(""),
-        };
         match template::render(&parts, &ctx) {
             Ok(out) => ready.push((
                 c.id,
@@ -599,39 +614,24 @@ async fn digest_batch(
                 .await?;
             continue;
         };
-        let to = address(
-            channel,
-            d.email.as_deref(),
-            d.phone.as_deref(),
-            &d.push_tokens,
-        );
+        let to = address(channel, &d.to);
         let (outcome, provider, error, retry_at) = if list.is_empty() {
             ("sent", None, None, None)
         } else if let Some(to) = to {
             let cap = cat.digest.as_ref().map_or(50, |r| r.max_items) as usize;
-            let parts = service::pick(
-                &templates
-                    .iter()
-                    .filter(|t| t.category == d.category)
-                    .cloned()
-                    .collect::<Vec<_>>(),
-                channel.as_str(),
-                &d.locale,
-            );
+            let parts = parts_for(&templates, &d.category, channel, &d.to);
             let unsubscribe = (channel == Channel::Email)
-                .then(|| service::unsubscribe_link(state, tenant, d.user_id, &cat.key));
+                .then(|| service::unsubscribe_link(state, tenant, d.to.user_id, &cat.key));
             let mut lines = Vec::new();
             let mut html = Vec::new();
             for item in list.iter().take(cap) {
-                let ctx = Context {
-                    data: &item.data,
-                    recipient_name: &d.name,
-                    recipient_email: d.email.as_deref().unwrap_or(""),
-                    tenant_name: &tenant.tenant.display_name,
-                    category_key: &cat.key,
-                    category_name: &cat.name,
-                    unsubscribe_url: unsubscribe.as_deref().unwrap_or(""),
-                };
+                let ctx = context(
+                    &d.to,
+                    &item.data,
+                    tenant,
+                    (&cat.key, &cat.name),
+                    unsubscribe.as_deref(),
+                );
                 let r = template::render(&parts, &ctx)
                     .or_else(|_| template::render(&template::builtin(), &ctx))
                     .unwrap_or_else(|_| template::Rendered {
