@@ -356,6 +356,21 @@ openfeature_up() {
   touch "$stamp"
 }
 
+# ---------------------------------------------------------------- Standard Webhooks
+# The reference verifier of the Standard Webhooks specification (PyPI), for the test that
+# checks our webhook signatures the way receivers do (tests/verify_webhooks.py).
+STANDARDWEBHOOKS_VERSION=1.1.0
+standardwebhooks_up() {
+  local lib="$STACK/standardwebhooks/lib"
+  local stamp="$lib/.neotenant-$STANDARDWEBHOOKS_VERSION"
+  [ -f "$stamp" ] && return 0
+  log "installing the Standard Webhooks Python library $STANDARDWEBHOOKS_VERSION (PyPI)"
+  rm -rf "$lib"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$lib" \
+    "standardwebhooks==$STANDARDWEBHOOKS_VERSION" >&2
+  touch "$stamp"
+}
+
 print_env() {
   cat <<EOF
 export NEOTENANT_DATABASE__URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT
@@ -365,7 +380,7 @@ EOF
 }
 
 case "${1:-up}" in
-  up) pg_up; redis_up; smtp_up; provider_up; assets_up; openfeature_up; kc_up
+  up) pg_up; redis_up; smtp_up; provider_up; assets_up; openfeature_up; standardwebhooks_up; kc_up
       log "up: PostgreSQL 127.0.0.1:$PG_PORT, Redis 127.0.0.1:$REDIS_PORT, Keycloak http://127.0.0.1:$KC_PORT, SMTP sink 127.0.0.1:$SMTP_PORT, message provider 127.0.0.1:$PROVIDER_PORT" ;;
   down) kc_down; provider_down; smtp_down; redis_down; pg_down ;;
   status)

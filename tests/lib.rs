@@ -69,6 +69,14 @@ pub fn test_env() -> Vec<(String, String)> {
         ("NEOTENANT_NOTIFICATIONS__FAILOVER_AFTER", "2"),
         // A server stopped mid-batch (every test's, at its end) hands its claims on quickly.
         ("NEOTENANT_NOTIFICATIONS__LEASE_SECS", "1"),
+        // Webhooks: the tests' receivers listen on loopback; three quick attempts; a receiver
+        // that hangs is given up on after 10 s; small replays.
+        ("NEOTENANT_WEBHOOKS__ALLOW_HOSTS", "127.0.0.1"),
+        ("NEOTENANT_WEBHOOKS__RETRY_SCHEDULE", "0,0.2,0.2"),
+        ("NEOTENANT_WEBHOOKS__TIMEOUT_MS", "10000"),
+        ("NEOTENANT_WEBHOOKS__WORKER_INTERVAL_MS", "50"),
+        ("NEOTENANT_WEBHOOKS__SWEEP_INTERVAL_SECS", "5"),
+        ("NEOTENANT_WEBHOOKS__REPLAY_MAX", "50"),
     ] {
         env.push((key.into(), value.into()));
     }
@@ -404,7 +412,12 @@ impl TestApp {
             let _ = self.state().keycloak.delete_user(&realm, &id).await;
         }
         if let Some(server) = self.server.take() {
+            // The server's own search indexes go with it (each test server has a directory).
+            let dir = server.state.config.search.data_dir.clone();
             server.shutdown().await;
+            if dir.starts_with(std::env::temp_dir()) {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
 }

@@ -61,6 +61,8 @@ pub struct AppState {
     pub settings: Arc<crate::settings::SettingsState>,
     pub flags: Arc<crate::flags::FlagsState>,
     pub notifications: Arc<crate::notifications::NotificationsState>,
+    pub webhooks: Arc<crate::webhooks::WebhooksState>,
+    pub keyring: Arc<crate::crypto::Keyring>,
     /// The notification worker's wake-ups, taken by [`start`].
     notification_nudges: std::sync::Mutex<
         Option<tokio::sync::mpsc::UnboundedReceiver<Arc<crate::tenancy::cache::ResolvedTenant>>>,
@@ -247,6 +249,17 @@ impl AppState {
             live: Default::default(),
             nudge: notify_nudge,
         });
+        let keyring = Arc::new(crate::crypto::Keyring::from_config(&config.secrets));
+        let allow = crate::webhooks::ssrf::AllowList::parse(&config.webhooks.allow_hosts);
+        let webhooks = Arc::new(crate::webhooks::WebhooksState {
+            client: crate::webhooks::WebhooksState::client(&config, &allow),
+            allow,
+            config: config.clone(),
+            tenancy: tenancy.clone(),
+            audit_recent: audit_recent.clone(),
+            keyring: keyring.clone(),
+            schedule: Arc::new(config.webhooks.schedule()),
+        });
         let (nudge, invitation_nudges) = tokio::sync::mpsc::unbounded_channel();
         let invitations = Arc::new(crate::invitations::InvitationsState {
             config: config.clone(),
@@ -270,6 +283,7 @@ impl AppState {
             metrics: metrics.clone(),
             audit_recent: audit_recent.clone(),
             tenancy: tenancy.clone(),
+            keyring: keyring.clone(),
         });
         let resources = Arc::new(ResourcesState {
             config: config.clone(),
@@ -311,6 +325,8 @@ impl AppState {
             settings: settings_state,
             flags,
             notifications,
+            webhooks,
+            keyring,
             notification_nudges: std::sync::Mutex::new(Some(notification_nudges)),
             invitation_nudges: std::sync::Mutex::new(Some(invitation_nudges)),
             ops,
@@ -336,6 +352,7 @@ impl AppState {
             .with(self.settings.clone())
             .with(self.flags.clone())
             .with(self.notifications.clone())
+            .with(self.webhooks.clone())
             .with(self.api_key_usage.clone())
             .with(self.audit_recent.clone())
     }
@@ -351,6 +368,43 @@ pub struct Server {
 }
 
 /// Connects, binds `config.server.bind` (port 0 picks a free port) and serves in the background.
+/// What `neotenant secrets rotate-master` did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Resealed {
+    pub tenants: usize,
+    pub webhook_endpoints: usize,
+    pub plugin_installations: usize,
+    pub failed_tenants: Vec<String>,
+}
+
+/// Moves every stored secret of every tenant to the active master key
+/// (`secrets.master_key_id`): sealed values are re-wrapped, values stored in clear before
+/// sealing existed are sealed. Once it reports no failures for all tenants (`only`: one), the
+/// retired keys can be dropped.
+pub async fn rotate_master(state: &AppState, only: Option<uuid::Uuid>) -> Resealed {
+    let mut report = Resealed::default();
+    for (tenant, db) in crate::audit::seal::all_tenants(&state.tenancy).await {
+        if only.is_some_and(|o| o != tenant) {
+            continue;
+        }
+        let hooks = crate::webhooks::service::reseal(&state.keyring, tenant, &db).await;
+        let plugins = crate::plugins::service::reseal(&state.keyring, tenant, &db).await;
+        match (hooks, plugins) {
+            (Ok(h), Ok(p)) => {
+                report.tenants += 1;
+                report.webhook_endpoints += h;
+                report.plugin_installations += p;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                report
+                    .failed_tenants
+                    .push(format!("{tenant}: {}", e.detail));
+            }
+        }
+    }
+    report
+}
+
 pub async fn start(config: Config) -> Result<Server, StartError> {
     let bind = config.server.bind;
     let state = AppState::connect(config).await?;
@@ -413,6 +467,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         tokio::spawn(crate::notifications::worker::worker(
             state.notifications.clone(),
             nudges,
+            stop_rx.clone(),
+        ));
+    }
+    if state.config.webhooks.worker {
+        tokio::spawn(crate::webhooks::worker::worker(
+            state.webhooks.clone(),
             stop_rx.clone(),
         ));
     }

@@ -104,6 +104,8 @@ error_codes! {
     MalformedMultipart => (BAD_REQUEST, "malformed-multipart", "The multipart body is malformed"),
     InvalidImage => (UNPROCESSABLE_ENTITY, "invalid-image", "The image is damaged or not what its header says"),
     ImageTooLarge => (UNPROCESSABLE_ENTITY, "image-too-large", "The image has too many pixels"),
+    UrlRefused => (UNPROCESSABLE_ENTITY, "url-refused", "The URL points where webhooks may not be sent"),
+    RangeTooLarge => (UNPROCESSABLE_ENTITY, "range-too-large", "The range holds more than one request may take"),
     PluginInvalid => (UNPROCESSABLE_ENTITY, "plugin-invalid", "The plugin or its manifest was refused"),
     PluginVeto => (UNPROCESSABLE_ENTITY, "plugin-veto", "A plugin refused the change"),
     PluginFailed => (FAILED_DEPENDENCY, "plugin-failed", "A plugin failed while handling the request"),

@@ -4,7 +4,7 @@
 //! Map: `config` (settings) · `app` (wiring, server lifecycle) · `http` (router, conventions)
 //! · `error` (problem responses) · `db` (pools, tenant transactions, migrations) · `tenancy`
 //! (registry, provisioning, resolution, admin API) · `auth` (tokens, keys, local mode) ·
-//! `users` · `invitations` · `privacy` (data-subject export, erasure) · `directory` (user import/export) · `sessions` · `apikeys` · `ratelimit` · `settings` (typed, versioned tenant settings and their cache) · `picture` (untrusted images) · `versioned_cache` (per-tenant caches dropped by broadcast) · `rbac` (permissions, roles, `Can<P>`) ·
+//! `users` · `invitations` · `privacy` (data-subject export, erasure) · `directory` (user import/export) · `sessions` · `apikeys` · `ratelimit` · `settings` (typed, versioned tenant settings and their cache) · `crypto` (secrets sealed at rest, constant-time compare) · `picture` (untrusted images) · `versioned_cache` (per-tenant caches dropped by broadcast) · `rbac` (permissions, roles, `Can<P>`) ·
 //! `teams` · `audit` (chain, sealing, search, forwarding) · `pubsub` (broadcast listeners) ·
 //! `outbox` (events in the change's transaction) · `resources` (types, records, versions,
 //! shares) · `plugins` (WebAssembly components: uploads, installs, hooks, delivery) · `flags` (feature flags, OFREP) · `notes` (first tenant-scoped feature) · `metrics` · `telemetry` · `ids` · `schema`.
@@ -16,6 +16,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod crypto;
 pub mod csv;
 pub mod cursor;
 pub mod db;
@@ -50,3 +51,4 @@ pub mod telemetry;
 pub mod tenancy;
 pub mod users;
 pub mod versioned_cache;
+pub mod webhooks;

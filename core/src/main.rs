@@ -50,10 +50,26 @@ enum Command {
         #[command(subcommand)]
         command: SearchCommand,
     },
+    /// Manage the master keys that seal stored secrets.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Print the OpenAPI document.
     Openapi,
     /// Validate the configuration and print it (secrets redacted).
     CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Re-wrap every tenant's sealed secrets with the active master key (and seal any stored
+    /// in clear); prints a JSON report and fails when a tenant could not be done.
+    RotateMaster {
+        /// Only this tenant (slug); default: every tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -179,6 +195,31 @@ async fn run(cli: Cli) -> Result<(), String> {
                 Ok(())
             } else {
                 Err("some tenants were not migrated".into())
+            }
+        }
+        Command::Secrets {
+            command: SecretsCommand::RotateMaster { tenant },
+        } => {
+            let state = neotenant::app::AppState::connect(config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let only = match tenant {
+                Some(slug) => Some(
+                    neotenant::tenancy::resolve::resolve(&state.tenancy, &slug)
+                        .await
+                        .map_err(|e| format!("{}: {}", e.code.slug(), e.detail))?
+                        .tenant
+                        .id
+                        .0,
+                ),
+                None => None,
+            };
+            let report = neotenant::app::rotate_master(&state, only).await;
+            print_json(&report);
+            if report.failed_tenants.is_empty() {
+                Ok(())
+            } else {
+                Err("some tenants' secrets were not re-sealed".into())
             }
         }
         Command::Audit { command } => {

@@ -43,6 +43,7 @@ const FOUNDATION: &[&str] = &[
     "picture",
     "versioned_cache",
     "idempotency",
+    "crypto",
 ];
 const KERNEL: &[&str] = &[
     "tenancy",
@@ -67,6 +68,7 @@ const FEATURES: &[&str] = &[
     "directory",
     "flags",
     "notifications",
+    "webhooks",
 ];
 const HTTP: &[&str] = &["http"];
 const APP: &[&str] = &["app", "main", "lib"];

@@ -28,3 +28,4 @@ mod settings;
 mod teams;
 mod useradmin;
 mod users;
+mod webhooks;

@@ -583,6 +583,25 @@ async fn uploads_are_checked_and_a_resource_type_plugin_runs_on_the_write_path()
         .await
         .unwrap();
     assert!(!shown.contains("s3cret"), "secrets never come back");
+    // Nor are they stored in clear: sealed under the master key, the names beside them.
+    {
+        use diesel_async::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            secrets: String,
+        }
+        let mut conn = direct(&app.state().config, &t.database).await;
+        let row: Row = diesel::sql_query(format!(
+            "SELECT secrets::text AS secrets FROM \"{}\".plugin_installs WHERE name = 'webhook'",
+            t.schema
+        ))
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+        assert!(!row.secrets.contains("s3cret"), "{}", row.secrets);
+        assert!(row.secrets.contains("nts1:"), "{}", row.secrets);
+    }
     app.cleanup().await;
 }
 

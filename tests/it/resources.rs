@@ -440,6 +440,12 @@ async fn types_records_versions_and_concurrency() {
         7
     );
     assert!(topics.iter().any(|x| x == "resource.deleted"));
+    // The type's own changes are events too (webhooks and plugins subscribe to them).
+    assert_eq!(
+        topics.first().map(String::as_str),
+        Some("resource_type.created")
+    );
+    assert!(topics.iter().any(|x| x == "resource_type.updated"));
     app.cleanup().await;
 }
 

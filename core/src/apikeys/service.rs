@@ -205,13 +205,7 @@ pub async fn authenticate(
     };
     // Constant-time comparison of the keyed digests.
     let presented = digest(server_key, secret);
-    let same = presented.len() == row.secret_hash.len()
-        && presented
-            .iter()
-            .zip(&row.secret_hash)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if !same {
+    if !crate::crypto::ct_eq(&presented, &row.secret_hash) {
         return Err(TokenError::Signature);
     }
     if row.revoked_at.is_some() {

@@ -77,6 +77,179 @@ pub struct Config {
     pub flags: FlagsConfig,
     #[serde(default)]
     pub notifications: NotificationsConfig,
+    pub secrets: SecretsConfig,
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+}
+
+/// The master keys that seal stored secrets (envelope encryption, see `crypto`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// Name of the active master key; stored with every value it seals.
+    pub master_key_id: String,
+    /// The active master key: 64 hex digits (256 bits).
+    pub master_key: Secret,
+    /// Earlier master keys by name, still able to open what they sealed until
+    /// `neotenant secrets rotate-master` has moved every value to the active key.
+    #[serde(default)]
+    pub retired_keys: BTreeMap<String, Secret>,
+}
+
+impl SecretsConfig {
+    fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        let id_ok = |id: &str| {
+            !id.is_empty()
+                && id.len() <= 32
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !id_ok(&self.master_key_id) {
+            return Err((
+                "secrets.master_key_id",
+                "must be 1-32 letters, digits, '-' or '_'",
+            ));
+        }
+        let key_ok = |k: &Secret| hex::decode(k.expose().trim()).is_ok_and(|b| b.len() == 32);
+        if !key_ok(&self.master_key) {
+            return Err(("secrets.master_key", "must be 64 hex digits"));
+        }
+        if self
+            .retired_keys
+            .iter()
+            .any(|(id, k)| !id_ok(id) || !key_ok(k) || *id == self.master_key_id)
+        {
+            return Err((
+                "secrets.retired_keys",
+                "each must be named like master_key_id (not the active one) and be 64 hex digits",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Webhooks: where they may go, how long a receiver may take, the retry schedule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Whether this instance runs the webhook worker (routing and delivery).
+    pub worker: bool,
+    /// Hosts that may receive webhooks although they are or resolve to inside addresses:
+    /// comma-separated `host` or `host:port` (e.g. a loopback receiver in development).
+    pub allow_hosts: String,
+    /// Waits before each attempt, comma-separated seconds (the first attempt's wait is
+    /// usually 0); a message still failing after the last is a dead letter. ±10 % jitter.
+    pub retry_schedule: String,
+    /// How long one delivery may take in all (connect, send, answer).
+    pub timeout_ms: u64,
+    /// Bytes of a request and an answer kept in the delivery log (the rest is cut; an answer
+    /// is not read further).
+    pub log_body_bytes: usize,
+    /// Requests in flight to one endpoint at once.
+    pub per_endpoint_concurrency: usize,
+    /// Endpoints one instance delivers to at once.
+    pub endpoints_at_once: usize,
+    /// Messages taken from one endpoint's queue per lease.
+    pub batch: u32,
+    /// How often the worker looks for due messages and new events.
+    pub worker_interval_ms: u64,
+    /// Seconds between sweeps of every tenant.
+    pub sweep_interval_secs: u64,
+    /// An endpoint failing without a success for this long is disabled (and the tenant told).
+    pub disable_after_secs: u64,
+    /// Most events one replay may queue.
+    pub replay_max: u32,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            worker: true,
+            allow_hosts: String::new(),
+            retry_schedule: "0,5,300,1800,7200,18000,36000,36000".into(),
+            timeout_ms: 15_000,
+            log_body_bytes: 4096,
+            per_endpoint_concurrency: 16,
+            endpoints_at_once: 32,
+            batch: 500,
+            worker_interval_ms: 100,
+            sweep_interval_secs: 10,
+            disable_after_secs: 5 * 86_400,
+            replay_max: 10_000,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// The retry schedule as durations (validated at start-up).
+    pub fn schedule(&self) -> Vec<std::time::Duration> {
+        self.retry_schedule
+            .split(',')
+            .filter_map(|s| s.trim().parse::<f64>().ok())
+            .map(std::time::Duration::from_secs_f64)
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        let parts: Vec<&str> = self.retry_schedule.split(',').collect();
+        let ok = !parts.is_empty()
+            && parts.len() <= 50
+            && parts.iter().all(|p| {
+                p.trim()
+                    .parse::<f64>()
+                    .is_ok_and(|v| (0.0..=7.0 * 86_400.0).contains(&v))
+            });
+        if !ok {
+            return Err((
+                "webhooks.retry_schedule",
+                "must be 1-50 comma-separated seconds, each 0-604800",
+            ));
+        }
+        let checks: [(bool, &'static str, &'static str); 7] = [
+            (
+                (100..=120_000).contains(&self.timeout_ms),
+                "webhooks.timeout_ms",
+                "must be between 100 and 120000",
+            ),
+            (
+                (256..=1_048_576).contains(&self.log_body_bytes),
+                "webhooks.log_body_bytes",
+                "must be between 256 and 1048576",
+            ),
+            (
+                (1..=256).contains(&self.per_endpoint_concurrency)
+                    && (1..=1024).contains(&self.endpoints_at_once),
+                "webhooks.per_endpoint_concurrency",
+                "must be 1-256 (and endpoints_at_once 1-1024)",
+            ),
+            (
+                (1..=10_000).contains(&self.batch),
+                "webhooks.batch",
+                "must be between 1 and 10000",
+            ),
+            (
+                (10..=60_000).contains(&self.worker_interval_ms)
+                    && (1..=3600).contains(&self.sweep_interval_secs),
+                "webhooks.worker_interval_ms",
+                "must be 10-60000 (and sweep_interval_secs 1-3600)",
+            ),
+            (
+                self.disable_after_secs >= 1,
+                "webhooks.disable_after_secs",
+                "must be at least 1",
+            ),
+            (
+                (1..=1_000_000).contains(&self.replay_max),
+                "webhooks.replay_max",
+                "must be between 1 and 1000000",
+            ),
+        ];
+        if let Some((_, key, message)) = checks.iter().find(|(ok, _, _)| !ok) {
+            return Err((key, message));
+        }
+        Ok(())
+    }
 }
 
 /// Notifications: delivery retries, worker pacing, send limits and the channel providers.
@@ -1042,6 +1215,8 @@ impl Config {
             return Err(bad("tenancy.cache_ttl_secs", "must be at most 3600"));
         }
         self.notifications.validate().map_err(|(k, m)| bad(k, m))?;
+        self.secrets.validate().map_err(|(k, m)| bad(k, m))?;
+        self.webhooks.validate().map_err(|(k, m)| bad(k, m))?;
         Ok(())
     }
 
@@ -1242,6 +1417,22 @@ mod tests {
                 "xyz",
                 "auth.local_signing_seed",
             ),
+            (
+                "NEOTENANT_SECRETS__MASTER_KEY",
+                "0123",
+                "secrets.master_key",
+            ),
+            (
+                "NEOTENANT_SECRETS__MASTER_KEY_ID",
+                "a b",
+                "secrets.master_key_id",
+            ),
+            (
+                "NEOTENANT_WEBHOOKS__RETRY_SCHEDULE",
+                "0,5,soon",
+                "webhooks.retry_schedule",
+            ),
+            ("NEOTENANT_WEBHOOKS__TIMEOUT_MS", "5", "webhooks.timeout_ms"),
             (
                 "NEOTENANT_RATE_LIMIT__PER_IP_PER_SEC",
                 "0",

@@ -345,13 +345,46 @@ pub async fn put_category(caller: &Caller, key: &str, input: CategoryInput) -> A
 }
 
 /// Deletes a tenant category (or a platform category's override). 409 while a rule uses it.
-pub async fn delete_category(caller: &Caller, key: &str) -> ApiResult<()> {
+/// One change by the caller and its audit entry (without data) in one transaction; `apply`
+/// refuses with its own error, which rolls everything back.
+async fn audited(
+    caller: &Caller,
+    action: &'static str,
+    target_type: &'static str,
+    target_id: String,
+    apply: impl AsyncFnOnce(&diesel_async::AsyncPgConnection) -> ApiResult<()>,
+) -> ApiResult<()> {
     caller
         .tenant
         .0
         .db
         .transaction(async |tx| {
             let conn = tx.conn();
+            apply(conn).await?;
+            audit::record(
+                conn,
+                &caller.actor,
+                Change {
+                    action,
+                    target_type,
+                    target_id: Some(target_id),
+                    data: json!({}),
+                },
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+}
+
+pub async fn delete_category(caller: &Caller, key: &str) -> ApiResult<()> {
+    let target = key.to_string();
+    audited(
+        caller,
+        "notification.category_deleted",
+        "notification_category",
+        target,
+        async |conn| {
             if repo::category_in_use(conn, key).await? {
                 return Err(ApiError::new(
                     ErrorCode::Conflict,
@@ -361,20 +394,10 @@ pub async fn delete_category(caller: &Caller, key: &str) -> ApiResult<()> {
             if !repo::delete_category(conn, key).await? {
                 return Err(ApiError::not_found("notification category"));
             }
-            audit::record(
-                conn,
-                &caller.actor,
-                Change {
-                    action: "notification.category_deleted",
-                    target_type: "notification_category",
-                    target_id: Some(key.to_string()),
-                    data: json!({}),
-                },
-            )
-            .await?;
             Ok(())
-        })
-        .await
+        },
+    )
+    .await
 }
 
 // ---- templates -------------------------------------------------------------------------
@@ -461,29 +484,19 @@ pub async fn delete_template(
     channel: Channel,
     locale: &str,
 ) -> ApiResult<()> {
-    caller
-        .tenant
-        .0
-        .db
-        .transaction(async |tx| {
-            let conn = tx.conn();
+    audited(
+        caller,
+        "notification.template_deleted",
+        "notification_template",
+        format!("{category_key}/{}/{locale}", channel.as_str()),
+        async |conn| {
             if !repo::delete_template(conn, category_key, channel.as_str(), locale).await? {
                 return Err(ApiError::not_found("notification template"));
             }
-            audit::record(
-                conn,
-                &caller.actor,
-                Change {
-                    action: "notification.template_deleted",
-                    target_type: "notification_template",
-                    target_id: Some(format!("{category_key}/{}/{locale}", channel.as_str())),
-                    data: json!({}),
-                },
-            )
-            .await?;
             Ok(())
-        })
-        .await
+        },
+    )
+    .await
 }
 
 /// Picks the template for a locale: exact, then its language, then `en`, then the built-in.
@@ -819,8 +832,7 @@ pub async fn unsubscribe(
         user,
         category,
     );
-    use subtle_eq::ct_eq;
-    if !ct_eq(&want, &mac) {
+    if !crate::crypto::ct_eq(&want, &mac) {
         return Err(invalid());
     }
     let actor = crate::audit::Actor::system(&state.audit_recent, tenant.tenant.id, &tenant.db);
@@ -845,13 +857,6 @@ pub async fn unsubscribe(
         .await
 }
 
-mod subtle_eq {
-    /// Equality in time independent of where the inputs differ.
-    pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-    }
-}
-
 // ---- provider reports ------------------------------------------------------------------
 
 /// A provider reports what became of a message it accepted: `delivered`, `failed` or
@@ -870,7 +875,9 @@ pub async fn report(
         .iter()
         .chain(&cfg.push)
         .filter(|p| p.name == report.provider && !p.token.expose().is_empty())
-        .any(|p| subtle_eq::ct_eq(p.token.expose().as_bytes(), bearer.unwrap_or("").as_bytes()));
+        .any(|p| {
+            crate::crypto::ct_eq(p.token.expose().as_bytes(), bearer.unwrap_or("").as_bytes())
+        });
     if !known {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
@@ -1164,12 +1171,12 @@ pub async fn get(db: &TenantDb, id: Uuid) -> ApiResult<NotificationView> {
 
 /// Cancels a scheduled notification (409 once sending began).
 pub async fn cancel(caller: &Caller, id: Uuid) -> ApiResult<()> {
-    caller
-        .tenant
-        .0
-        .db
-        .transaction(async |tx| {
-            let conn = tx.conn();
+    audited(
+        caller,
+        "notification.cancelled",
+        "notification",
+        id.to_string(),
+        async |conn| {
             if repo::notification(conn, id).await?.is_none() {
                 return Err(ApiError::not_found("notification"));
             }
@@ -1179,20 +1186,10 @@ pub async fn cancel(caller: &Caller, id: Uuid) -> ApiResult<()> {
                     "the notification is being sent or was sent",
                 ));
             }
-            audit::record(
-                conn,
-                &caller.actor,
-                Change {
-                    action: "notification.cancelled",
-                    target_type: "notification",
-                    target_id: Some(id.to_string()),
-                    data: json!({}),
-                },
-            )
-            .await?;
             Ok(())
-        })
-        .await
+        },
+    )
+    .await
 }
 
 pub async fn deliveries(
@@ -1249,32 +1246,22 @@ pub async fn retry_delivery(
     caller: &Caller,
     id: Uuid,
 ) -> ApiResult<()> {
-    caller
-        .tenant
-        .0
-        .db
-        .transaction(async |tx| {
-            let conn = tx.conn();
+    audited(
+        caller,
+        "notification.delivery_retried",
+        "notification_delivery",
+        id.to_string(),
+        async |conn| {
             if !repo::requeue(conn, id).await? {
                 return Err(ApiError::new(
                     ErrorCode::Conflict,
                     "only a failed delivery can be retried",
                 ));
             }
-            audit::record(
-                conn,
-                &caller.actor,
-                Change {
-                    action: "notification.delivery_retried",
-                    target_type: "notification_delivery",
-                    target_id: Some(id.to_string()),
-                    data: json!({}),
-                },
-            )
-            .await?;
             Ok(())
-        })
-        .await?;
+        },
+    )
+    .await?;
     let _ = state.nudge.send(caller.tenant.0.clone());
     Ok(())
 }
@@ -1581,54 +1568,70 @@ pub async fn create_rule(caller: &Caller, input: RuleInput) -> ApiResult<RuleVie
 }
 
 pub async fn delete_rule(caller: &Caller, id: Uuid) -> ApiResult<()> {
-    caller
-        .tenant
-        .0
-        .db
-        .transaction(async |tx| {
-            let conn = tx.conn();
+    audited(
+        caller,
+        "notification.rule_deleted",
+        "notification_rule",
+        id.to_string(),
+        async |conn| {
             if !repo::delete_rule(conn, id).await? {
                 return Err(ApiError::not_found("notification rule"));
             }
-            audit::record(
-                conn,
-                &caller.actor,
-                Change {
-                    action: "notification.rule_deleted",
-                    target_type: "notification_rule",
-                    target_id: Some(id.to_string()),
-                    data: json!({}),
-                },
-            )
-            .await?;
             Ok(())
-        })
-        .await
+        },
+    )
+    .await
 }
 
 /// The platform's own rules, applying from `since`: the inviter hears that an invitation was
 /// accepted (category `invitation`, which the tenant and each user may tune like any other).
 pub fn platform_rules(since: DateTime<Utc>) -> Vec<RuleView> {
-    vec![RuleView {
-        id: Uuid::nil(),
+    let disabled = RuleView {
+        id: Uuid::from_u128(1),
         rule: RuleInput {
-            topic: "invitation.accepted".into(),
-            category: "invitation".into(),
-            audience: super::Audience::default(),
-            users_from: vec!["/payload/invited_by".into()],
+            topic: "webhook.endpoint_disabled".into(),
+            category: "system".into(),
+            audience: super::Audience {
+                roles: vec!["owner".into(), "admin".into()],
+                ..Default::default()
+            },
+            users_from: vec!["/payload/created_by".into()],
             data: [
                 (
                     "title".to_string(),
-                    json!({"value": "Your invitation was accepted"}),
+                    json!({"value": "A webhook endpoint was disabled"}),
                 ),
-                ("body".to_string(), json!({"from": "/payload/email"})),
+                ("body".to_string(), json!({"from": "/payload/url"})),
             ]
             .into_iter()
             .collect(),
         },
         enabled: true,
         created_at: since,
-    }]
+    };
+    vec![
+        disabled,
+        RuleView {
+            id: Uuid::nil(),
+            rule: RuleInput {
+                topic: "invitation.accepted".into(),
+                category: "invitation".into(),
+                audience: super::Audience::default(),
+                users_from: vec!["/payload/invited_by".into()],
+                data: [
+                    (
+                        "title".to_string(),
+                        json!({"value": "Your invitation was accepted"}),
+                    ),
+                    ("body".to_string(), json!({"from": "/payload/email"})),
+                ]
+                .into_iter()
+                .collect(),
+            },
+            enabled: true,
+            created_at: since,
+        },
+    ]
 }
 
 /// A user id as events carry it (`usr_…` or a bare UUID).

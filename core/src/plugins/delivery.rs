@@ -105,7 +105,7 @@ async fn deliver_install(
         return Ok(0);
     }
     let plugin = loaded(state, &install.hash).await?;
-    let call = call_ctx(tenant, db, &install);
+    let call = call_ctx(&state.keyring, tenant, db, &install);
     let mut skipped: Option<Cursor> = None;
     let mut delivered = 0;
     for ev in events {

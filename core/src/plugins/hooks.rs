@@ -57,23 +57,35 @@ pub async fn bind(
 }
 
 /// Settings and secrets as the plugin's `config` interface serves them.
-pub fn config_of(install: &InstallRow) -> HashMap<String, String> {
+pub fn config_of(
+    keyring: &crate::crypto::Keyring,
+    tenant: Uuid,
+    install: &InstallRow,
+) -> HashMap<String, String> {
     let mut config: HashMap<String, String> =
         serde_json::from_value(install.settings.clone()).unwrap_or_default();
-    let secrets: HashMap<String, String> =
-        serde_json::from_value(install.secrets.clone()).unwrap_or_default();
-    config.extend(secrets);
+    config.extend(super::secrets::open(
+        keyring,
+        tenant,
+        &install.name,
+        &install.secrets,
+    ));
     config
 }
 
 /// The call context of an installation.
-pub fn call_ctx(tenant: Uuid, db: &TenantDb, install: &InstallRow) -> CallCtx {
+pub fn call_ctx(
+    keyring: &crate::crypto::Keyring,
+    tenant: Uuid,
+    db: &TenantDb,
+    install: &InstallRow,
+) -> CallCtx {
     let grants: super::Grants = serde_json::from_value(install.grants.clone()).unwrap_or_default();
     CallCtx {
         tenant: tenant.to_string(),
         plugin: install.name.clone(),
         grants: Arc::new(grants),
-        config: Arc::new(config_of(install)),
+        config: Arc::new(config_of(keyring, tenant, install)),
         kv: Arc::new(super::kv::DbKv {
             db: db.clone(),
             plugin: install.name.clone(),
@@ -105,9 +117,9 @@ impl Bound {
         plugin: Option<Arc<neotenant_runtime::Plugin>>,
     ) -> Bound {
         Bound {
+            call: call_ctx(&state.keyring, tenant, db, &install),
             state,
             modes: serde_json::from_value(install.failure_modes.clone()).unwrap_or_default(),
-            call: call_ctx(tenant, db, &install),
             plugin,
             tenant,
             db: db.clone(),

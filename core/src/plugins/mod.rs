@@ -23,6 +23,7 @@ pub mod hooks;
 pub mod kv;
 pub mod manifest;
 pub mod repo;
+pub mod secrets;
 pub mod service;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,8 @@ pub struct PluginsState {
     pub audit_recent: Arc<crate::audit::Recent>,
     /// Every tenant's database (delivery's catch-up rounds).
     pub tenancy: Arc<crate::tenancy::TenancyState>,
+    /// Seals and opens installations' secrets.
+    pub keyring: Arc<crate::crypto::Keyring>,
 }
 
 /// The runtime and the per-installation circuit breaker, shared by the instance.

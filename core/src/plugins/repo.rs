@@ -653,3 +653,17 @@ pub async fn kv_keys(
     .await?;
     Ok(rows.into_iter().map(|r| r.key).collect())
 }
+
+/// Replaces an installation's stored secrets (re-sealing under another master key).
+pub async fn set_secrets(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+    secrets: &Value,
+) -> QueryResult<()> {
+    diesel::sql_query("UPDATE plugin_installs SET secrets = $2 WHERE name = $1")
+        .bind::<Text, _>(name)
+        .bind::<Jsonb, _>(secrets)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -197,6 +197,8 @@ pub mod need {
         NotificationsRead => ("notifications", "read", Tenant);
         NotificationsSend => ("notifications", "send", Tenant);
         NotificationsConfigure => ("notifications", "configure", Tenant);
+        WebhooksRead => ("webhooks", "read", Tenant);
+        WebhooksConfigure => ("webhooks", "configure", Tenant);
     }
 }
 

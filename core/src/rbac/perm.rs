@@ -226,6 +226,11 @@ pub const CATALOG: &[(&str, &[&str], &str)] = &[
         &["read", "send", "configure"],
         "Sending notifications, their deliveries and analytics; categories, templates and event rules",
     ),
+    (
+        "webhooks",
+        &["read", "configure"],
+        "Webhook endpoints, their secrets, delivery log, retries and replays; the event types",
+    ),
 ];
 
 /// The catalog a tenant sees: the platform's plus its registered resource types.
@@ -303,6 +308,7 @@ pub const TEMPLATES: &[(&str, &str, &str, &[&str], bool)] = &[
             "settings.*.tenant",
             "flags.*.tenant",
             "notifications.*.tenant",
+            "webhooks.*.tenant",
         ],
         false,
     ),

@@ -66,10 +66,7 @@ impl Handler for AdminAuth {
             // Equal-length digests compared without early exit: no timing oracle on the token.
             let a = Sha256::digest(p.as_bytes());
             let b = Sha256::digest(expected.as_bytes());
-            a.iter()
-                .zip(b.iter())
-                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-                == 0
+            crate::crypto::ct_eq(&a, &b)
         });
         if !ok {
             res.headers_mut().insert(

@@ -23,11 +23,7 @@ use crate::resources::ResourcesState;
 use crate::resources::service::Ctx as ResourceCtx;
 
 pub fn install_view(r: InstallRow) -> Install {
-    let secret_keys = r
-        .secrets
-        .as_object()
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
+    let secret_keys = crate::plugins::secrets::names(&r.secrets);
     let delivery = (r.kind == "integration").then(|| Delivery {
         attempts: r.attempts,
         next_attempt_at: r.next_attempt_at,
@@ -208,7 +204,12 @@ pub async fn install(
                 previous_hash: None,
                 grants: serde_json::to_value(&input.grants).map_err(ApiError::internal)?,
                 settings: serde_json::to_value(&input.settings).map_err(ApiError::internal)?,
-                secrets: serde_json::to_value(&input.secrets).map_err(ApiError::internal)?,
+                secrets: crate::plugins::secrets::seal(
+                    &state.keyring,
+                    tenant,
+                    &p.name,
+                    &input.secrets,
+                ),
                 failure_modes: serde_json::to_value(input.failure_modes)
                     .map_err(ApiError::internal)?,
                 events: if p.kind == "integration" {
@@ -370,7 +371,7 @@ pub async fn change(
                 row.settings = serde_json::to_value(s).map_err(ApiError::internal)?;
             }
             if let Some(s) = &input.secrets {
-                row.secrets = serde_json::to_value(s).map_err(ApiError::internal)?;
+                row.secrets = crate::plugins::secrets::seal(&state.keyring, tenant, &row.name, s);
             }
             if let Some(f) = input.failure_modes {
                 row.failure_modes = serde_json::to_value(f).map_err(ApiError::internal)?;
@@ -479,4 +480,29 @@ pub async fn dead_letters(caller: &Caller, name: &str) -> ApiResult<Vec<DeadLett
             Ok(repo::dead_letters(tx.conn(), name, 100).await?)
         })
         .await
+}
+
+/// Moves every installation's secrets of a tenant to the active master key (sealing ones
+/// stored in clear before sealing existed); how many changed.
+pub async fn reseal(
+    keyring: &crate::crypto::Keyring,
+    tenant: Uuid,
+    db: &crate::db::TenantDb,
+) -> ApiResult<usize> {
+    db.transaction(async |tx| {
+        let conn = tx.conn();
+        let mut changed = 0;
+        for row in repo::installs(conn).await? {
+            let moved = crate::plugins::secrets::reseal(keyring, tenant, &row.name, &row.secrets)
+                .map_err(|e| {
+                ApiError::new(ErrorCode::Internal, format!("plugin {}: {e}", row.name))
+            })?;
+            if let Some(v) = moved {
+                repo::set_secrets(conn, &row.name, &v).await?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    })
+    .await
 }

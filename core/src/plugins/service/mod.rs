@@ -25,8 +25,8 @@ use crate::resources::TypeInput;
 
 pub use breaker::{count_failure, record_failure};
 pub use installs::{
-    change, dead_letters, failures, get_install, install, install_view, installs, set_enabled,
-    uninstall,
+    change, dead_letters, failures, get_install, install, install_view, installs, reseal,
+    set_enabled, uninstall,
 };
 pub use uploads::{get, list, upload};
 

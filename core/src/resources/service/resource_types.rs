@@ -24,6 +24,26 @@ fn type_change(action: &'static str, t: &ResourceType) -> Change<'static> {
     }
 }
 
+/// A type's change: its audit entry and its outbox event (`action` is both), in the caller's
+/// transaction.
+async fn record_type_change(
+    ctx: &Ctx<'_>,
+    conn: &mut AsyncPgConnection,
+    action: &'static str,
+    t: &ResourceType,
+) -> ApiResult<()> {
+    audit::record(conn, &ctx.caller.actor, type_change(action, t)).await?;
+    crate::outbox::emit(
+        conn,
+        action,
+        "resource_type",
+        &t.name,
+        json!({"version": t.version}),
+    )
+    .await?;
+    Ok(())
+}
+
 pub async fn list_types(ctx: &Ctx<'_>) -> ApiResult<Vec<ResourceType>> {
     ctx.db()
         .transaction(async |tx| Ok(repo::types(tx.conn()).await?))
@@ -123,12 +143,7 @@ pub(crate) async fn create_type_in(
         let t = ResourceType::from(row);
         repo::insert_type_version(conn, &t).await?;
         repo::sync_sort_indexes(conn, &t, None).await?;
-        audit::record(
-            conn,
-            &ctx.caller.actor,
-            type_change("resource_type.created", &t),
-        )
-        .await?;
+        record_type_change(ctx, conn, "resource_type.created", &t).await?;
         Ok(t)
     }
 }
@@ -232,20 +247,7 @@ pub(crate) async fn replace_type_in(
         }
         // After the rows are mended: index expressions must hold for every stored value.
         repo::sync_sort_indexes(conn, &t, Some(&old)).await?;
-        audit::record(
-            conn,
-            &ctx.caller.actor,
-            type_change("resource_type.updated", &t),
-        )
-        .await?;
-        crate::outbox::emit(
-            conn,
-            "resource_type.updated",
-            "resource_type",
-            name,
-            json!({"version": t.version}),
-        )
-        .await?;
+        record_type_change(ctx, conn, "resource_type.updated", &t).await?;
         Ok(t)
     }
 }
@@ -280,12 +282,7 @@ pub(crate) async fn delete_type_in(
         }
         repo::drop_sort_indexes(conn, &t).await?;
         repo::delete_type(conn, name).await?;
-        audit::record(
-            conn,
-            &ctx.caller.actor,
-            type_change("resource_type.deleted", &t),
-        )
-        .await?;
+        record_type_change(ctx, conn, "resource_type.deleted", &t).await?;
         Ok(())
     }
 }
