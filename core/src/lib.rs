@@ -7,7 +7,7 @@
 //! `users` · `invitations` · `privacy` (data-subject export, erasure) · `directory` (user import/export) · `sessions` · `apikeys` · `ratelimit` · `settings` (typed, versioned tenant settings and their cache) · `crypto` (secrets sealed at rest, constant-time compare) · `picture` (untrusted images) · `versioned_cache` (per-tenant caches dropped by broadcast) · `rbac` (permissions, roles, `Can<P>`) ·
 //! `teams` · `audit` (chain, sealing, search, forwarding) · `pubsub` (broadcast listeners) ·
 //! `outbox` (events in the change's transaction) · `resources` (types, records, versions,
-//! shares) · `plugins` (WebAssembly components: uploads, installs, hooks, delivery) · `flags` (feature flags, OFREP) · `notes` (first tenant-scoped feature) · `metrics` · `telemetry` · `ids` · `schema`.
+//! shares) · `plugins` (WebAssembly components: uploads, installs, hooks, delivery) · `flags` (feature flags, OFREP) · `notes` (first tenant-scoped feature) · `webhooks` (Standard Webhooks delivery) · `events` (the CloudEvents feed) · `metrics` · `telemetry` · `ids` · `schema`.
 //! See docs/ARCHITECTURE.md.
 
 pub mod account;
@@ -22,6 +22,7 @@ pub mod cursor;
 pub mod db;
 pub mod directory;
 pub mod error;
+pub mod events;
 pub mod flags;
 pub mod http;
 pub mod idempotency;

@@ -69,6 +69,7 @@ const FEATURES: &[&str] = &[
     "flags",
     "notifications",
     "webhooks",
+    "events",
 ];
 const HTTP: &[&str] = &["http"];
 const APP: &[&str] = &["app", "main", "lib"];

@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod conventions;
 mod directory;
+mod events;
 mod flags;
 mod invitations;
 mod isolation;

@@ -67,6 +67,7 @@ fn authenticated_api() -> Router {
         .push(crate::flags::handlers::router())
         .push(crate::notifications::handlers::router())
         .push(crate::webhooks::handlers::router())
+        .push(crate::events::handlers::router())
         .push(crate::notes::handlers::router())
         .push(crate::rbac::handlers::router())
         .push(crate::teams::handlers::router())

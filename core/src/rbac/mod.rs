@@ -199,6 +199,7 @@ pub mod need {
         NotificationsConfigure => ("notifications", "configure", Tenant);
         WebhooksRead => ("webhooks", "read", Tenant);
         WebhooksConfigure => ("webhooks", "configure", Tenant);
+        EventsRead => ("events", "read", Tenant);
     }
 }
 

@@ -231,6 +231,7 @@ pub const CATALOG: &[(&str, &[&str], &str)] = &[
         &["read", "configure"],
         "Webhook endpoints, their secrets, delivery log, retries and replays; the event types",
     ),
+    ("events", &["read"], "The tenant's event feed and stream"),
 ];
 
 /// The catalog a tenant sees: the platform's plus its registered resource types.
@@ -309,6 +310,7 @@ pub const TEMPLATES: &[(&str, &str, &str, &[&str], bool)] = &[
             "flags.*.tenant",
             "notifications.*.tenant",
             "webhooks.*.tenant",
+            "events.*.tenant",
         ],
         false,
     ),
