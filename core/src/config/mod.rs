@@ -1354,6 +1354,8 @@ mod tests {
             ("NEOTENANT_AUTH__API_KEY_SECRET".into(), "k".repeat(40)),
             ("NEOTENANT_AUTH__LOCAL_SIGNING_SEED".into(), "ab".repeat(32)),
             ("NEOTENANT_AUDIT__SIGNING_KEY".into(), "a".repeat(40)),
+            ("NEOTENANT_SECRETS__MASTER_KEY_ID".into(), "k1".into()),
+            ("NEOTENANT_SECRETS__MASTER_KEY".into(), "cd".repeat(32)),
             (
                 "NEOTENANT_KEYCLOAK__ADMIN_PASSWORD".into(),
                 "kc-secret".into(),

@@ -1703,11 +1703,38 @@ mod tests {
     }
 
     #[test]
+    fn a_disabled_webhook_endpoint_is_told_to_admins_and_its_creator() {
+        let rules = platform_rules(Utc::now());
+        let rule = rules
+            .iter()
+            .find(|r| r.rule.topic == "webhook.endpoint_disabled")
+            .unwrap();
+        let creator = Uuid::now_v7();
+        let req = rule_request(
+            rule,
+            &event(
+                "webhook.endpoint_disabled",
+                json!({"endpoint_id": Uuid::now_v7(), "url": "https://hooks.example.test/x",
+                       "reason": "gone", "created_by": creator}),
+            ),
+        )
+        .expect("a notification");
+        assert_eq!(req.category, "system");
+        assert_eq!(req.audience.roles, ["owner", "admin"]);
+        assert_eq!(req.audience.users, vec![crate::ids::UserId(creator)]);
+        assert_eq!(req.data["body"], "https://hooks.example.test/x");
+    }
+
+    #[test]
     fn the_inviter_hears_of_an_accepted_invitation() {
         let rules = platform_rules(Utc::now());
         let inviter = crate::ids::UserId(Uuid::now_v7());
+        let rule = rules
+            .iter()
+            .find(|r| r.rule.topic == "invitation.accepted")
+            .unwrap();
         let req = rule_request(
-            &rules[0],
+            rule,
             &event(
                 "invitation.accepted",
                 json!({"email": "ada@example.test", "invited_by": inviter.to_string()}),
@@ -1721,7 +1748,7 @@ mod tests {
         // An invitation nobody sent (the platform's) notifies nobody.
         assert!(
             rule_request(
-                &rules[0],
+                rule,
                 &event("invitation.accepted", json!({"invited_by": null}))
             )
             .is_none()
