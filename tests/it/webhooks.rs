@@ -792,6 +792,25 @@ async fn bad_urls_filters_ranges_and_answers_are_clear() {
     for i in 0..50 {
         make_type(&app, &t, &boss, &format!("bulk{i}")).await;
     }
+    // Events become readable once no older transaction is still running anywhere in the
+    // database: wait until the feed shows all of them, so the range surely holds over 50.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let feed = call(
+            &app,
+            &t,
+            &boss,
+            Method::GET,
+            "/v1/events?limit=1000&types=resource_type.created",
+        )
+        .fetch_json()
+        .await;
+        if feed["items"].as_array().is_some_and(|i| i.len() >= 51) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{feed}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     expect_problem(
         replay(json!({"since": "2000-01-01T00:00:00Z"}))
             .await
