@@ -531,8 +531,8 @@ pub async fn retry(mut conn: &AsyncPgConnection, id: Uuid) -> QueryResult<bool> 
     Ok(n > 0)
 }
 
-/// Queues again, as new messages, every event of `[since, until)` the endpoint's filters take
-/// (`filters` is matched by the caller) — at most `max`; how many there were in all.
+/// The events of `[since, until)` from finished transactions, in commit order, at most `max`
+/// (a replay; the caller applies the endpoint's filters and queues them).
 pub async fn replay_events(
     mut conn: &AsyncPgConnection,
     since: DateTime<Utc>,
