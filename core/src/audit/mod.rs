@@ -139,6 +139,23 @@ pub async fn record_alone(
     .await
 }
 
+/// Applies a change and records it in one tenant transaction: `apply` runs first, and its
+/// error (a refusal) rolls everything back.
+pub async fn record_with(
+    db: &TenantDb,
+    actor: &Actor,
+    change: Change<'_>,
+    apply: impl AsyncFnOnce(&AsyncPgConnection) -> Result<(), crate::error::ApiError>,
+) -> Result<(), crate::error::ApiError> {
+    db.transaction(async |tx| {
+        let conn = tx.conn();
+        apply(conn).await?;
+        record(conn, actor, change).await?;
+        Ok::<_, crate::error::ApiError>(())
+    })
+    .await
+}
+
 /// What the audit log's sealer and endpoints use, built once by `app`.
 pub struct AuditState {
     pub config: Arc<crate::config::Config>,

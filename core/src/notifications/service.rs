@@ -354,27 +354,13 @@ async fn audited(
     target_id: String,
     apply: impl AsyncFnOnce(&diesel_async::AsyncPgConnection) -> ApiResult<()>,
 ) -> ApiResult<()> {
-    caller
-        .tenant
-        .0
-        .db
-        .transaction(async |tx| {
-            let conn = tx.conn();
-            apply(conn).await?;
-            audit::record(
-                conn,
-                &caller.actor,
-                Change {
-                    action,
-                    target_type,
-                    target_id: Some(target_id),
-                    data: json!({}),
-                },
-            )
-            .await?;
-            Ok(())
-        })
-        .await
+    let change = Change {
+        action,
+        target_type,
+        target_id: Some(target_id),
+        data: json!({}),
+    };
+    audit::record_with(&caller.tenant.0.db, &caller.actor, change, apply).await
 }
 
 pub async fn delete_category(caller: &Caller, key: &str) -> ApiResult<()> {

@@ -453,35 +453,25 @@ pub async fn message(db: &TenantDb, id: &str) -> ApiResult<(MessageView, Vec<Att
 /// succeeded and is wanted again).
 pub async fn retry(caller: &Caller, id: &str) -> ApiResult<()> {
     let id = parse_message_id(id)?;
-    caller
-        .tenant
-        .0
-        .db
-        .transaction(async |tx| {
-            let conn = tx.conn();
-            if repo::message(conn, id).await?.is_none() {
-                return Err(ApiError::not_found("webhook message"));
-            }
-            if !repo::retry(conn, id).await? {
-                return Err(ApiError::new(
-                    ErrorCode::Conflict,
-                    "the message is still being delivered",
-                ));
-            }
-            audit::record(
-                conn,
-                &caller.actor,
-                Change {
-                    action: "webhook.message_retried",
-                    target_type: "webhook_message",
-                    target_id: Some(message_id(id)),
-                    data: json!({}),
-                },
-            )
-            .await?;
-            Ok(())
-        })
-        .await
+    let change = Change {
+        action: "webhook.message_retried",
+        target_type: "webhook_message",
+        target_id: Some(message_id(id)),
+        data: json!({}),
+    };
+    audit::record_with(&caller.tenant.0.db, &caller.actor, change, async |conn| {
+        if repo::message(conn, id).await?.is_none() {
+            return Err(ApiError::not_found("webhook message"));
+        }
+        if !repo::retry(conn, id).await? {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "the message is still being delivered",
+            ));
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Queues again every event of `[since, until)` the endpoint's filters take, as new messages
