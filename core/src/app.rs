@@ -62,6 +62,7 @@ pub struct AppState {
     pub flags: Arc<crate::flags::FlagsState>,
     pub notifications: Arc<crate::notifications::NotificationsState>,
     pub webhooks: Arc<crate::webhooks::WebhooksState>,
+    pub changes: Arc<crate::changes::ChangesState>,
     pub keyring: Arc<crate::crypto::Keyring>,
     /// The notification worker's wake-ups, taken by [`start`].
     notification_nudges: std::sync::Mutex<
@@ -326,6 +327,12 @@ impl AppState {
             flags,
             notifications,
             webhooks,
+            changes: Arc::new(crate::changes::ChangesState {
+                sources: vec![
+                    Arc::new(crate::resources::changes::ResourceChanges),
+                    Arc::new(crate::users::changes::UserChanges),
+                ],
+            }),
             keyring,
             notification_nudges: std::sync::Mutex::new(Some(notification_nudges)),
             invitation_nudges: std::sync::Mutex::new(Some(invitation_nudges)),
@@ -353,6 +360,7 @@ impl AppState {
             .with(self.flags.clone())
             .with(self.notifications.clone())
             .with(self.webhooks.clone())
+            .with(self.changes.clone())
             .with(self.api_key_usage.clone())
             .with(self.audit_recent.clone())
     }

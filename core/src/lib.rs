@@ -15,6 +15,7 @@ pub mod apikeys;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod changes;
 pub mod config;
 pub mod crypto;
 pub mod csv;

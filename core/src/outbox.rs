@@ -45,6 +45,34 @@ pub struct Event {
     pub at: DateTime<Utc>,
 }
 
+impl Cursor {
+    /// The public form of the position: `<prefix>_<txid>_<seq>` (`evt`, `chg`).
+    pub fn id(self, prefix: &str) -> String {
+        format!("{prefix}_{}_{}", self.txid, self.seq)
+    }
+
+    /// Parses [`Self::id`]'s form with `prefix`; absent or empty is the beginning. `None` when
+    /// the text is not such a position.
+    pub fn parse(raw: Option<&str>, prefix: &str) -> Option<Self> {
+        let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
+            return Some(Self::default());
+        };
+        let (txid, seq) = raw
+            .strip_prefix(prefix)?
+            .strip_prefix('_')?
+            .split_once('_')?;
+        let number = |v: &str| {
+            (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| v.parse::<i64>().ok())
+                .flatten()
+        };
+        Some(Self {
+            txid: number(txid)?,
+            seq: number(seq)?,
+        })
+    }
+}
+
 impl Event {
     pub fn cursor(&self) -> Cursor {
         Cursor {
@@ -93,6 +121,64 @@ pub async fn read_after(
     .await
 }
 
+/// Events read per query while scanning.
+const SCAN_BATCH: i64 = 500;
+
+/// What [`scan`] found: the events kept, where the scan stopped, and whether more events are
+/// waiting behind it.
+pub struct Scanned {
+    pub events: Vec<Event>,
+    pub next: Cursor,
+    pub more: bool,
+}
+
+/// Up to `limit` events after `after` that `keep` accepts, reading at most `max_scan` events
+/// (so a rare filter never makes one call read the whole outbox). `next` is where the scan
+/// stopped — after the last kept event when `limit` was reached, else after the last event read
+/// — so a caller polling with it never reads an event twice nor skips one.
+pub async fn scan(
+    db: &crate::db::TenantDb,
+    after: Cursor,
+    limit: usize,
+    max_scan: usize,
+    mut keep: impl FnMut(&Event) -> bool,
+) -> Result<Scanned, crate::error::ApiError> {
+    let mut events = Vec::new();
+    let mut at = after;
+    let mut scanned = 0;
+    let mut more = false;
+    'scan: while scanned < max_scan {
+        let batch = db
+            .transaction(async |tx| {
+                Ok::<_, crate::error::ApiError>(read_after(tx.conn(), at, SCAN_BATCH).await?)
+            })
+            .await?;
+        let n = batch.len();
+        let full = n as i64 == SCAN_BATCH;
+        for (i, e) in batch.into_iter().enumerate() {
+            scanned += 1;
+            at = e.cursor();
+            if keep(&e) {
+                events.push(e);
+                if events.len() == limit {
+                    more = i + 1 < n || full;
+                    break 'scan;
+                }
+            }
+        }
+        // A full batch may have more behind it; a short one is the end for now.
+        more = full;
+        if !full {
+            break;
+        }
+    }
+    Ok(Scanned {
+        events,
+        next: at,
+        more,
+    })
+}
+
 /// The position after every event that is safe to read now (for consumers that rebuild from
 /// the source and then continue from here).
 pub async fn head(conn: &mut AsyncPgConnection) -> QueryResult<Cursor> {
@@ -115,4 +201,30 @@ pub async fn head(conn: &mut AsyncPgConnection) -> QueryResult<Cursor> {
         txid: r.txid,
         seq: r.seq,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cursor;
+
+    #[test]
+    fn cursor_ids_round_trip_and_refuse_garbage() {
+        let c = Cursor { txid: 42, seq: 7 };
+        assert_eq!(Cursor::parse(Some(&c.id("evt")), "evt"), Some(c));
+        assert_eq!(Cursor::parse(None, "evt"), Some(Cursor::default()));
+        assert_eq!(Cursor::parse(Some(" "), "chg"), Some(Cursor::default()));
+        assert_eq!(Cursor::parse(Some(&c.id("evt")), "chg"), None);
+        for bad in [
+            "7",
+            "evt_",
+            "evt_1",
+            "evt_a_b",
+            "evt_-1_2",
+            "evt_1_2_3",
+            "evt_+1_2",
+            "evtx_1_2",
+        ] {
+            assert_eq!(Cursor::parse(Some(bad), "evt"), None, "{bad}");
+        }
+    }
 }

@@ -70,6 +70,7 @@ const FEATURES: &[&str] = &[
     "notifications",
     "webhooks",
     "events",
+    "changes",
 ];
 const HTTP: &[&str] = &["http"];
 const APP: &[&str] = &["app", "main", "lib"];

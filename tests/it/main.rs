@@ -4,6 +4,7 @@
 mod apikeys;
 mod audit;
 mod auth;
+mod changes;
 mod conventions;
 mod directory;
 mod events;

@@ -10,7 +10,7 @@ use salvo::prelude::*;
 
 use super::EventPage;
 use super::service;
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::error::ApiResult;
 use crate::http::reply::{Reply, Streamed};
 use crate::rbac::Can;
 use crate::rbac::need::EventsRead;
@@ -21,22 +21,6 @@ const POLL: Duration = Duration::from_millis(500);
 const KEEPALIVE: Duration = Duration::from_secs(15);
 /// A stream ends after this long; clients reconnect with `Last-Event-ID`.
 const STREAM_MAX: Duration = Duration::from_secs(30 * 60);
-
-fn limit(req: &Request) -> ApiResult<usize> {
-    match req.query::<String>("limit") {
-        None => Ok(100),
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::InvalidParameter,
-                    "query parameter `limit` must be an integer from 1 to 1000",
-                )
-            }),
-    }
-}
 
 /// The tenant's events after `?after=` (an event id; absent: from the beginning), oldest
 /// first, as CloudEvents 1.0; `?types=resource.*,flag.changed` narrows. `next_cursor` is where
@@ -49,7 +33,7 @@ fn limit(req: &Request) -> ApiResult<usize> {
 pub async fn list(can: Can<EventsRead>, req: &mut Request) -> ApiResult<Reply<EventPage>> {
     let after = service::parse_cursor(req.query::<String>("after").as_deref())?;
     let types = service::parse_types(req.query::<String>("types").as_deref())?;
-    let limit = limit(req)?;
+    let limit = crate::http::extract::limit_param(req, 100, 1000)?;
     let t = &can.tenant.0;
     Ok(Reply::ok(
         service::page(&t.db, &t.tenant.slug, after, &types, limit).await?,

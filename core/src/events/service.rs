@@ -8,40 +8,22 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::outbox::{self, Cursor, Event};
 use crate::webhooks::catalogue;
 
-/// Events read per query while scanning.
-const SCAN_BATCH: i64 = 500;
 /// Most events one request scans.
 pub const SCAN_MAX: usize = 5_000;
 
 /// The cursor of an event id.
 pub fn cursor_id(c: Cursor) -> String {
-    format!("evt_{}_{}", c.txid, c.seq)
+    c.id("evt")
 }
 
 /// Parses a cursor: `evt_<txid>_<seq>`, or absent/empty for the beginning.
 pub fn parse_cursor(raw: Option<&str>) -> ApiResult<Cursor> {
-    let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
-        return Ok(Cursor::default());
-    };
-    let bad = || {
+    Cursor::parse(raw, "evt").ok_or_else(|| {
         ApiError::new(
             ErrorCode::InvalidParameter,
             "the cursor must be an event id (evt_<txid>_<seq>)",
         )
-    };
-    let rest = raw.strip_prefix("evt_").ok_or_else(bad)?;
-    let (txid, seq) = rest.split_once('_').ok_or_else(bad)?;
-    let txid = txid
-        .parse::<i64>()
-        .ok()
-        .filter(|v| *v >= 0)
-        .ok_or_else(bad)?;
-    let seq = seq
-        .parse::<i64>()
-        .ok()
-        .filter(|v| *v >= 0)
-        .ok_or_else(bad)?;
-    Ok(Cursor { txid, seq })
+    })
 }
 
 /// Parses `types=a,b.*`; every filter must be valid for the catalogue.
@@ -91,39 +73,14 @@ pub async fn page(
     types: &[String],
     limit: usize,
 ) -> ApiResult<EventPage> {
-    let mut items = Vec::new();
-    let mut at = after;
-    let mut scanned = 0;
-    let mut more = false;
-    'scan: while scanned < SCAN_MAX {
-        let batch = db
-            .transaction(async |tx| {
-                Ok::<_, ApiError>(outbox::read_after(tx.conn(), at, SCAN_BATCH).await?)
-            })
-            .await?;
-        let n = batch.len();
-        let full = n as i64 == SCAN_BATCH;
-        for (i, e) in batch.iter().enumerate() {
-            scanned += 1;
-            at = e.cursor();
-            if catalogue::wanted(types, &e.topic) {
-                items.push(cloud_event(slug, e));
-                if items.len() == limit {
-                    more = i + 1 < n || full;
-                    break 'scan;
-                }
-            }
-        }
-        // A full batch may have more behind it; a short one is the end for now.
-        more = full;
-        if !full {
-            break;
-        }
-    }
+    let found = outbox::scan(db, after, limit, SCAN_MAX, |e| {
+        catalogue::wanted(types, &e.topic)
+    })
+    .await?;
     Ok(EventPage {
-        items,
-        next_cursor: cursor_id(at),
-        has_more: more,
+        items: found.events.iter().map(|e| cloud_event(slug, e)).collect(),
+        next_cursor: cursor_id(found.next),
+        has_more: found.more,
     })
 }
 

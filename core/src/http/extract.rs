@@ -382,19 +382,7 @@ where
 
     #[allow(refining_impl_trait)]
     async fn extract(req: &'ex mut Request, _depot: &'ex mut Depot) -> Result<Self, ApiError> {
-        let limit = match req.queries().get("limit") {
-            None => LIMIT_DEFAULT,
-            Some(raw) => raw
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=LIMIT_MAX).contains(n))
-                .ok_or_else(|| {
-                    ApiError::new(
-                        ErrorCode::InvalidParameter,
-                        format!("query parameter `limit` must be an integer from 1 to {LIMIT_MAX}"),
-                    )
-                })?,
-        };
+        let limit = limit_param(req, LIMIT_DEFAULT as usize, LIMIT_MAX as usize)? as u32;
         let after = req
             .queries()
             .get("cursor")
@@ -498,6 +486,24 @@ pub async fn read_file_part(req: &mut Request, max_bytes: usize, what: &str) -> 
     tokio::fs::read(file.path())
         .await
         .map_err(ApiError::internal)
+}
+
+/// The query parameter `limit`: `default` when absent, else an integer from 1 to `max` (400
+/// otherwise).
+pub fn limit_param(req: &Request, default: usize, max: usize) -> ApiResult<usize> {
+    match req.queries().get("limit") {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidParameter,
+                    format!("query parameter `limit` must be an integer from 1 to {max}"),
+                )
+            }),
+    }
 }
 
 /// The query parameter `name` as a version number (1 or more), else 400.

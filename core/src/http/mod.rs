@@ -68,6 +68,7 @@ fn authenticated_api() -> Router {
         .push(crate::notifications::handlers::router())
         .push(crate::webhooks::handlers::router())
         .push(crate::events::handlers::router())
+        .push(crate::changes::handlers::router())
         .push(crate::notes::handlers::router())
         .push(crate::rbac::handlers::router())
         .push(crate::teams::handlers::router())

@@ -200,6 +200,7 @@ pub mod need {
         WebhooksRead => ("webhooks", "read", Tenant);
         WebhooksConfigure => ("webhooks", "configure", Tenant);
         EventsRead => ("events", "read", Tenant);
+        ChangesRead => ("changes", "read", Tenant);
     }
 }
 

@@ -232,6 +232,11 @@ pub const CATALOG: &[(&str, &[&str], &str)] = &[
         "Webhook endpoints, their secrets, delivery log, retries and replays; the event types",
     ),
     ("events", &["read"], "The tenant's event feed and stream"),
+    (
+        "changes",
+        &["read"],
+        "The change feed of resources and users, for mirroring the tenant",
+    ),
 ];
 
 /// The catalog a tenant sees: the platform's plus its registered resource types.
@@ -311,6 +316,7 @@ pub const TEMPLATES: &[(&str, &str, &str, &[&str], bool)] = &[
             "notifications.*.tenant",
             "webhooks.*.tenant",
             "events.*.tenant",
+            "changes.*.tenant",
         ],
         false,
     ),

@@ -16,6 +16,7 @@
 //! type and field names pass `types::is_name`/`types::is_field` first.
 
 pub mod access;
+pub mod changes;
 pub mod handlers;
 pub mod hooks;
 pub mod indexer;

@@ -9,6 +9,7 @@
 pub mod activity;
 pub mod avatar;
 pub mod bulk;
+pub mod changes;
 pub mod handlers;
 pub mod hoops;
 pub mod profile;

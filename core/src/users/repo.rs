@@ -92,6 +92,31 @@ pub async fn get(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<Option
         .map(User::from))
 }
 
+/// The users among `ids` that are not deleted, as the change feed shows them: identity,
+/// profile, status and attributes; never activity (`last_seen_at`) or preferences.
+pub async fn mirror_by_ids(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+) -> QueryResult<Vec<(Uuid, serde_json::Value)>> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: Uuid,
+        #[diesel(sql_type = diesel::sql_types::Jsonb)]
+        object: serde_json::Value,
+    }
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT id, jsonb_build_object('id', id, 'subject', subject, 'username', username, \
+           'email', email, 'display_name', display_name, 'status', status, \
+           'attributes', attributes, 'created_at', created_at) AS object \
+         FROM users WHERE id = ANY($1) AND status <> 'deleted'",
+    )
+    .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(ids)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.object)).collect())
+}
+
 /// A user as the identity provider has it, for reconciliation.
 pub struct IdpUser<'a> {
     pub subject: &'a str,

@@ -35,6 +35,11 @@ fn settings() -> Value {
         "version": {"type": "integer"}, "paths": {"type": "array", "items": {"type": "string"}},
         "reason": {"type": ["string", "null"]}}})
 }
+fn user() -> Value {
+    json!({"type": "object", "required": ["id", "status"], "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "status": {"type": "string", "enum": ["active", "deactivated", "deleted"]}}})
+}
 fn erased() -> Value {
     json!({"type": "object", "required": ["user_id"], "properties": {"user_id": {"type": "string", "format": "uuid"}}})
 }
@@ -85,6 +90,9 @@ pub const EVENT_TYPES: &[EventType] = types! {
     "flag.changed" => "A feature flag changed.", flag;
     "flag.deleted" => "A feature flag was deleted.", flag;
     "settings.changed" => "The tenant's settings changed.", settings;
+    "user.created" => "A user appeared in the tenant (first sign-in, directory sync or an admin).", user;
+    "user.updated" => "A user's profile, status, roles-relevant attributes or identity changed.", user;
+    "user.deleted" => "A user was deleted.", user;
     "user.erased" => "A user's personal data was erased.", erased;
     "plugin.installed" => "A plugin was installed.", plugin;
     "plugin.configured" => "A plugin installation's configuration changed.", plugin;

@@ -325,6 +325,19 @@ pub async fn get(
     Ok(row.map(Resource::from))
 }
 
+/// The live (not deleted) resources among `ids`, of any type.
+pub async fn live_by_ids(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> QueryResult<Vec<Resource>> {
+    Ok(resources::table
+        .filter(resources::id.eq_any(ids))
+        .filter(resources::deleted_at.is_null())
+        .select(ResourceRow::as_select())
+        .load(conn)
+        .await?
+        .into_iter()
+        .map(Resource::from)
+        .collect())
+}
+
 /// Writes a resource's new state (the caller bumped `version`).
 pub async fn update(conn: &mut AsyncPgConnection, r: &Resource) -> QueryResult<()> {
     diesel::update(resources::table.find(r.id.0))
