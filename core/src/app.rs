@@ -519,6 +519,13 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         state.flags.clone(),
         stop_rx.clone(),
     ));
+    tokio::spawn(
+        state
+            .auth
+            .limiter
+            .clone()
+            .flush_loop(Duration::from_secs(1), stop_rx.clone()),
+    );
     tokio::spawn(crate::users::activity::flush_loop(
         state.users.seen.clone(),
         Duration::from_secs(state.config.users.seen_flush_secs),

@@ -32,6 +32,22 @@ pub fn tenant_quota(namespace: &str, tenant: TenantId, day: &str) -> String {
     format!("{PREFIX}:{namespace}:quota:{}:{day}", tenant.0.simple())
 }
 
+/// A machine client's (API key's) credits left and the refill period they belong to (a hash).
+pub fn client_quota(namespace: &str, tenant: TenantId, client: &str) -> String {
+    format!(
+        "{PREFIX}:{namespace}:credits:{}:{client}",
+        tenant.0.simple()
+    )
+}
+
+/// A machine client's requests on one UTC day (`yyyymmdd`): a hash of `ok` and `refused`.
+pub fn client_usage(namespace: &str, tenant: TenantId, client: &str, day: &str) -> String {
+    format!(
+        "{PREFIX}:{namespace}:usage:{}:{client}:{day}",
+        tenant.0.simple()
+    )
+}
+
 /// One session's record (device, first and last seen).
 pub fn session(tenant: TenantId, sid: &str) -> String {
     format!("{PREFIX}:sess:{tenant}:{sid}")

@@ -12,6 +12,7 @@
 
 pub mod account;
 pub mod apikeys;
+pub mod apiversion;
 pub mod app;
 pub mod audit;
 pub mod auth;
@@ -37,6 +38,7 @@ pub mod notes;
 pub mod notifications;
 pub mod onetime;
 pub mod outbox;
+pub mod patch;
 pub mod picture;
 pub mod plugins;
 pub mod privacy;

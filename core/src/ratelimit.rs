@@ -8,7 +8,13 @@
 //! charged to the shared buckets, so the budget across instances is never exceeded; a lease
 //! shrinks to what the buckets can afford, and unused leased requests lapse (a client is
 //! refused slightly early, never late). If Redis cannot be reached the request proceeds (fail open:
-//! availability over strict limits) and the failure is logged and counted. Never keys a bucket
+//! availability over strict limits) and the failure is logged and counted.
+//!
+//! Machine clients (API keys) have a bucket of their own, apart from their owner's, and may
+//! have a quota of credits (Unkey-style: one per request, refilled to a set amount every
+//! period; [`RateLimiter::spend_credit`]); their requests are counted per UTC day in memory and
+//! added to Redis once a second ([`RateLimiter::flush_usage`]), so counting costs the request
+//! path no round trip. Never keys a bucket
 //! on anything the client can choose freely except through `trust_forwarded_for`, which must
 //! only be enabled behind a proxy that overwrites `X-Forwarded-For`.
 
@@ -93,6 +99,71 @@ end
 return 0
 "#;
 
+/// Spends one credit of a client's quota. KEYS: the quota hash. ARGV: the credits to start from
+/// when Redis holds none (the last snapshot, or the quota), the period they belong to, the
+/// refill amount (0: none) and interval in seconds (0: none). A new period refills. Returns
+/// {allowed 1/0, left, seconds to the next refill (0: none), period}.
+const CREDIT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1])
+local refill = tonumber(ARGV[3])
+local every = tonumber(ARGV[4])
+local period = 0
+if every > 0 then period = math.floor(now / every) end
+local left = tonumber(redis.call('HGET', KEYS[1], 'left'))
+local at = tonumber(redis.call('HGET', KEYS[1], 'period'))
+if left == nil or at == nil then
+  left = tonumber(ARGV[1])
+  at = tonumber(ARGV[2])
+end
+if refill > 0 and at < period then
+  left = refill
+  at = period
+end
+local reset = 0
+if every > 0 then reset = (period + 1) * every - now end
+local allowed = 0
+if left > 0 then
+  left = left - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'left', left, 'period', at)
+return {allowed, left, reset, at}
+"#;
+
+/// A quota of credits: each request spends one; `refill` credits are restored (not added) every
+/// `refill_secs` when both are set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub credits: i64,
+    pub refill: Option<(i64, i64)>,
+    /// The last known count and its period (from the database), to resume a count Redis lost.
+    pub snapshot: Option<(i64, i64)>,
+}
+
+/// The outcome of spending a credit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credit {
+    pub allowed: bool,
+    pub left: i64,
+    /// Seconds until the next refill; 0 without one.
+    pub reset_secs: u64,
+    pub period: i64,
+}
+
+/// A client's requests on one day, as counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DayUsage {
+    /// `YYYY-MM-DD` (UTC).
+    pub date: String,
+    pub requests: u64,
+    /// Refused by the client's rate limit or quota.
+    pub refused: u64,
+}
+
+/// A client's counts of one day: (tenant, client, `yyyymmdd`).
+type UsageKey = (crate::ids::TenantId, String, String);
+
 /// Requests granted by Redis ahead of time to one (IP, user) pair on this instance.
 struct Lease {
     left: u32,
@@ -114,6 +185,9 @@ pub struct RateLimiter {
     redis: redis::aio::ConnectionManager,
     gcra: redis::Script,
     failure: redis::Script,
+    credit: redis::Script,
+    /// Client requests counted here since the last flush: (tenant, client, day) → (ok, refused).
+    usage: std::sync::Mutex<std::collections::HashMap<UsageKey, (u64, u64)>>,
     pub lockouts: prometheus::IntCounter,
     pub redis_errors: prometheus::IntCounter,
 }
@@ -147,6 +221,8 @@ impl RateLimiter {
             redis,
             gcra: redis::Script::new(&GCRA.replace("EPOCH", &EPOCH_SECS.to_string())),
             failure: redis::Script::new(FAILURE),
+            credit: redis::Script::new(CREDIT),
+            usage: Default::default(),
             lockouts,
             redis_errors,
         }
@@ -300,6 +376,179 @@ impl RateLimiter {
                 }
             }
         }
+    }
+
+    /// Spends one credit of a client's quota. Allowed (and not counted) when Redis cannot
+    /// answer: availability over strict limits, as for rates.
+    pub async fn spend_credit(
+        &self,
+        tenant: crate::ids::TenantId,
+        client: &str,
+        quota: &Quota,
+    ) -> Credit {
+        let (refill, every) = quota.refill.unwrap_or((0, 0));
+        let now = chrono::Utc::now().timestamp();
+        let current = if every > 0 { now / every } else { 0 };
+        let (start, period) = quota.snapshot.unwrap_or((quota.credits, current));
+        let mut conn = self.redis.clone();
+        let spent: redis::RedisResult<Vec<i64>> = self
+            .credit
+            .key(keys::client_quota(&self.config.namespace, tenant, client))
+            .arg(start)
+            .arg(period)
+            .arg(refill)
+            .arg(every)
+            .invoke_async(&mut conn)
+            .await;
+        match spent {
+            Ok(r) if r.len() == 4 => Credit {
+                allowed: r[0] == 1,
+                left: r[1],
+                reset_secs: r[2].max(0) as u64,
+                period: r[3],
+            },
+            other => {
+                self.redis_errors.inc();
+                tracing::warn!(error = ?other.err(), "quota check failed; allowing the request");
+                Credit {
+                    allowed: true,
+                    left: quota.credits,
+                    reset_secs: 0,
+                    period,
+                }
+            }
+        }
+    }
+
+    /// Sets a client's credits left (a new quota, or a top-up): forgets the count in Redis, so
+    /// the next request starts from `quota`'s credits.
+    pub async fn reset_credits(&self, tenant: crate::ids::TenantId, client: &str) {
+        let mut conn = self.redis.clone();
+        let cleared: redis::RedisResult<i64> = redis::cmd("DEL")
+            .arg(keys::client_quota(&self.config.namespace, tenant, client))
+            .query_async(&mut conn)
+            .await;
+        if let Err(error) = cleared {
+            self.redis_errors.inc();
+            tracing::warn!(%error, "resetting a client's credits failed");
+        }
+    }
+
+    /// The credits a client has left and their period, if Redis holds a count.
+    pub async fn credits_left(
+        &self,
+        tenant: crate::ids::TenantId,
+        client: &str,
+    ) -> Option<(i64, i64)> {
+        let mut conn = self.redis.clone();
+        let (left, period): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(keys::client_quota(&self.config.namespace, tenant, client))
+            .arg("left")
+            .arg("period")
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        Some((left?, period?))
+    }
+
+    /// Counts one request of a client (in memory until the next [`Self::flush_usage`]).
+    pub fn count_use(&self, tenant: crate::ids::TenantId, client: &str, refused: bool) {
+        let day = chrono::Utc::now().format("%Y%m%d").to_string();
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = usage.entry((tenant, client.to_string(), day)).or_default();
+        if refused {
+            entry.1 += 1;
+        } else {
+            entry.0 += 1;
+        }
+    }
+
+    /// Adds the counts held here to Redis (kept 400 days) and forgets them; a failed write
+    /// puts them back for the next flush.
+    pub async fn flush_usage(&self) {
+        let taken = std::mem::take(&mut *self.usage.lock().unwrap_or_else(|e| e.into_inner()));
+        if taken.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for ((tenant, client, day), (ok, refused)) in &taken {
+            let key = keys::client_usage(&self.config.namespace, *tenant, client, day);
+            pipe.hincr(&key, "ok", *ok)
+                .ignore()
+                .hincr(&key, "refused", *refused)
+                .ignore()
+                .expire(&key, 400 * 86_400)
+                .ignore();
+        }
+        let mut conn = self.redis.clone();
+        if let Err(error) = pipe.query_async::<()>(&mut conn).await {
+            self.redis_errors.inc();
+            tracing::warn!(%error, "client usage not written; kept for the next flush");
+            let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+            for (k, (ok, refused)) in taken {
+                let e = usage.entry(k).or_default();
+                e.0 += ok;
+                e.1 += refused;
+            }
+        }
+    }
+
+    /// Flushes the usage counts every `every` until `stop`, and once more then.
+    pub async fn flush_loop(
+        self: std::sync::Arc<Self>,
+        every: std::time::Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => {
+                    self.flush_usage().await;
+                    return;
+                }
+                _ = tick.tick() => self.flush_usage().await,
+            }
+        }
+    }
+
+    /// A client's requests per UTC day, the last `days` days (today last). Includes what this
+    /// instance has not flushed yet.
+    pub async fn usage(
+        &self,
+        tenant: crate::ids::TenantId,
+        client: &str,
+        days: u32,
+    ) -> Result<Vec<DayUsage>, redis::RedisError> {
+        self.flush_usage().await;
+        let today = chrono::Utc::now().date_naive();
+        let dates: Vec<chrono::NaiveDate> = (0..days)
+            .rev()
+            .filter_map(|back| today.checked_sub_days(chrono::Days::new(u64::from(back))))
+            .collect();
+        let mut pipe = redis::pipe();
+        for d in &dates {
+            pipe.cmd("HMGET")
+                .arg(keys::client_usage(
+                    &self.config.namespace,
+                    tenant,
+                    client,
+                    &d.format("%Y%m%d").to_string(),
+                ))
+                .arg("ok")
+                .arg("refused");
+        }
+        let mut conn = self.redis.clone();
+        let counts: Vec<(Option<u64>, Option<u64>)> = pipe.query_async(&mut conn).await?;
+        Ok(dates
+            .iter()
+            .zip(counts)
+            .map(|(d, (ok, refused))| DayUsage {
+                date: d.format("%Y-%m-%d").to_string(),
+                requests: ok.unwrap_or(0),
+                refused: refused.unwrap_or(0),
+            })
+            .collect())
     }
 
     /// Spends one request of a live lease for the pair, if it has any left.

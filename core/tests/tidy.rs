@@ -44,6 +44,8 @@ const FOUNDATION: &[&str] = &[
     "versioned_cache",
     "idempotency",
     "crypto",
+    "apiversion",
+    "patch",
 ];
 const KERNEL: &[&str] = &[
     "tenancy",

@@ -479,8 +479,12 @@ async fn failures_retry_into_dead_letters_and_gone_endpoints_are_disabled() {
     )
     .fetch_json()
     .await;
-    let attempts = detail["attempts"].as_array().unwrap();
+    let attempts = detail["attempt_log"].as_array().unwrap();
     assert_eq!(attempts.len(), 3, "{detail}");
+    assert_eq!(
+        detail["attempts"], 3,
+        "the count and the log agree: {detail}"
+    );
     assert_eq!(attempts[0]["response_status"], 500);
     assert_eq!(attempts[0]["response_body"], "answer 500 from the receiver");
     assert!(

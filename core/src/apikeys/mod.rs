@@ -48,6 +48,90 @@ pub struct ApiKeyView {
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The API version requests with this key get when they send no `NeoTenant-Version`.
+    pub api_version: String,
+    /// The key's own rate limit; absent: the tenant's per-user rate (in a bucket of its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<KeyRate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<KeyQuota>,
+}
+
+/// A key's own rate: `per_sec` requests a second on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[salvo(schema(name = "neotenant.apikeys.KeyRate"))]
+pub struct KeyRate {
+    /// More than 0, at most the tenant's per-user rate.
+    pub per_sec: f64,
+    /// 1 to the tenant's per-user burst.
+    pub burst: u32,
+}
+
+/// Credits: each request spends one; none left is 429 `quota-exceeded`. With `refill`, the
+/// credits are set back to `refill.amount` every `refill.interval_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[salvo(schema(name = "neotenant.apikeys.KeyQuota"))]
+pub struct KeyQuota {
+    /// Credits to start with (0 to 10^12).
+    pub credits: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refill: Option<Refill>,
+}
+
+/// A periodic refill of credits.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[salvo(schema(name = "neotenant.apikeys.Refill"))]
+pub struct Refill {
+    /// Credits after each refill (1 to 10^12).
+    pub amount: i64,
+    /// Seconds between refills (60 to 31,622,400), counted from the Unix epoch: a daily refill
+    /// happens at midnight UTC.
+    pub interval_secs: i64,
+}
+
+/// A change of a key's policy: each field present replaces the key's (`null` removes a rate
+/// limit or quota). A quota given sets the credits left to its `credits`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[salvo(schema(name = "neotenant.apikeys.KeyPolicyPatch"))]
+pub struct KeyPolicyPatch {
+    #[serde(default, deserialize_with = "crate::patch::present")]
+    #[salvo(schema(value_type = Option<KeyRate>))]
+    pub rate_limit: Option<Option<KeyRate>>,
+    #[serde(default, deserialize_with = "crate::patch::present")]
+    #[salvo(schema(value_type = Option<KeyQuota>))]
+    pub quota: Option<Option<KeyQuota>>,
+    #[serde(default)]
+    pub api_version: Option<String>,
+}
+
+/// A key's use: its quota's credits left and requests per UTC day.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[salvo(schema(name = "neotenant.apikeys.KeyUsage"))]
+pub struct KeyUsage {
+    pub id: ApiKeyId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<KeyQuota>,
+    /// Credits left now (absent without a quota).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credits_left: Option<i64>,
+    /// Requests per day, oldest first, today last.
+    pub days: Vec<UsageDay>,
+}
+
+/// Requests of one UTC day.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[salvo(schema(name = "neotenant.apikeys.UsageDay"))]
+pub struct UsageDay {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// Requests let through.
+    pub requests: u64,
+    /// Requests refused by the key's rate limit or quota.
+    pub refused: u64,
 }
 
 /// A new key: the only time its secret is shown.
@@ -65,12 +149,20 @@ pub struct CreatedApiKey {
 pub struct NewApiKey {
     /// 1-100 characters.
     pub name: String,
-    /// Permissions (`resource.action.scope`) the key is limited to; empty means the owner's.
+    /// 1-100 permissions (`resource.action.scope`) the key is limited to, each one the maker
+    /// holds: the key may do only what both they and its owner allow.
     #[serde(default)]
     pub scopes: Vec<String>,
     /// Days until the key stops working (1-3650); absent means it does not expire.
     #[serde(default)]
     pub expires_in_days: Option<u32>,
+    /// The version to pin the key to; absent: the newest (`GET /v1/api-versions`).
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub rate_limit: Option<KeyRate>,
+    #[serde(default)]
+    pub quota: Option<KeyQuota>,
 }
 
 /// The session id under which a key's revocation is broadcast.

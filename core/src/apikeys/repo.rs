@@ -8,7 +8,8 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::ApiKeyView;
+use super::{ApiKeyView, KeyQuota, KeyRate, Refill};
+use crate::apiversion::ApiVersion;
 use crate::ids::ApiKeyId;
 use crate::schema::tenant::{api_keys, users};
 
@@ -24,6 +25,82 @@ pub struct KeyRow {
     pub expires_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub api_version: Option<String>,
+    pub rate_per_sec: Option<f64>,
+    pub rate_burst: Option<i32>,
+    pub quota_credits: Option<i64>,
+    pub quota_refill_amount: Option<i64>,
+    pub quota_refill_secs: Option<i32>,
+    pub quota_left: Option<i64>,
+    pub quota_period: Option<i64>,
+}
+
+impl KeyRow {
+    pub fn rate(&self) -> Option<KeyRate> {
+        Some(KeyRate {
+            per_sec: self.rate_per_sec?,
+            burst: u32::try_from(self.rate_burst?).ok()?,
+        })
+    }
+
+    pub fn quota(&self) -> Option<KeyQuota> {
+        Some(KeyQuota {
+            credits: self.quota_credits?,
+            refill: self
+                .quota_refill_amount
+                .zip(self.quota_refill_secs)
+                .map(|(amount, secs)| Refill {
+                    amount,
+                    interval_secs: i64::from(secs),
+                }),
+        })
+    }
+
+    /// The pinned version; the baseline for a key made before versions were pinned.
+    pub fn api_version(&self) -> ApiVersion {
+        self.api_version
+            .as_deref()
+            .and_then(ApiVersion::parse)
+            .unwrap_or(ApiVersion::BASELINE)
+    }
+}
+
+/// A key's policy columns, as written.
+pub struct PolicyRow {
+    pub api_version: String,
+    pub rate: Option<KeyRate>,
+    pub quota: Option<KeyQuota>,
+}
+
+type PolicyColumns = (
+    diesel::dsl::Eq<api_keys::api_version, Option<String>>,
+    diesel::dsl::Eq<api_keys::rate_per_sec, Option<f64>>,
+    diesel::dsl::Eq<api_keys::rate_burst, Option<i32>>,
+    diesel::dsl::Eq<api_keys::quota_credits, Option<i64>>,
+    diesel::dsl::Eq<api_keys::quota_refill_amount, Option<i64>>,
+    diesel::dsl::Eq<api_keys::quota_refill_secs, Option<i32>>,
+    diesel::dsl::Eq<api_keys::quota_left, Option<i64>>,
+    diesel::dsl::Eq<api_keys::quota_period, Option<i64>>,
+);
+
+impl PolicyRow {
+    /// The columns; a (new) quota starts with no snapshot, so its count starts from `credits`.
+    fn columns(&self) -> PolicyColumns {
+        let refill = self.quota.and_then(|q| q.refill);
+        (
+            api_keys::api_version.eq(Some(self.api_version.clone())),
+            api_keys::rate_per_sec.eq(self.rate.map(|r| r.per_sec)),
+            api_keys::rate_burst.eq(self
+                .rate
+                .map(|r| i32::try_from(r.burst).unwrap_or(i32::MAX))),
+            api_keys::quota_credits.eq(self.quota.map(|q| q.credits)),
+            api_keys::quota_refill_amount.eq(refill.map(|r| r.amount)),
+            api_keys::quota_refill_secs
+                .eq(refill.map(|r| i32::try_from(r.interval_secs).unwrap_or(i32::MAX))),
+            api_keys::quota_left.eq(None::<i64>),
+            api_keys::quota_period.eq(None::<i64>),
+        )
+    }
 }
 
 impl From<&KeyRow> for ApiKeyView {
@@ -36,6 +113,9 @@ impl From<&KeyRow> for ApiKeyView {
             created_at: r.created_at,
             expires_at: r.expires_at,
             last_used_at: r.last_used_at,
+            api_version: r.api_version().to_string(),
+            rate_limit: r.rate(),
+            quota: r.quota(),
         }
     }
 }
@@ -49,6 +129,7 @@ pub struct NewKeyRow<'a> {
     pub owner: Uuid,
     pub scopes: &'a [String],
     pub expires_at: Option<DateTime<Utc>>,
+    pub policy: PolicyRow,
 }
 
 pub async fn insert(conn: &mut AsyncPgConnection, key: NewKeyRow<'_>) -> QueryResult<KeyRow> {
@@ -61,6 +142,7 @@ pub async fn insert(conn: &mut AsyncPgConnection, key: NewKeyRow<'_>) -> QueryRe
             api_keys::owner_id.eq(key.owner),
             api_keys::scopes.eq(key.scopes),
             api_keys::expires_at.eq(key.expires_at),
+            key.policy.columns(),
         ))
         .returning(KeyRow::as_returning())
         .get_result(conn)
@@ -101,6 +183,57 @@ pub async fn find(
         .first(conn)
         .await
         .optional()
+}
+
+/// Replaces the policy of one of `owner`'s live keys; the row after, or `None`.
+pub async fn set_policy(
+    conn: &mut AsyncPgConnection,
+    owner: Uuid,
+    id: Uuid,
+    policy: &PolicyRow,
+) -> QueryResult<Option<KeyRow>> {
+    diesel::update(api_keys::table)
+        .filter(api_keys::id.eq(id))
+        .filter(api_keys::owner_id.eq(owner))
+        .filter(api_keys::revoked_at.is_null())
+        .set(policy.columns())
+        .returning(KeyRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()
+}
+
+/// One of `owner`'s live keys.
+pub async fn live(
+    conn: &mut AsyncPgConnection,
+    owner: Uuid,
+    id: Uuid,
+) -> QueryResult<Option<KeyRow>> {
+    api_keys::table
+        .filter(api_keys::id.eq(id))
+        .filter(api_keys::owner_id.eq(owner))
+        .filter(api_keys::revoked_at.is_null())
+        .select(KeyRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Stores the last known count of a key's credits (a snapshot a lost count resumes from).
+pub async fn snapshot_credits(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    left: i64,
+    period: i64,
+) -> QueryResult<usize> {
+    diesel::update(api_keys::table.find(id))
+        .filter(api_keys::quota_credits.is_not_null())
+        .set((
+            api_keys::quota_left.eq(left),
+            api_keys::quota_period.eq(period),
+        ))
+        .execute(conn)
+        .await
 }
 
 /// Stamps the key's `last_used_at` with the database's clock.

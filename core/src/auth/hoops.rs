@@ -124,6 +124,13 @@ fn set_header(res: &mut Response, name: &'static str, value: String) {
     }
 }
 
+/// Adds a header line (policies of the rate-limit headers are a list: one line each).
+fn add_header(res: &mut Response, name: &'static str, value: String) {
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        res.headers_mut().append(name, value);
+    }
+}
+
 /// The client's address: the connection's peer, or the first `X-Forwarded-For` entry when
 /// the deployment says a trusted proxy sets it.
 pub fn client_ip(req: &Request, trust_forwarded_for: bool) -> IpAddr {
@@ -143,6 +150,67 @@ pub fn client_ip(req: &Request, trust_forwarded_for: bool) -> IpAddr {
     forwarded
         .or_else(|| req.remote_addr().clone().into_std().map(|a| a.ip()))
         .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+/// Rate-limit headers of one policy: the IETF draft's structured `RateLimit-Policy` and
+/// `RateLimit`, and the widely read `RateLimit-Limit/-Remaining/-Reset`.
+fn rate_headers(res: &mut Response, policy: &str, limit: u32, remaining: u32, reset_secs: u64) {
+    set_header(res, "ratelimit-limit", limit.to_string());
+    set_header(res, "ratelimit-remaining", remaining.to_string());
+    set_header(res, "ratelimit-reset", reset_secs.to_string());
+    add_header(res, "ratelimit-policy", format!("\"{policy}\";q={limit}"));
+    add_header(
+        res,
+        "ratelimit",
+        format!("\"{policy}\";r={remaining};t={reset_secs}"),
+    );
+}
+
+/// Counts a machine client's request and spends a credit of its quota, if it has one; false
+/// when none is left (the headers then say when the next refill comes). Every 50 credits, and
+/// at zero, the count is written back to the database off the request path.
+async fn spend_client_credit(
+    state: &Deps,
+    tenant: &ResolvedTenant,
+    client: &crate::auth::token::ClientPolicy,
+    res: &mut Response,
+) -> bool {
+    let limiter = &state.auth.limiter;
+    let Some(quota) = &client.quota else {
+        limiter.count_use(tenant.tenant.id, &client.id, false);
+        return true;
+    };
+    let credit = limiter
+        .spend_credit(tenant.tenant.id, &client.id, quota)
+        .await;
+    limiter.count_use(tenant.tenant.id, &client.id, !credit.allowed);
+    let limit = quota
+        .refill
+        .map_or(quota.credits, |(amount, _)| amount)
+        .clamp(0, i64::from(u32::MAX)) as u32;
+    let left = credit.left.clamp(0, i64::from(u32::MAX)) as u32;
+    add_header(res, "ratelimit-policy", format!("\"credits\";q={limit}"));
+    add_header(
+        res,
+        "ratelimit",
+        format!("\"credits\";r={left};t={}", credit.reset_secs),
+    );
+    if !credit.allowed {
+        set_header(res, "ratelimit-limit", limit.to_string());
+        set_header(res, "ratelimit-remaining", "0".into());
+        set_header(res, "ratelimit-reset", credit.reset_secs.to_string());
+        if credit.reset_secs > 0 {
+            set_header(res, "retry-after", credit.reset_secs.to_string());
+        }
+    }
+    if credit.allowed && credit.left % 50 == 0 {
+        let db = tenant.db.clone();
+        let id = client.id.clone();
+        tokio::spawn(async move {
+            crate::apikeys::service::snapshot_credits(&db, &id, credit.left, credit.period).await;
+        });
+    }
+    credit.allowed
 }
 
 /// Hoop for tenant-scoped routers, after `ResolveTenant`: validates the bearer token.
@@ -198,9 +266,11 @@ impl Handler for Authenticate {
         // Who the caller is, if its token was validated before (no work yet for a new token).
         let known = key.as_ref().and_then(|k| state.auth.tokens.get(k, now));
         let ip = client_ip(req, state.auth.limiter.config().trust_forwarded_for);
-        let user_key = known
-            .as_ref()
-            .map(|p| format!("{}:{}", tenant.tenant.id, p.subject));
+        // A machine client has a bucket of its own, apart from its owner's.
+        let user_key = known.as_ref().map(|p| match &p.client_policy {
+            Some(client) => format!("{}:{}", tenant.tenant.id, client.id),
+            None => format!("{}:{}", tenant.tenant.id, p.subject),
+        });
         // The tenant's own limits (its settings, cached): a per-user rate and a daily quota.
         let limits = match crate::settings::service::effective(&state.settings, tenant).await {
             Ok(e) => e.api.clone(),
@@ -211,13 +281,15 @@ impl Handler for Authenticate {
         };
         // Either half of the tenant's pair may be set; the other is the platform's.
         let platform = &state.auth.config.rate_limit;
-        let user_rate = (limits.per_user_per_sec.is_some() || limits.per_user_burst.is_some())
+        let tenant_rate = (limits.per_user_per_sec.is_some() || limits.per_user_burst.is_some())
             .then(|| {
                 (
                     limits.per_user_per_sec.unwrap_or(platform.per_user_per_sec),
                     limits.per_user_burst.unwrap_or(platform.per_user_burst),
                 )
             });
+        let known_client = known.as_ref().and_then(|p| p.client_policy.as_ref());
+        let user_rate = known_client.and_then(|c| c.rate).or(tenant_rate);
         if let Some(per_day) = limits.requests_per_day
             && let Decision::Limited {
                 limit,
@@ -225,9 +297,7 @@ impl Handler for Authenticate {
             } = state.auth.limiter.quota(tenant.tenant.id, per_day).await
         {
             set_header(res, "retry-after", retry_after_secs.to_string());
-            set_header(res, "ratelimit-limit", limit.to_string());
-            set_header(res, "ratelimit-remaining", "0".into());
-            set_header(res, "ratelimit-reset", retry_after_secs.to_string());
+            rate_headers(res, "day", limit, 0, retry_after_secs);
             ApiError::new(
                 ErrorCode::QuotaExceeded,
                 format!("the tenant's quota of {per_day} requests a day is used up; retry in {retry_after_secs} s"),
@@ -248,19 +318,21 @@ impl Handler for Authenticate {
                 reset_secs,
             } => {
                 if limit > 0 {
-                    set_header(res, "ratelimit-limit", limit.to_string());
-                    set_header(res, "ratelimit-remaining", remaining.to_string());
-                    set_header(res, "ratelimit-reset", reset_secs.to_string());
+                    rate_headers(res, "burst", limit, remaining, reset_secs);
                 }
             }
             Decision::Limited {
                 limit,
                 retry_after_secs,
             } => {
+                if let Some(client) = known_client {
+                    state
+                        .auth
+                        .limiter
+                        .count_use(tenant.tenant.id, &client.id, true);
+                }
                 set_header(res, "retry-after", retry_after_secs.to_string());
-                set_header(res, "ratelimit-limit", limit.to_string());
-                set_header(res, "ratelimit-remaining", "0".into());
-                set_header(res, "ratelimit-reset", retry_after_secs.to_string());
+                rate_headers(res, "burst", limit, 0, retry_after_secs);
                 ApiError::new(
                     ErrorCode::RateLimited,
                     format!("rate limit exceeded; retry in {retry_after_secs} s"),
@@ -333,6 +405,24 @@ impl Handler for Authenticate {
                     "lockout_secs": state.auth.config.rate_limit.lockout_secs,
                     "failures": state.auth.config.rate_limit.max_auth_failures}),
             );
+        }
+        if let Ok(principal) = &outcome
+            && let Some(client) = &principal.client_policy
+        {
+            if !spend_client_credit(&state, tenant, client, res).await {
+                ApiError::new(
+                    ErrorCode::QuotaExceeded,
+                    "this API key's credits are used up; see RateLimit-Reset for the next refill",
+                )
+                .render(req, depot, res);
+                ctrl.skip_rest();
+                return;
+            }
+            if let Some(pinned) = client.api_version
+                && !depot.contains_key(crate::http::version::FROM_HEADER)
+            {
+                depot.insert_typed(pinned);
+            }
         }
         match outcome {
             Ok(principal) => {

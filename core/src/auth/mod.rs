@@ -57,6 +57,9 @@ type CachedPrincipal = (i64, Arc<Principal>);
 
 const TOKEN_CACHE_MAX: usize = 50_000;
 const TOKEN_CACHE_SECS: i64 = 300;
+/// A machine client's principal carries its policy (rate, quota, version): kept a minute, so
+/// a change made on another instance applies within it.
+const CLIENT_CACHE_SECS: i64 = 60;
 
 impl Default for TokenCache {
     fn default() -> Self {
@@ -83,7 +86,12 @@ impl TokenCache {
     }
 
     pub fn put(&self, key: [u8; 32], principal: Arc<Principal>, now: i64) {
-        let until = principal.expires_at.min(now + TOKEN_CACHE_SECS);
+        let keep = if principal.client_policy.is_some() {
+            CLIENT_CACHE_SECS
+        } else {
+            TOKEN_CACHE_SECS
+        };
+        let until = principal.expires_at.min(now + keep);
         let mut entries = self.entries.write().expect("token cache lock");
         if entries.len() >= TOKEN_CACHE_MAX {
             entries.retain(|_, (u, _)| *u > now);
@@ -92,6 +100,14 @@ impl TokenCache {
             }
         }
         entries.insert(key, (until, principal));
+    }
+
+    /// Forgets the principals of a machine client (its policy changed here).
+    pub fn evict_client(&self, client: &str) {
+        self.entries
+            .write()
+            .expect("token cache lock")
+            .retain(|_, (_, p)| p.client_policy.as_ref().is_none_or(|c| c.id != client));
     }
 }
 

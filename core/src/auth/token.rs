@@ -80,6 +80,21 @@ pub struct Principal {
     /// For an API key, its scopes (it may do only what they and its owner allow); `None` for
     /// tokens.
     pub key_scopes: Option<Vec<String>>,
+    /// For a machine client (an API key): its own bucket, quota and pinned API version.
+    pub client_policy: Option<ClientPolicy>,
+}
+
+/// What a machine client carries of its own: a rate-limit bucket apart from its owner's (at
+/// its own rate, or the tenant's per-user rate), an optional quota of credits, and the API
+/// version it is pinned to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientPolicy {
+    /// Unique in the tenant (`apikey:<uuid>`): names its bucket, credits and usage.
+    pub id: String,
+    /// Requests per second and burst; `None`: the tenant's per-user rate.
+    pub rate: Option<(f64, u32)>,
+    pub quota: Option<crate::ratelimit::Quota>,
+    pub api_version: Option<crate::apiversion::ApiVersion>,
 }
 
 #[derive(Deserialize)]
@@ -243,6 +258,7 @@ pub fn check_claims(
         expires_at: exp,
         issued_at: claims["iat"].as_i64().unwrap_or(0),
         key_scopes: None,
+        client_policy: None,
     })
 }
 

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod middleware;
 pub mod problem;
 pub mod reply;
+pub mod version;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +44,18 @@ pub struct Ops {
 /// Everything under `/v1`: tenant-scoped feature routers.
 fn tenant_api() -> Router {
     Router::with_path("v1")
-        .hoop(crate::tenancy::hoops::ResolveTenant)
+        .hoop(version::Versioning)
+        .push(Router::with_path("api-versions").get(version::api_versions))
+        .push(
+            Router::new()
+                .hoop(crate::tenancy::hoops::ResolveTenant)
+                .push(tenant_routes()),
+        )
+}
+
+/// `/v1` routes of one tenant.
+fn tenant_routes() -> Router {
+    Router::new()
         // Sign-in, token refresh and password reset need the tenant but no access token.
         .push(crate::account::handlers::router())
         .push(crate::invitations::handlers::public_router())

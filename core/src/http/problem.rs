@@ -104,10 +104,21 @@ impl Writer for ApiError {
 impl EndpointOutRegister for ApiError {
     fn register(components: &mut Components, operation: &mut Operation) {
         let schema = ProblemBody::to_schema(components);
+        // Every problem status; the endpoint's `status_codes` keep the ones it can answer.
         for (status, description) in [
             ("400", "Malformed request"),
+            ("401", "Missing, invalid, expired or revoked credentials"),
+            ("403", "The caller lacks a permission"),
             ("404", "Not found"),
+            ("409", "Conflicts with the current state"),
+            ("412", "If-Match names a version that is no longer current"),
+            ("413", "The body is too large"),
+            ("415", "Unsupported content type"),
             ("422", "Validation failed"),
+            (
+                "429",
+                "Rate limit or quota exceeded; see Retry-After and RateLimit-*",
+            ),
             ("503", "A dependency is unavailable"),
         ] {
             operation.responses.insert(

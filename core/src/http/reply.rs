@@ -92,12 +92,39 @@ impl<T: Serialize + Send> Writer for Reply<T> {
 
 impl<T: ToSchema> EndpointOutRegister for Reply<T> {
     fn register(components: &mut Components, operation: &mut Operation) {
+        // Both: the endpoint's `status_codes` keep the one it answers with.
         let schema = T::to_schema(components);
-        operation.responses.insert(
-            "200",
-            oapi::Response::new("Success")
-                .add_content("application/json", oapi::Content::new(schema)),
-        );
+        for (status, description) in [("200", "Success"), ("201", "Created"), ("202", "Accepted")] {
+            operation.responses.insert(
+                status,
+                oapi::Response::new(description)
+                    .add_content("application/json", oapi::Content::new(schema.clone())),
+            );
+        }
+    }
+}
+
+/// An answer whose shape depends on the API version: a body, or `204 No Content` (older
+/// versions); the document lists both.
+pub enum Versioned<T> {
+    Body(Reply<T>),
+    Empty,
+}
+
+#[async_trait]
+impl<T: Serialize + Send> Writer for Versioned<T> {
+    async fn write(self, req: &mut Request, depot: &mut Depot, res: &mut Response) {
+        match self {
+            Self::Body(reply) => reply.write(req, depot, res).await,
+            Self::Empty => NoContent.write(req, depot, res).await,
+        }
+    }
+}
+
+impl<T: ToSchema> EndpointOutRegister for Versioned<T> {
+    fn register(components: &mut Components, operation: &mut Operation) {
+        Reply::<T>::register(components, operation);
+        NoContent::register(components, operation);
     }
 }
 

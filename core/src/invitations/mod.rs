@@ -80,7 +80,7 @@ pub struct InvitationsState {
     pub nudge: tokio::sync::mpsc::UnboundedSender<Arc<ResolvedTenant>>,
 }
 
-/// Where an invitation is in its life.
+/// Where an invitation is in its life; an open invitation past its expiry shows as `expired`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[salvo(schema(name = "neotenant.invitations.Status"))]
@@ -143,7 +143,8 @@ pub struct Invitation {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub locale: String,
-    /// An open invitation past its expiry shows as `expired`.
+    // An open invitation past its expiry shows as `expired` (said on the enum: a description
+    // here would wrap its reference in `allOf`).
     pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invited_by: Option<UserId>,

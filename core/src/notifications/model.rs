@@ -13,15 +13,6 @@ use super::policy::QuietHours;
 use super::template::{Parts, Variables};
 use super::{Audience, Channel, DigestRule, QuietBehaviour, ThrottleRule};
 
-/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
-fn double_option<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
-where
-    T: Deserialize<'de>,
-    D: serde::Deserializer<'de>,
-{
-    Option::<T>::deserialize(de).map(Some)
-}
-
 /// A category to create or change (`PUT /v1/notification-categories/{key}`).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -115,10 +106,10 @@ pub struct PreferencesPatch {
     #[serde(default)]
     #[salvo(schema(value_type = Option<Object>))]
     pub categories: Option<BTreeMap<String, BTreeMap<String, Option<bool>>>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::patch::present")]
     #[salvo(schema(value_type = Option<QuietHours>))]
     pub quiet_hours: Option<Option<QuietHours>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::patch::present")]
     #[salvo(schema(value_type = Option<String>))]
     pub phone: Option<Option<String>>,
     /// Replaces the device tokens push messages go to (at most 10).

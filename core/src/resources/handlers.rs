@@ -15,9 +15,10 @@ use super::{
     BulkRequest, BulkResponse, Diff, Link, LinkInput, Resource, ResourceInput, ResourcePatch,
     ResourceType, Share, ShareInput, TypeInput, Version,
 };
+use crate::apiversion::ApiVersion;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::extract::{IfMatch, JsonBody, ListParams, Page, Path, dep};
-use crate::http::reply::{NoContent, Reply};
+use crate::http::reply::{NoContent, Reply, Versioned};
 use crate::ids::{ResourceId, ResourceShareId, TeamId, UserId};
 use crate::rbac::Can;
 use crate::rbac::need::{
@@ -305,16 +306,19 @@ pub async fn patch(
     Ok(Reply::ok(r).with_etag(etag))
 }
 
-/// Soft-delete a resource (restorable).
-#[endpoint(tags("resources"), status_codes(204, 400, 401, 403, 404, 412))]
+/// Soft-delete a resource (restorable). From API version 2026-12-01 the answer is 200 with
+/// the deleted resource (its `deleted_at`, and the version and ETag a restore needs); before,
+/// 204 without a body.
+#[endpoint(tags("resources"), status_codes(200, 204, 400, 401, 403, 404, 412))]
 pub async fn delete(
     can: Can<ResourcesDeleteOwn>,
     type_name: Path<String>,
     id: Path<ResourceId>,
     if_match: IfMatch,
+    api_version: ApiVersion,
     depot: &mut Depot,
-) -> ApiResult<NoContent> {
-    service::set_deleted(
+) -> ApiResult<Versioned<Resource>> {
+    let r = service::set_deleted(
         &ctx!(depot, can),
         &type_name.0,
         id.0,
@@ -322,7 +326,12 @@ pub async fn delete(
         true,
     )
     .await?;
-    Ok(NoContent)
+    Ok(if api_version.at_least("2026-12-01") {
+        let etag = r.etag();
+        Versioned::Body(Reply::ok(r).with_etag(etag))
+    } else {
+        Versioned::Empty
+    })
 }
 
 /// Restore a soft-deleted resource.

@@ -203,7 +203,8 @@ pub struct CreateTenant {
 #[derive(Debug, Clone, Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityRequest {
-    /// `organization` (default) or `realm`.
+    // `organization` (default), `realm` or `local`: the enum's schema says so (a description
+    // here would wrap its reference in `allOf`, which client generators refuse).
     #[serde(default)]
     pub mode: IdentityMode,
     /// Link an existing realm (realm mode) or organization alias in the region's shared realm

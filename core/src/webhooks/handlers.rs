@@ -157,14 +157,14 @@ pub async fn messages(
     })))
 }
 
-/// A message with every attempt: the request body sent and the answer (both cut), the status,
-/// the error, the time taken.
+/// A message (with `attempts`, their count) and `attempt_log`, every attempt: the request body
+/// sent and the answer (both cut), the status, the error, the time taken.
 #[derive(Debug, serde::Serialize, salvo::oapi::ToSchema)]
 #[salvo(schema(name = "neotenant.webhooks.MessageDetail"))]
 pub struct MessageDetail {
     #[serde(flatten)]
     pub message: MessageView,
-    pub attempts: Vec<AttemptView>,
+    pub attempt_log: Vec<AttemptView>,
 }
 
 /// One message and its attempts.
@@ -177,7 +177,7 @@ pub async fn message(can: Can<WebhooksRead>, id: Path<String>) -> ApiResult<Repl
     let (msg, attempts) = service::message(&can.tenant.0.db, &id.0).await?;
     Ok(Reply::ok(MessageDetail {
         message: msg,
-        attempts,
+        attempt_log: attempts,
     }))
 }
 

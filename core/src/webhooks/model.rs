@@ -6,15 +6,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
-fn double_option<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
-where
-    T: Deserialize<'de>,
-    D: serde::Deserializer<'de>,
-{
-    Option::<T>::deserialize(de).map(Some)
-}
-
 /// An endpoint to create.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -51,7 +42,7 @@ pub struct EndpointPatch {
     pub url: Option<String>,
     pub description: Option<String>,
     pub event_types: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::patch::present")]
     #[salvo(schema(value_type = Option<u32>))]
     pub rate_limit: Option<Option<u32>>,
     pub enabled: Option<bool>,
