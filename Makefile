@@ -5,7 +5,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/debug/neotenant
 export NEOTENANT_CONFIG ?= neotenant.toml
 
-.PHONY: up down status build plugins migrate run test lint fmt openapi bench bench-peers
+.PHONY: up down status build plugins sdks migrate run test lint fmt openapi bench bench-peers
 
 ## Local services (PostgreSQL 17, Redis 7) on loopback under .devstack/: install if missing, start.
 up:
@@ -44,6 +44,72 @@ plugins: plugins/dist/py_webhook.wasm
 	  cp $(PLUGINS_TARGET)/wasm32-wasip2/release/$$p.wasm plugins/dist/ && \
 	  cp plugins/examples/$$p/plugin.json plugins/dist/$$p.json || exit 1; done
 
+## Client SDKs generated from docs/openapi.json into sdks/build/ (see sdks/README.md):
+## TypeScript (@hey-api/openapi-ts, compiled and type-checked with tsc, as is tests/sdk/flow.mjs
+## against it) and Python (openapi-python-client). The generators come from npm and PyPI into
+## .devstack/sdk-tools/, installed when missing or when a version below changes.
+SDK_TOOLS := $(CURDIR)/.devstack/sdk-tools
+HEY_API_OPENAPI_TS_VERSION := 0.95.0
+TYPESCRIPT_VERSION := 5.9.3
+TYPES_NODE_VERSION := 20.19.43
+OPENAPI_PYTHON_CLIENT_VERSION := 0.29.1
+HTTPX_VERSION := 0.28.1
+ATTRS_VERSION := 25.4.0
+SDK_NODE_BIN := $(SDK_TOOLS)/node/node_modules/.bin
+SDK_NODE_STAMP := $(SDK_TOOLS)/node/.stamp-$(HEY_API_OPENAPI_TS_VERSION)-$(TYPESCRIPT_VERSION)-$(TYPES_NODE_VERSION)
+SDK_PYGEN_STAMP := $(SDK_TOOLS)/python-gen/.stamp-$(OPENAPI_PYTHON_CLIENT_VERSION)
+# What the generated Python client imports at run time (PYTHONPATH=sdks/build/python:$(SDK_TOOLS)/python-lib).
+SDK_PYLIB_STAMP := $(SDK_TOOLS)/python-lib/.stamp-$(HTTPX_VERSION)-$(ATTRS_VERSION)
+SDK_PIP := PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts
+SDK_TS := sdks/build/typescript/.generated
+SDK_TS_FLOW := sdks/build/.flow-checked
+SDK_PY := sdks/build/python/.generated
+
+$(SDK_NODE_STAMP):
+	@echo "sdks: installing @hey-api/openapi-ts $(HEY_API_OPENAPI_TS_VERSION) and typescript $(TYPESCRIPT_VERSION) (npm)"
+	@rm -rf $(SDK_TOOLS)/node && mkdir -p $(SDK_TOOLS)/node
+	@npm install --prefix $(SDK_TOOLS)/node --save-exact --no-audit --no-fund --no-update-notifier --loglevel=error \
+	  @hey-api/openapi-ts@$(HEY_API_OPENAPI_TS_VERSION) typescript@$(TYPESCRIPT_VERSION) @types/node@$(TYPES_NODE_VERSION) >/dev/null
+	@touch $@
+
+$(SDK_PYGEN_STAMP):
+	@echo "sdks: installing openapi-python-client $(OPENAPI_PYTHON_CLIENT_VERSION) (PyPI)"
+	@rm -rf $(SDK_TOOLS)/python-gen
+	@$(SDK_PIP) --target $(SDK_TOOLS)/python-gen openapi-python-client==$(OPENAPI_PYTHON_CLIENT_VERSION)
+	@touch $@
+
+$(SDK_PYLIB_STAMP):
+	@rm -rf $(SDK_TOOLS)/python-lib
+	@$(SDK_PIP) --target $(SDK_TOOLS)/python-lib httpx==$(HTTPX_VERSION) attrs==$(ATTRS_VERSION)
+	@touch $@
+
+$(SDK_TS): docs/openapi.json sdks/openapi-ts.config.mjs sdks/tsconfig.json $(SDK_NODE_STAMP)
+	@rm -rf sdks/build/typescript
+	@cd sdks && $(SDK_NODE_BIN)/openapi-ts --silent --no-log-file --file openapi-ts.config.mjs
+	@echo '{"name": "@neotenant/sdk", "version": "0.1.0", "private": true, "type": "module", "main": "dist/index.js", "types": "dist/index.d.ts"}' \
+	  > sdks/build/typescript/package.json
+	@$(SDK_NODE_BIN)/tsc -p sdks/tsconfig.json
+	@touch $@
+
+$(SDK_TS_FLOW): tests/sdk/flow.mjs sdks/tsconfig.flow.json $(SDK_TS)
+	@$(SDK_NODE_BIN)/tsc -p sdks/tsconfig.flow.json
+	@touch $@
+
+# openapi-python-client leaves out what it cannot model and says so: its report is kept in
+# sdks/build/python-generate.log.
+$(SDK_PY): docs/openapi.json sdks/python-config.yaml $(SDK_PYGEN_STAMP) $(SDK_PYLIB_STAMP)
+	@rm -rf sdks/build/python && mkdir -p sdks/build
+	@cd sdks && PYTHONPATH=$(SDK_TOOLS)/python-gen PATH="$(SDK_TOOLS)/python-gen/bin:$$PATH" \
+	  python3 -m openapi_python_client generate --path ../docs/openapi.json --config python-config.yaml \
+	  --output-path build/python >build/python-generate.log 2>&1 || { cat build/python-generate.log; exit 1; }
+	@n=$$(grep -c -e '^WARNING' -e '^Unable to process' sdks/build/python-generate.log); [ "$$n" = 0 ] || \
+	  echo "sdks: openapi-python-client skipped $$n part(s) of docs/openapi.json (sdks/build/python-generate.log)"
+	@PYTHONPATH=sdks/build/python:$(SDK_TOOLS)/python-lib python3 -c 'import neotenant_client.models, neotenant_client.api'
+	@touch $@
+
+sdks: $(SDK_TS) $(SDK_TS_FLOW) $(SDK_PY)
+	@:
+
 migrate: up build
 	$(BIN) migrate
 
@@ -56,7 +122,7 @@ run: up build plugins
 	@exec $(BIN) serve
 
 ## The whole suite: formatting, unit tests and the integration tests against the real services.
-test: up plugins
+test: up plugins sdks
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --workspace --no-fail-fast
 
