@@ -36,6 +36,7 @@ pub mod mail;
 pub mod metrics;
 pub mod notes;
 pub mod notifications;
+pub mod oauthclients;
 pub mod onetime;
 pub mod outbox;
 pub mod patch;

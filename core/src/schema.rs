@@ -87,6 +87,20 @@ pub mod tenant {
     }
 
     diesel::table! {
+        oauth_clients (id) {
+            id -> Uuid,
+            client_id -> Text,
+            keycloak_id -> Text,
+            name -> Text,
+            owner_id -> Uuid,
+            scopes -> Array<Text>,
+            created_at -> Timestamptz,
+            rotated_at -> Nullable<Timestamptz>,
+            revoked_at -> Nullable<Timestamptz>,
+        }
+    }
+
+    diesel::table! {
         users (id) {
             id -> Uuid,
             subject -> Text,
@@ -494,6 +508,7 @@ pub mod tenant {
     diesel::joinable!(password_resets -> users (user_id));
     diesel::allow_tables_to_appear_in_same_query!(
         api_keys,
+        oauth_clients,
         users,
         credentials,
         password_resets,

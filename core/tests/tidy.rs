@@ -73,6 +73,7 @@ const FEATURES: &[&str] = &[
     "webhooks",
     "events",
     "changes",
+    "oauthclients",
 ];
 const HTTP: &[&str] = &["http"];
 const APP: &[&str] = &["app", "main", "lib"];

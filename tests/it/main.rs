@@ -16,6 +16,7 @@ mod lifecycle;
 mod local;
 mod migrations;
 mod notifications;
+mod oauthclients;
 mod ops;
 mod password_reset;
 mod pinning;

@@ -117,32 +117,33 @@ fn check_policy(
     version
 }
 
-/// `resource.action.scope`, each part `[a-z*][a-z0-9_*-]*`, scope one of own/team/tenant/*.
-/// Makes a key for the caller (who must hold every scope) and returns it with its secret.
-pub async fn create(
+/// Checks what a machine credential (an API key, an OAuth client) is given: a name of 1-100
+/// characters and 1-100 catalog permissions (`resource.action.scope`). Returns the trimmed
+/// name and the parsed permissions; problems go to `errors`. Whether the maker holds them is
+/// the caller's to check (`Caller::require_delegable`) once `errors` is empty.
+pub async fn checked_grant<'a>(
     caller: &Caller,
-    server_key: &str,
-    input: &NewApiKey,
-    ceiling: RateCeiling,
-) -> ApiResult<CreatedApiKey> {
+    name: &'a str,
+    requested: &[String],
+    errors: &mut Vec<FieldError>,
+) -> ApiResult<(&'a str, Vec<crate::rbac::perm::Perm>)> {
     let catalog = crate::rbac::service::load_catalog(caller.db()).await?;
-    let mut errors = Vec::new();
-    let name = input.name.trim();
+    let name = name.trim();
     if !(1..=100).contains(&name.chars().count()) {
         errors.push(FieldError {
             pointer: "/name".into(),
             message: "must be 1-100 characters".into(),
         });
     }
-    // Scopes: catalog permissions the maker holds (a key never outranks its maker).
-    if input.scopes.is_empty() {
+    // Scopes: catalog permissions the maker holds (a credential never outranks its maker).
+    if requested.is_empty() {
         errors.push(FieldError {
             pointer: "/scopes".into(),
-            message: "list at least one permission the key may use".into(),
+            message: "list at least one permission it may use".into(),
         });
     }
     let mut scopes = Vec::new();
-    for (i, scope) in input.scopes.iter().enumerate() {
+    for (i, scope) in requested.iter().enumerate() {
         match catalog.validate(scope) {
             Ok(p) => scopes.push(p),
             Err(e) => errors.push(FieldError {
@@ -151,12 +152,25 @@ pub async fn create(
             }),
         }
     }
-    if input.scopes.len() > 100 {
+    if requested.len() > 100 {
         errors.push(FieldError {
             pointer: "/scopes".into(),
             message: "at most 100 scopes".into(),
         });
     }
+    Ok((name, scopes))
+}
+
+/// `resource.action.scope`, each part `[a-z*][a-z0-9_*-]*`, scope one of own/team/tenant/*.
+/// Makes a key for the caller (who must hold every scope) and returns it with its secret.
+pub async fn create(
+    caller: &Caller,
+    server_key: &str,
+    input: &NewApiKey,
+    ceiling: RateCeiling,
+) -> ApiResult<CreatedApiKey> {
+    let mut errors = Vec::new();
+    let (name, scopes) = checked_grant(caller, &input.name, &input.scopes, &mut errors).await?;
     if input
         .expires_in_days
         .is_some_and(|d| !(1..=3650).contains(&d))

@@ -104,7 +104,17 @@ async fn authenticate(
     };
     let local = (tenant.tenant.identity.mode == crate::tenancy::model::IdentityMode::Local)
         .then_some(&*state.auth.local_keys);
-    let principal = Arc::new(token::validate(raw, &expected, &state.auth.jwks, local, now).await?);
+    let validated = token::validate(raw, &expected, &state.auth.jwks, local, now).await?;
+    // A token of one of this platform's OAuth clients acts as the client's maker, narrowed.
+    let principal = if validated
+        .client
+        .as_deref()
+        .is_some_and(|c| c.starts_with(token::MACHINE_CLIENT_PREFIX))
+    {
+        Arc::new(crate::oauthclients::service::authenticate(&tenant.db, &validated).await?)
+    } else {
+        Arc::new(validated)
+    };
     state.auth.tokens.put(key, principal.clone(), now);
     Ok(principal)
 }

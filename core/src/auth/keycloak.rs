@@ -370,6 +370,79 @@ impl KeycloakAdmin {
         Ok(status == StatusCode::CREATED)
     }
 
+    /// Creates a confidential client for the client-credentials grant only, with `secret`, the
+    /// API's audience and a `tenant` claim of `slug` (what ties its tokens to one tenant, also
+    /// in a shared realm). Returns Keycloak's id of the client.
+    pub async fn create_service_client(
+        &self,
+        realm: &str,
+        client_id: &str,
+        name: &str,
+        secret: &str,
+        slug: &str,
+    ) -> Result<String, IdpError> {
+        let body = json!({
+            "clientId": client_id,
+            "name": name,
+            "publicClient": false,
+            "clientAuthenticatorType": "client-secret",
+            "secret": secret,
+            "standardFlowEnabled": false,
+            "implicitFlowEnabled": false,
+            "directAccessGrantsEnabled": false,
+            "serviceAccountsEnabled": true,
+            "attributes": {"access.token.lifespan": "300"},
+            "protocolMappers": [
+                {"name": "api-audience", "protocol": "openid-connect",
+                 "protocolMapper": "oidc-audience-mapper",
+                 "config": {"included.custom.audience": self.audience,
+                            "access.token.claim": "true", "id.token.claim": "false"}},
+                {"name": "tenant", "protocol": "openid-connect",
+                 "protocolMapper": "oidc-hardcoded-claim-mapper",
+                 "config": {"claim.name": "tenant", "claim.value": slug, "jsonType.label": "String",
+                            "access.token.claim": "true", "id.token.claim": "false",
+                            "userinfo.token.claim": "false"}}
+            ],
+        });
+        self.expect(
+            Method::POST,
+            &format!("/{realm}/clients"),
+            Some(&body),
+            &[StatusCode::CREATED],
+        )
+        .await?;
+        self.client_uuid(realm, client_id)
+            .await?
+            .ok_or_else(|| IdpError::Unexpected("client created but not found".into()))
+    }
+
+    /// Replaces a client's secret.
+    pub async fn set_client_secret(
+        &self,
+        realm: &str,
+        uuid: &str,
+        secret: &str,
+    ) -> Result<(), IdpError> {
+        let mut client = self
+            .get_json(&format!("/{realm}/clients/{uuid}"))
+            .await?
+            .ok_or_else(|| IdpError::Unexpected("the client is gone".into()))?;
+        client["secret"] = json!(secret);
+        self.expect(
+            Method::PUT,
+            &format!("/{realm}/clients/{uuid}"),
+            Some(&client),
+            &[StatusCode::NO_CONTENT],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes a client (its tokens can no longer be obtained); a missing one is done.
+    pub async fn delete_client(&self, realm: &str, uuid: &str) -> Result<(), IdpError> {
+        self.delete(&format!("/{realm}/clients/{uuid}")).await
+    }
+
     /// Removes one thing `ensure_realm_setup` created (`client:<id>` or `role:<name>`).
     pub async fn remove_created(&self, realm: &str, item: &str) -> Result<(), IdpError> {
         let ok = [StatusCode::NO_CONTENT, StatusCode::NOT_FOUND];

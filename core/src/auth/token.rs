@@ -51,6 +51,9 @@ pub enum TokenError {
     SessionRevoked,
 }
 
+/// The start of every OAuth client id this platform creates in Keycloak (`ntc-<slug>-<hex>`).
+pub const MACHINE_CLIENT_PREFIX: &str = "ntc-";
+
 /// What a valid token must match.
 #[derive(Debug, Clone)]
 pub struct Expected<'a> {
@@ -210,7 +213,13 @@ pub fn check_claims(
             "the token is for tenant {tenant:?}"
         )));
     }
-    if let Some(alias) = expected.organization {
+    // A machine client made by this platform carries the tenant's claim (set on the client,
+    // never by a user) instead of an organization: it belongs to no organization.
+    let machine = claims["azp"]
+        .as_str()
+        .is_some_and(|azp| azp.starts_with(MACHINE_CLIENT_PREFIX))
+        && claims["tenant"].as_str() == Some(expected.tenant);
+    if let Some(alias) = expected.organization.filter(|_| !machine) {
         let orgs: Vec<&str> = match &claims["organization"] {
             Value::Array(list) => list.iter().filter_map(Value::as_str).collect(),
             Value::Object(map) => map.keys().map(String::as_str).collect(),

@@ -71,6 +71,7 @@ fn authenticated_api() -> Router {
         .push(crate::users::handlers::router())
         .push(crate::sessions::handlers::router())
         .push(crate::apikeys::handlers::router())
+        .push(crate::oauthclients::handlers::router())
         .push(crate::directory::handlers::router())
         .push(crate::users::handlers::admin_router())
         .push(crate::privacy::handlers::router())

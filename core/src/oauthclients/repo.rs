@@ -1,0 +1,105 @@
+//! SQL for OAuth clients: insert, list a user's live clients, find one by its Keycloak
+//! `clientId` with its maker's subject (the request path's one query), mark rotated and
+//! revoked. Runs only inside a tenant `Tx`; holds no rules.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::schema::tenant::{oauth_clients, users};
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = oauth_clients)]
+pub struct ClientRow {
+    pub id: Uuid,
+    pub client_id: String,
+    pub keycloak_id: String,
+    pub name: String,
+    pub owner_id: Uuid,
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub rotated_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+pub struct NewClientRow<'a> {
+    pub id: Uuid,
+    pub client_id: &'a str,
+    pub keycloak_id: &'a str,
+    pub name: &'a str,
+    pub owner: Uuid,
+    pub scopes: &'a [String],
+}
+
+pub async fn insert(conn: &mut AsyncPgConnection, row: NewClientRow<'_>) -> QueryResult<ClientRow> {
+    diesel::insert_into(oauth_clients::table)
+        .values((
+            oauth_clients::id.eq(row.id),
+            oauth_clients::client_id.eq(row.client_id),
+            oauth_clients::keycloak_id.eq(row.keycloak_id),
+            oauth_clients::name.eq(row.name),
+            oauth_clients::owner_id.eq(row.owner),
+            oauth_clients::scopes.eq(row.scopes),
+        ))
+        .returning(ClientRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// `owner`'s live clients, oldest first.
+pub async fn live_of(conn: &mut AsyncPgConnection, owner: Uuid) -> QueryResult<Vec<ClientRow>> {
+    oauth_clients::table
+        .filter(oauth_clients::owner_id.eq(owner))
+        .filter(oauth_clients::revoked_at.is_null())
+        .order(oauth_clients::id.asc())
+        .select(ClientRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// One of `owner`'s live clients, locked for a change.
+pub async fn live_for_update(
+    conn: &mut AsyncPgConnection,
+    owner: Uuid,
+    id: Uuid,
+) -> QueryResult<Option<ClientRow>> {
+    oauth_clients::table
+        .filter(oauth_clients::id.eq(id))
+        .filter(oauth_clients::owner_id.eq(owner))
+        .filter(oauth_clients::revoked_at.is_null())
+        .select(ClientRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// The client with this Keycloak `clientId` (revoked ones too) and its maker's subject.
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    client_id: &str,
+) -> QueryResult<Option<(ClientRow, String)>> {
+    oauth_clients::table
+        .inner_join(users::table.on(users::id.eq(oauth_clients::owner_id)))
+        .filter(oauth_clients::client_id.eq(client_id))
+        .select((ClientRow::as_select(), users::subject))
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn mark_rotated(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<ClientRow> {
+    diesel::update(oauth_clients::table.find(id))
+        .set(oauth_clients::rotated_at.eq(diesel::dsl::now))
+        .returning(ClientRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
+pub async fn mark_revoked(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<usize> {
+    diesel::update(oauth_clients::table.find(id))
+        .set(oauth_clients::revoked_at.eq(diesel::dsl::now))
+        .execute(conn)
+        .await
+}

@@ -1,0 +1,285 @@
+//! OAuth client use cases: make (the grant checked as for API keys, the Keycloak client created
+//! first and removed again if the record cannot be written), list, rotate the secret, revoke
+//! (record, Keycloak, broadcast), and the request path's mapping of a validated token of one of
+//! these clients to the caller it acts as. Never runs SQL itself, never touches HTTP, never logs
+//! a secret.
+
+use rand::Rng;
+use uuid::Uuid;
+
+use super::repo::{self, ClientRow, NewClientRow};
+use super::{NewOAuthClient, OAuthClientSecret, OAuthClientView, revocation_id};
+use crate::audit::{self, Change};
+use crate::auth::keycloak::KeycloakAdmin;
+use crate::auth::token::{ClientPolicy, Principal, TokenError};
+use crate::db::{DbError, TenantDb};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::rbac::Caller;
+use crate::sessions::Sessions;
+use crate::tenancy::cache::ResolvedTenant;
+
+/// The Keycloak realm a tenant's clients live in (its own, or its region's shared one).
+fn realm_of(tenant: &ResolvedTenant) -> ApiResult<&str> {
+    let identity = &tenant.tenant.identity;
+    if identity.mode == crate::tenancy::model::IdentityMode::Local {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "OAuth clients need the tenant's users in Keycloak; this tenant keeps them locally (use API keys)",
+        ));
+    }
+    identity
+        .realm
+        .as_deref()
+        .filter(|_| identity.is_complete())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::IdentityUnavailable,
+                "the tenant's identity home is not provisioned",
+            )
+        })
+}
+
+fn idp(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorCode::IdentityUnavailable,
+        format!("Keycloak refused or did not answer: {e}"),
+    )
+}
+
+fn secret() -> String {
+    let mut rng = rand::rng();
+    (0..48)
+        .map(|_| rng.sample(rand::distr::Alphanumeric) as char)
+        .collect()
+}
+
+fn view(kc: &KeycloakAdmin, realm: &str, r: &ClientRow) -> OAuthClientView {
+    OAuthClientView {
+        id: r.id,
+        client_id: r.client_id.clone(),
+        name: r.name.clone(),
+        scopes: r.scopes.clone(),
+        token_endpoint: kc.token_endpoint(realm),
+        created_at: r.created_at,
+        rotated_at: r.rotated_at,
+    }
+}
+
+/// Makes a client acting as the caller within `input.scopes` (each one the caller holds);
+/// returns it with its secret.
+pub async fn create(
+    caller: &Caller,
+    kc: &KeycloakAdmin,
+    tenant: &ResolvedTenant,
+    input: &NewOAuthClient,
+) -> ApiResult<OAuthClientSecret> {
+    let mut errors = Vec::new();
+    let (name, scopes) =
+        crate::apikeys::service::checked_grant(caller, &input.name, &input.scopes, &mut errors)
+            .await?;
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    caller.require_delegable(&scopes)?;
+    let realm = realm_of(tenant)?;
+    let id = Uuid::now_v7();
+    let client_id = format!(
+        "{}{}-{}",
+        crate::auth::token::MACHINE_CLIENT_PREFIX,
+        tenant.tenant.slug,
+        &id.simple().to_string()[20..]
+    );
+    let client_secret = secret();
+    let keycloak_id = kc
+        .create_service_client(realm, &client_id, name, &client_secret, &tenant.tenant.slug)
+        .await
+        .map_err(idp)?;
+    let written = caller
+        .db()
+        .transaction(async |tx| {
+            let row = repo::insert(
+                tx.conn(),
+                NewClientRow {
+                    id,
+                    client_id: &client_id,
+                    keycloak_id: &keycloak_id,
+                    name,
+                    owner: caller.user_id(),
+                    scopes: &input.scopes,
+                },
+            )
+            .await?;
+            audit::record(
+                tx.conn(),
+                &caller.actor,
+                Change {
+                    action: "oauth_client.created",
+                    target_type: "oauth_client",
+                    target_id: Some(id.to_string()),
+                    data: serde_json::json!({"name": row.name, "client_id": row.client_id,
+                                             "scopes": row.scopes}),
+                },
+            )
+            .await?;
+            Ok::<_, ApiError>(row)
+        })
+        .await;
+    let row = match written {
+        Ok(row) => row,
+        Err(e) => {
+            // No record: no client either.
+            if let Err(error) = kc.delete_client(realm, &keycloak_id).await {
+                tracing::warn!(%error, client_id, "an unrecorded OAuth client was left in Keycloak");
+            }
+            return Err(e);
+        }
+    };
+    Ok(OAuthClientSecret {
+        client: view(kc, realm, &row),
+        client_secret,
+    })
+}
+
+/// The caller's live clients.
+pub async fn list(
+    caller: &Caller,
+    kc: &KeycloakAdmin,
+    tenant: &ResolvedTenant,
+) -> ApiResult<Vec<OAuthClientView>> {
+    let owner = caller.user_id();
+    let rows = caller
+        .db()
+        .transaction(async |tx| Ok::<_, ApiError>(repo::live_of(tx.conn(), owner).await?))
+        .await?;
+    let realm = tenant.tenant.identity.realm.as_deref().unwrap_or_default();
+    Ok(rows.iter().map(|r| view(kc, realm, r)).collect())
+}
+
+/// A new secret for one of the caller's clients: the old one stops working at once (tokens
+/// already issued stay valid until they expire, five minutes at most).
+pub async fn rotate(
+    caller: &Caller,
+    kc: &KeycloakAdmin,
+    tenant: &ResolvedTenant,
+    id: Uuid,
+) -> ApiResult<OAuthClientSecret> {
+    let realm = realm_of(tenant)?;
+    let owner = caller.user_id();
+    let client_secret = secret();
+    let row = caller
+        .db()
+        .transaction(async |tx| {
+            let Some(row) = repo::live_for_update(tx.conn(), owner, id).await? else {
+                return Err(ApiError::not_found("OAuth client"));
+            };
+            kc.set_client_secret(realm, &row.keycloak_id, &client_secret)
+                .await
+                .map_err(idp)?;
+            let row = repo::mark_rotated(tx.conn(), id).await?;
+            audit::record(
+                tx.conn(),
+                &caller.actor,
+                Change {
+                    action: "oauth_client.secret_rotated",
+                    target_type: "oauth_client",
+                    target_id: Some(id.to_string()),
+                    data: serde_json::json!({"client_id": row.client_id}),
+                },
+            )
+            .await?;
+            Ok(row)
+        })
+        .await?;
+    Ok(OAuthClientSecret {
+        client: view(kc, realm, &row),
+        client_secret,
+    })
+}
+
+/// Revokes one of the caller's clients: recorded, removed from Keycloak (no new tokens), and
+/// broadcast so every instance refuses the tokens it already has.
+pub async fn revoke(
+    caller: &Caller,
+    kc: &KeycloakAdmin,
+    sessions: &Sessions,
+    tenant: &ResolvedTenant,
+    id: Uuid,
+) -> ApiResult<()> {
+    let owner = caller.user_id();
+    let row = caller
+        .db()
+        .transaction(async |tx| {
+            let Some(row) = repo::live_for_update(tx.conn(), owner, id).await? else {
+                return Err(ApiError::not_found("OAuth client"));
+            };
+            repo::mark_revoked(tx.conn(), id).await?;
+            audit::record(
+                tx.conn(),
+                &caller.actor,
+                Change {
+                    action: "oauth_client.revoked",
+                    target_type: "oauth_client",
+                    target_id: Some(id.to_string()),
+                    data: serde_json::json!({"client_id": row.client_id}),
+                },
+            )
+            .await?;
+            Ok(row)
+        })
+        .await?;
+    sessions
+        .revoke(
+            caller.tenant_id(),
+            &caller.user.user.subject,
+            &[revocation_id(id)],
+        )
+        .await
+        .map_err(|e| ApiError::unavailable("the session store", e))?;
+    if let Some(realm) = tenant.tenant.identity.realm.as_deref()
+        && let Err(error) = kc.delete_client(realm, &row.keycloak_id).await
+    {
+        // The record is revoked and its tokens refused; only new tokens could still be issued
+        // until the client is removed.
+        tracing::warn!(%error, client_id = row.client_id, "a revoked OAuth client is still in Keycloak");
+    }
+    Ok(())
+}
+
+/// The caller a validated token of one of this platform's OAuth clients acts as: the client's
+/// maker, narrowed to its scopes, with its own rate-limit bucket. A client this tenant does not
+/// hold is refused; a revoked one is `session-revoked`.
+pub async fn authenticate(db: &TenantDb, token: &Principal) -> Result<Principal, TokenError> {
+    let Some(client_id) = token.client.as_deref() else {
+        return Err(TokenError::Malformed("no azp claim"));
+    };
+    let found = db
+        .transaction(async |tx| Ok::<_, DbError>(repo::find(tx.conn(), client_id).await?))
+        .await
+        .map_err(|e| TokenError::KeysUnavailable(e.to_string()))?;
+    let Some((row, subject)) = found else {
+        return Err(TokenError::Tenant(
+            "the token's client is not an OAuth client of this tenant".into(),
+        ));
+    };
+    if row.revoked_at.is_some() {
+        return Err(TokenError::SessionRevoked);
+    }
+    Ok(Principal {
+        subject,
+        session_id: Some(revocation_id(row.id)),
+        username: None,
+        email: None,
+        name: None,
+        roles: Vec::new(),
+        client: Some(row.client_id),
+        expires_at: token.expires_at,
+        issued_at: token.issued_at,
+        key_scopes: Some(row.scopes),
+        client_policy: Some(ClientPolicy {
+            id: format!("oauth:{}", row.id.simple()),
+            rate: None,
+            quota: None,
+            api_version: None,
+        }),
+    })
+}

@@ -1,0 +1,182 @@
+//! OAuth clients: made in Keycloak for the client-credentials grant, their tokens obtained
+//! from Keycloak for real and accepted with exactly the client's scopes, acting as the maker;
+//! the delegation rule; the secret shown once and rotated; revocation refusing tokens already
+//! issued; another tenant refusing them.
+
+use neotenant_tests::{Fetch, TestApp, expect_problem, tenant_with_admin};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// A token from Keycloak for the client, or Keycloak's refusal status.
+async fn client_token(
+    app: &TestApp,
+    endpoint: &str,
+    id: &str,
+    secret: &str,
+) -> Result<String, u16> {
+    let res = app
+        .client
+        .post(endpoint)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", id),
+            ("client_secret", secret),
+        ])
+        .send()
+        .await
+        .unwrap();
+    if !res.status().is_success() {
+        return Err(res.status().as_u16());
+    }
+    let body: Value = res.json().await.unwrap();
+    Ok(body["access_token"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn client_credentials_tokens_act_as_the_maker_within_the_scopes() {
+    let app = TestApp::start().await;
+    let (t, _member, boss, boss_id) = tenant_with_admin(&app).await;
+    let call = |m: Method, path: &str, token: &str| {
+        app.anonymous(m, &t.slug, path)
+            .bearer_auth(token.to_string())
+    };
+
+    // Bad input and the delegation rule.
+    expect_problem(
+        call(Method::POST, "/v1/oauth-clients", &boss)
+            .json(&json!({"name": "", "scopes": []}))
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "validation",
+    )
+    .await;
+    expect_problem(
+        call(Method::POST, "/v1/oauth-clients", &t.token)
+            .json(&json!({"name": "wider", "scopes": ["events.read.tenant"]}))
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+
+    let res = call(Method::POST, "/v1/oauth-clients", &boss)
+        .json(&json!({"name": "sync job", "scopes": ["events.read.tenant"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let made: Value = res.json().await.unwrap();
+    let client_id = made["client_id"].as_str().unwrap().to_string();
+    let secret = made["client_secret"].as_str().unwrap().to_string();
+    let endpoint = made["token_endpoint"].as_str().unwrap().to_string();
+    let id = made["id"].as_str().unwrap().to_string();
+    assert!(client_id.starts_with(&format!("ntc-{}-", t.slug)), "{made}");
+    let listed = call(Method::GET, "/v1/oauth-clients", &boss)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        listed.contains(&client_id) && !listed.contains(&secret),
+        "shown once"
+    );
+
+    // A real client-credentials exchange with Keycloak; the token acts as the maker.
+    let token = client_token(&app, &endpoint, &client_id, &secret)
+        .await
+        .expect("a token");
+    let me: Value = call(Method::GET, "/v1/me", &token).fetch_json().await;
+    assert_eq!(me["id"], boss_id.as_str());
+    let res = call(Method::GET, "/v1/events", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "within its scopes");
+    expect_problem(
+        call(Method::GET, "/v1/changes", &token)
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+    // Not at another tenant.
+    let other = app.with_tenant("eu", "schema").await;
+    let res = app
+        .anonymous(Method::GET, &other.slug, "/v1/me")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    // Rotation: the old secret gets no more tokens, the new one does.
+    let rotated: Value = call(
+        Method::POST,
+        &format!("/v1/oauth-clients/{id}/secret/rotate"),
+        &boss,
+    )
+    .fetch_json()
+    .await;
+    let new_secret = rotated["client_secret"].as_str().unwrap().to_string();
+    assert_ne!(new_secret, secret);
+    assert!(
+        client_token(&app, &endpoint, &client_id, &secret)
+            .await
+            .is_err()
+    );
+    let fresh = client_token(&app, &endpoint, &client_id, &new_secret)
+        .await
+        .expect("a token with the new secret");
+    assert_eq!(
+        call(Method::GET, "/v1/events", &fresh)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Only the maker may revoke; revocation refuses the tokens already issued.
+    expect_problem(
+        call(Method::DELETE, &format!("/v1/oauth-clients/{id}"), &t.token)
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not-found",
+    )
+    .await;
+    let res = call(Method::DELETE, &format!("/v1/oauth-clients/{id}"), &boss)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    expect_problem(
+        call(Method::GET, "/v1/events", &fresh)
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "session-revoked",
+    )
+    .await;
+    assert!(
+        client_token(&app, &endpoint, &client_id, &new_secret)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        call(Method::GET, "/v1/oauth-clients", &boss)
+            .fetch_json()
+            .await,
+        json!([])
+    );
+}
