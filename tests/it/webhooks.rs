@@ -747,7 +747,7 @@ async fn bad_urls_filters_ranges_and_answers_are_clear() {
     .fetch_json()
     .await;
     assert_eq!(
-        detail["attempts"][0]["response_body"]
+        detail["attempt_log"][0]["response_body"]
             .as_str()
             .unwrap()
             .len(),

@@ -463,10 +463,13 @@ crate::depot_extractor!(CurrentPrincipal, "Authenticate");
 
 impl EndpointArgRegister for CurrentPrincipal {
     fn register(_components: &mut Components, operation: &mut Operation, _arg: &str) {
-        let requirement = oapi::SecurityRequirement::new("bearer", Vec::<String>::new());
+        // Either scheme (alternatives).
         let securities = operation.securities.get_or_insert_with(Vec::new);
-        if !securities.contains(&requirement) {
-            securities.push(requirement);
+        for scheme in ["bearer", "apiKey"] {
+            let requirement = oapi::SecurityRequirement::new(scheme, Vec::<String>::new());
+            if !securities.contains(&requirement) {
+                securities.push(requirement);
+            }
         }
     }
 }

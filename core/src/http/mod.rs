@@ -100,19 +100,116 @@ pub fn api_router() -> Router {
         .push(crate::plugins::handlers::admin_router())
 }
 
+/// What the document says before its operations.
+const API_DESCRIPTION: &str = "A multi-tenant API platform. Every `/v1` request names its tenant (`X-Tenant` header, or the \
+Host subdomain) and authenticates with a bearer access token from the tenant's Keycloak realm \
+(a user's, or an OAuth client's from the client-credentials grant) or an API key \
+(`Authorization: Bearer ntk_…` or `X-Api-Key`). Errors are RFC 9457 problems \
+(`application/problem+json`) with a stable `type`. Lists are cursor-paged \
+(`limit`, `cursor` → `next_cursor`). Writes of versioned records take `If-Match`. \
+Answers carry `RateLimit-Policy` / `RateLimit` (and `RateLimit-Limit/-Remaining/-Reset`) and, \
+when refused, `Retry-After`. Send `NeoTenant-Version` to choose a dated API version \
+(`GET /v1/api-versions`); answers echo the version used.";
+
+/// One line per operation tag.
+const TAGS: &[(&str, &str)] = &[
+    (
+        "users",
+        "The caller and the tenant's users: profiles, avatars, activity, administration",
+    ),
+    ("sessions", "Sign-in sessions and their devices; revocation"),
+    (
+        "api keys",
+        "Long-lived keys acting as their maker within scopes: own rate limit, credits, usage, pinned version",
+    ),
+    (
+        "oauth clients",
+        "OAuth2 client-credentials clients in the tenant's Keycloak realm",
+    ),
+    ("roles", "Roles, their permissions and assignments"),
+    (
+        "permissions",
+        "The permission catalog and effective permissions",
+    ),
+    ("teams", "Teams, memberships, team roles and hierarchy"),
+    (
+        "resources",
+        "Tenant-defined resource types and their records: versions, shares, links, search",
+    ),
+    ("notes", "Notes, the simplest tenant record"),
+    (
+        "plugins",
+        "WebAssembly plugins: upload, install, configure, deliveries",
+    ),
+    (
+        "invitations",
+        "Invitations by mail, in bulk, with acceptance",
+    ),
+    ("settings", "Tenant settings, their versions and branding"),
+    (
+        "flags",
+        "Feature flags, segments, environments and evaluation",
+    ),
+    ("ofrep", "OpenFeature Remote Evaluation Protocol"),
+    (
+        "notifications",
+        "Notifications: sending, deliveries, inbox, preferences, templates, rules",
+    ),
+    (
+        "webhooks",
+        "Webhook endpoints (Standard Webhooks), their delivery log, retries and replays",
+    ),
+    (
+        "events",
+        "The tenant's event feed (CloudEvents) and its stream",
+    ),
+    (
+        "changes",
+        "The change feed for mirroring resources and users",
+    ),
+    (
+        "audit",
+        "The tamper-evident audit log: search, export, verification",
+    ),
+    ("api versions", "Dated API versions"),
+    ("admin", "Platform administration: the plugin marketplace"),
+    (
+        "admin: tenants",
+        "Platform administration: tenants, their lifecycle, identity and roles",
+    ),
+];
+
 /// The OpenAPI 3.1 document generated from the handlers.
 pub fn openapi() -> OpenApi {
-    OpenApi::new("NeoTenantApi", env!("CARGO_PKG_VERSION"))
-        .openapi_version(salvo::oapi::OpenApiVersion::Version3_1)
-        .add_security_scheme(
-            "bearer",
-            salvo::oapi::security::SecurityScheme::Http(
-                salvo::oapi::security::Http::new(salvo::oapi::security::HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .description("An access token from the tenant's Keycloak realm"),
-            ),
-        )
-        .merge_router(&api_router())
+    use salvo::oapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
+    OpenApi::with_info(
+        salvo::oapi::Info::new("NeoTenantApi", env!("CARGO_PKG_VERSION"))
+            .description(API_DESCRIPTION),
+    )
+    .openapi_version(salvo::oapi::OpenApiVersion::Version3_1)
+    .add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            Http::new(HttpAuthScheme::Bearer)
+                .bearer_format("JWT or ntk_ API key")
+                .description(
+                    "An access token from the tenant's Keycloak realm (a user's or an OAuth \
+                     client's), or an API key `ntk_…`",
+                ),
+        ),
+    )
+    .add_security_scheme(
+        "apiKey",
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "X-Api-Key",
+            "An API key `ntk_…` (the same keys the bearer scheme accepts)",
+        ))),
+    )
+    .merge_router(&api_router())
+    .tags(
+        TAGS.iter()
+            .map(|(name, description)| salvo::oapi::Tag::new(*name).description(*description)),
+    )
 }
 
 /// The whole service: `provide` (from `app`) puts each feature's state in the depot.
@@ -266,5 +363,35 @@ impl Handler for ScalarScript {
             )
             .render(req, depot, res),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_operation_tag_is_described_and_every_description_used() {
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let described: std::collections::BTreeSet<&str> =
+            super::TAGS.iter().map(|(name, _)| *name).collect();
+        let mut used = std::collections::BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for tag in op["tags"].as_array().into_iter().flatten() {
+                    let tag = tag.as_str().unwrap().to_string();
+                    assert!(described.contains(tag.as_str()), "{method} {path}: {tag}");
+                    used.insert(tag);
+                }
+            }
+        }
+        for name in described {
+            assert!(used.contains(name), "the tag {name} has no operation");
+        }
+        assert!(
+            doc["info"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("RFC 9457")
+        );
+        assert!(doc["components"]["securitySchemes"]["apiKey"].is_object());
     }
 }

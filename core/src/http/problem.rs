@@ -121,10 +121,16 @@ impl EndpointOutRegister for ApiError {
             ),
             ("503", "A dependency is unavailable"),
         ] {
-            operation.responses.insert(
-                status,
+            // Described once under components, referenced by every operation.
+            let name = format!("Problem{status}");
+            components.responses.insert(
+                name.clone(),
                 oapi::Response::new(description)
                     .add_content(PROBLEM_JSON, oapi::Content::new(schema.clone())),
+            );
+            operation.responses.insert(
+                status,
+                oapi::RefOr::<oapi::Response>::Ref(oapi::schema::Ref::from_response_name(name)),
             );
         }
     }
