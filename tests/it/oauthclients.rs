@@ -144,6 +144,17 @@ async fn client_credentials_tokens_act_as_the_maker_within_the_scopes() {
         200
     );
 
+    // Its requests are counted as its own (four let through so far, with either token).
+    let usage: Value = call(
+        Method::GET,
+        &format!("/v1/oauth-clients/{id}/usage?days=2"),
+        &boss,
+    )
+    .fetch_json()
+    .await;
+    assert_eq!(usage["days"].as_array().unwrap().len(), 2, "{usage}");
+    assert_eq!(usage["days"][1]["requests"], 4, "{usage}");
+
     // Only the maker may revoke; revocation refuses the tokens already issued.
     expect_problem(
         call(Method::DELETE, &format!("/v1/oauth-clients/{id}"), &t.token)

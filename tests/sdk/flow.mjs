@@ -15,12 +15,18 @@
 // `"ok": false` and the first mismatch) and exits 1 on any mismatch.
 
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isDeepStrictEqual } from 'node:util';
 
 import { createClient, createConfig } from '../../sdks/build/typescript/dist/client/index.js';
 import * as sdk from '../../sdks/build/typescript/dist/index.js';
 
 const PROBLEMS = 'https://neotenant.dev/problems/';
+
+// The search index follows writes within about `search.index_interval_ms` (docs/API.md,
+// "Search"): a new resource is searched for this often, for up to this long.
+const SEARCH_POLL_MS = 200;
+const SEARCH_TIMEOUT_MS = 20_000;
 
 class Mismatch extends Error {}
 
@@ -100,6 +106,47 @@ function problem(res, status, slug, op, why, declared) {
 }
 
 /**
+ * `GET /v1/search?q=<word>&type=<typeName>`, repeated until `resourceId` is a hit.
+ * @param {import('../../sdks/build/typescript/dist/client/index.js').Client} client
+ * @param {string} word
+ * @param {string} typeName
+ * @param {string} resourceId
+ */
+async function searchFor(client, word, typeName, resourceId) {
+  const what = `GET /v1/search?q=${word}&type=${typeName}`;
+  const query = { q: word, type: typeName, limit: 50 };
+  const deadline = Date.now() + SEARCH_TIMEOUT_MS;
+  let searches = 0;
+  /** @type {Awaited<ReturnType<typeof sdk.resourcesSearch>>} */
+  let res;
+  /** @type {import('../../sdks/build/typescript/dist/index.js').NeotenantResourcesHandlersSearchPage} */
+  let found;
+  /** @type {import('../../sdks/build/typescript/dist/index.js').NeotenantResourcesHandlersSearchHit[]} */
+  let hits;
+  for (;;) {
+    res = await sdk.resourcesSearch({ client, query });
+    searches += 1;
+    if (res.response?.status !== 200) expect(res, 200, what);
+    found = bodyOf(res.data, true, 'GET /v1/search', 200);
+    hits = found.items.filter((h) => h.id === resourceId);
+    if (hits.length || Date.now() >= deadline) break;
+    await sleep(SEARCH_POLL_MS);
+  }
+  expect(res, 200, what);
+  check(
+    hits.length > 0,
+    `${what}: ${resourceId} not among the items after ${SEARCH_TIMEOUT_MS / 1000} s (${searches} searches; ` +
+      `last answer: total ${found.total}, ids ${JSON.stringify(found.items.map((h) => h.id))})`,
+  );
+  const [hit] = hits;
+  check(found.total >= 1, `${what}: total ${found.total}`);
+  check(hit.type === typeName, `${what}: hit type ${hit.type}`);
+  check(hit.title === word, `${what}: hit title ${JSON.stringify(hit.title)}`);
+  const others = [...new Set(found.items.map((h) => h.type))].filter((t) => t !== typeName);
+  check(others.length === 0, `${what}: hits of other types ${JSON.stringify(others)}`);
+}
+
+/**
  * @param {string} baseUrl
  * @param {string} tenant
  * @param {string} token
@@ -116,7 +163,7 @@ async function run(baseUrl, tenant, token) {
   check(caller.id.startsWith('usr_'), `user id ${caller.id}`);
   made.user_id = caller.id;
 
-  // A resource type with a small schema.
+  // A resource type with a small schema; `title` is searchable.
   const typeName = `sdk_flow_${randomBytes(4).toString('hex')}`;
   const schema = {
     type: 'object',
@@ -127,7 +174,10 @@ async function run(baseUrl, tenant, token) {
     required: ['title'],
     additionalProperties: false,
   };
-  res = await sdk.resourcesCreateType({ client: owner, body: { name: typeName, title: 'SDK flow', schema } });
+  res = await sdk.resourcesCreateType({
+    client: owner,
+    body: { name: typeName, title: 'SDK flow', schema, searchable: ['title'] },
+  });
   expect(res, 201, 'POST /v1/resource-types');
   /** @type {import('../../sdks/build/typescript/dist/index.js').NeotenantResourcesResourceType} */
   const rtype = bodyOf(res.data, false, 'POST /v1/resource-types', 201);
@@ -135,9 +185,10 @@ async function run(baseUrl, tenant, token) {
   check(rtype.version === 1, `type version ${rtype.version}`);
   made.type = typeName;
 
-  // A resource of it.
+  // A resource of it, titled with a word no other resource has (the search below finds it).
+  const word = `sdkflow${randomBytes(6).toString('hex')}`;
   const path = { type_name: typeName };
-  res = await sdk.resourcesCreate({ client: owner, path, body: { data: { title: 'first', count: 1 }, tags: ['sdk'] } });
+  res = await sdk.resourcesCreate({ client: owner, path, body: { data: { title: word, count: 1 }, tags: ['sdk'] } });
   expect(res, 201, 'POST /v1/resources/{type}');
   /** @type {import('../../sdks/build/typescript/dist/index.js').NeotenantResourcesResource} */
   const created = bodyOf(res.data, false, 'POST /v1/resources/{type}', 201);
@@ -154,10 +205,13 @@ async function run(baseUrl, tenant, token) {
   const ids = listed.data?.items.map((r) => r.id);
   check(isDeepStrictEqual(ids, [created.id]), `list ids ${JSON.stringify(ids)}`);
 
+  // Found by full-text search once the index has caught up.
+  await searchFor(owner, word, typeName, created.id);
+
   // Read back, with its ETag.
   const got = await sdk.resourcesGet({ client: owner, path: one });
   expect(got, 200, 'GET /v1/resources/{type}/{id}');
-  check(isDeepStrictEqual(got.data?.data, { title: 'first', count: 1 }), `data ${JSON.stringify(got.data?.data)}`);
+  check(isDeepStrictEqual(got.data?.data, { title: word, count: 1 }), `data ${JSON.stringify(got.data?.data)}`);
   check(isDeepStrictEqual(got.data?.tags, ['sdk']), `tags ${JSON.stringify(got.data?.tags)}`);
   const etag = got.response.headers.get('etag') ?? '';
   check(etag === '"1"', `get ETag ${etag}`);
@@ -172,7 +226,7 @@ async function run(baseUrl, tenant, token) {
   expect(patched, 200, 'PATCH /v1/resources/{type}/{id}');
   check(patched.data?.version === 2, `patched version ${patched.data?.version}`);
   check(
-    isDeepStrictEqual(patched.data?.data, { title: 'first', count: 2 }),
+    isDeepStrictEqual(patched.data?.data, { title: word, count: 2 }),
     `patched data ${JSON.stringify(patched.data?.data)}`,
   );
   check(patched.response.headers.get('etag') === '"2"', `patch ETag ${patched.response.headers.get('etag')}`);

@@ -19,6 +19,7 @@ import json
 import os
 import secrets
 import sys
+import time
 from typing import Any
 
 from neotenant_client import AuthenticatedClient
@@ -49,12 +50,16 @@ from neotenant_client.api.resources import (
 from neotenant_client.api.resources import (
     neotenant_resources_handlers_patch as patch_resource,
 )
+from neotenant_client.api.resources import (
+    neotenant_resources_handlers_search as search,
+)
 from neotenant_client.api.users import neotenant_users_handlers_me as me
 from neotenant_client.models import (
     NeotenantApikeysApiKeyView,
     NeotenantApikeysCreatedApiKey,
     NeotenantApikeysNewApiKey,
     NeotenantHttpExtractPageneotenantResourcesResource,
+    NeotenantResourcesHandlersSearchPage,
     NeotenantResourcesResource,
     NeotenantResourcesResourceInput,
     NeotenantResourcesResourcePatch,
@@ -66,6 +71,11 @@ from neotenant_client.models import (
 from neotenant_client.types import Response
 
 PROBLEMS = "https://neotenant.dev/problems/"
+
+# The search index follows writes within about `search.index_interval_ms` (docs/API.md,
+# "Search"): a new resource is searched for this often, for up to this long.
+SEARCH_POLL_S = 0.2
+SEARCH_TIMEOUT_S = 20.0
 
 
 class Mismatch(Exception):
@@ -118,6 +128,47 @@ class Flow:
         return p
 
 
+def search_for(
+    flow: Flow,
+    base_url: str,
+    token: str,
+    headers: dict[str, str],
+    word: str,
+    type_name: str,
+    resource_id: str,
+) -> None:
+    """`GET /v1/search?q=<word>&type=<type_name>`, repeated until `resource_id` is a hit."""
+    what = f"GET /v1/search?q={word}&type={type_name}"
+    searcher = AuthenticatedClient(base_url=base_url, token=token, headers=headers)
+    deadline = time.monotonic() + SEARCH_TIMEOUT_S
+    searches = 0
+    with searcher:
+        while True:
+            res = search.sync_detailed(client=searcher, q=word, type_=type_name, limit=50)
+            searches += 1
+            if res.status_code != 200:
+                flow.expect(res, 200, what)
+            found = flow.body(res, NeotenantResourcesHandlersSearchPage, "GET /v1/search")
+            hits = [h for h in found.items if h.id == resource_id]
+            if hits or time.monotonic() >= deadline:
+                break
+            time.sleep(SEARCH_POLL_S)
+    flow.expect(res, 200, what)
+    flow.check(
+        bool(hits),
+        f"{what}: {resource_id} not among the items after {SEARCH_TIMEOUT_S:g} s ({searches} searches; "
+        f"last answer: total {found.total}, ids {[h.id for h in found.items]})",
+    )
+    hit = hits[0]
+    flow.check(found.total >= 1, f"{what}: total {found.total}")
+    flow.check(hit.type_ == type_name, f"{what}: hit type {hit.type_}")
+    flow.check(hit.title == word, f"{what}: hit title {hit.title!r}")
+    flow.check(
+        all(h.type_ == type_name for h in found.items),
+        f"{what}: hits of other types {sorted({h.type_ for h in found.items} - {type_name})}",
+    )
+
+
 def run(flow: Flow, base_url: str, tenant: str, token: str) -> None:
     tenant_header = {"X-Tenant": tenant}
     owner = AuthenticatedClient(base_url=base_url, token=token, headers=tenant_header)
@@ -129,7 +180,7 @@ def run(flow: Flow, base_url: str, tenant: str, token: str) -> None:
     flow.check(caller.id.startswith("usr_"), f"user id {caller.id}")
     flow.made["user_id"] = caller.id
 
-    # A resource type with a small schema.
+    # A resource type with a small schema; `title` is searchable.
     type_name = "sdk_flow_" + secrets.token_hex(4)
     schema = {
         "type": "object",
@@ -142,7 +193,9 @@ def run(flow: Flow, base_url: str, tenant: str, token: str) -> None:
     }
     res = create_type.sync_detailed(
         client=owner,
-        body=NeotenantResourcesTypeInput(name=type_name, title="SDK flow", schema=schema),
+        body=NeotenantResourcesTypeInput(
+            name=type_name, title="SDK flow", schema=schema, searchable=["title"]
+        ),
     )
     flow.expect(res, 201, "POST /v1/resource-types")
     rtype = flow.body(res, NeotenantResourcesResourceType, "POST /v1/resource-types")
@@ -150,11 +203,12 @@ def run(flow: Flow, base_url: str, tenant: str, token: str) -> None:
     flow.check(rtype.version == 1, f"type version {rtype.version}")
     flow.made["type"] = type_name
 
-    # A resource of it.
+    # A resource of it, titled with a word no other resource has (the search below finds it).
+    word = "sdkflow" + secrets.token_hex(6)
     res = create_resource.sync_detailed(
         type_name,
         client=owner,
-        body=NeotenantResourcesResourceInput(data={"title": "first", "count": 1}, tags=["sdk"]),
+        body=NeotenantResourcesResourceInput(data={"title": word, "count": 1}, tags=["sdk"]),
     )
     flow.expect(res, 201, "POST /v1/resources/{type}")
     created = flow.body(res, NeotenantResourcesResource, "POST /v1/resources/{type}")
@@ -170,11 +224,14 @@ def run(flow: Flow, base_url: str, tenant: str, token: str) -> None:
     page = flow.body(res, NeotenantHttpExtractPageneotenantResourcesResource, "GET /v1/resources/{type}")
     flow.check([r.id for r in page.items] == [created.id], f"list ids {[r.id for r in page.items]}")
 
+    # Found by full-text search once the index has caught up.
+    search_for(flow, base_url, token, tenant_header, word, type_name, created.id)
+
     # Read back, with its ETag.
     res = get_resource.sync_detailed(type_name, created.id, client=owner)
     flow.expect(res, 200, "GET /v1/resources/{type}/{id}")
     got = flow.body(res, NeotenantResourcesResource, "GET /v1/resources/{type}/{id}")
-    flow.check(got.data == {"title": "first", "count": 1}, f"data {got.data}")
+    flow.check(got.data == {"title": word, "count": 1}, f"data {got.data}")
     flow.check(got.tags == ["sdk"], f"tags {got.tags}")
     etag = res.headers.get("etag")
     flow.check(etag == '"1"', f"get ETag {etag}")
@@ -190,7 +247,7 @@ def run(flow: Flow, base_url: str, tenant: str, token: str) -> None:
     flow.expect(res, 200, "PATCH /v1/resources/{type}/{id}")
     patched = flow.body(res, NeotenantResourcesResource, "PATCH /v1/resources/{type}/{id}")
     flow.check(patched.version == 2, f"patched version {patched.version}")
-    flow.check(patched.data == {"title": "first", "count": 2}, f"patched data {patched.data}")
+    flow.check(patched.data == {"title": word, "count": 2}, f"patched data {patched.data}")
     flow.check(res.headers.get("etag") == '"2"', f"patch ETag {res.headers.get('etag')}")
 
     # A change at the stale version is refused.

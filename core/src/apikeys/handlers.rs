@@ -7,7 +7,7 @@ use salvo::prelude::*;
 
 use super::{ApiKeyView, CreatedApiKey, KeyPolicyPatch, KeyUsage, NewApiKey, service};
 
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::error::ApiResult;
 use crate::http::extract::{JsonBody, Path};
 use crate::http::reply::{NoContent, Reply};
 use crate::ids::ApiKeyId;
@@ -106,19 +106,7 @@ pub async fn key_usage(
     req: &mut Request,
     depot: &mut Depot,
 ) -> ApiResult<Reply<KeyUsage>> {
-    let days = match req.query::<String>("days") {
-        None => 30,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|d| (1..=90).contains(d))
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::InvalidParameter,
-                    "query parameter `days` must be an integer from 1 to 90",
-                )
-            })?,
-    };
+    let days = crate::http::extract::days_param(req)?;
     let auth = dep::<AuthState>(depot)?;
     Ok(Reply::ok(
         service::usage(&can, &auth.limiter, id.0, days).await?,

@@ -146,6 +146,9 @@ pub struct CreatedApiKey {
 /// Input for a new key.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[salvo(schema(example = json!({"name": "nightly export", "scopes": ["resources.read.tenant"],
+    "expires_in_days": 90, "rate_limit": {"per_sec": 5.0, "burst": 20},
+    "quota": {"credits": 10000, "refill": {"amount": 10000, "interval_secs": 86400}}})))]
 pub struct NewApiKey {
     /// 1-100 characters.
     pub name: String,

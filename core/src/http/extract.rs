@@ -360,6 +360,42 @@ impl EndpointArgRegister for IfMatch {
     }
 }
 
+/// Documents query parameters that a handler reads from the request itself (free-form
+/// filters): `QueryDoc<P>` as a handler argument extracts nothing and adds `P::PARAMS` —
+/// (name, description) pairs, all optional strings — to the operation in the document.
+pub struct QueryDoc<P>(std::marker::PhantomData<P>);
+
+/// The query parameters a [`QueryDoc`] documents.
+pub trait QueryParams: Send + Sync + 'static {
+    const PARAMS: &'static [(&'static str, &'static str)];
+}
+
+impl<'ex, P: QueryParams> salvo::extract::Extractible<'ex> for QueryDoc<P> {
+    fn metadata() -> &'static salvo::extract::Metadata {
+        static METADATA: salvo::extract::Metadata = salvo::extract::Metadata::new("QueryDoc");
+        &METADATA
+    }
+
+    #[allow(refining_impl_trait)]
+    async fn extract(_req: &'ex mut Request, _depot: &'ex mut Depot) -> Result<Self, ApiError> {
+        Ok(Self(std::marker::PhantomData))
+    }
+}
+
+impl<P: QueryParams> EndpointArgRegister for QueryDoc<P> {
+    fn register(_components: &mut Components, operation: &mut Operation, _arg: &str) {
+        for (name, description) in P::PARAMS {
+            operation.parameters.insert(
+                Parameter::new(*name)
+                    .location(ParameterIn::Query)
+                    .required(oapi::Required::False)
+                    .description(*description)
+                    .schema(oapi::Object::new().schema_type(oapi::schema::BasicType::String)),
+            );
+        }
+    }
+}
+
 /// Smallest and largest page size; the default when `limit` is absent.
 pub const LIMIT_DEFAULT: u32 = 50;
 pub const LIMIT_MAX: u32 = 200;
@@ -491,16 +527,37 @@ pub async fn read_file_part(req: &mut Request, max_bytes: usize, what: &str) -> 
 /// The query parameter `limit`: `default` when absent, else an integer from 1 to `max` (400
 /// otherwise).
 pub fn limit_param(req: &Request, default: usize, max: usize) -> ApiResult<usize> {
-    match req.queries().get("limit") {
+    let max = u32::try_from(max).unwrap_or(u32::MAX);
+    let default = u32::try_from(default).unwrap_or(max);
+    int_param(req, "limit", default, 1..=max).map(|v| v as usize)
+}
+
+/// The query parameter `days` of usage reports: 1-90, default 30 (400 otherwise).
+pub fn days_param(req: &Request) -> ApiResult<u32> {
+    int_param(req, "days", 30, 1..=90)
+}
+
+/// An integer query parameter within `range`; `default` when absent (400 otherwise).
+pub fn int_param(
+    req: &Request,
+    name: &str,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> ApiResult<u32> {
+    match req.queries().get(name) {
         None => Ok(default),
         Some(raw) => raw
-            .parse::<usize>()
+            .parse::<u32>()
             .ok()
-            .filter(|n| (1..=max).contains(n))
+            .filter(|v| range.contains(v))
             .ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::InvalidParameter,
-                    format!("query parameter `limit` must be an integer from 1 to {max}"),
+                    format!(
+                        "query parameter `{name}` must be an integer from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
                 )
             }),
     }

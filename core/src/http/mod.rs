@@ -181,6 +181,16 @@ const TAGS: &[(&str, &str)] = &[
 
 /// The OpenAPI 3.1 document generated from the handlers.
 pub fn openapi() -> OpenApi {
+    let mut doc = document();
+    for item in doc.paths.values_mut() {
+        for op in item.operations.values_mut() {
+            op.securities.get_or_insert_with(Vec::new);
+        }
+    }
+    doc
+}
+
+fn document() -> OpenApi {
     use salvo::oapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
     OpenApi::with_info(
         salvo::oapi::Info::new("NeoTenantApi", env!("CARGO_PKG_VERSION"))
@@ -206,6 +216,12 @@ pub fn openapi() -> OpenApi {
         ))),
     )
     .merge_router(&api_router())
+    // Authenticated unless an operation says otherwise: those without credentials (sign-in,
+    // invitation and unsubscribe links, the version list) are marked public with `[]`.
+    .security(
+        ["bearer", "apiKey"]
+            .map(|s| salvo::oapi::SecurityRequirement::new(s, Vec::<String>::new())),
+    )
     .tags(
         TAGS.iter()
             .map(|(name, description)| salvo::oapi::Tag::new(*name).description(*description)),
@@ -393,5 +409,18 @@ mod tests {
                 .contains("RFC 9457")
         );
         assert!(doc["components"]["securitySchemes"]["apiKey"].is_object());
+        assert_eq!(doc["security"].as_array().unwrap().len(), 2);
+        // Public operations say so; authenticated ones name both schemes.
+        assert_eq!(
+            doc["paths"]["/v1/api-versions"]["get"]["security"],
+            serde_json::json!([])
+        );
+        assert_eq!(
+            doc["paths"]["/v1/changes"]["get"]["security"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }

@@ -6,7 +6,7 @@ use salvo::oapi::endpoint;
 use salvo::prelude::*;
 use uuid::Uuid;
 
-use super::{NewOAuthClient, OAuthClientSecret, OAuthClientView, service};
+use super::{ClientUsage, NewOAuthClient, OAuthClientSecret, OAuthClientView, service};
 use crate::error::ApiResult;
 use crate::http::extract::{JsonBody, Path, dep};
 use crate::http::reply::{NoContent, Reply};
@@ -70,6 +70,27 @@ pub async fn rotate_client(
     ))
 }
 
+/// One of my OAuth clients' requests per UTC day (`?days=` 1-90, default 30): let through, and
+/// refused by its rate limit.
+#[endpoint(
+    operation_id = "neotenant.oauthclients.usage",
+    tags("oauth clients"),
+    status_codes(200, 400, 401, 403, 404)
+)]
+pub async fn client_usage(
+    can: Can<ApiKeysReadOwn>,
+    _tenant: CurrentTenant,
+    id: Path<Uuid>,
+    req: &mut Request,
+    depot: &mut Depot,
+) -> ApiResult<Reply<ClientUsage>> {
+    let days = crate::http::extract::days_param(req)?;
+    let auth = dep::<crate::auth::AuthState>(depot)?;
+    Ok(Reply::ok(
+        service::usage(&can, &auth.limiter, id.0, days).await?,
+    ))
+}
+
 /// Revoke one of my OAuth clients: no new tokens, and every instance refuses its tokens at once.
 #[endpoint(
     operation_id = "neotenant.oauthclients.revoke",
@@ -95,6 +116,7 @@ pub fn router() -> Router {
         .push(
             Router::with_path("{id}")
                 .delete(revoke_client)
+                .push(Router::with_path("usage").get(client_usage))
                 .push(Router::with_path("secret/rotate").post(rotate_client)),
         )
 }

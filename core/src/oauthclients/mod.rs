@@ -53,13 +53,23 @@ pub struct OAuthClientSecret {
 /// A client to make.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[salvo(schema(name = "neotenant.oauthclients.NewOAuthClient"))]
+#[salvo(schema(name = "neotenant.oauthclients.NewOAuthClient",
+    example = json!({"name": "crm sync", "scopes": ["resources.read.tenant", "users.read.tenant"]})))]
 pub struct NewOAuthClient {
     /// 1-100 characters.
     pub name: String,
     /// 1-100 permissions (`resource.action.scope`), each one the maker holds: the client may do
     /// only what both they and its maker allow.
     pub scopes: Vec<String>,
+}
+
+/// A client's requests per UTC day.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[salvo(schema(name = "neotenant.oauthclients.ClientUsage"))]
+pub struct ClientUsage {
+    pub id: Uuid,
+    /// Oldest first, today last.
+    pub days: Vec<crate::apikeys::UsageDay>,
 }
 
 /// The session id under which a client's revocation is broadcast.

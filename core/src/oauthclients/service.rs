@@ -8,7 +8,7 @@ use rand::Rng;
 use uuid::Uuid;
 
 use super::repo::{self, ClientRow, NewClientRow};
-use super::{NewOAuthClient, OAuthClientSecret, OAuthClientView, revocation_id};
+use super::{ClientUsage, NewOAuthClient, OAuthClientSecret, OAuthClientView, revocation_id};
 use crate::audit::{self, Change};
 use crate::auth::keycloak::KeycloakAdmin;
 use crate::auth::token::{ClientPolicy, Principal, TokenError};
@@ -245,6 +245,43 @@ pub async fn revoke(
     Ok(())
 }
 
+/// The bucket and usage name of a client.
+fn client_key(id: Uuid) -> String {
+    format!("oauth:{}", id.simple())
+}
+
+/// One of the caller's clients' requests per UTC day over the last `days` (1-90).
+pub async fn usage(
+    caller: &Caller,
+    limiter: &crate::ratelimit::RateLimiter,
+    id: Uuid,
+    days: u32,
+) -> ApiResult<ClientUsage> {
+    let owner = caller.user_id();
+    let live = caller
+        .db()
+        .transaction(async |tx| Ok::<_, ApiError>(repo::live_of(tx.conn(), owner).await?))
+        .await?;
+    if !live.iter().any(|c| c.id == id) {
+        return Err(ApiError::not_found("OAuth client"));
+    }
+    let counted = limiter
+        .usage(caller.tenant_id(), &client_key(id), days)
+        .await
+        .map_err(|e| ApiError::unavailable("the usage counters", e))?;
+    Ok(ClientUsage {
+        id,
+        days: counted
+            .into_iter()
+            .map(|d| crate::apikeys::UsageDay {
+                date: d.date,
+                requests: d.requests,
+                refused: d.refused,
+            })
+            .collect(),
+    })
+}
+
 /// The caller a validated token of one of this platform's OAuth clients acts as: the client's
 /// maker, narrowed to its scopes, with its own rate-limit bucket. A client this tenant does not
 /// hold is refused; a revoked one is `session-revoked`.
@@ -276,7 +313,7 @@ pub async fn authenticate(db: &TenantDb, token: &Principal) -> Result<Principal,
         issued_at: token.issued_at,
         key_scopes: Some(row.scopes),
         client_policy: Some(ClientPolicy {
-            id: format!("oauth:{}", row.id.simple()),
+            id: client_key(row.id),
             rate: None,
             quota: None,
             api_version: None,

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::apiversion::ApiVersion;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::http::extract::{IfMatch, JsonBody, ListParams, Page, Path, dep};
+use crate::http::extract::{IfMatch, JsonBody, ListParams, Page, Path, QueryDoc, QueryParams, dep};
 use crate::http::reply::{NoContent, Reply, Versioned};
 use crate::ids::{ResourceId, ResourceShareId, TeamId, UserId};
 use crate::rbac::Can;
@@ -755,6 +755,24 @@ fn time_param(req: &Request, name: &str) -> ApiResult<Option<i64>> {
         .transpose()
 }
 
+/// The query parameters of `GET /v1/search`, for the document (the handler parses them).
+pub struct SearchFilters;
+
+impl QueryParams for SearchFilters {
+    const PARAMS: &'static [(&'static str, &'static str)] = &[
+        ("q", "Words (all must match) and `field:value` terms"),
+        ("type", "A resource type (repeatable)"),
+        ("tag", "A tag (repeatable)"),
+        ("category", "A category"),
+        ("owner", "An owner's user id"),
+        ("team", "A team id"),
+        ("created_from", "Created at or after (RFC 3339)"),
+        ("created_to", "Created before (RFC 3339)"),
+        ("updated_from", "Updated at or after (RFC 3339)"),
+        ("updated_to", "Updated before (RFC 3339)"),
+    ];
+}
+
 /// Full-text search over the resources the caller may read. `q`: words (all must match;
 /// words of 5+ letters tolerate a typo, 9+ two) and `field:value` terms on a type's
 /// non-searchable fields; filters `type` and `tag` (repeatable), `category`, `owner`, `team`,
@@ -764,6 +782,7 @@ fn time_param(req: &Request, name: &str) -> ApiResult<Option<i64>> {
 pub async fn search(
     can: Can<ResourcesReadOwn>,
     page: ListParams<usize>,
+    _filters: QueryDoc<SearchFilters>,
     req: &mut Request,
     depot: &mut Depot,
 ) -> ApiResult<Reply<SearchPage>> {

@@ -87,6 +87,12 @@ pub struct Migration {
 /// A resource type definition (input for create and replace).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[salvo(schema(example = json!({"name": "ticket", "title": "Ticket",
+    "schema": {"type": "object", "required": ["title"], "properties": {
+        "title": {"type": "string", "maxLength": 200},
+        "status": {"type": "string", "enum": ["open", "closed"]},
+        "priority": {"type": "integer", "minimum": 1, "maximum": 5}}},
+    "searchable": ["title"], "filterable": ["status"], "sortable": ["priority"]})))]
 pub struct TypeInput {
     /// `[a-z][a-z0-9_]{0,62}`; part of the URL. Ignored on replace (the URL names the type).
     #[serde(default)]
@@ -138,6 +144,8 @@ pub struct ResourceType {
 /// Input for creating or replacing a resource.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[salvo(schema(example = json!({"data": {"title": "Printer on fire", "status": "open", "priority": 5},
+    "tags": ["hardware"], "category": "facilities"})))]
 pub struct ResourceInput {
     /// Validated against the type's schema.
     pub data: Value,

@@ -255,19 +255,7 @@ pub async fn remove_share(
 }
 
 fn months(req: &Request) -> ApiResult<u32> {
-    match req.query::<String>("months") {
-        None => Ok(6),
-        Some(m) => m
-            .parse::<u32>()
-            .ok()
-            .filter(|m| (1..=36).contains(m))
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::InvalidParameter,
-                    "query parameter `months` must be 1-36",
-                )
-            }),
-    }
+    crate::http::extract::int_param(req, "months", 6, 1..=36)
 }
 
 /// Analytics of every team: members, sub-teams, active members, monthly growth

@@ -9,7 +9,9 @@ use uuid::Uuid;
 /// An endpoint to create.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[salvo(schema(name = "neotenant.webhooks.EndpointInput"))]
+#[salvo(schema(name = "neotenant.webhooks.EndpointInput",
+    example = json!({"url": "https://hooks.example.com/neotenant", "description": "CRM",
+        "event_types": ["resource.*", "user.created"], "rate_limit": 50})))]
 pub struct EndpointInput {
     /// Where messages are POSTed: `http(s)`, a public address.
     pub url: String,
