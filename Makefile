@@ -150,6 +150,7 @@ bench: up plugins
 	@BENCH_NO_BUILD=1 scripts/bench-flags.sh
 	@BENCH_NO_BUILD=1 scripts/bench-notifications.sh
 	@BENCH_NO_BUILD=1 scripts/bench-webhooks.sh
+	@BENCH_NO_BUILD=1 scripts/bench-changes.sh
 
 # NeoTenantApi beside PocketBase and SpiceDB (installed from the Go module proxy when missing).
 bench-peers:
