@@ -121,6 +121,20 @@ pub mod rate {
     pub fn ip_failures(namespace: &str, ip: impl Display) -> String {
         format!("{}:fail:ip:{ip}", tag(namespace))
     }
+    /// One credential's or account's (a fingerprint) failures and lock at one IP.
+    pub fn pair_lock(namespace: &str, ip: impl Display, who: &str) -> String {
+        format!("{}:lock:pair:{ip}:{who}", tag(namespace))
+    }
+    pub fn pair_failures(namespace: &str, ip: impl Display, who: &str) -> String {
+        format!("{}:fail:pair:{ip}:{who}", tag(namespace))
+    }
+    /// An account's (a fingerprint) failures and lock from every address.
+    pub fn account_lock(namespace: &str, who: &str) -> String {
+        format!("{}:lock:acct:{who}", tag(namespace))
+    }
+    pub fn account_failures(namespace: &str, who: &str) -> String {
+        format!("{}:fail:acct:{who}", tag(namespace))
+    }
 
     /// The slot-defining part of a key (what Redis Cluster hashes).
     pub fn hash_tag(key: &str) -> &str {
@@ -146,6 +160,10 @@ mod tests {
             rate::ip_bucket("rl", "10.0.0.1"),
             rate::user_bucket("rl", "t:alice"),
             rate::ip_failures("rl", "10.0.0.1"),
+            rate::pair_lock("rl", "10.0.0.1", "ab12"),
+            rate::pair_failures("rl", "10.0.0.1", "ab12"),
+            rate::account_lock("rl", "ab12"),
+            rate::account_failures("rl", "ab12"),
         ];
         for k in &keys {
             assert_eq!(rate::hash_tag(k), "rl", "{k}");

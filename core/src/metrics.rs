@@ -36,6 +36,9 @@ pub struct Metrics {
     pub plugin_failures: IntCounterVec,
     /// Events delivered to integrations, by outcome (`delivered`, `retried`, `dead_letter`).
     pub plugin_deliveries: IntCounterVec,
+    /// Whether each dependency answered its last readiness check (1) or not (0):
+    /// `neotenant_dependency_up{dependency="postgres"|"redis"}`.
+    pub dependency_up: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -134,8 +137,17 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric");
+        let dependency_up = IntGaugeVec::new(
+            Opts::new(
+                "dependency_up",
+                "Whether a dependency answered the last readiness check (1) or not (0)",
+            ),
+            &["dependency"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(plugin_failures.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(dependency_up.clone()),
             Box::new(plugin_deliveries.clone()),
             Box::new(permission_lookups.clone()),
             Box::new(new_devices.clone()),
@@ -166,6 +178,7 @@ impl Metrics {
             permission_database: permission_lookups.with_label_values(&["database"]),
             plugin_failures,
             plugin_deliveries,
+            dependency_up,
         }
     }
 

@@ -2,7 +2,8 @@
 //! authentication failures, kept in Redis so every instance enforces the same budget.
 //!
 //! Owns the GCRA (generic cell rate algorithm) script: one atomic Redis call checks the IP's
-//! and the user's buckets and the IP's lockout together, and spends from the buckets only
+//! and the user's buckets and the lockouts that apply (the IP's; for a credential not yet
+//! validated, that credential's or account's at the IP, see [`Attempt`]) together, and spends from the buckets only
 //! when all allow. For fast buckets one call takes a short lease of several requests that
 //! this instance then spends without Redis (`rate_limit.lease_ms`): every leased request was
 //! charged to the shared buckets, so the budget across instances is never exceeded; a lease
@@ -38,24 +39,27 @@ pub enum Decision {
     Locked { retry_after_secs: u64 },
 }
 
-/// GCRA over up to two buckets plus one lockout key, atomically, granting up to `want`
+/// GCRA over up to two buckets plus lockout keys, atomically, granting up to `want`
 /// requests at once (a lease the caller spends locally).
-/// KEYS: lock key, then bucket keys. ARGV: per bucket (interval_us, tolerance_us, burst), then
-/// want. Times are microseconds since [`EPOCH_SECS`] kept as doubles (exact to well below a
-/// microsecond for centuries), so an interval need not be whole: 30,000/s is 33.33… µs, not
-/// a rounded 33 or a floored millisecond. Every bucket is charged the same grant: the fewest
-/// any of them can afford now, capped at `want`. Returns {code, a, b, c, d}: code 1 allowed
-/// (limit, remaining after the grant, reset_ms, granted), 0 limited (limit, retry_ms),
-/// -1 locked (retry_ms).
+/// KEYS: lock keys, then bucket keys. ARGV: the number of lock keys, per bucket (interval_us,
+/// tolerance_us, burst), then want. Times are microseconds since [`EPOCH_SECS`] kept as
+/// doubles (exact to well below a microsecond for centuries), so an interval need not be
+/// whole: 30,000/s is 33.33… µs, not a rounded 33 or a floored millisecond. Every bucket is
+/// charged the same grant: the fewest any of them can afford now, capped at `want`. Returns
+/// {code, a, b, c, d}: code 1 allowed (limit, remaining after the grant, reset_ms, granted),
+/// 0 limited (limit, retry_ms), -1 locked (retry_ms).
 const GCRA: &str = r#"
-local lock_ttl = redis.call('PTTL', KEYS[1])
-if lock_ttl > 0 then return {-1, lock_ttl, 0, 0, 0} end
+local locks = tonumber(ARGV[1])
+for i = 1, locks do
+  local lock_ttl = redis.call('PTTL', KEYS[i])
+  if lock_ttl > 0 then return {-1, lock_ttl, 0, 0, 0} end
+end
 local t = redis.call('TIME')
 local now = (tonumber(t[1]) - EPOCH) * 1000000 + tonumber(t[2])
 local grant = tonumber(ARGV[#ARGV])
 local tats = {}
-for i = 2, #KEYS do
-  local j = (i - 2) * 3
+for i = locks + 1, #KEYS do
+  local j = (i - locks - 1) * 3 + 1
   local interval = tonumber(ARGV[j + 1])
   local tolerance = tonumber(ARGV[j + 2])
   local tat = tonumber(redis.call('GET', KEYS[i])) or now
@@ -68,8 +72,8 @@ for i = 2, #KEYS do
   tats[i] = tat
 end
 local best_remaining, best_limit, best_reset = nil, 0, 0
-for i = 2, #KEYS do
-  local j = (i - 2) * 3
+for i = locks + 1, #KEYS do
+  local j = (i - locks - 1) * 3 + 1
   local interval = tonumber(ARGV[j + 1])
   local tolerance = tonumber(ARGV[j + 2])
   local new_tat = tats[i] + grant * interval
@@ -86,18 +90,61 @@ return {1, best_limit, best_remaining or 0, best_reset, grant}
 /// The origin of the limiter's clock (2025-01-01T00:00:00Z), keeping its numbers small.
 const EPOCH_SECS: u64 = 1_735_689_600;
 
-/// Counts one authentication failure; locks the IP when the window's count reaches the
-/// maximum. KEYS: counter, lock. ARGV: window_ms, max, lock_ms. Returns 1 when this call locked.
+/// Counts one authentication failure in each of its scopes; locks a scope when its window's
+/// count reaches its maximum. KEYS: (counter, lock) per scope. ARGV: window_ms, lock_ms, then
+/// the maximum per scope. Returns a bit per scope that this call locked (1: the first).
 const FAILURE: &str = r#"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-if n >= tonumber(ARGV[2]) and redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('SET', KEYS[2], 1, 'PX', ARGV[3])
-  redis.call('DEL', KEYS[1])
-  return 1
+local locked = 0
+for p = 1, #KEYS / 2 do
+  local counter, lock = KEYS[2 * p - 1], KEYS[2 * p]
+  local n = redis.call('INCR', counter)
+  if n == 1 then redis.call('PEXPIRE', counter, ARGV[1]) end
+  if n >= tonumber(ARGV[2 + p]) and redis.call('EXISTS', lock) == 0 then
+    redis.call('SET', lock, 1, 'PX', ARGV[2])
+    redis.call('DEL', counter)
+    locked = locked + 2 ^ (p - 1)
+  end
 end
-return 0
+return locked
 "#;
+
+/// What an authentication attempt names besides its address. Failures lock that pair (address
+/// and credential, or address and account), not the whole address, so the users behind one
+/// NAT address do not lock one another out; the address alone is locked only at the much
+/// higher `max_auth_failures_per_ip` (spraying).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt<'a> {
+    /// A presented credential, by its fingerprint: a token, an API key, a reset or invitation
+    /// token.
+    Credential(&'a str),
+    /// A named account, by its fingerprint (a password login): locked at the address, and
+    /// from every address at `max_auth_failures` too, as Keycloak's brute-force detection
+    /// does — a temporary lock, so guessing one account's password from many addresses fails.
+    Account(&'a str),
+}
+
+impl Attempt<'_> {
+    fn who(&self) -> &str {
+        match self {
+            Attempt::Credential(w) | Attempt::Account(w) => w,
+        }
+    }
+}
+
+/// A short, non-reversible fingerprint of what an attempt names (no credential or username
+/// is written to Redis): 128 bits of SHA-256 over the parts, hex.
+pub fn fingerprint(parts: &[&[u8]]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// Spends one credit of a client's quota. KEYS: the quota hash. ARGV: the credits to start from
 /// when Redis holds none (the last snapshot, or the quota), the period they belong to, the
@@ -161,8 +208,12 @@ pub struct DayUsage {
     pub refused: u64,
 }
 
-/// A client's counts of one day: (tenant, client, `yyyymmdd`).
-type UsageKey = (crate::ids::TenantId, String, String);
+/// Counts since the last flush, per (tenant, UTC day number since the epoch), per client:
+/// (let through, refused). Two levels, so counting a known client allocates nothing.
+type UsageCounts = std::collections::HashMap<
+    (crate::ids::TenantId, i64),
+    std::collections::HashMap<String, (u64, u64)>,
+>;
 
 /// Requests granted by Redis ahead of time to one (IP, user) pair on this instance.
 struct Lease {
@@ -186,8 +237,8 @@ pub struct RateLimiter {
     gcra: redis::Script,
     failure: redis::Script,
     credit: redis::Script,
-    /// Client requests counted here since the last flush: (tenant, client, day) → (ok, refused).
-    usage: std::sync::Mutex<std::collections::HashMap<UsageKey, (u64, u64)>>,
+    /// Client requests counted here since the last flush.
+    usage: std::sync::Mutex<UsageCounts>,
     pub lockouts: prometheus::IntCounter,
     pub redis_errors: prometheus::IntCounter,
 }
@@ -235,16 +286,24 @@ impl RateLimiter {
     /// Checks (and spends from) the IP's bucket and, when known, the user's: from this
     /// instance's lease for the pair when one is left, else from Redis (taking a new lease).
     pub async fn check(&self, ip: IpAddr, user: Option<&str>) -> Decision {
-        self.check_with(ip, user, None).await
+        self.check_with(ip, user, None, None).await
+    }
+
+    /// [`Self::check`] for an attempt to authenticate: also refused while the attempt's pair
+    /// (or account) is locked out. Always asks Redis (a lease would skip the lock).
+    pub async fn check_attempt(&self, ip: IpAddr, attempt: Attempt<'_>) -> Decision {
+        self.check_with(ip, None, None, Some(attempt)).await
     }
 
     /// [`Self::check`] with the user's bucket at `user_rate` (per second, burst) instead of
-    /// the platform's: a tenant's own limit. The IP's bucket is the platform's always.
+    /// the platform's: a tenant's own limit. The IP's bucket is the platform's always. With an
+    /// `attempt` (a credential not validated yet), its locks are checked too.
     pub async fn check_with(
         &self,
         ip: IpAddr,
         user: Option<&str>,
         user_rate: Option<(f64, u32)>,
+        attempt: Option<Attempt<'_>>,
     ) -> Decision {
         if !self.config.enabled {
             return Decision::Allowed {
@@ -270,6 +329,7 @@ impl RateLimiter {
             }),
         );
         if want > 1
+            && attempt.is_none()
             && let Some(allowed) = self.spend_lease(&key)
         {
             return allowed;
@@ -277,6 +337,16 @@ impl RateLimiter {
         let ns = &c.namespace;
         let mut invocation = self.gcra.prepare_invoke();
         invocation.key(keys::rate::ip_lock(ns, ip));
+        let mut locks = 1;
+        if let Some(a) = attempt {
+            invocation.key(keys::rate::pair_lock(ns, ip, a.who()));
+            locks += 1;
+            if let Attempt::Account(who) = a {
+                invocation.key(keys::rate::account_lock(ns, who));
+                locks += 1;
+            }
+        }
+        invocation.arg(locks);
         let (i, t, b) = bucket_args(c.per_ip_per_sec, c.per_ip_burst);
         invocation
             .key(keys::rate::ip_bucket(ns, ip))
@@ -453,13 +523,20 @@ impl RateLimiter {
 
     /// Counts one request of a client (in memory until the next [`Self::flush_usage`]).
     pub fn count_use(&self, tenant: crate::ids::TenantId, client: &str, refused: bool) {
-        let day = chrono::Utc::now().format("%Y%m%d").to_string();
+        let day = chrono::Utc::now().timestamp().div_euclid(86_400);
+        let add = |e: &mut (u64, u64)| {
+            if refused {
+                e.1 += 1;
+            } else {
+                e.0 += 1;
+            }
+        };
         let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = usage.entry((tenant, client.to_string(), day)).or_default();
-        if refused {
-            entry.1 += 1;
+        let clients = usage.entry((tenant, day)).or_default();
+        if let Some(e) = clients.get_mut(client) {
+            add(e);
         } else {
-            entry.0 += 1;
+            add(clients.entry(client.to_owned()).or_default());
         }
     }
 
@@ -471,29 +548,37 @@ impl RateLimiter {
             return;
         }
         let mut pipe = redis::pipe();
-        for ((tenant, client, day), (ok, refused)) in &taken {
-            let key = keys::client_usage(&self.config.namespace, *tenant, client, day);
-            pipe.hincr(&key, "ok", *ok)
-                .ignore()
-                .hincr(&key, "refused", *refused)
-                .ignore()
-                .expire(&key, 400 * 86_400)
-                .ignore();
+        for ((tenant, day), clients) in &taken {
+            let date = chrono::DateTime::from_timestamp(day * 86_400, 0)
+                .unwrap_or_default()
+                .format("%Y%m%d")
+                .to_string();
+            for (client, (ok, refused)) in clients {
+                let key = keys::client_usage(&self.config.namespace, *tenant, client, &date);
+                pipe.hincr(&key, "ok", *ok)
+                    .ignore()
+                    .hincr(&key, "refused", *refused)
+                    .ignore()
+                    .expire(&key, 400 * 86_400)
+                    .ignore();
+            }
         }
         let mut conn = self.redis.clone();
         if let Err(error) = pipe.query_async::<()>(&mut conn).await {
             self.redis_errors.inc();
             tracing::warn!(%error, "client usage not written; kept for the next flush");
             let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
-            for (k, (ok, refused)) in taken {
-                let e = usage.entry(k).or_default();
-                e.0 += ok;
-                e.1 += refused;
+            for (k, clients) in taken {
+                let held = usage.entry(k).or_default();
+                for (client, (ok, refused)) in clients {
+                    let e = held.entry(client).or_default();
+                    e.0 += ok;
+                    e.1 += refused;
+                }
             }
         }
     }
 
-    /// Flushes the usage counts every `every` until `stop`, and once more then.
     pub async fn flush_loop(
         self: std::sync::Arc<Self>,
         every: std::time::Duration,
@@ -600,41 +685,58 @@ impl RateLimiter {
         lease.left
     }
 
-    /// Records an authentication failure from `ip`; locks it out after too many. Returns
-    /// whether this failure started a lockout.
-    pub async fn record_failure(&self, ip: IpAddr) -> bool {
+    /// Records a failed authentication from `ip` naming `attempt`; locks the pair out after
+    /// `max_auth_failures`, the account (from every address) after as many, and the address
+    /// after `max_auth_failures_per_ip`. Returns whether this failure started a lockout.
+    pub async fn record_failure(&self, ip: IpAddr, attempt: Attempt<'_>) -> bool {
         if !self.config.enabled {
             return false;
         }
-        let ns = &self.config.namespace;
-        let mut conn = self.redis.clone();
-        let locked: redis::RedisResult<i64> = self
-            .failure
+        let c = &self.config;
+        let ns = &c.namespace;
+        let mut invocation = self.failure.prepare_invoke();
+        invocation
             .key(keys::rate::ip_failures(ns, ip))
             .key(keys::rate::ip_lock(ns, ip))
-            .arg(self.config.failure_window_secs * 1000)
-            .arg(self.config.max_auth_failures)
-            .arg(self.config.lockout_secs * 1000)
-            .invoke_async(&mut conn)
-            .await;
-        match locked {
-            Ok(1) => {
+            .key(keys::rate::pair_failures(ns, ip, attempt.who()))
+            .key(keys::rate::pair_lock(ns, ip, attempt.who()));
+        invocation
+            .arg(c.failure_window_secs * 1000)
+            .arg(c.lockout_secs * 1000)
+            .arg(c.max_auth_failures_per_ip.max(c.max_auth_failures))
+            .arg(c.max_auth_failures);
+        if let Attempt::Account(who) = attempt {
+            invocation
+                .key(keys::rate::account_failures(ns, who))
+                .key(keys::rate::account_lock(ns, who))
+                .arg(c.max_auth_failures);
+        }
+        let mut conn = self.redis.clone();
+        match invocation.invoke_async::<i64>(&mut conn).await {
+            Ok(0) => false,
+            Ok(locked) => {
                 self.lockouts.inc();
-                // Requests already leased to the address must not outlive its lockout here.
-                self.leases
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .retain(|(leased_ip, _), _| *leased_ip != ip);
+                if locked & 1 == 1 {
+                    // Requests already leased to the address must not outlive its lockout.
+                    self.leases
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|(leased_ip, _), _| *leased_ip != ip);
+                }
+                let scope = match (locked & 1 == 1, locked & 4 == 4) {
+                    (true, _) => "address",
+                    (false, true) => "account",
+                    _ => "credential at address",
+                };
                 tracing::warn!(
                     client_ip = %ip,
-                    failures = self.config.max_auth_failures,
-                    window_secs = self.config.failure_window_secs,
-                    lockout_secs = self.config.lockout_secs,
-                    "client locked out after repeated authentication failures"
+                    scope,
+                    window_secs = c.failure_window_secs,
+                    lockout_secs = c.lockout_secs,
+                    "locked out after repeated authentication failures"
                 );
                 true
             }
-            Ok(_) => false,
             Err(error) => {
                 self.redis_errors.inc();
                 tracing::warn!(%error, "recording an authentication failure failed");

@@ -97,6 +97,14 @@ pub mod tenant {
             created_at -> Timestamptz,
             rotated_at -> Nullable<Timestamptz>,
             revoked_at -> Nullable<Timestamptz>,
+            api_version -> Nullable<Text>,
+            rate_per_sec -> Nullable<Float8>,
+            rate_burst -> Nullable<Int4>,
+            quota_credits -> Nullable<Int8>,
+            quota_refill_amount -> Nullable<Int8>,
+            quota_refill_secs -> Nullable<Int4>,
+            quota_left -> Nullable<Int8>,
+            quota_period -> Nullable<Int8>,
         }
     }
 

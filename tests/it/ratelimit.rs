@@ -1,5 +1,6 @@
 //! Rate limits per user and per IP, and lockouts after repeated authentication failures.
 
+use neotenant::ratelimit::Attempt;
 use neotenant_tests::{TestApp, expect_problem, random_slug, test_config};
 use reqwest::Method;
 
@@ -66,9 +67,10 @@ async fn users_over_their_budget_get_429_with_retry_after() {
 }
 
 #[tokio::test]
-async fn repeated_bad_tokens_lock_the_client_out() {
+async fn repeated_bad_tokens_lock_that_token_out_and_spraying_the_address() {
     let mut config = test_config();
     config.rate_limit.max_auth_failures = 3;
+    config.rate_limit.max_auth_failures_per_ip = 6;
     config.rate_limit.lockout_secs = 60;
     config.rate_limit.namespace = random_slug("rl");
     let app = TestApp::start_with(config).await;
@@ -87,8 +89,8 @@ async fn repeated_bad_tokens_lock_the_client_out() {
         )
         .await;
     }
-    // Locked: even a valid token from that address is refused for now.
-    let res = from("203.0.113.7", &t.token).await.unwrap();
+    // That token is locked out at that address...
+    let res = from("203.0.113.7", "forged.token.value").await.unwrap();
     let retry: u64 = res.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -96,10 +98,27 @@ async fn repeated_bad_tokens_lock_the_client_out() {
         .unwrap();
     assert!((50..=60).contains(&retry), "retry-after {retry}");
     expect_problem(res, 429, "auth-locked").await;
+    // ...but another user behind the same address is not.
+    assert_eq!(from("203.0.113.7", &t.token).await.unwrap().status(), 200);
+
+    // Spraying different bad tokens from one address locks the address: then even a valid
+    // token from it is refused for now.
+    for n in 0..3 {
+        expect_problem(
+            from("203.0.113.7", &format!("forged.token.v{n}"))
+                .await
+                .unwrap(),
+            401,
+            "token-malformed",
+        )
+        .await;
+    }
+    let res = from("203.0.113.7", &t.token).await.unwrap();
+    expect_problem(res, 429, "auth-locked").await;
     // Another address is not.
     assert_eq!(from("203.0.113.8", &t.token).await.unwrap().status(), 200);
-    // The lockout is recorded in the tenant's audit log, once.
-    neotenant_tests::await_audit(&app, &t, "auth.locked_out", 1).await;
+    // Each lockout is recorded in the tenant's audit log, once.
+    neotenant_tests::await_audit(&app, &t, "auth.locked_out", 2).await;
     let metrics = app
         .client
         .get(app.url("/metrics"))
@@ -110,8 +129,8 @@ async fn repeated_bad_tokens_lock_the_client_out() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("neotenant_auth_lockouts_total 1"),
-        "the lockout is recorded"
+        metrics.contains("neotenant_auth_lockouts_total 2"),
+        "the lockouts are recorded"
     );
     app.cleanup().await;
 }
@@ -243,6 +262,7 @@ async fn a_lockout_ends_the_addresses_leases_at_once() {
         per_ip_per_sec: 10_000.0,
         per_ip_burst: 10_000,
         max_auth_failures: 2,
+        max_auth_failures_per_ip: 2,
         namespace: random_slug("rl"),
         lease_ms: 1_000,
         ..Default::default()
@@ -252,12 +272,67 @@ async fn a_lockout_ends_the_addresses_leases_at_once() {
     // The first check takes a lease of 1,024 requests for the address.
     assert!(allowed(&rl.check(ip, None).await));
     assert!(allowed(&rl.check(ip, None).await));
-    assert!(!rl.record_failure(ip).await);
-    assert!(rl.record_failure(ip).await, "the second failure locks");
+    assert!(!rl.record_failure(ip, Attempt::Credential("a")).await);
+    assert!(
+        rl.record_failure(ip, Attempt::Credential("b")).await,
+        "the second failure locks"
+    );
     match rl.check(ip, None).await {
         neotenant::ratelimit::Decision::Locked { retry_after_secs } => {
             assert!(retry_after_secs >= 1)
         }
         other => panic!("a leased request outlived the lockout: {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn lockouts_are_per_credential_per_account_and_per_spraying_address() {
+    let rl = limiter_with(neotenant::config::RateLimitConfig {
+        max_auth_failures: 2,
+        max_auth_failures_per_ip: 5,
+        namespace: random_slug("rl"),
+        ..Default::default()
+    })
+    .await;
+    let locked = |d: &neotenant::ratelimit::Decision| {
+        matches!(d, neotenant::ratelimit::Decision::Locked { .. })
+    };
+    let nat: std::net::IpAddr = "10.40.0.1".parse().unwrap();
+    // One credential failing twice locks it at that address only.
+    let bad = Attempt::Credential("bad-token");
+    assert!(!rl.record_failure(nat, bad).await);
+    assert!(rl.record_failure(nat, bad).await);
+    assert!(locked(&rl.check_attempt(nat, bad).await));
+    let elsewhere: std::net::IpAddr = "10.40.0.2".parse().unwrap();
+    assert!(allowed(&rl.check_attempt(elsewhere, bad).await));
+    assert!(allowed(
+        &rl.check_attempt(nat, Attempt::Credential("good-token"))
+            .await
+    ));
+    assert!(allowed(&rl.check(nat, None).await));
+
+    // An account failing twice is locked from every address (its password is not guessed
+    // from many), while other accounts at those addresses are not.
+    let alice = Attempt::Account("alice");
+    assert!(!rl.record_failure(nat, alice).await);
+    assert!(rl.record_failure(elsewhere, alice).await);
+    let third: std::net::IpAddr = "10.40.0.3".parse().unwrap();
+    assert!(locked(&rl.check_attempt(third, alice).await));
+    assert!(allowed(
+        &rl.check_attempt(third, Attempt::Account("bob")).await
+    ));
+
+    // Spraying: five failures from one address naming different credentials lock it.
+    let sprayer: std::net::IpAddr = "10.40.0.9".parse().unwrap();
+    let mut locks = Vec::new();
+    for n in 0..5 {
+        let who = format!("guess-{n}");
+        locks.push(rl.record_failure(sprayer, Attempt::Credential(&who)).await);
+    }
+    assert_eq!(locks, [false, false, false, false, true]);
+    assert!(locked(&rl.check(sprayer, None).await));
+    assert!(locked(
+        &rl.check_attempt(sprayer, Attempt::Credential("fresh"))
+            .await
+    ));
 }

@@ -14,13 +14,22 @@ use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use crate::http::extract::{JsonBody, dep};
 use crate::http::reply::{NoContent, Reply};
 use crate::ids::RequestId;
-use crate::ratelimit::Decision;
+use crate::ratelimit::{Attempt, Decision, fingerprint};
 use crate::tenancy::resolve::CurrentTenant;
 
-/// Spends from the client address's bucket; a locked-out or limited address is refused.
-pub async fn admit(state: &AccountState, req: &Request) -> ApiResult<std::net::IpAddr> {
+/// Spends from the client address's bucket; a limited or locked-out address is refused, and
+/// so is a locked-out `attempt` (the credential or account it names, at this address).
+pub async fn admit(
+    state: &AccountState,
+    req: &Request,
+    attempt: Option<Attempt<'_>>,
+) -> ApiResult<std::net::IpAddr> {
     let ip = crate::auth::hoops::client_ip(req, state.limiter.config().trust_forwarded_for);
-    match state.limiter.check(ip, None).await {
+    let decision = match attempt {
+        Some(a) => state.limiter.check_attempt(ip, a).await,
+        None => state.limiter.check(ip, None).await,
+    };
+    match decision {
         Decision::Locked { retry_after_secs } => Err(ApiError::new(
             ErrorCode::AuthLocked,
             format!("retry in {retry_after_secs} s"),
@@ -97,7 +106,7 @@ pub async fn password_reset(
             message: "must be 1-254 characters, without control characters".into(),
         }]));
     }
-    let ip = match admit(&state, req).await {
+    let ip = match admit(&state, req, None).await {
         Ok(ip) => ip,
         // The reset route answers a lockout as a plain rate limit.
         Err(e) => return Err(ApiError::new(ErrorCode::RateLimited, e.detail)),
@@ -130,12 +139,14 @@ pub async fn password_reset_confirm(
     depot: &mut Depot,
 ) -> ApiResult<NoContent> {
     let state = dep::<AccountState>(depot)?;
-    let ip = admit(&state, req).await?;
+    let who = fingerprint(&[b"reset", body.0.token.as_bytes()]);
+    let attempt = Attempt::Credential(&who);
+    let ip = admit(&state, req, Some(attempt)).await?;
     let actor = anonymous_actor(&state, req, depot, &tenant, ip);
     let input = body.0;
     match service::confirm_reset(&state, &tenant.0, actor, &input.token, input.password).await {
         Err(e) if e.code == ErrorCode::ResetTokenInvalid => {
-            state.limiter.record_failure(ip).await;
+            state.limiter.record_failure(ip, attempt).await;
             Err(e)
         }
         Err(e) => Err(e),
@@ -162,11 +173,18 @@ pub async fn local_login(
             "this tenant signs in through Keycloak",
         ));
     }
-    let ip = admit(&state, req).await?;
+    // The account is named by its tenant and lower-cased username: failures lock it at this
+    // address, and from every address after as many (Keycloak's brute-force detection).
+    let who = fingerprint(&[
+        tenant.0.tenant.id.0.as_bytes(),
+        body.0.username.trim().to_lowercase().as_bytes(),
+    ]);
+    let attempt = Attempt::Account(&who);
+    let ip = admit(&state, req, Some(attempt)).await?;
     let input = body.0;
     match service::login(&state, &tenant.0, &input.username, input.password).await {
         Err(e) if e.code == ErrorCode::InvalidCredentials => {
-            state.limiter.record_failure(ip).await;
+            state.limiter.record_failure(ip, attempt).await;
             Err(e)
         }
         other => Ok(Reply::ok(other?)),

@@ -18,9 +18,12 @@ use crate::tenancy::resolve::CurrentTenant;
 use crate::auth::AuthState;
 use crate::http::extract::dep;
 
-/// The most a key's own rate may be: the tenant's per-user rate (its settings, else the
-/// platform's).
-async fn ceiling(depot: &Depot, tenant: &CurrentTenant) -> ApiResult<service::RateCeiling> {
+/// The most a machine credential's own rate may be: the tenant's per-user rate (its
+/// settings, else the platform's).
+pub(crate) async fn ceiling(
+    depot: &Depot,
+    tenant: &CurrentTenant,
+) -> ApiResult<service::RateCeiling> {
     let auth = dep::<AuthState>(depot)?;
     let settings = dep::<crate::settings::SettingsState>(depot)?;
     let limits = crate::settings::service::effective(&settings, &tenant.0)

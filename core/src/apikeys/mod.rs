@@ -13,6 +13,7 @@
 //! (SQL). This file holds the models, the key prefix and the per-instance usage throttle.
 
 pub mod handlers;
+pub mod policy;
 pub mod repo;
 pub mod service;
 

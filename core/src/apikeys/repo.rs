@@ -8,8 +8,8 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::{ApiKeyView, KeyQuota, KeyRate, Refill};
-use crate::apiversion::ApiVersion;
+use super::ApiKeyView;
+use super::policy::Stored;
 use crate::ids::ApiKeyId;
 use crate::schema::tenant::{api_keys, users};
 
@@ -36,75 +36,66 @@ pub struct KeyRow {
 }
 
 impl KeyRow {
-    pub fn rate(&self) -> Option<KeyRate> {
-        Some(KeyRate {
-            per_sec: self.rate_per_sec?,
-            burst: u32::try_from(self.rate_burst?).ok()?,
-        })
-    }
-
-    pub fn quota(&self) -> Option<KeyQuota> {
-        Some(KeyQuota {
-            credits: self.quota_credits?,
-            refill: self
-                .quota_refill_amount
-                .zip(self.quota_refill_secs)
-                .map(|(amount, secs)| Refill {
-                    amount,
-                    interval_secs: i64::from(secs),
-                }),
-        })
-    }
-
-    /// The pinned version; the baseline for a key made before versions were pinned.
-    pub fn api_version(&self) -> ApiVersion {
-        self.api_version
-            .as_deref()
-            .and_then(ApiVersion::parse)
-            .unwrap_or(ApiVersion::BASELINE)
+    /// The key's policy columns.
+    pub fn stored(&self) -> Stored {
+        Stored {
+            api_version: self.api_version.clone(),
+            rate_per_sec: self.rate_per_sec,
+            rate_burst: self.rate_burst,
+            quota_credits: self.quota_credits,
+            quota_refill_amount: self.quota_refill_amount,
+            quota_refill_secs: self.quota_refill_secs,
+            quota_left: self.quota_left,
+            quota_period: self.quota_period,
+        }
     }
 }
 
-/// A key's policy columns, as written.
-pub struct PolicyRow {
-    pub api_version: String,
-    pub rate: Option<KeyRate>,
-    pub quota: Option<KeyQuota>,
-}
-
-type PolicyColumns = (
-    diesel::dsl::Eq<api_keys::api_version, Option<String>>,
-    diesel::dsl::Eq<api_keys::rate_per_sec, Option<f64>>,
-    diesel::dsl::Eq<api_keys::rate_burst, Option<i32>>,
-    diesel::dsl::Eq<api_keys::quota_credits, Option<i64>>,
-    diesel::dsl::Eq<api_keys::quota_refill_amount, Option<i64>>,
-    diesel::dsl::Eq<api_keys::quota_refill_secs, Option<i32>>,
-    diesel::dsl::Eq<api_keys::quota_left, Option<i64>>,
-    diesel::dsl::Eq<api_keys::quota_period, Option<i64>>,
-);
-
-impl PolicyRow {
-    /// The columns; a (new) quota starts with no snapshot, so its count starts from `credits`.
-    fn columns(&self) -> PolicyColumns {
-        let refill = self.quota.and_then(|q| q.refill);
+/// The policy columns of a credential table, set from a `Stored` (not the snapshot columns).
+macro_rules! policy_columns {
+    ($table:ident, $stored:expr) => {{
+        let s: $crate::apikeys::policy::Stored = $stored;
         (
-            api_keys::api_version.eq(Some(self.api_version.clone())),
-            api_keys::rate_per_sec.eq(self.rate.map(|r| r.per_sec)),
-            api_keys::rate_burst.eq(self
-                .rate
-                .map(|r| i32::try_from(r.burst).unwrap_or(i32::MAX))),
-            api_keys::quota_credits.eq(self.quota.map(|q| q.credits)),
-            api_keys::quota_refill_amount.eq(refill.map(|r| r.amount)),
-            api_keys::quota_refill_secs
-                .eq(refill.map(|r| i32::try_from(r.interval_secs).unwrap_or(i32::MAX))),
-            api_keys::quota_left.eq(None::<i64>),
-            api_keys::quota_period.eq(None::<i64>),
+            $table::api_version.eq(s.api_version),
+            $table::rate_per_sec.eq(s.rate_per_sec),
+            $table::rate_burst.eq(s.rate_burst),
+            $table::quota_credits.eq(s.quota_credits),
+            $table::quota_refill_amount.eq(s.quota_refill_amount),
+            $table::quota_refill_secs.eq(s.quota_refill_secs),
         )
-    }
+    }};
 }
+pub(crate) use policy_columns;
+
+/// Stores the last known count of a credential's credits (a snapshot a lost count resumes
+/// from), or clears it (`None`: a new quota starts afresh).
+macro_rules! write_snapshot {
+    ($table:ident, $conn:expr, $id:expr, $snapshot:expr) => {{
+        let snapshot: Option<(i64, i64)> = $snapshot;
+        let row = diesel::update($table::table.find($id));
+        match snapshot {
+            Some((left, period)) => {
+                row.filter($table::quota_credits.is_not_null())
+                    .set(($table::quota_left.eq(left), $table::quota_period.eq(period)))
+                    .execute($conn)
+                    .await
+            }
+            None => {
+                row.set((
+                    $table::quota_left.eq(None::<i64>),
+                    $table::quota_period.eq(None::<i64>),
+                ))
+                .execute($conn)
+                .await
+            }
+        }
+    }};
+}
+pub(crate) use write_snapshot;
 
 impl From<&KeyRow> for ApiKeyView {
     fn from(r: &KeyRow) -> Self {
+        let policy = r.stored().policy();
         Self {
             id: ApiKeyId(r.id),
             name: r.name.clone(),
@@ -113,9 +104,9 @@ impl From<&KeyRow> for ApiKeyView {
             created_at: r.created_at,
             expires_at: r.expires_at,
             last_used_at: r.last_used_at,
-            api_version: r.api_version().to_string(),
-            rate_limit: r.rate(),
-            quota: r.quota(),
+            api_version: policy.api_version.to_string(),
+            rate_limit: policy.rate,
+            quota: policy.quota,
         }
     }
 }
@@ -129,7 +120,7 @@ pub struct NewKeyRow<'a> {
     pub owner: Uuid,
     pub scopes: &'a [String],
     pub expires_at: Option<DateTime<Utc>>,
-    pub policy: PolicyRow,
+    pub policy: Stored,
 }
 
 pub async fn insert(conn: &mut AsyncPgConnection, key: NewKeyRow<'_>) -> QueryResult<KeyRow> {
@@ -142,7 +133,7 @@ pub async fn insert(conn: &mut AsyncPgConnection, key: NewKeyRow<'_>) -> QueryRe
             api_keys::owner_id.eq(key.owner),
             api_keys::scopes.eq(key.scopes),
             api_keys::expires_at.eq(key.expires_at),
-            key.policy.columns(),
+            policy_columns!(api_keys, key.policy),
         ))
         .returning(KeyRow::as_returning())
         .get_result(conn)
@@ -190,13 +181,13 @@ pub async fn set_policy(
     conn: &mut AsyncPgConnection,
     owner: Uuid,
     id: Uuid,
-    policy: &PolicyRow,
+    policy: Stored,
 ) -> QueryResult<Option<KeyRow>> {
     diesel::update(api_keys::table)
         .filter(api_keys::id.eq(id))
         .filter(api_keys::owner_id.eq(owner))
         .filter(api_keys::revoked_at.is_null())
-        .set(policy.columns())
+        .set(policy_columns!(api_keys, policy))
         .returning(KeyRow::as_returning())
         .get_result(conn)
         .await
@@ -219,21 +210,13 @@ pub async fn live(
         .optional()
 }
 
-/// Stores the last known count of a key's credits (a snapshot a lost count resumes from).
+/// Stores the last known count of a key's credits, or clears it (`None`).
 pub async fn snapshot_credits(
     conn: &mut AsyncPgConnection,
     id: Uuid,
-    left: i64,
-    period: i64,
+    snapshot: Option<(i64, i64)>,
 ) -> QueryResult<usize> {
-    diesel::update(api_keys::table.find(id))
-        .filter(api_keys::quota_credits.is_not_null())
-        .set((
-            api_keys::quota_left.eq(left),
-            api_keys::quota_period.eq(period),
-        ))
-        .execute(conn)
-        .await
+    write_snapshot!(api_keys, conn, id, snapshot)
 }
 
 /// Stamps the key's `last_used_at` with the database's clock.

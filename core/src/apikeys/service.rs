@@ -9,18 +9,17 @@ use hmac::{KeyInit, Mac};
 use rand::Rng;
 use uuid::Uuid;
 
-use super::repo::{self, NewKeyRow, PolicyRow};
+use super::policy;
+use super::repo::{self, NewKeyRow};
 use super::{
-    ApiKeyView, CreatedApiKey, KEY_PREFIX, KeyPolicyPatch, KeyQuota, KeyRate, KeyUsage, NewApiKey,
-    UsageDay, UsageThrottle, revocation_id,
+    ApiKeyView, CreatedApiKey, KEY_PREFIX, KeyPolicyPatch, KeyUsage, NewApiKey, UsageDay,
+    UsageThrottle, revocation_id,
 };
-use crate::apiversion::ApiVersion;
 use crate::audit::{self, Change};
-use crate::auth::token::{ClientPolicy, Principal, TokenError};
+use crate::auth::token::{Principal, TokenError};
 use crate::db::{DbError, TenantDb};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::ids::{ApiKeyId, UserId};
-use crate::ratelimit::Quota;
 use crate::rbac::Caller;
 use crate::sessions::Sessions;
 
@@ -42,80 +41,7 @@ fn digest(server_key: &str, secret: &str) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// The most a key's own rate may be: the tenant's per-user rate and burst.
-#[derive(Debug, Clone, Copy)]
-pub struct RateCeiling {
-    pub per_sec: f64,
-    pub burst: u32,
-}
-
-const MAX_CREDITS: i64 = 1_000_000_000_000;
-
-/// Checks a key's policy; the version to pin (the newest when none is named), or the errors.
-fn check_policy(
-    api_version: Option<&str>,
-    rate: Option<&KeyRate>,
-    quota: Option<&KeyQuota>,
-    ceiling: RateCeiling,
-    errors: &mut Vec<FieldError>,
-) -> ApiVersion {
-    let mut error = |pointer: &str, message: String| {
-        errors.push(FieldError {
-            pointer: pointer.into(),
-            message,
-        })
-    };
-    let version = match api_version {
-        None => ApiVersion::LATEST,
-        Some(v) => ApiVersion::parse(v).unwrap_or_else(|| {
-            error(
-                "/api_version",
-                format!("must be one of {}", crate::apiversion::VERSIONS.join(", ")),
-            );
-            ApiVersion::LATEST
-        }),
-    };
-    if let Some(r) = rate {
-        if !(r.per_sec.is_finite() && r.per_sec > 0.0 && r.per_sec <= ceiling.per_sec) {
-            error(
-                "/rate_limit/per_sec",
-                format!(
-                    "must be more than 0 and at most {} (the tenant's per-user rate)",
-                    ceiling.per_sec
-                ),
-            );
-        }
-        if !(1..=ceiling.burst).contains(&r.burst) {
-            error(
-                "/rate_limit/burst",
-                format!(
-                    "must be 1 to {} (the tenant's per-user burst)",
-                    ceiling.burst
-                ),
-            );
-        }
-    }
-    if let Some(q) = quota {
-        if !(0..=MAX_CREDITS).contains(&q.credits) {
-            error("/quota/credits", format!("must be 0 to {MAX_CREDITS}"));
-        }
-        if let Some(r) = q.refill {
-            if !(1..=MAX_CREDITS).contains(&r.amount) {
-                error(
-                    "/quota/refill/amount",
-                    format!("must be 1 to {MAX_CREDITS}"),
-                );
-            }
-            if !(60..=31_622_400).contains(&r.interval_secs) {
-                error(
-                    "/quota/refill/interval_secs",
-                    "must be 60 to 31622400 seconds (a minute to a year)".into(),
-                );
-            }
-        }
-    }
-    version
-}
+pub use super::policy::RateCeiling;
 
 /// Checks what a machine credential (an API key, an OAuth client) is given: a name of 1-100
 /// characters and 1-100 catalog permissions (`resource.action.scope`). Returns the trimmed
@@ -180,10 +106,10 @@ pub async fn create(
             message: "must be between 1 and 3650".into(),
         });
     }
-    let version = check_policy(
+    let policy = policy::check_new(
         input.api_version.as_deref(),
-        input.rate_limit.as_ref(),
-        input.quota.as_ref(),
+        input.rate_limit,
+        input.quota,
         ceiling,
         &mut errors,
     );
@@ -217,11 +143,7 @@ pub async fn create(
                     owner: caller.user_id(),
                     scopes: &input.scopes,
                     expires_at,
-                    policy: PolicyRow {
-                        api_version: version.to_string(),
-                        rate: input.rate_limit,
-                        quota: input.quota,
-                    },
+                    policy: policy.stored(),
                 },
             )
             .await?;
@@ -234,8 +156,7 @@ pub async fn create(
                     target_id: Some(ApiKeyId(row.id).to_string()),
                     data: serde_json::json!({"name": row.name, "prefix": row.prefix,
                                              "scopes": row.scopes, "expires_at": row.expires_at,
-                                             "api_version": row.api_version,
-                                             "rate_limit": row.rate(), "quota": row.quota()}),
+                                             "policy": policy.json()}),
                 },
             )
             .await?;
@@ -264,36 +185,12 @@ pub async fn update_policy(
             let Some(row) = repo::live(tx.conn(), owner, id.0).await? else {
                 return Err(ApiError::not_found("API key"));
             };
-            let rate = patch.rate_limit.unwrap_or_else(|| row.rate());
-            let quota = patch.quota.unwrap_or_else(|| row.quota());
-            let mut errors = Vec::new();
-            let version = check_policy(
-                Some(
-                    patch
-                        .api_version
-                        .as_deref()
-                        .unwrap_or(row.api_version().as_str()),
-                ),
-                rate.as_ref(),
-                quota.as_ref(),
-                ceiling,
-                &mut errors,
-            );
-            if !errors.is_empty() {
-                return Err(ApiError::validation(errors));
-            }
-            let quota_set = patch.quota.is_some();
-            let policy = PolicyRow {
-                api_version: version.to_string(),
-                rate,
-                quota,
-            };
-            // A quota left alone keeps its count: the snapshot is written back below.
-            let updated = repo::set_policy(tx.conn(), owner, id.0, &policy)
+            let change = policy::merge(&row.stored(), patch, ceiling)?;
+            let updated = repo::set_policy(tx.conn(), owner, id.0, change.policy.stored())
                 .await?
                 .ok_or_else(|| ApiError::not_found("API key"))?;
-            if !quota_set && let (Some(left), Some(period)) = (row.quota_left, row.quota_period) {
-                repo::snapshot_credits(tx.conn(), id.0, left, period).await?;
+            if change.quota_set {
+                repo::snapshot_credits(tx.conn(), id.0, None).await?;
             }
             audit::record(
                 tx.conn(),
@@ -302,25 +199,49 @@ pub async fn update_policy(
                     action: "api_key.policy_changed",
                     target_type: "api_key",
                     target_id: Some(id.to_string()),
-                    data: serde_json::json!({"api_version": policy.api_version,
-                        "rate_limit": policy.rate, "quota": policy.quota}),
+                    data: change.policy.json(),
                 },
             )
             .await?;
-            Ok((ApiKeyView::from(&updated), quota_set))
+            Ok((ApiKeyView::from(&updated), change.quota_set))
         })
         .await
 }
 
 /// One of the caller's live keys (404 if none).
-pub async fn get(caller: &Caller, id: ApiKeyId) -> ApiResult<ApiKeyView> {
+async fn live(caller: &Caller, id: ApiKeyId) -> ApiResult<repo::KeyRow> {
     let owner = caller.user_id();
     caller
         .db()
         .transaction(async |tx| Ok::<_, ApiError>(repo::live(tx.conn(), owner, id.0).await?))
         .await?
-        .map(|r| ApiKeyView::from(&r))
         .ok_or_else(|| ApiError::not_found("API key"))
+}
+
+/// One of the caller's live keys (404 if none).
+pub async fn get(caller: &Caller, id: ApiKeyId) -> ApiResult<ApiKeyView> {
+    Ok(ApiKeyView::from(&live(caller, id).await?))
+}
+
+/// A machine client's requests per UTC day over the last `days` (1-90).
+pub async fn days_of_use(
+    limiter: &crate::ratelimit::RateLimiter,
+    tenant: crate::ids::TenantId,
+    client: &str,
+    days: u32,
+) -> ApiResult<Vec<UsageDay>> {
+    let counted = limiter
+        .usage(tenant, client, days)
+        .await
+        .map_err(|e| ApiError::unavailable("the usage counters", e))?;
+    Ok(counted
+        .into_iter()
+        .map(|d| UsageDay {
+            date: d.date,
+            requests: d.requests,
+            refused: d.refused,
+        })
+        .collect())
 }
 
 /// One of the caller's keys' use: credits left (when it has a quota) and requests per UTC
@@ -331,38 +252,14 @@ pub async fn usage(
     id: ApiKeyId,
     days: u32,
 ) -> ApiResult<KeyUsage> {
-    let key = get(caller, id).await?;
+    let stored = live(caller, id).await?.stored();
     let client = client_id(id);
     let tenant = caller.tenant_id();
-    let counted = limiter
-        .usage(tenant, &client, days)
-        .await
-        .map_err(|e| ApiError::unavailable("the usage counters", e))?;
-    let credits_left = match key.quota {
-        None => None,
-        Some(q) => Some(match limiter.credits_left(tenant, &client).await {
-            Some((left, period)) => {
-                // A count from an earlier period is refilled by the next request.
-                let refill = q
-                    .refill
-                    .filter(|r| period < chrono::Utc::now().timestamp() / r.interval_secs);
-                refill.map_or(left, |r| r.amount)
-            }
-            None => q.credits,
-        }),
-    };
     Ok(KeyUsage {
         id,
-        quota: key.quota,
-        credits_left,
-        days: counted
-            .into_iter()
-            .map(|d| UsageDay {
-                date: d.date,
-                requests: d.requests,
-                refused: d.refused,
-            })
-            .collect(),
+        quota: stored.quota(),
+        credits_left: policy::credits_left(limiter, tenant, &client, &stored).await,
+        days: days_of_use(limiter, tenant, &client, days).await?,
     })
 }
 
@@ -373,16 +270,10 @@ pub fn client_id(id: ApiKeyId) -> String {
 
 /// Stores the last known count of a key's credits, so a count Redis lost resumes from it
 /// (called off the request path, now and then).
-pub async fn snapshot_credits(db: &TenantDb, client: &str, left: i64, period: i64) {
-    let Some(id) = client
-        .strip_prefix("apikey:")
-        .and_then(|hex| Uuid::parse_str(hex).ok())
-    else {
-        return;
-    };
+pub async fn snapshot_credits(db: &TenantDb, id: Uuid, left: i64, period: i64) {
     let written = db
         .transaction(async |tx| {
-            Ok::<_, DbError>(repo::snapshot_credits(tx.conn(), id, left, period).await?)
+            Ok::<_, DbError>(repo::snapshot_credits(tx.conn(), id, Some((left, period))).await?)
         })
         .await;
     if let Err(error) = written {
@@ -479,16 +370,7 @@ pub async fn authenticate(
         name: None,
         roles: Vec::new(),
         client: Some(format!("api-key:{}", row.prefix)),
-        client_policy: Some(ClientPolicy {
-            id: client_id(ApiKeyId(row.id)),
-            rate: row.rate().map(|r| (r.per_sec, r.burst)),
-            quota: row.quota().map(|q| Quota {
-                credits: q.credits,
-                refill: q.refill.map(|r| (r.amount, r.interval_secs)),
-                snapshot: row.quota_left.zip(row.quota_period),
-            }),
-            api_version: Some(row.api_version()),
-        }),
+        client_policy: Some(row.stored().client_policy(client_id(ApiKeyId(row.id)))),
         expires_at: row
             .expires_at
             .map_or(now.timestamp() + 300, |e| e.timestamp()),

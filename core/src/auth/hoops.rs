@@ -18,7 +18,7 @@ use super::{AuthState, CurrentPrincipal, TokenCache, TokenDigest};
 use crate::error::{ApiError, ErrorCode};
 use crate::http::extract::dep;
 use crate::http::problem::Render;
-use crate::ratelimit::Decision;
+use crate::ratelimit::{Attempt, Decision, fingerprint};
 use crate::tenancy::cache::ResolvedTenant;
 use crate::tenancy::resolve::CurrentTenant;
 
@@ -217,7 +217,26 @@ async fn spend_client_credit(
         let db = tenant.db.clone();
         let id = client.id.clone();
         tokio::spawn(async move {
-            crate::apikeys::service::snapshot_credits(&db, &id, credit.left, credit.period).await;
+            let (kind, hex) = id.split_once(':').unwrap_or_default();
+            let Ok(uuid) = uuid::Uuid::parse_str(hex) else {
+                return;
+            };
+            match kind {
+                "apikey" => {
+                    crate::apikeys::service::snapshot_credits(&db, uuid, credit.left, credit.period)
+                        .await
+                }
+                "oauth" => {
+                    crate::oauthclients::service::snapshot_credits(
+                        &db,
+                        uuid,
+                        credit.left,
+                        credit.period,
+                    )
+                    .await
+                }
+                _ => {}
+            }
         });
     }
     credit.allowed
@@ -299,6 +318,11 @@ impl Handler for Authenticate {
                 )
             });
         let known_client = known.as_ref().and_then(|p| p.client_policy.as_ref());
+        // A credential not validated yet is an attempt: its failures lock it (at this
+        // address), not the address — unless it sprays (`max_auth_failures_per_ip`).
+        let who = raw
+            .filter(|_| known.is_none())
+            .map(|r| fingerprint(&[tenant.tenant.slug.as_bytes(), r.as_bytes()]));
         let user_rate = known_client.and_then(|c| c.rate).or(tenant_rate);
         if let Some(per_day) = limits.requests_per_day
             && let Decision::Limited {
@@ -319,7 +343,12 @@ impl Handler for Authenticate {
         match state
             .auth
             .limiter
-            .check_with(ip, user_key.as_deref(), user_rate)
+            .check_with(
+                ip,
+                user_key.as_deref(),
+                user_rate,
+                who.as_deref().map(Attempt::Credential),
+            )
             .await
         {
             Decision::Allowed {
@@ -404,7 +433,12 @@ impl Handler for Authenticate {
                 e,
                 TokenError::Missing | TokenError::KeysUnavailable(_) | TokenError::SessionRevoked
             )
-            && state.auth.limiter.record_failure(ip).await
+            && let Some(who) = &who
+            && state
+                .auth
+                .limiter
+                .record_failure(ip, Attempt::Credential(who))
+                .await
         {
             record_event(
                 &state,

@@ -46,10 +46,10 @@ pub async fn page(
         }
     }
     let mut ids: Vec<Vec<String>> = vec![Vec::new(); sources.len()];
-    for ((i, id), _) in last.iter().map(|(k, v)| (k.clone(), *v)) {
-        ids[i].push(id);
+    for (i, id) in last.keys() {
+        ids[*i].push(id.clone());
     }
-    let objects = db
+    let mut objects = db
         .transaction(async |tx| {
             let mut all = Vec::with_capacity(sources.len());
             for (source, ids) in sources.iter().zip(&ids) {
@@ -62,12 +62,13 @@ pub async fn page(
             Ok::<_, ApiError>(all)
         })
         .await?;
+    // Each object once, at its latest change: its current form is moved out, not copied.
     let items = changed
         .iter()
         .enumerate()
         .filter(|(n, (key, _))| last.get(key) == Some(n))
         .map(|(_, ((i, id), e))| {
-            let object = objects[*i].get(id).cloned();
+            let object = objects[*i].remove(id);
             Change {
                 id: e.cursor().id("chg"),
                 kind: sources[*i].kind(),

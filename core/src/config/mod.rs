@@ -1258,8 +1258,14 @@ pub struct RateLimitConfig {
     /// Sustained requests per second per user (token subject), and the burst above it.
     pub per_user_per_sec: f64,
     pub per_user_burst: u32,
-    /// Authentication failures from one IP within `failure_window_secs` that lock it out.
+    /// Failed authentications of one credential or account from one IP within
+    /// `failure_window_secs` that lock that pair out (and, for a password login, the account
+    /// from every address, as Keycloak's brute-force detection does).
     pub max_auth_failures: u32,
+    /// Failed authentications from one IP, whatever they name, within `failure_window_secs`
+    /// that lock the whole address out (spraying); much higher, so users behind one NAT
+    /// address do not lock one another out. Never below `max_auth_failures`.
+    pub max_auth_failures_per_ip: u32,
     pub failure_window_secs: u64,
     /// How long a lockout lasts.
     pub lockout_secs: u64,
@@ -1283,6 +1289,7 @@ impl Default for RateLimitConfig {
             per_user_per_sec: 100.0,
             per_user_burst: 200,
             max_auth_failures: 20,
+            max_auth_failures_per_ip: 200,
             failure_window_secs: 60,
             lockout_secs: 300,
             namespace: "neotenant:rl".into(),
@@ -1312,6 +1319,7 @@ impl RateLimitConfig {
         if self.max_auth_failures == 0 {
             return Err(("rate_limit.max_auth_failures", "must be at least 1"));
         }
+
         if !(1..=86_400).contains(&self.failure_window_secs)
             || !(1..=86_400).contains(&self.lockout_secs)
         {

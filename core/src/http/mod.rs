@@ -268,7 +268,12 @@ struct Readiness {
     checks: std::collections::BTreeMap<&'static str, String>,
 }
 
-/// Readiness: PostgreSQL (registry) and Redis answer within 2 s each.
+/// Readiness: whether this instance can serve. Only PostgreSQL is required — without it no
+/// request can be answered — so only its failure answers 503. Redis is checked and reported
+/// (`"status": "degraded"`, `checks.redis`, `neotenant_dependency_up{dependency="redis"}`) but
+/// never fails readiness: without it rate limits, caches and broadcasts degrade as documented
+/// while requests are served, and failing every instance's readiness at once would turn that
+/// into an outage behind a load balancer. Each check has 2 s.
 #[handler]
 async fn readyz(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let state = match extract::dep::<Ops>(depot) {
@@ -284,21 +289,32 @@ async fn readyz(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     );
     let mut checks = std::collections::BTreeMap::new();
     let mut ready = true;
-    for (name, outcome) in [("postgres", pg), ("redis", redis)] {
+    let mut degraded = false;
+    for (name, required, outcome) in [("postgres", true, pg), ("redis", false, redis)] {
         let text = match outcome {
-            Ok(Ok(())) => "ok".to_string(),
+            Ok(Ok(())) => "ok",
             Ok(Err(e)) => {
                 tracing::warn!(dependency = name, error = %e, "readiness check failed");
-                "unreachable".to_string()
+                "unreachable"
             }
-            Err(_) => "timeout".to_string(),
+            Err(_) => "timeout",
         };
-        ready &= text == "ok";
-        checks.insert(name, text);
+        let up = text == "ok";
+        state
+            .metrics
+            .dependency_up
+            .with_label_values(&[name])
+            .set(i64::from(up));
+        if required {
+            ready &= up;
+        } else {
+            degraded |= !up;
+        }
+        checks.insert(name, text.to_string());
     }
     if ready {
         res.render(Json(Readiness {
-            status: "ready",
+            status: if degraded { "degraded" } else { "ready" },
             checks,
         }));
     } else {

@@ -18,6 +18,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::extract::{JsonBody, ListParams, Page, Path, dep};
 use crate::http::reply::{NoContent, Reply};
 use crate::ids::{InvitationId, UserId};
+use crate::ratelimit::{Attempt, fingerprint};
 use crate::rbac::Can;
 use crate::rbac::need::{
     InvitationsConfigure, InvitationsCreate, InvitationsRead, InvitationsRevoke,
@@ -301,11 +302,13 @@ pub async fn open(
 ) -> ApiResult<Reply<Preview>> {
     let account = dep::<AccountState>(depot)?;
     let state = dep::<InvitationsState>(depot)?;
-    let ip = admit(&account, req).await?;
+    let who = fingerprint(&[b"invitation", body.0.token.as_bytes()]);
+    let attempt = Attempt::Credential(&who);
+    let ip = admit(&account, req, Some(attempt)).await?;
     let actor = anonymous_actor(&account, req, depot, &tenant, ip);
     match service::open(&state, &tenant.0, &actor, &body.0.token).await {
         Err(e) if e.code == ErrorCode::InvitationTokenInvalid => {
-            account.limiter.record_failure(ip).await;
+            account.limiter.record_failure(ip, attempt).await;
             Err(e)
         }
         other => Ok(Reply::ok(other?)),
@@ -327,11 +330,13 @@ pub async fn accept(
 ) -> ApiResult<Reply<Accepted>> {
     let account = dep::<AccountState>(depot)?;
     let state = dep::<InvitationsState>(depot)?;
-    let ip = admit(&account, req).await?;
+    let who = fingerprint(&[b"invitation", body.0.token.as_bytes()]);
+    let attempt = Attempt::Credential(&who);
+    let ip = admit(&account, req, Some(attempt)).await?;
     let actor = anonymous_actor(&account, req, depot, &tenant, ip);
     match service::accept(&state, &tenant.0, actor, body.0).await {
         Err(e) if e.code == ErrorCode::InvitationTokenInvalid => {
-            account.limiter.record_failure(ip).await;
+            account.limiter.record_failure(ip, attempt).await;
             Err(e)
         }
         other => {

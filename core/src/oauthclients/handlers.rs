@@ -6,6 +6,8 @@ use salvo::oapi::endpoint;
 use salvo::prelude::*;
 use uuid::Uuid;
 
+use crate::apikeys::KeyPolicyPatch;
+
 use super::{ClientUsage, NewOAuthClient, OAuthClientSecret, OAuthClientView, service};
 use crate::error::ApiResult;
 use crate::http::extract::{JsonBody, Path, dep};
@@ -16,7 +18,10 @@ use crate::tenancy::resolve::CurrentTenant;
 use crate::users::UsersState;
 
 /// Make an OAuth client for the client-credentials grant, acting as me within its scopes
-/// (each one I hold). The secret is in this answer only; get tokens at `token_endpoint`.
+/// (each one I hold). The secret is in this answer only; get tokens at `token_endpoint`. It
+/// may have its own rate limit (a bucket apart from mine, at most the tenant's per-user rate),
+/// a quota of credits with a periodic refill, and a pinned API version (the newest when not
+/// named).
 #[endpoint(
     operation_id = "neotenant.oauthclients.create",
     tags("oauth clients"),
@@ -29,7 +34,8 @@ pub async fn create_client(
     depot: &mut Depot,
 ) -> ApiResult<Reply<OAuthClientSecret>> {
     let users = dep::<UsersState>(depot)?;
-    let made = service::create(&can, &users.keycloak, &tenant.0, &body.0).await?;
+    let ceiling = crate::apikeys::handlers::ceiling(depot, &tenant).await?;
+    let made = service::create(&can, &users.keycloak, &tenant.0, &body.0, ceiling).await?;
     let location = format!("/v1/oauth-clients/{}", made.client.id);
     Ok(Reply::created(made, location))
 }
@@ -51,6 +57,51 @@ pub async fn list_clients(
     ))
 }
 
+/// One of my live OAuth clients.
+#[endpoint(
+    operation_id = "neotenant.oauthclients.get",
+    tags("oauth clients"),
+    status_codes(200, 400, 401, 403, 404)
+)]
+pub async fn get_client(
+    can: Can<ApiKeysReadOwn>,
+    tenant: CurrentTenant,
+    id: Path<Uuid>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<OAuthClientView>> {
+    let users = dep::<UsersState>(depot)?;
+    Ok(Reply::ok(
+        service::get(&can, &users.keycloak, &tenant.0, id.0).await?,
+    ))
+}
+
+/// Change one of my OAuth clients' rate limit, quota (setting one starts its credits afresh)
+/// or pinned API version. Applies at once on this instance, within a minute on the others.
+#[endpoint(
+    operation_id = "neotenant.oauthclients.update",
+    tags("oauth clients"),
+    status_codes(200, 400, 401, 403, 404, 422)
+)]
+pub async fn update_client(
+    can: Can<ApiKeysCreateOwn>,
+    tenant: CurrentTenant,
+    id: Path<Uuid>,
+    body: JsonBody<KeyPolicyPatch>,
+    depot: &mut Depot,
+) -> ApiResult<Reply<OAuthClientView>> {
+    let users = dep::<UsersState>(depot)?;
+    let auth = dep::<crate::auth::AuthState>(depot)?;
+    let ceiling = crate::apikeys::handlers::ceiling(depot, &tenant).await?;
+    let (client, quota_set) =
+        service::update_policy(&can, &users.keycloak, &tenant.0, id.0, &body.0, ceiling).await?;
+    let key = service::client_key(id.0);
+    if quota_set {
+        auth.limiter.reset_credits(can.tenant_id(), &key).await;
+    }
+    auth.tokens.evict_client(&key);
+    Ok(Reply::ok(client))
+}
+
 /// A new secret for one of my OAuth clients, shown in this answer only; the old one stops
 /// working at once.
 #[endpoint(
@@ -70,8 +121,8 @@ pub async fn rotate_client(
     ))
 }
 
-/// One of my OAuth clients' requests per UTC day (`?days=` 1-90, default 30): let through, and
-/// refused by its rate limit.
+/// One of my OAuth clients' use: credits left and requests per UTC day (`?days=` 1-90,
+/// default 30), let through and refused by its rate limit or quota.
 #[endpoint(
     operation_id = "neotenant.oauthclients.usage",
     tags("oauth clients"),
@@ -115,6 +166,8 @@ pub fn router() -> Router {
         .post(create_client)
         .push(
             Router::with_path("{id}")
+                .get(get_client)
+                .patch(update_client)
                 .delete(revoke_client)
                 .push(Router::with_path("usage").get(client_usage))
                 .push(Router::with_path("secret/rotate").post(rotate_client)),

@@ -1,12 +1,14 @@
 //! SQL for OAuth clients: insert, list a user's live clients, find one by its Keycloak
-//! `clientId` with its maker's subject (the request path's one query), mark rotated and
-//! revoked. Runs only inside a tenant `Tx`; holds no rules.
+//! `clientId` with its maker's subject (the request path's one query), set its policy and
+//! credits snapshot, mark rotated and revoked. Runs only inside a tenant `Tx`; holds no rules.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use crate::apikeys::policy::Stored;
+use crate::apikeys::repo::{policy_columns, write_snapshot};
 use crate::schema::tenant::{oauth_clients, users};
 
 #[derive(Queryable, Selectable)]
@@ -21,6 +23,30 @@ pub struct ClientRow {
     pub created_at: DateTime<Utc>,
     pub rotated_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub api_version: Option<String>,
+    pub rate_per_sec: Option<f64>,
+    pub rate_burst: Option<i32>,
+    pub quota_credits: Option<i64>,
+    pub quota_refill_amount: Option<i64>,
+    pub quota_refill_secs: Option<i32>,
+    pub quota_left: Option<i64>,
+    pub quota_period: Option<i64>,
+}
+
+impl ClientRow {
+    /// The client's policy columns.
+    pub fn stored(&self) -> Stored {
+        Stored {
+            api_version: self.api_version.clone(),
+            rate_per_sec: self.rate_per_sec,
+            rate_burst: self.rate_burst,
+            quota_credits: self.quota_credits,
+            quota_refill_amount: self.quota_refill_amount,
+            quota_refill_secs: self.quota_refill_secs,
+            quota_left: self.quota_left,
+            quota_period: self.quota_period,
+        }
+    }
 }
 
 pub struct NewClientRow<'a> {
@@ -30,6 +56,7 @@ pub struct NewClientRow<'a> {
     pub name: &'a str,
     pub owner: Uuid,
     pub scopes: &'a [String],
+    pub policy: Stored,
 }
 
 pub async fn insert(conn: &mut AsyncPgConnection, row: NewClientRow<'_>) -> QueryResult<ClientRow> {
@@ -41,6 +68,7 @@ pub async fn insert(conn: &mut AsyncPgConnection, row: NewClientRow<'_>) -> Quer
             oauth_clients::name.eq(row.name),
             oauth_clients::owner_id.eq(row.owner),
             oauth_clients::scopes.eq(row.scopes),
+            policy_columns!(oauth_clients, row.policy),
         ))
         .returning(ClientRow::as_returning())
         .get_result(conn)
@@ -56,6 +84,49 @@ pub async fn live_of(conn: &mut AsyncPgConnection, owner: Uuid) -> QueryResult<V
         .select(ClientRow::as_select())
         .load(conn)
         .await
+}
+
+/// One of `owner`'s live clients.
+pub async fn live(
+    conn: &mut AsyncPgConnection,
+    owner: Uuid,
+    id: Uuid,
+) -> QueryResult<Option<ClientRow>> {
+    oauth_clients::table
+        .filter(oauth_clients::id.eq(id))
+        .filter(oauth_clients::owner_id.eq(owner))
+        .filter(oauth_clients::revoked_at.is_null())
+        .select(ClientRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Replaces the policy of one of `owner`'s live clients; the row after, or `None`.
+pub async fn set_policy(
+    conn: &mut AsyncPgConnection,
+    owner: Uuid,
+    id: Uuid,
+    policy: Stored,
+) -> QueryResult<Option<ClientRow>> {
+    diesel::update(oauth_clients::table)
+        .filter(oauth_clients::id.eq(id))
+        .filter(oauth_clients::owner_id.eq(owner))
+        .filter(oauth_clients::revoked_at.is_null())
+        .set(policy_columns!(oauth_clients, policy))
+        .returning(ClientRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()
+}
+
+/// Stores the last known count of a client's credits, or clears it (`None`).
+pub async fn snapshot_credits(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    snapshot: Option<(i64, i64)>,
+) -> QueryResult<usize> {
+    write_snapshot!(oauth_clients, conn, id, snapshot)
 }
 
 /// One of `owner`'s live clients, locked for a change.
@@ -89,12 +160,21 @@ pub async fn find(
         .optional()
 }
 
-pub async fn mark_rotated(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<ClientRow> {
-    diesel::update(oauth_clients::table.find(id))
+/// Marks one of `owner`'s live clients rotated; the row after, or `None`.
+pub async fn mark_rotated(
+    conn: &mut AsyncPgConnection,
+    owner: Uuid,
+    id: Uuid,
+) -> QueryResult<Option<ClientRow>> {
+    diesel::update(oauth_clients::table)
+        .filter(oauth_clients::id.eq(id))
+        .filter(oauth_clients::owner_id.eq(owner))
+        .filter(oauth_clients::revoked_at.is_null())
         .set(oauth_clients::rotated_at.eq(diesel::dsl::now))
         .returning(ClientRow::as_returning())
         .get_result(conn)
         .await
+        .optional()
 }
 
 pub async fn mark_revoked(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<usize> {

@@ -9,9 +9,11 @@ use uuid::Uuid;
 
 use super::repo::{self, ClientRow, NewClientRow};
 use super::{ClientUsage, NewOAuthClient, OAuthClientSecret, OAuthClientView, revocation_id};
+use crate::apikeys::KeyPolicyPatch;
+use crate::apikeys::policy::{self, RateCeiling};
 use crate::audit::{self, Change};
 use crate::auth::keycloak::KeycloakAdmin;
-use crate::auth::token::{ClientPolicy, Principal, TokenError};
+use crate::auth::token::{Principal, TokenError};
 use crate::db::{DbError, TenantDb};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::rbac::Caller;
@@ -54,6 +56,7 @@ fn secret() -> String {
 }
 
 fn view(kc: &KeycloakAdmin, realm: &str, r: &ClientRow) -> OAuthClientView {
+    let policy = r.stored().policy();
     OAuthClientView {
         id: r.id,
         client_id: r.client_id.clone(),
@@ -62,6 +65,9 @@ fn view(kc: &KeycloakAdmin, realm: &str, r: &ClientRow) -> OAuthClientView {
         token_endpoint: kc.token_endpoint(realm),
         created_at: r.created_at,
         rotated_at: r.rotated_at,
+        api_version: policy.api_version.to_string(),
+        rate_limit: policy.rate,
+        quota: policy.quota,
     }
 }
 
@@ -72,11 +78,19 @@ pub async fn create(
     kc: &KeycloakAdmin,
     tenant: &ResolvedTenant,
     input: &NewOAuthClient,
+    ceiling: RateCeiling,
 ) -> ApiResult<OAuthClientSecret> {
     let mut errors = Vec::new();
     let (name, scopes) =
         crate::apikeys::service::checked_grant(caller, &input.name, &input.scopes, &mut errors)
             .await?;
+    let policy = policy::check_new(
+        input.api_version.as_deref(),
+        input.rate_limit,
+        input.quota,
+        ceiling,
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
@@ -106,6 +120,7 @@ pub async fn create(
                     name,
                     owner: caller.user_id(),
                     scopes: &input.scopes,
+                    policy: policy.stored(),
                 },
             )
             .await?;
@@ -117,7 +132,7 @@ pub async fn create(
                     target_type: "oauth_client",
                     target_id: Some(id.to_string()),
                     data: serde_json::json!({"name": row.name, "client_id": row.client_id,
-                                             "scopes": row.scopes}),
+                                             "scopes": row.scopes, "policy": policy.json()}),
                 },
             )
             .await?;
@@ -155,8 +170,30 @@ pub async fn list(
     Ok(rows.iter().map(|r| view(kc, realm, r)).collect())
 }
 
+/// One of the caller's live clients (404 if none).
+async fn live(caller: &Caller, id: Uuid) -> ApiResult<ClientRow> {
+    let owner = caller.user_id();
+    caller
+        .db()
+        .transaction(async |tx| Ok::<_, ApiError>(repo::live(tx.conn(), owner, id).await?))
+        .await?
+        .ok_or_else(|| ApiError::not_found("OAuth client"))
+}
+
+/// One of the caller's live clients.
+pub async fn get(
+    caller: &Caller,
+    kc: &KeycloakAdmin,
+    tenant: &ResolvedTenant,
+    id: Uuid,
+) -> ApiResult<OAuthClientView> {
+    let realm = tenant.tenant.identity.realm.as_deref().unwrap_or_default();
+    Ok(view(kc, realm, &live(caller, id).await?))
+}
+
 /// A new secret for one of the caller's clients: the old one stops working at once (tokens
-/// already issued stay valid until they expire, five minutes at most).
+/// already issued stay valid until they expire, five minutes at most). Keycloak is called
+/// outside any transaction; the rotation is recorded after it took effect.
 pub async fn rotate(
     caller: &Caller,
     kc: &KeycloakAdmin,
@@ -166,16 +203,17 @@ pub async fn rotate(
     let realm = realm_of(tenant)?;
     let owner = caller.user_id();
     let client_secret = secret();
+    let current = live(caller, id).await?;
+    kc.set_client_secret(realm, &current.keycloak_id, &client_secret)
+        .await
+        .map_err(idp)?;
     let row = caller
         .db()
         .transaction(async |tx| {
-            let Some(row) = repo::live_for_update(tx.conn(), owner, id).await? else {
+            // Revoked meanwhile: its Keycloak client is gone or going, and so is the secret.
+            let Some(row) = repo::mark_rotated(tx.conn(), owner, id).await? else {
                 return Err(ApiError::not_found("OAuth client"));
             };
-            kc.set_client_secret(realm, &row.keycloak_id, &client_secret)
-                .await
-                .map_err(idp)?;
-            let row = repo::mark_rotated(tx.conn(), id).await?;
             audit::record(
                 tx.conn(),
                 &caller.actor,
@@ -194,6 +232,49 @@ pub async fn rotate(
         client: view(kc, realm, &row),
         client_secret,
     })
+}
+
+/// Replaces the policy of one of the caller's live clients (404 if none): each field present
+/// in `patch` replaces the client's. Returns the client and whether its quota was set (its
+/// credits start again from the quota's).
+pub async fn update_policy(
+    caller: &Caller,
+    kc: &KeycloakAdmin,
+    tenant: &ResolvedTenant,
+    id: Uuid,
+    patch: &KeyPolicyPatch,
+    ceiling: RateCeiling,
+) -> ApiResult<(OAuthClientView, bool)> {
+    let owner = caller.user_id();
+    let (row, quota_set) = caller
+        .db()
+        .transaction(async |tx| {
+            let Some(row) = repo::live(tx.conn(), owner, id).await? else {
+                return Err(ApiError::not_found("OAuth client"));
+            };
+            let change = policy::merge(&row.stored(), patch, ceiling)?;
+            let updated = repo::set_policy(tx.conn(), owner, id, change.policy.stored())
+                .await?
+                .ok_or_else(|| ApiError::not_found("OAuth client"))?;
+            if change.quota_set {
+                repo::snapshot_credits(tx.conn(), id, None).await?;
+            }
+            audit::record(
+                tx.conn(),
+                &caller.actor,
+                Change {
+                    action: "oauth_client.policy_changed",
+                    target_type: "oauth_client",
+                    target_id: Some(id.to_string()),
+                    data: change.policy.json(),
+                },
+            )
+            .await?;
+            Ok((updated, change.quota_set))
+        })
+        .await?;
+    let realm = tenant.tenant.identity.realm.as_deref().unwrap_or_default();
+    Ok((view(kc, realm, &row), quota_set))
 }
 
 /// Revokes one of the caller's clients: recorded, removed from Keycloak (no new tokens), and
@@ -245,41 +326,41 @@ pub async fn revoke(
     Ok(())
 }
 
-/// The bucket and usage name of a client.
-fn client_key(id: Uuid) -> String {
+/// The bucket, credits and usage name of a client.
+pub fn client_key(id: Uuid) -> String {
     format!("oauth:{}", id.simple())
 }
 
-/// One of the caller's clients' requests per UTC day over the last `days` (1-90).
+/// One of the caller's clients' use: credits left (when it has a quota) and requests per UTC
+/// day over the last `days` (1-90).
 pub async fn usage(
     caller: &Caller,
     limiter: &crate::ratelimit::RateLimiter,
     id: Uuid,
     days: u32,
 ) -> ApiResult<ClientUsage> {
-    let owner = caller.user_id();
-    let live = caller
-        .db()
-        .transaction(async |tx| Ok::<_, ApiError>(repo::live_of(tx.conn(), owner).await?))
-        .await?;
-    if !live.iter().any(|c| c.id == id) {
-        return Err(ApiError::not_found("OAuth client"));
-    }
-    let counted = limiter
-        .usage(caller.tenant_id(), &client_key(id), days)
-        .await
-        .map_err(|e| ApiError::unavailable("the usage counters", e))?;
+    let stored = live(caller, id).await?.stored();
+    let client = client_key(id);
+    let tenant = caller.tenant_id();
     Ok(ClientUsage {
         id,
-        days: counted
-            .into_iter()
-            .map(|d| crate::apikeys::UsageDay {
-                date: d.date,
-                requests: d.requests,
-                refused: d.refused,
-            })
-            .collect(),
+        quota: stored.quota(),
+        credits_left: policy::credits_left(limiter, tenant, &client, &stored).await,
+        days: crate::apikeys::service::days_of_use(limiter, tenant, &client, days).await?,
     })
+}
+
+/// Stores the last known count of a client's credits, so a count Redis lost resumes from it
+/// (called off the request path, now and then).
+pub async fn snapshot_credits(db: &TenantDb, id: Uuid, left: i64, period: i64) {
+    let written = db
+        .transaction(async |tx| {
+            Ok::<_, DbError>(repo::snapshot_credits(tx.conn(), id, Some((left, period))).await?)
+        })
+        .await;
+    if let Err(error) = written {
+        tracing::warn!(%error, "an OAuth client's credits were not snapshotted");
+    }
 }
 
 /// The caller a validated token of one of this platform's OAuth clients acts as: the client's
@@ -301,6 +382,7 @@ pub async fn authenticate(db: &TenantDb, token: &Principal) -> Result<Principal,
     if row.revoked_at.is_some() {
         return Err(TokenError::SessionRevoked);
     }
+    let client_policy = row.stored().client_policy(client_key(row.id));
     Ok(Principal {
         subject,
         session_id: Some(revocation_id(row.id)),
@@ -308,15 +390,10 @@ pub async fn authenticate(db: &TenantDb, token: &Principal) -> Result<Principal,
         email: None,
         name: None,
         roles: Vec::new(),
-        client: Some(row.client_id),
         expires_at: token.expires_at,
         issued_at: token.issued_at,
         key_scopes: Some(row.scopes),
-        client_policy: Some(ClientPolicy {
-            id: client_key(row.id),
-            rate: None,
-            quota: None,
-            api_version: None,
-        }),
+        client_policy: Some(client_policy),
+        client: Some(row.client_id),
     })
 }
