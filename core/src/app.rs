@@ -144,8 +144,11 @@ impl AppState {
                 .ok_or_else(|| StartError::Other("auth.local_signing_seed is invalid".into()))?,
         );
         let runtime = Arc::new(
-            crate::plugins::Plugins::new(&config.plugins)
-                .map_err(|e| StartError::Other(format!("plugin runtime: {e}")))?,
+            crate::plugins::Plugins::new(
+                &config.plugins,
+                crate::netguard::AllowList::parse(&config.webhooks.allow_hosts),
+            )
+            .map_err(|e| StartError::Other(format!("plugin runtime: {e}")))?,
         );
         let search = Arc::new(neotenant_search::Registry::new(
             config.search.data_dir.clone(),
@@ -251,7 +254,7 @@ impl AppState {
             nudge: notify_nudge,
         });
         let keyring = Arc::new(crate::crypto::Keyring::from_config(&config.secrets));
-        let allow = crate::webhooks::ssrf::AllowList::parse(&config.webhooks.allow_hosts);
+        let allow = crate::netguard::AllowList::parse(&config.webhooks.allow_hosts);
         let webhooks = Arc::new(crate::webhooks::WebhooksState {
             client: crate::webhooks::WebhooksState::client(&config, &allow),
             allow,

@@ -105,7 +105,7 @@ error_codes! {
     MalformedMultipart => (BAD_REQUEST, "malformed-multipart", "The multipart body is malformed"),
     InvalidImage => (UNPROCESSABLE_ENTITY, "invalid-image", "The image is damaged or not what its header says"),
     ImageTooLarge => (UNPROCESSABLE_ENTITY, "image-too-large", "The image has too many pixels"),
-    UrlRefused => (UNPROCESSABLE_ENTITY, "url-refused", "The URL points where webhooks may not be sent"),
+    UrlRefused => (UNPROCESSABLE_ENTITY, "url-refused", "The target is an address the platform may not connect to"),
     RangeTooLarge => (UNPROCESSABLE_ENTITY, "range-too-large", "The range holds more than one request may take"),
     PluginInvalid => (UNPROCESSABLE_ENTITY, "plugin-invalid", "The plugin or its manifest was refused"),
     PluginVeto => (UNPROCESSABLE_ENTITY, "plugin-veto", "A plugin refused the change"),

@@ -34,6 +34,7 @@ pub mod json_schema;
 pub mod keys;
 pub mod mail;
 pub mod metrics;
+pub mod netguard;
 pub mod notes;
 pub mod notifications;
 pub mod oauthclients;

@@ -46,6 +46,7 @@ const FOUNDATION: &[&str] = &[
     "crypto",
     "apiversion",
     "patch",
+    "netguard",
 ];
 const KERNEL: &[&str] = &[
     "tenancy",

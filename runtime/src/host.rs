@@ -37,13 +37,13 @@ pub struct Host {
     limits: Limiter,
     call: CallCtx,
     caps: Limits,
-    http: reqwest::Client,
+    http: crate::Net,
     emitted: Vec<Emitted>,
     logged: u32,
 }
 
 impl Host {
-    pub(crate) fn new(call: CallCtx, limits: Limiter, caps: Limits, http: reqwest::Client) -> Host {
+    pub(crate) fn new(call: CallCtx, limits: Limiter, caps: Limits, http: crate::Net) -> Host {
         let wasi = WasiCtxBuilder::new()
             .allow_tcp(false)
             .allow_udp(false)
@@ -240,6 +240,14 @@ impl http::Host for Host {
                 url.host_str().unwrap_or("?")
             ));
         }
+        if let Some(guard) = &self.http.guard
+            && !guard.permits(&url)
+        {
+            return Err(format!(
+                "{} is an address inside the platform's network",
+                url.host_str().unwrap_or("?")
+            ));
+        }
         let method = reqwest::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| "bad method".to_string())?;
         if req.body.len() > self.caps.http_body_bytes {
@@ -255,7 +263,7 @@ impl http::Host for Host {
                 headers.insert(k, v);
             }
         }
-        let mut builder = self.http.request(method, url).body(req.body);
+        let mut builder = self.http.client.request(method, url).body(req.body);
         for (k, v) in headers {
             builder = builder.header(k, v);
         }

@@ -152,6 +152,33 @@ impl Default for Limits {
     }
 }
 
+/// Where plugins may connect beyond the hosts a tenant granted: the operator's rule, applied
+/// to every request — an address literal before connecting, a name at connect time by the
+/// resolver the HTTP client uses.
+pub trait NetGuard: Send + Sync {
+    /// Whether the URL may be requested before any name is resolved (an address literal must
+    /// be one the operator permits).
+    fn permits(&self, url: &url::Url) -> bool;
+    /// The HTTP client's resolver: answers only addresses the operator permits.
+    fn resolver(&self) -> Arc<dyn reqwest::dns::Resolve>;
+}
+
+/// A guard's resolver, as the HTTP client takes one.
+struct SharedResolver(Arc<dyn reqwest::dns::Resolve>);
+
+impl reqwest::dns::Resolve for SharedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        self.0.resolve(name)
+    }
+}
+
+/// The HTTP client plugins' requests go through, and the guard over where they connect.
+#[derive(Clone)]
+pub(crate) struct Net {
+    pub client: reqwest::Client,
+    pub guard: Option<Arc<dyn NetGuard>>,
+}
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -332,12 +359,22 @@ pub struct Runtime {
     limits: Limits,
     cache_dir: PathBuf,
     loaded: Mutex<HashMap<String, Arc<Plugin>>>,
-    http: reqwest::Client,
+    http: Net,
 }
 
 impl Runtime {
-    /// The engine, linker and HTTP client; errors name what could not be set up.
+    /// The engine, linker and an HTTP client that reaches any granted host, inside addresses
+    /// included (tests and tools); a server uses [`Runtime::guarded`].
     pub fn new(cfg: RuntimeConfig) -> Result<Arc<Runtime>, SetupError> {
+        Self::guarded(cfg, None)
+    }
+
+    /// The engine, linker and HTTP client, plugins' connections held to `guard`; errors name
+    /// what could not be set up.
+    pub fn guarded(
+        cfg: RuntimeConfig,
+        guard: Option<Arc<dyn NetGuard>>,
+    ) -> Result<Arc<Runtime>, SetupError> {
         let mut c = Config::new();
         c.consume_fuel(true)
             .epoch_interruption(true)
@@ -368,10 +405,18 @@ impl Runtime {
             path: cache_dir.clone(),
             source,
         })?;
-        let http = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(cfg.limits.http_timeout)
-            .build()?;
+            // A proxy from the environment would connect past the guard.
+            .no_proxy()
+            .timeout(cfg.limits.http_timeout);
+        if let Some(g) = &guard {
+            client = client.dns_resolver(Arc::new(SharedResolver(g.resolver())));
+        }
+        let http = Net {
+            client: client.build()?,
+            guard,
+        };
         spawn_ticker(&engine);
         Ok(Arc::new(Runtime {
             engine,

@@ -387,24 +387,89 @@ async fn a_looping_plugin_does_not_stall_other_calls() {
     assert_eq!(looping.await.unwrap(), 3);
 }
 
-#[tokio::test]
-async fn outbound_http_is_limited_to_approved_hosts() {
-    let (rt, _d) = runtime(0);
+/// The operator's rule in a test: no loopback literal, no name resolves.
+struct NoInside;
+
+impl NetGuard for NoInside {
+    fn permits(&self, url: &url::Url) -> bool {
+        !matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+    }
+    fn resolver(&self) -> Arc<dyn reqwest::dns::Resolve> {
+        struct Refuse;
+        impl reqwest::dns::Resolve for Refuse {
+            fn resolve(&self, _: reqwest::dns::Name) -> reqwest::dns::Resolving {
+                Box::pin(async { Err("inside".into()) })
+            }
+        }
+        Arc::new(Refuse)
+    }
+}
+
+/// Runs the hostile plugin's fetch of `url` with `grant` approved; whether `listener` saw a
+/// connection.
+async fn fetch_connects(
+    rt: &Arc<Runtime>,
+    grant: &str,
+    url: &str,
+    listener: &tokio::net::TcpListener,
+) -> bool {
     let p = rt.compile(&dist("hostile")).unwrap();
-    // 127.0.0.2 is not approved: the fetch fails inside the plugin (which ignores it).
     let g = Grants {
-        http: vec!["127.0.0.1:1".into()],
+        http: vec![grant.to_string()],
         ..all_grants()
     };
-    let (r, _) = rt
-        .validate(
+    let (rt, url) = (rt.clone(), url.to_string());
+    let call = tokio::spawn(async move {
+        rt.validate(
             &p,
             ctx(g, Arc::new(MemKv::default())),
-            &json!({"mode": "slow", "url": "http://127.0.0.2:9/x"}),
+            &json!({"mode": "slow", "url": url}),
         )
         .await
-        .unwrap();
-    assert!(r.is_ok());
+    });
+    let connected = tokio::time::timeout(Duration::from_millis(1200), listener.accept())
+        .await
+        .is_ok();
+    call.abort();
+    connected
+}
+
+#[tokio::test]
+async fn outbound_http_reaches_only_approved_hosts_the_operator_permits() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let url = format!("http://{addr}/x");
+    let (rt, _d) = runtime(0);
+    // Approved, no operator rule: it connects (so the checks below can see a refusal).
+    assert!(fetch_connects(&rt, &addr.to_string(), &url, &listener).await);
+    // Not approved by the tenant: no connection.
+    assert!(!fetch_connects(&rt, "127.0.0.1:1", &url, &listener).await);
+    // Approved by the tenant but inside the platform's network: no connection, by address
+    // literal or by name.
+    let dir = tempdir::Dir::new();
+    let guarded = Runtime::guarded(
+        RuntimeConfig {
+            cache_dir: dir.0.clone(),
+            pool_instances: 0,
+            limits: Limits {
+                timeout: Duration::from_millis(1500),
+                ..Limits::default()
+            },
+        },
+        Some(Arc::new(NoInside)),
+    )
+    .unwrap();
+    assert!(!fetch_connects(&guarded, &addr.to_string(), &url, &listener).await);
+    let by_name = format!("http://localhost:{}/x", addr.port());
+    assert!(
+        !fetch_connects(
+            &guarded,
+            &format!("localhost:{}", addr.port()),
+            &by_name,
+            &listener
+        )
+        .await
+    );
 }
 
 #[tokio::test]

@@ -511,6 +511,21 @@ async fn syslog_forwarding_loses_nothing_while_the_collector_is_down() {
         .await;
         assert_eq!(p["errors"][0]["pointer"], pointer);
     }
+    // A collector inside the platform's network is refused (the tests' operator allows only
+    // 127.0.0.1): no forwarding to cloud metadata, private services or other loopbacks.
+    for host in ["169.254.169.254", "10.0.0.1", "127.0.0.2", "localhost"] {
+        let p = expect_problem(
+            as_boss(Method::PUT, "/v1/audit/settings")
+                .json(&json!({"retention_days": null, "syslog": {"host": host, "port": 6379}}))
+                .send()
+                .await
+                .unwrap(),
+            422,
+            "url-refused",
+        )
+        .await;
+        assert_eq!(p["errors"][0]["pointer"], "/syslog/host", "{host}");
+    }
     let res = as_boss(Method::PUT, "/v1/audit/settings")
         .json(&json!({"retention_days": null, "syslog": {"host": "127.0.0.1", "port": port}}))
         .send()

@@ -926,6 +926,30 @@ async fn an_integration_receives_events_at_least_once_with_retries_and_dead_lett
         .map(|e| e["pointer"].as_str().unwrap())
         .collect();
     assert_eq!(pointers, ["/grants/http/0", "/events/0"]);
+    // Inside addresses cannot be granted (the tests' operator allows only 127.0.0.1).
+    let p = expect_problem(
+        as_boss(Method::POST, "/v1/plugin-installations")
+            .json(&json!({"plugin": "webhook",
+                          "grants": {"http": ["169.254.169.254", "10.0.0.1:6379", "localhost:80"]},
+                          "events": ["resource.created"]}))
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "validation",
+    )
+    .await;
+    let pointers: Vec<&str> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pointers,
+        ["/grants/http/0", "/grants/http/1", "/grants/http/2"],
+        "{p}"
+    );
     let inst = install(
         &app,
         &t.slug,

@@ -74,7 +74,11 @@ pub fn frame(tenant: &str, e: &Entry) -> Vec<u8> {
 
 /// Sends the next batch of sealed, not yet forwarded entries of one tenant, if it has a
 /// collector configured; records success (cursor) or the error.
-pub async fn forward_tenant(tenant: Uuid, db: &TenantDb) -> ApiResult<u64> {
+pub async fn forward_tenant(
+    tenant: Uuid,
+    db: &TenantDb,
+    allow: &crate::netguard::AllowList,
+) -> ApiResult<u64> {
     db.transaction(async |tx| {
         let conn = tx.conn();
         #[derive(QueryableByName)]
@@ -120,7 +124,7 @@ pub async fn forward_tenant(tenant: Uuid, db: &TenantDb) -> ApiResult<u64> {
         for e in &entries {
             payload.extend(frame(&name, e));
         }
-        let sent = send(&host, port as u16, tls, ca_pem.as_deref(), &payload).await;
+        let sent = send(&host, port as u16, tls, ca_pem.as_deref(), &payload, allow).await;
         match sent {
             Ok(()) => {
                 diesel::update(audit_settings::table)
@@ -180,10 +184,16 @@ async fn send(
     tls: bool,
     ca_pem: Option<&str>,
     payload: &[u8],
+    allow: &crate::netguard::AllowList,
 ) -> Result<(), String> {
+    // Only addresses the platform may reach for a tenant, resolved now (a name that changed
+    // its answer since it was saved reaches nothing inside).
+    let addrs = crate::netguard::resolve(host, port, allow)
+        .await
+        .map_err(|r| r.to_string())?;
     let tcp = tokio::time::timeout(
         Duration::from_secs(3),
-        tokio::net::TcpStream::connect((host, port)),
+        tokio::net::TcpStream::connect(&addrs[..]),
     )
     .await
     .map_err(|_| "connection timed out".to_string())?

@@ -225,7 +225,11 @@ pub async fn put_settings(
     depot: &mut Depot,
 ) -> ApiResult<Reply<AuditSettingsView>> {
     let state = dep::<crate::settings::SettingsState>(depot)?;
-    Ok(Reply::ok(settings::put(&state, &can, &body.0).await?))
+    let audit = dep::<crate::audit::AuditState>(depot)?;
+    let allow = crate::netguard::AllowList::parse(&audit.config.webhooks.allow_hosts);
+    Ok(Reply::ok(
+        settings::put(&state, &can, &body.0, &allow).await?,
+    ))
 }
 
 /// What a retention run did.

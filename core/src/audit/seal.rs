@@ -480,6 +480,7 @@ pub(crate) async fn all_tenants(state: &crate::tenancy::TenancyState) -> Vec<(Uu
 pub async fn worker(state: Arc<super::AuditState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let cfg = state.config.audit.clone();
     let signer = Signer::new(cfg.signing_key.expose());
+    let allow = crate::netguard::AllowList::parse(&state.config.webhooks.allow_hosts);
     let seal_every = Duration::from_millis(cfg.seal_interval_ms);
     let mut seal = tokio::time::interval(seal_every);
     let mut sweep = tokio::time::interval(Duration::from_secs(cfg.sweep_interval_secs));
@@ -517,7 +518,7 @@ pub async fn worker(state: Arc<super::AuditState>, mut stop: tokio::sync::watch:
                     }
                 }
                 for (id, db) in &targets {
-                    if let Err(e) = super::forward::forward_tenant(*id, db).await {
+                    if let Err(e) = super::forward::forward_tenant(*id, db, &allow).await {
                         tracing::debug!(tenant = %id, error = %e.detail, "audit forwarding round failed");
                     }
                 }

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{Change, repo};
 use crate::db::TenantDb;
-use crate::error::{ApiError, ApiResult, FieldError};
+use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
 
 /// Where to forward the audit log.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -146,8 +146,20 @@ pub async fn put(
     settings: &crate::settings::SettingsState,
     caller: &crate::rbac::Caller,
     s: &AuditSettings,
+    allow: &crate::netguard::AllowList,
 ) -> ApiResult<AuditSettingsView> {
     check(s)?;
+    // The collector must be somewhere the platform may connect for a tenant.
+    if let Some(sys) = &s.syslog
+        && let Err(refusal) = crate::netguard::check_host(&sys.host, sys.port, allow).await
+    {
+        let mut e = ApiError::new(ErrorCode::UrlRefused, refusal.to_string());
+        e.errors.push(FieldError {
+            pointer: "/syslog/host".into(),
+            message: refusal.to_string(),
+        });
+        return Err(e);
+    }
     let (db, actor) = (caller.db(), &caller.actor);
     let before = get(db).await?;
     if before.settings.retention_days != s.retention_days {

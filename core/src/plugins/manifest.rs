@@ -234,8 +234,13 @@ impl Manifest {
     }
 }
 
-/// Checks grants against what the manifest asked for.
-pub fn check_grants(m: &Manifest, g: &Grants) -> Vec<FieldError> {
+/// Checks grants against what the manifest asked for, and against the operator's rule over
+/// inside addresses (`allow`: the hosts the operator lets integrations reach).
+pub fn check_grants(
+    m: &Manifest,
+    g: &Grants,
+    allow: &crate::netguard::AllowList,
+) -> Vec<FieldError> {
     let mut e = Vec::new();
     for (cap, granted, asked) in [
         ("logging", g.logging, m.capabilities.logging),
@@ -257,6 +262,11 @@ pub fn check_grants(m: &Manifest, g: &Grants) -> Vec<FieldError> {
         let p = format!("/grants/http/{i}");
         if !is_host(h) {
             e.push(err(&p, "must be host or host:port (no wildcards)"));
+        } else if crate::netguard::refuses_grant(h, allow) {
+            e.push(err(
+                &p,
+                "an address inside the platform's network (loopback, private, link-local, metadata); only the operator can allow it",
+            ));
         } else if !any
             && !m
                 .capabilities
@@ -337,13 +347,13 @@ mod tests {
             http: vec!["API.example.com".into()],
             ..Default::default()
         };
-        assert!(check_grants(&m, &ok).is_empty());
+        assert!(check_grants(&m, &ok, &Default::default()).is_empty());
         let bad = crate::plugins::Grants {
             events: true,
             http: vec!["evil.test".into(), "*".into()],
             ..Default::default()
         };
-        let pointers: Vec<_> = check_grants(&m, &bad)
+        let pointers: Vec<_> = check_grants(&m, &bad, &Default::default())
             .into_iter()
             .map(|e| e.pointer)
             .collect();
@@ -351,6 +361,29 @@ mod tests {
             pointers,
             ["/grants/events", "/grants/http/0", "/grants/http/1"]
         );
+        // A plugin asking for any host still cannot be granted an inside address, unless the
+        // operator allows it.
+        let mut any = manifest();
+        any.capabilities.http = vec!["*".into()];
+        let inside = crate::plugins::Grants {
+            http: vec![
+                "169.254.169.254".into(),
+                "127.0.0.1:6379".into(),
+                "localhost:80".into(),
+                "api.example.com".into(),
+            ],
+            ..Default::default()
+        };
+        let pointers: Vec<_> = check_grants(&any, &inside, &Default::default())
+            .into_iter()
+            .map(|e| e.pointer)
+            .collect();
+        assert_eq!(
+            pointers,
+            ["/grants/http/0", "/grants/http/1", "/grants/http/2"]
+        );
+        let allowed = crate::netguard::AllowList::parse("127.0.0.1");
+        assert_eq!(check_grants(&any, &inside, &allowed).len(), 2);
         assert!(matches("resource.*", "resource.created") && !matches("resource.*", "resources"));
         assert!(matches("*", "x") && matches("a.b", "a.b") && !matches("a.b", "a.bc"));
         // Narrowing subscriptions: a pattern covers narrower ones only.

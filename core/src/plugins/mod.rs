@@ -65,8 +65,28 @@ pub struct Plugins {
     pub breaker: Breaker,
 }
 
+/// The operator's rule over where plugins connect (`crate::netguard`), for the runtime.
+struct PluginNet(crate::netguard::AllowList);
+
+impl neotenant_runtime::NetGuard for PluginNet {
+    fn permits(&self, url: &url::Url) -> bool {
+        crate::netguard::literal_permitted(url, &self.0)
+    }
+
+    fn resolver(&self) -> Arc<dyn reqwest::dns::Resolve> {
+        Arc::new(crate::netguard::GuardedResolver {
+            allow: self.0.clone(),
+        })
+    }
+}
+
 impl Plugins {
-    pub fn new(cfg: &PluginsConfig) -> Result<Plugins, SetupError> {
+    /// The runtime, its plugins' connections held to public addresses and the operator's
+    /// `allow` list.
+    pub fn new(
+        cfg: &PluginsConfig,
+        allow: crate::netguard::AllowList,
+    ) -> Result<Plugins, SetupError> {
         let limits = Limits {
             fuel: cfg.fuel,
             memory_bytes: cfg.memory_mib << 20,
@@ -74,11 +94,14 @@ impl Plugins {
             output_bytes: cfg.output_bytes,
             ..Limits::default()
         };
-        let runtime = Runtime::new(RuntimeConfig {
-            cache_dir: cfg.cache_dir.clone(),
-            pool_instances: cfg.pool_instances,
-            limits,
-        })?;
+        let runtime = Runtime::guarded(
+            RuntimeConfig {
+                cache_dir: cfg.cache_dir.clone(),
+                pool_instances: cfg.pool_instances,
+                limits,
+            },
+            Some(Arc::new(PluginNet(allow))),
+        )?;
         Ok(Plugins {
             runtime,
             breaker: Breaker::new(cfg.breaker_threshold),

@@ -3,10 +3,10 @@
 //!
 //! Shape: `handlers` (`/v1/webhooks/…`, `/v1/event-types`) → `service` (endpoints, secrets and
 //! their rotation, the delivery log, manual retry and replay) → `repo` (SQL). `signing`
-//! (Standard Webhooks `v1` and `v1a` signatures; pure), `ssrf` (which addresses a webhook may
-//! reach, checked at save and at connect time), `worker` (the router from the outbox into
+//! (Standard Webhooks `v1` and `v1a` signatures; pure), `worker` (the router from the outbox into
 //! per-endpoint queues, and delivery), `catalogue` (the published event types and the JSON
-//! Schema of each one's data).
+//! Schema of each one's data). Which addresses a webhook may reach is `crate::netguard`'s
+//! rule, checked at save and at connect time.
 //!
 //! **Invariants:** messages are written in the transaction that moves the router's outbox
 //! cursor, so every committed event reaches every endpoint subscribed to it exactly once as a
@@ -23,7 +23,6 @@ pub mod model;
 pub mod repo;
 pub mod service;
 pub mod signing;
-pub mod ssrf;
 pub mod worker;
 
 use std::sync::Arc;
@@ -31,6 +30,7 @@ use std::sync::Arc;
 use crate::audit::Recent;
 use crate::config::Config;
 use crate::crypto::Keyring;
+use crate::netguard as ssrf;
 use crate::tenancy::TenancyState;
 
 /// What webhooks need from the rest of the host.
@@ -51,6 +51,8 @@ impl WebhooksState {
     pub fn client(config: &Config, allow: &ssrf::AllowList) -> reqwest::Client {
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would connect past the guarded resolver.
+            .no_proxy()
             .dns_resolver(Arc::new(ssrf::GuardedResolver {
                 allow: allow.clone(),
             }))

@@ -12,10 +12,11 @@ use super::model::{
     MessageView, Replayed, Rotated,
 };
 use super::repo::{self, EndpointRow, NewMessage};
-use super::{WebhooksState, catalogue, signing, ssrf};
+use super::{WebhooksState, catalogue, signing};
 use crate::audit::{self, Change};
 use crate::db::TenantDb;
 use crate::error::{ApiError, ApiResult, ErrorCode, FieldError};
+use crate::netguard as ssrf;
 use crate::outbox::Event;
 use crate::rbac::Caller;
 

@@ -162,7 +162,8 @@ pub async fn install(
     };
     let (p, v, m) =
         find_version(state, owner, None, &input.plugin, input.version.as_deref()).await?;
-    let mut errors = check_grants(&m, &input.grants);
+    let allow = crate::netguard::AllowList::parse(&state.config.webhooks.allow_hosts);
+    let mut errors = check_grants(&m, &input.grants, &allow);
     check_settings("/settings", &input.settings, &mut errors);
     check_settings("/secrets", &input.secrets, &mut errors);
     for k in input.settings.keys() {
@@ -317,7 +318,8 @@ pub async fn change(
                 Some(g) => g.clone(),
                 None => serde_json::from_value(old.grants.clone()).unwrap_or_default(),
             };
-            let mut errors = check_grants(&m, &grants);
+            let allow = crate::netguard::AllowList::parse(&state.config.webhooks.allow_hosts);
+            let mut errors = check_grants(&m, &grants, &allow);
             if let Some(s) = &input.settings {
                 check_settings("/settings", s, &mut errors);
             }

@@ -1,12 +1,16 @@
-//! Where webhooks may be sent: only to public unicast addresses, unless the operator lists the
-//! host in `webhooks.allow_hosts`. Checked when an endpoint is saved (the URL's host resolved
-//! now) and again at every delivery, at connect time: the HTTP client resolves names through
-//! [`GuardedResolver`], which drops every address that is loopback, private, link-local
-//! (cloud metadata at 169.254.169.254 included), shared, multicast, reserved or otherwise not
-//! globally routable, so a name that changes its answer after the save (DNS rebinding) still
-//! reaches nothing inside. Redirects are never followed (the client's policy).
+//! Where the platform connects on a tenant's behalf — webhook deliveries, plugins' HTTP
+//! requests, audit forwarding to syslog: only to public unicast addresses, unless the operator
+//! lists the host in `webhooks.allow_hosts`. Checked when the target is saved (the host
+//! resolved now) and again at every connection, at connect time: HTTP clients resolve names
+//! through [`GuardedResolver`], others through [`resolve`], both of which drop every address
+//! that is loopback, private, link-local (cloud metadata at 169.254.169.254 included), shared,
+//! multicast, reserved or otherwise not globally routable, so a name that changes its answer
+//! after the save (DNS rebinding) still reaches nothing inside; an address literal chosen at
+//! run time is checked by [`literal_permitted`]. Redirects are never followed (the clients'
+//! policy), and no system proxy is used.
 //!
-//! Never logs the addresses it refuses beyond the host the tenant typed.
+//! Foundation: std and crates only. Never logs the addresses it refuses beyond the host the
+//! tenant typed.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -158,32 +162,105 @@ pub fn check_shape(raw: &str) -> Result<url::Url, Refusal> {
 /// name must resolve, and only to public addresses.
 pub async fn check(url: &url::Url, allow: &AllowList) -> Result<(), Refusal> {
     let host = url.host_str().unwrap_or_default();
-    let port = url.port_or_known_default().unwrap_or(443);
+    check_host(host, url.port_or_known_default().unwrap_or(443), allow).await
+}
+
+/// [`check`] for a host and port (a syslog collector, say).
+pub async fn check_host(host: &str, port: u16, allow: &AllowList) -> Result<(), Refusal> {
     if allow.allows(host, port) {
         return Ok(());
     }
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => public_or(IpAddr::V4(ip), host),
-        Some(url::Host::Ipv6(ip)) => public_or(IpAddr::V6(ip), host),
-        _ => {
-            let addrs: Vec<SocketAddr> = tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                tokio::net::lookup_host((host, port)),
-            )
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(Iterator::collect)
-            .unwrap_or_default();
-            if addrs.is_empty() {
-                return Err(Refusal::Unresolvable(host.to_string()));
-            }
-            if addrs.iter().any(|a| !is_public(a.ip())) {
-                return Err(Refusal::Private(host.to_string()));
-            }
-            Ok(())
-        }
+    if let Some(ip) = literal(host) {
+        return public_or(ip, host);
     }
+    let addrs = lookup(host, port).await;
+    if addrs.is_empty() {
+        return Err(Refusal::Unresolvable(host.to_string()));
+    }
+    if addrs.iter().any(|a| !is_public(a.ip())) {
+        return Err(Refusal::Private(host.to_string()));
+    }
+    Ok(())
+}
+
+/// The addresses a connection to `host:port` may use now: all of them for an allowed host,
+/// else the public ones (refused when none is left).
+pub async fn resolve(host: &str, port: u16, allow: &AllowList) -> Result<Vec<SocketAddr>, Refusal> {
+    let open = allow.allows(host, port);
+    let addrs = match literal(host) {
+        Some(ip) => vec![SocketAddr::new(ip, port)],
+        None => lookup(host, port).await,
+    };
+    if addrs.is_empty() {
+        return Err(Refusal::Unresolvable(host.to_string()));
+    }
+    let kept: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| open || is_public(a.ip()))
+        .collect();
+    if kept.is_empty() {
+        return Err(Refusal::Private(host.to_string()));
+    }
+    Ok(kept)
+}
+
+/// Whether a URL chosen at run time may be requested before any name is resolved: an allowed
+/// host, a name (its addresses are the resolver's to check), or a public address literal.
+pub fn literal_permitted(url: &url::Url, allow: &AllowList) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    if allow.allows(host, url.port_or_known_default().unwrap_or(443)) {
+        return true;
+    }
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => is_public(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => is_public(IpAddr::V6(ip)),
+        Some(url::Host::Domain(name)) => !is_local_name(name),
+        None => false,
+    }
+}
+
+/// Whether a granted `host` or `host:port` names an inside address the operator has not
+/// allowed: an address literal that is not public, or `localhost`. Names are left to the
+/// connection-time checks.
+pub fn refuses_grant(grant: &str, allow: &AllowList) -> bool {
+    let (host, port) = match grant.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, p.parse::<u16>().ok()),
+        _ => (grant, None),
+    };
+    let host = host.trim_matches(['[', ']']);
+    let allowed = match port {
+        Some(p) => allow.allows(host, p),
+        None => allow.allows_name(host),
+    };
+    if allowed {
+        return false;
+    }
+    match literal(host) {
+        Some(ip) => !is_public(ip),
+        None => is_local_name(host),
+    }
+}
+
+fn is_local_name(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
+}
+
+/// An address literal (`10.0.0.1`, `::1`, `[::1]`).
+fn literal(host: &str) -> Option<IpAddr> {
+    host.trim_matches(['[', ']']).parse().ok()
+}
+
+async fn lookup(host: &str, port: u16) -> Vec<SocketAddr> {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::lookup_host((host, port)),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .map(Iterator::collect)
+    .unwrap_or_default()
 }
 
 fn public_or(ip: IpAddr, host: &str) -> Result<(), Refusal> {
@@ -226,6 +303,77 @@ impl reqwest::dns::Resolve for GuardedResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::dns::Resolve;
+
+    #[tokio::test]
+    async fn the_resolver_answers_only_public_addresses_unless_allowed() {
+        let guarded = GuardedResolver {
+            allow: AllowList::default(),
+        };
+        let name = |n: &str| n.parse::<reqwest::dns::Name>().unwrap();
+        assert!(guarded.resolve(name("localhost")).await.is_err());
+        let open = GuardedResolver {
+            allow: AllowList::parse("localhost"),
+        };
+        let addrs: Vec<SocketAddr> = open.resolve(name("localhost")).await.unwrap().collect();
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()) && !addrs.is_empty());
+        // Connections by host and port.
+        assert!(
+            resolve("127.0.0.1", 514, &AllowList::default())
+                .await
+                .is_err()
+        );
+        assert!(
+            resolve("localhost", 514, &AllowList::default())
+                .await
+                .is_err()
+        );
+        let allowed = AllowList::parse("127.0.0.1:514");
+        assert!(resolve("127.0.0.1", 514, &allowed).await.is_ok());
+        assert!(resolve("127.0.0.1", 6379, &allowed).await.is_err());
+        assert!(check_host("169.254.169.254", 80, &allowed).await.is_err());
+    }
+
+    #[test]
+    fn run_time_literals_and_grants_inside_are_refused() {
+        let none = AllowList::default();
+        let url = |u: &str| url::Url::parse(u).unwrap();
+        for inside in [
+            "http://127.0.0.1:6379/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]/",
+            "http://10.0.0.7/",
+            "http://localhost:8080/",
+        ] {
+            assert!(!literal_permitted(&url(inside), &none), "{inside}");
+        }
+        assert!(literal_permitted(&url("https://api.example.com/x"), &none));
+        assert!(literal_permitted(&url("https://93.184.215.14/"), &none));
+        assert!(literal_permitted(
+            &url("http://127.0.0.1:9000/"),
+            &AllowList::parse("127.0.0.1")
+        ));
+        for grant in [
+            "169.254.169.254",
+            "127.0.0.1:6379",
+            "[::1]:80",
+            "localhost",
+            "10.1.2.3",
+        ] {
+            assert!(refuses_grant(grant, &none), "{grant}");
+        }
+        for grant in ["api.example.com", "api.example.com:8443", "93.184.215.14"] {
+            assert!(!refuses_grant(grant, &none), "{grant}");
+        }
+        assert!(!refuses_grant(
+            "127.0.0.1:9",
+            &AllowList::parse("127.0.0.1")
+        ));
+        assert!(refuses_grant(
+            "127.0.0.1:6379",
+            &AllowList::parse("127.0.0.1:9")
+        ));
+    }
 
     fn public(s: &str) -> bool {
         is_public(s.parse().unwrap())
