@@ -5,7 +5,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/debug/neotenant
 export NEOTENANT_CONFIG ?= neotenant.toml
 
-.PHONY: up down status build plugins sdks migrate run test lint fmt openapi bench bench-peers
+.PHONY: up down status build plugins sdks migrate run test lint fmt openapi bench bench-peers soak chaos
 
 ## Local services (PostgreSQL 17, Redis 7) on loopback under .devstack/: install if missing, start.
 up:
@@ -151,6 +151,16 @@ bench: up plugins
 	@BENCH_NO_BUILD=1 scripts/bench-notifications.sh
 	@BENCH_NO_BUILD=1 scripts/bench-webhooks.sh
 	@BENCH_NO_BUILD=1 scripts/bench-changes.sh
+
+## Bounded soak on loopback against a release build (SOAK_NO_BUILD=1 reuses it, SOAK_BIN=path runs
+## another): mixed load for SOAK_SECS (600) at SOAK_RATE (200) req/s, then every write accounted
+## for; report in soak-report/. `chaos` is the same with faults: Redis, Keycloak and PostgreSQL
+## stopped and started, the webhook receiver down, the server killed (-9) and restarted.
+soak: up
+	@scripts/soak.sh
+
+chaos: up
+	@SOAK_FAULTS="$${SOAK_FAULTS:-redis,keycloak,postgres,receiver,kill}" scripts/soak.sh
 
 # NeoTenantApi beside PocketBase and SpiceDB (installed from the Go module proxy when missing).
 bench-peers:

@@ -6,6 +6,8 @@
 #   scripts/devstack.sh down     stop everything that runs
 #   scripts/devstack.sh status   one line per service
 #   scripts/devstack.sh env      print the NEOTENANT_* variables pointing at these services
+#   scripts/devstack.sh stop  redis|postgres|keycloak   stop one service (fault drills, scripts/soak.sh)
+#   scripts/devstack.sh start redis|postgres|keycloak   start it again (waits until it answers)
 #
 # Also Keycloak (identity provider) with its own database in that PostgreSQL.
 #
@@ -390,5 +392,20 @@ case "${1:-up}" in
     if smtp_running; then echo "smtp sink: running on 127.0.0.1:$SMTP_PORT"; else echo "smtp sink: stopped"; fi
     if provider_running; then echo "message provider: running on 127.0.0.1:$PROVIDER_PORT"; else echo "message provider: stopped"; fi ;;
   env) print_env ;;
-  *) die "usage: $0 up|down|status|env" ;;
+  stop)
+    case "${2:-}" in
+      redis) redis_down ;;
+      postgres) pg_down ;;
+      keycloak) kc_down ;;
+      *) die "usage: $0 stop redis|postgres|keycloak" ;;
+    esac ;;
+  start)
+    case "${2:-}" in
+      redis) redis_up ;;
+      postgres) pg_up ;;
+      # Keycloak keeps its data in the PostgreSQL cluster.
+      keycloak) pg_up; kc_up ;;
+      *) die "usage: $0 start redis|postgres|keycloak" ;;
+    esac ;;
+  *) die "usage: $0 up|down|status|env|stop <service>|start <service>" ;;
 esac
