@@ -38,7 +38,7 @@ pub struct AppState {
     pub registry: PgPool,
     /// Tenant databases, one pool per physical database.
     pub pools: Arc<Pools>,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: crate::redis_link::Link,
     pub redis_client: redis::Client,
     pub metrics: Arc<Metrics>,
     pub tenant_cache: Arc<TenantCache>,
@@ -108,19 +108,20 @@ impl AppState {
         let manager_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let redis = tokio::time::timeout(
+            .set_number_of_retries(1);
+        let manager = tokio::time::timeout(
             Duration::from_secs(5),
             redis_client.get_connection_manager_with_config(manager_config),
         )
         .await
         .map_err(|_| StartError::Other("Redis at redis.url did not answer within 5 s".into()))??;
+        let metrics = Arc::new(Metrics::new());
+        let redis = crate::redis_link::Link::new(manager, Some(metrics.redis_unreachable.clone()));
         let config = Arc::new(config);
         let tenant_cache = Arc::new(TenantCache::new(
             Duration::from_secs(config.tenancy.cache_ttl_secs),
             redis.clone(),
         ));
-        let metrics = Arc::new(Metrics::new());
         let keycloak = Arc::new(crate::auth::keycloak::KeycloakAdmin::new(
             &config.keycloak,
             &config.auth,

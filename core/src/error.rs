@@ -253,15 +253,42 @@ impl From<diesel::result::Error> for ApiError {
             E::DatabaseError(K::ForeignKeyViolation, _) => {
                 ApiError::new(ErrorCode::Conflict, "a referenced record does not exist")
             }
-            E::DatabaseError(K::ClosedConnection, _) | E::BrokenTransactionManager => {
+            // The driver could not talk to the server at all (a closed or broken connection).
+            E::DatabaseError(K::ClosedConnection | K::UnableToSendCommand, _)
+            | E::BrokenTransactionManager => {
                 ApiError::unavailable("the database", err)
             }
             E::DatabaseError(K::Unknown, info) if info.message().contains("statement timeout") => {
                 ApiError::unavailable("the database", err)
             }
+            // A connection lost under the request (a restart, a failover): transient.
+            E::DatabaseError(K::Unknown, info) if connection_lost(info.message()) => {
+                ApiError::unavailable("the database", err)
+            }
             _ => ApiError::internal(err),
         }
     }
+}
+
+/// Whether a database error's message says the connection went away (the server restarting,
+/// shutting down or failing over; the network), rather than the statement failing.
+fn connection_lost(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "connection closed",
+        "terminating connection",
+        "the database system is shutting down",
+        "the database system is starting up",
+        "the database system is in recovery mode",
+        "server closed the connection",
+        "connection refused",
+        "connection reset",
+        "broken pipe",
+        "unexpected eof",
+        "error communicating with database",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
 }
 
 impl From<crate::db::DbError> for ApiError {
@@ -326,6 +353,29 @@ pub fn if_match_admits(if_match: Option<&str>, current: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_database_connection_is_unavailable_not_internal() {
+        use diesel::result::{DatabaseErrorKind as K, Error as E};
+        for message in [
+            "terminating connection due to administrator command",
+            "connection closed",
+            "FATAL: the database system is shutting down",
+        ] {
+            let e = ApiError::from(E::DatabaseError(K::Unknown, Box::new(message.to_string())));
+            assert_eq!(e.code, ErrorCode::Unavailable, "{message}");
+        }
+        let e = ApiError::from(E::DatabaseError(
+            K::UnableToSendCommand,
+            Box::new("connection closed".to_string()),
+        ));
+        assert_eq!(e.code, ErrorCode::Unavailable);
+        let e = ApiError::from(E::DatabaseError(
+            K::Unknown,
+            Box::new("column \"x\" does not exist".to_string()),
+        ));
+        assert_eq!(e.code, ErrorCode::Internal);
+    }
 
     #[test]
     fn slugs_are_unique_and_urls() {

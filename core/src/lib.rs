@@ -47,6 +47,7 @@ pub mod privacy;
 pub mod pubsub;
 pub mod ratelimit;
 pub mod rbac;
+pub mod redis_link;
 pub mod region;
 pub mod resources;
 pub mod schema;

@@ -39,6 +39,9 @@ pub struct Metrics {
     /// Whether each dependency answered its last readiness check (1) or not (0):
     /// `neotenant_dependency_up{dependency="postgres"|"redis"}`.
     pub dependency_up: IntGaugeVec,
+    /// Times Redis became unreachable and its commands started failing fast
+    /// (`crate::redis_link`).
+    pub redis_unreachable: prometheus::IntCounter,
 }
 
 impl Default for Metrics {
@@ -145,8 +148,14 @@ impl Metrics {
             &["dependency"],
         )
         .expect("valid metric");
+        let redis_unreachable = prometheus::IntCounter::new(
+            "redis_unreachable_total",
+            "Times Redis became unreachable and its commands started failing fast",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(plugin_failures.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(redis_unreachable.clone()),
             Box::new(dependency_up.clone()),
             Box::new(plugin_deliveries.clone()),
             Box::new(permission_lookups.clone()),
@@ -179,6 +188,7 @@ impl Metrics {
             plugin_failures,
             plugin_deliveries,
             dependency_up,
+            redis_unreachable,
         }
     }
 

@@ -66,7 +66,7 @@ pub async fn listen<C, M, L>(
 }
 
 /// Whether Redis answers (readiness): a `PING`.
-pub async fn ping(conn: &redis::aio::ConnectionManager) -> Result<(), String> {
+pub async fn ping(conn: &crate::redis_link::Link) -> Result<(), String> {
     let mut conn = conn.clone();
     redis::cmd("PING")
         .query_async::<String>(&mut conn)

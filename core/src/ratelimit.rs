@@ -233,7 +233,7 @@ type LeaseKey = (IpAddr, Option<Box<str>>);
 pub struct RateLimiter {
     config: RateLimitConfig,
     leases: std::sync::Mutex<std::collections::HashMap<LeaseKey, Lease>>,
-    redis: redis::aio::ConnectionManager,
+    redis: crate::redis_link::Link,
     gcra: redis::Script,
     failure: redis::Script,
     credit: redis::Script,
@@ -262,7 +262,7 @@ fn bucket_args(per_sec: f64, burst: u32) -> (f64, f64, u32) {
 impl RateLimiter {
     pub fn new(
         config: RateLimitConfig,
-        redis: redis::aio::ConnectionManager,
+        redis: crate::redis_link::Link,
         lockouts: prometheus::IntCounter,
         redis_errors: prometheus::IntCounter,
     ) -> Self {

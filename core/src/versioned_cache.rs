@@ -36,13 +36,13 @@ struct Entries<V> {
 pub struct VersionedCache<V> {
     entries: RwLock<Entries<V>>,
     live: AtomicBool,
-    redis: redis::aio::ConnectionManager,
+    redis: crate::redis_link::Link,
     channel: &'static str,
     ttl: Duration,
 }
 
 impl<V: Versioned + Send + Sync + 'static> VersionedCache<V> {
-    pub fn new(redis: redis::aio::ConnectionManager, channel: &'static str, ttl: Duration) -> Self {
+    pub fn new(redis: crate::redis_link::Link, channel: &'static str, ttl: Duration) -> Self {
         Self {
             entries: RwLock::new(Entries {
                 map: HashMap::new(),

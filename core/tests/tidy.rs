@@ -47,6 +47,7 @@ const FOUNDATION: &[&str] = &[
     "apiversion",
     "patch",
     "netguard",
+    "redis_link",
 ];
 const KERNEL: &[&str] = &[
     "tenancy",

@@ -395,4 +395,42 @@ async fn a_mirror_built_from_the_change_feed_equals_the_tenant() {
         "forbidden",
     )
     .await;
+
+    // The feed shows nothing its reader could not read directly: a credential with
+    // `changes.read` and `users.read` sees users and no resources; with `changes.read` alone,
+    // nothing (403).
+    let key = |scopes: Value| {
+        let call = &call;
+        async move {
+            let made: Value = call(Method::POST, "/v1/api-keys")
+                .json(&json!({"name": "mirror", "scopes": scopes}))
+                .fetch_json()
+                .await;
+            made["secret"].as_str().unwrap().to_string()
+        }
+    };
+    let users_only = key(json!(["changes.read.tenant", "users.read.tenant"])).await;
+    let page: Value = app
+        .anonymous(Method::GET, &t.slug, "/v1/changes?limit=1000")
+        .bearer_auth(&users_only)
+        .fetch_json()
+        .await;
+    let kinds: std::collections::BTreeSet<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["user"].into_iter().collect(), "{page}");
+    let feed_only = key(json!(["changes.read.tenant"])).await;
+    expect_problem(
+        app.anonymous(Method::GET, &t.slug, "/v1/changes")
+            .bearer_auth(&feed_only)
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
 }

@@ -241,3 +241,34 @@ async fn without_redis_an_instance_stays_ready_degraded_and_serves() {
     redis.kill().unwrap();
     redis.wait().unwrap();
 }
+
+#[tokio::test]
+async fn metrics_need_the_token_when_one_is_set() {
+    let mut config = test_config();
+    config.server.metrics_token = neotenant::config::Secret::new("scrape-me-0123456789");
+    let app = TestApp::start_with(config).await;
+    for bad in [None, Some("wrong"), Some("scrape-me-012345678")] {
+        let mut req = app.client.get(app.url("/metrics"));
+        if let Some(token) = bad {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send().await.unwrap();
+        assert!(res.headers().contains_key("www-authenticate"));
+        neotenant_tests::expect_problem(res, 401, "unauthorized").await;
+    }
+    let res = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("scrape-me-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("neotenant_http_requests_total")
+    );
+    app.cleanup().await;
+}

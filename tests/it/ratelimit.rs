@@ -153,7 +153,10 @@ async fn limiter_with(
     config: neotenant::config::RateLimitConfig,
 ) -> neotenant::ratelimit::RateLimiter {
     let client = redis::Client::open(test_config().redis.url.expose()).unwrap();
-    let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let conn = neotenant::redis_link::Link::new(
+        redis::aio::ConnectionManager::new(client).await.unwrap(),
+        None,
+    );
     neotenant::ratelimit::RateLimiter::new(
         config,
         conn,

@@ -70,17 +70,26 @@ pub fn anonymous_actor(
 #[endpoint(
     operation_id = "neotenant.sessions.handlers.refresh",
     tags("sessions"),
-    status_codes(200, 400, 401, 422, 503)
+    status_codes(200, 400, 401, 422, 429, 503)
 )]
 pub async fn refresh(
+    req: &mut Request,
     tenant: CurrentTenant,
     body: JsonBody<RefreshRequest>,
     depot: &mut Depot,
 ) -> ApiResult<Reply<TokenResponse>> {
     let state = dep::<AccountState>(depot)?;
-    Ok(Reply::ok(
-        service::refresh(&state, &tenant.0, &body.0.refresh_token).await?,
-    ))
+    // A refresh token is a credential: its failures count towards the lockouts.
+    let who = fingerprint(&[b"refresh", body.0.refresh_token.as_bytes()]);
+    let attempt = Attempt::Credential(&who);
+    let ip = admit(&state, req, Some(attempt)).await?;
+    match service::refresh(&state, &tenant.0, &body.0.refresh_token).await {
+        Err(e) if e.code == ErrorCode::RefreshTokenInvalid => {
+            state.limiter.record_failure(ip, attempt).await;
+            Err(e)
+        }
+        other => Ok(Reply::ok(other?)),
+    }
 }
 
 /// Mail a password reset to the tenant user with this username or email: Keycloak's link for

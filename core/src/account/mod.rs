@@ -38,7 +38,7 @@ pub struct AccountState {
     /// The key that signs local-mode tenants' tokens.
     pub local_keys: Arc<LocalKeys>,
     /// Local refresh tokens and the reset-mail throttle.
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: crate::redis_link::Link,
     /// A revoked session's refresh token is refused; a password reset ends every session.
     pub sessions: Arc<Sessions>,
     /// Local-mode tenants' password-reset mail.

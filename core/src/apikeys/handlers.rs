@@ -30,11 +30,8 @@ pub(crate) async fn ceiling(
         .await?
         .api
         .clone();
-    let platform = &auth.config.rate_limit;
-    Ok(service::RateCeiling {
-        per_sec: limits.per_user_per_sec.unwrap_or(platform.per_user_per_sec),
-        burst: limits.per_user_burst.unwrap_or(platform.per_user_burst),
-    })
+    let (per_sec, burst) = limits.user_ceiling(&auth.config.rate_limit);
+    Ok(service::RateCeiling { per_sec, burst })
 }
 
 /// Create an API key acting as me (the secret is in this answer only). It may have its own

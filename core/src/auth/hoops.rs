@@ -308,15 +308,9 @@ impl Handler for Authenticate {
                 crate::settings::ApiLimits::default()
             }
         };
-        // Either half of the tenant's pair may be set; the other is the platform's.
-        let platform = &state.auth.config.rate_limit;
-        let tenant_rate = (limits.per_user_per_sec.is_some() || limits.per_user_burst.is_some())
-            .then(|| {
-                (
-                    limits.per_user_per_sec.unwrap_or(platform.per_user_per_sec),
-                    limits.per_user_burst.unwrap_or(platform.per_user_burst),
-                )
-            });
+        // Either half of the tenant's pair may be set; the other is the platform's. Neither
+        // exceeds the platform's.
+        let tenant_rate = limits.user_rate(&state.auth.config.rate_limit);
         let known_client = known.as_ref().and_then(|p| p.client_policy.as_ref());
         // A credential not validated yet is an attempt: its failures lock it (at this
         // address), not the address — unless it sprays (`max_auth_failures_per_ip`).

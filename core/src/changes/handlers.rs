@@ -14,7 +14,8 @@ use crate::rbac::need::ChangesRead;
 /// Resources and users changed after `?since=` (a cursor from an earlier page; absent: from
 /// the beginning), in commit order, each once per page with its current state (`upsert`) or as
 /// a tombstone (`delete`). Apply the items in order and continue from `next_cursor` to keep an
-/// exact mirror. `?limit=` 1-1000 (default 100). Needs `changes.read`.
+/// exact mirror. `?limit=` 1-1000 (default 100). Needs `changes.read`; resources appear only
+/// with `resources.read` (tenant scope), users only with `users.read` (tenant scope).
 #[endpoint(
     operation_id = "neotenant.changes.list",
     tags("changes"),
@@ -28,9 +29,10 @@ pub async fn changes(
     let state = dep::<ChangesState>(depot)?;
     let since = service::parse_cursor(req.query::<String>("since").as_deref())?;
     let limit = crate::http::extract::limit_param(req, 100, 1000)?;
+    let sources = service::readable(&can, &state.sources)?;
     let t = &can.tenant.0;
     Ok(Reply::ok(
-        service::page(&t.db, &state.sources, since, limit).await?,
+        service::page(&t.db, &sources, since, limit).await?,
     ))
 }
 

@@ -9,7 +9,9 @@
 //! (resources, users) and `app` registers them. Guarantees: every change is in the feed (the
 //! outbox is written in the same transaction as the change and read only below the oldest
 //! running transaction); an object may appear again later with the same state (apply pages as
-//! upserts, idempotently). Who may read: `changes.read` (tenant scope). This module never writes.
+//! upserts, idempotently). Who may read: `changes.read` (tenant scope), and each kind only with
+//! that kind's tenant-wide read permission (`resources.read`, `users.read`). This module never
+//! writes.
 
 pub mod handlers;
 pub mod service;
@@ -31,6 +33,9 @@ use crate::outbox::Event;
 pub trait ChangeSource: Send + Sync {
     /// The kind's name in the feed (`resource`, `user`).
     fn kind(&self) -> &'static str;
+    /// The permission (resource, action; tenant scope) a caller needs to see this kind's
+    /// objects in the feed: the feed shows nothing the caller could not read directly.
+    fn read_permission(&self) -> (&'static str, &'static str);
     /// The id of the object an outbox event changed, when it is one of this kind's.
     fn changed(&self, event: &Event) -> Option<String>;
     /// The current representation of those of `ids` that exist (absent: deleted or gone).

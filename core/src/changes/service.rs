@@ -22,6 +22,38 @@ pub fn parse_cursor(raw: Option<&str>) -> ApiResult<Cursor> {
     })
 }
 
+/// The sources whose objects `caller` may read tenant-wide; 403 when there is none.
+pub fn readable(
+    caller: &crate::rbac::Caller,
+    sources: &[std::sync::Arc<dyn ChangeSource>],
+) -> ApiResult<Vec<std::sync::Arc<dyn ChangeSource>>> {
+    let kept: Vec<_> = sources
+        .iter()
+        .filter(|s| {
+            let (resource, action) = s.read_permission();
+            caller.allows(resource, action, crate::rbac::perm::Scope::Tenant)
+        })
+        .cloned()
+        .collect();
+    if kept.is_empty() {
+        let needed: Vec<String> = sources
+            .iter()
+            .map(|s| {
+                let (resource, action) = s.read_permission();
+                format!("{resource}.{action}.tenant")
+            })
+            .collect();
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "the change feed shows only what you may read: requires one of {}",
+                needed.join(", ")
+            ),
+        ));
+    }
+    Ok(kept)
+}
+
 /// Up to `limit` changed objects after `since`, in the order of their latest change.
 pub async fn page(
     db: &TenantDb,

@@ -693,6 +693,9 @@ pub struct ServerConfig {
     pub assets_dir: PathBuf,
     /// Whether the `X-Tenant` header may select a tenant (local use; the Host subdomain always can).
     pub allow_tenant_header: bool,
+    /// The bearer token `/metrics` requires. Empty: `/metrics` answers loopback clients only
+    /// (its labels name tenants' databases).
+    pub metrics_token: Secret,
 }
 
 impl Default for ServerConfig {
@@ -705,6 +708,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 20,
             assets_dir: PathBuf::from(".devstack/assets"),
             allow_tenant_header: true,
+            metrics_token: Secret::new(""),
         }
     }
 }

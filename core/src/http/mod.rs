@@ -37,7 +37,7 @@ pub struct Ops {
     pub registry: PgPool,
     /// Tenant databases (pool metrics).
     pub pools: Arc<Pools>,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: crate::redis_link::Link,
     pub metrics: Arc<Metrics>,
 }
 
@@ -329,12 +329,47 @@ async fn readyz(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     }
 }
 
+/// Whether a request may read `/metrics`: with `server.metrics_token` set, it must carry it as
+/// a bearer token (compared in constant time); without one, only loopback clients may (the
+/// metrics' labels name tenants' databases and routes).
+fn may_read_metrics(req: &Request, token: &str) -> bool {
+    if token.is_empty() {
+        return req
+            .remote_addr()
+            .clone()
+            .into_std()
+            .is_some_and(|a| a.ip().is_loopback());
+    }
+    let presented = req
+        .headers()
+        .get(salvo::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    use sha2::Digest;
+    crate::crypto::ct_eq(
+        &sha2::Sha256::digest(presented.trim().as_bytes()),
+        &sha2::Sha256::digest(token.as_bytes()),
+    )
+}
+
 /// Prometheus text exposition.
 #[handler]
-async fn metrics(depot: &mut Depot, res: &mut Response) {
+async fn metrics(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let Ok(state) = extract::dep::<Ops>(depot) else {
         return;
     };
+    if !may_read_metrics(req, state.config.server.metrics_token.expose()) {
+        res.headers_mut().insert(
+            salvo::http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"neotenant-metrics\""),
+        );
+        return ApiError::new(
+            ErrorCode::Unauthorized,
+            "metrics need the token in server.metrics_token, or a loopback client",
+        )
+        .render(req, depot, res);
+    }
     let mut pools = state.pools.stats();
     let registry = state.registry.state();
     pools.push(crate::db::PoolStats {

@@ -331,7 +331,7 @@ pub struct NotificationsState {
     pub settings: Arc<SettingsState>,
     pub audit_recent: Arc<Recent>,
     pub providers: Arc<provider::Providers>,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: crate::redis_link::Link,
     pub live: Arc<Live>,
     /// Wakes the worker for a tenant with work now.
     pub nudge: tokio::sync::mpsc::UnboundedSender<Arc<ResolvedTenant>>,

@@ -65,13 +65,13 @@ pub struct PermCache {
     l1: RwLock<HashMap<Uuid, TenantEntries>>,
     /// Whether the invalidation listener is subscribed (L1 is trusted only then).
     live: AtomicBool,
-    redis: redis::aio::ConnectionManager,
+    redis: crate::redis_link::Link,
     read: redis::Script,
     last_warning: AtomicI64,
 }
 
 impl PermCache {
-    pub fn new(redis: redis::aio::ConnectionManager) -> Self {
+    pub fn new(redis: crate::redis_link::Link) -> Self {
         Self {
             l1: RwLock::new(HashMap::new()),
             live: AtomicBool::new(false),

@@ -22,6 +22,10 @@ impl ChangeSource for ResourceChanges {
         "resource"
     }
 
+    fn read_permission(&self) -> (&'static str, &'static str) {
+        ("resources", "read")
+    }
+
     fn changed(&self, event: &Event) -> Option<String> {
         event
             .topic

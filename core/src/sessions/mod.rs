@@ -124,7 +124,7 @@ impl PerSession {
 }
 
 pub struct Sessions {
-    redis: redis::aio::ConnectionManager,
+    redis: crate::redis_link::Link,
     /// Revoked sessions and until when that is remembered.
     revoked: PerSession,
     /// When this instance last recorded each session.
@@ -141,7 +141,7 @@ fn member(tenant: TenantId, sid: &str) -> String {
 }
 
 impl Sessions {
-    pub fn new(redis: redis::aio::ConnectionManager, new_devices: prometheus::IntCounter) -> Self {
+    pub fn new(redis: crate::redis_link::Link, new_devices: prometheus::IntCounter) -> Self {
         Self {
             redis,
             revoked: PerSession::default(),
@@ -319,7 +319,7 @@ impl Sessions {
     }
 
     /// Loads every remembered revocation (at start and after the listener reconnects).
-    async fn reload(&self, conn: &mut redis::aio::ConnectionManager) -> redis::RedisResult<()> {
+    async fn reload(&self, conn: &mut crate::redis_link::Link) -> redis::RedisResult<()> {
         let mut iter: redis::AsyncIter<String> = conn
             .scan_match(crate::keys::REVOKED_SESSIONS_PATTERN)
             .await?;

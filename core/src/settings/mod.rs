@@ -70,6 +70,29 @@ pub struct ApiLimits {
     pub requests_per_day: Option<u64>,
 }
 
+impl ApiLimits {
+    /// The per-user rate and burst the tenant's callers get: its own where set, but never
+    /// above the platform's (a tenant can only lower them); `None` when it sets neither.
+    pub fn user_rate(&self, platform: &crate::config::RateLimitConfig) -> Option<(f64, u32)> {
+        if self.per_user_per_sec.is_none() && self.per_user_burst.is_none() {
+            return None;
+        }
+        Some(self.user_ceiling(platform))
+    }
+
+    /// [`Self::user_rate`], the platform's where the tenant sets nothing.
+    pub fn user_ceiling(&self, platform: &crate::config::RateLimitConfig) -> (f64, u32) {
+        (
+            self.per_user_per_sec
+                .map_or(platform.per_user_per_sec, |r| {
+                    r.min(platform.per_user_per_sec)
+                }),
+            self.per_user_burst
+                .map_or(platform.per_user_burst, |b| b.min(platform.per_user_burst)),
+        )
+    }
+}
+
 /// Invitation lifetime, the domains that may be invited (empty: any), and the tenant's own
 /// hourly limits (`None`: the platform's; they can only lower it).
 #[derive(Debug, Clone, PartialEq)]
@@ -274,4 +297,31 @@ pub struct DiffView {
 pub struct LogoSaved {
     pub etag: String,
     pub version: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiLimits;
+
+    #[test]
+    fn a_tenant_can_only_lower_the_platforms_rate() {
+        let platform = crate::config::RateLimitConfig {
+            per_user_per_sec: 100.0,
+            per_user_burst: 200,
+            ..Default::default()
+        };
+        assert_eq!(ApiLimits::default().user_rate(&platform), None);
+        assert_eq!(ApiLimits::default().user_ceiling(&platform), (100.0, 200));
+        let higher = ApiLimits {
+            per_user_per_sec: Some(100_000.0),
+            per_user_burst: Some(1_000_000),
+            ..Default::default()
+        };
+        assert_eq!(higher.user_rate(&platform), Some((100.0, 200)));
+        let lower = ApiLimits {
+            per_user_per_sec: Some(5.0),
+            ..Default::default()
+        };
+        assert_eq!(lower.user_rate(&platform), Some((5.0, 200)));
+    }
 }

@@ -39,11 +39,11 @@ struct Entry {
 pub struct TenantCache {
     ttl: Duration,
     entries: RwLock<HashMap<String, Entry>>,
-    redis: redis::aio::ConnectionManager,
+    redis: crate::redis_link::Link,
 }
 
 impl TenantCache {
-    pub fn new(ttl: Duration, redis: redis::aio::ConnectionManager) -> Self {
+    pub fn new(ttl: Duration, redis: crate::redis_link::Link) -> Self {
         Self {
             ttl,
             entries: RwLock::new(HashMap::new()),

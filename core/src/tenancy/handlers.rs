@@ -16,6 +16,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::extract::{JsonBody, ListParams, Page, Path};
 use crate::http::problem::Render;
 use crate::http::reply::{NoContent, Reply};
+use crate::ratelimit::{Attempt, Decision, fingerprint};
 
 use crate::http::extract::dep;
 
@@ -61,6 +62,38 @@ impl Handler for AdminAuth {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
+        // A wrong platform token counts towards the lockouts like any failed authentication.
+        let auth = dep::<crate::auth::AuthState>(depot).ok();
+        let ip = crate::auth::hoops::client_ip(
+            req,
+            auth.as_ref()
+                .is_some_and(|a| a.limiter.config().trust_forwarded_for),
+        );
+        let who = presented.map(|p| fingerprint(&[b"platform", p.as_bytes()]));
+        if let (Some(auth), Some(who)) = (&auth, &who) {
+            let refused = match auth
+                .limiter
+                .check_attempt(ip, Attempt::Credential(who))
+                .await
+            {
+                Decision::Locked { retry_after_secs } => {
+                    Some((ErrorCode::AuthLocked, retry_after_secs))
+                }
+                Decision::Limited {
+                    retry_after_secs, ..
+                } => Some((ErrorCode::RateLimited, retry_after_secs)),
+                Decision::Allowed { .. } => None,
+            };
+            if let Some((code, retry)) = refused {
+                if let Ok(v) = salvo::http::HeaderValue::from_str(&retry.to_string()) {
+                    res.headers_mut()
+                        .insert(salvo::http::header::RETRY_AFTER, v);
+                }
+                ApiError::new(code, format!("retry in {retry} s")).render(req, depot, res);
+                ctrl.skip_rest();
+                return;
+            }
+        }
         let expected = state.config.admin.token.expose();
         let ok = presented.is_some_and(|p| {
             // Equal-length digests compared without early exit: no timing oracle on the token.
@@ -78,6 +111,11 @@ impl Handler for AdminAuth {
             } else {
                 "send the platform token as `Authorization: Bearer <token>`"
             };
+            if let (Some(auth), Some(who)) = (&auth, &who) {
+                auth.limiter
+                    .record_failure(ip, Attempt::Credential(who))
+                    .await;
+            }
             ApiError::new(ErrorCode::Unauthorized, detail).render(req, depot, res);
             ctrl.skip_rest();
         }

@@ -23,6 +23,10 @@ impl ChangeSource for UserChanges {
         "user"
     }
 
+    fn read_permission(&self) -> (&'static str, &'static str) {
+        ("users", "read")
+    }
+
     fn changed(&self, event: &Event) -> Option<String> {
         if event.aggregate_type != "user" || !event.topic.starts_with("user.") {
             return None;

@@ -48,7 +48,7 @@ pub struct UsersState {
     pub sessions: Arc<crate::sessions::Sessions>,
     /// Keycloak admin API (users); never used on the request path.
     pub keycloak: Arc<crate::auth::keycloak::KeycloakAdmin>,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: crate::redis_link::Link,
     /// Last-seen times noted by requests, written in batches.
     pub seen: Arc<activity::Seen>,
 }
