@@ -255,9 +255,7 @@ impl From<diesel::result::Error> for ApiError {
             }
             // The driver could not talk to the server at all (a closed or broken connection).
             E::DatabaseError(K::ClosedConnection | K::UnableToSendCommand, _)
-            | E::BrokenTransactionManager => {
-                ApiError::unavailable("the database", err)
-            }
+            | E::BrokenTransactionManager => ApiError::unavailable("the database", err),
             E::DatabaseError(K::Unknown, info) if info.message().contains("statement timeout") => {
                 ApiError::unavailable("the database", err)
             }

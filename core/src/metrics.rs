@@ -1,18 +1,126 @@
-//! Prometheus metrics: request counts and latency by route and status, and pool statistics.
+//! Prometheus metrics: request counts and latency by route and status, pool statistics, and the
+//! process-wide collectors every layer records into (cache lookups, plugin calls, outbox lag;
+//! database queries are timed by `db`).
 //!
 //! Owns metric names and labels (stable: dashboards depend on them). Labels are bounded:
 //! `route` is the matched route pattern (or `unmatched`), never the raw path.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::db::PoolStats;
 
+/// Lookups of every cache by outcome: `neotenant_cache_lookups_total{cache, result}`. Process-
+/// wide, so a cache records through a [`CacheMeter`] made once, without a label lookup.
+static CACHE_LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "cache_lookups_total",
+            "Cache lookups by cache and result (hit, miss)",
+        )
+        .namespace("neotenant"),
+        &["cache", "result"],
+    )
+    .expect("valid metric")
+});
+
+/// Plugin calls by hook: `neotenant_plugin_call_duration_seconds{hook}`.
+static PLUGIN_CALLS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    HistogramVec::new(
+        HistogramOpts::new(
+            "plugin_call_duration_seconds",
+            "Plugin calls by hook, including instantiation",
+        )
+        .namespace("neotenant")
+        .buckets(vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]),
+        &["hook"],
+    )
+    .expect("valid metric")
+});
+
+/// How far behind each outbox consumer is: `neotenant_outbox_lag_seconds{consumer}`.
+static OUTBOX_LAG: LazyLock<GaugeVec> = LazyLock::new(|| {
+    GaugeVec::new(
+        Opts::new(
+            "outbox_lag_seconds",
+            "Age of the oldest outbox event a consumer has yet to handle (0: caught up)",
+        )
+        .namespace("neotenant"),
+        &["consumer"],
+    )
+    .expect("valid metric")
+});
+
+/// A cache's hit and miss counters.
+#[derive(Clone)]
+pub struct CacheMeter {
+    hit: IntCounter,
+    miss: IntCounter,
+}
+
+impl CacheMeter {
+    pub fn record(&self, hit: bool) {
+        if hit { &self.hit } else { &self.miss }.inc();
+    }
+}
+
+/// The meter of the cache `name` (make it once, where the cache is built).
+pub fn cache(name: &str) -> CacheMeter {
+    CacheMeter {
+        hit: CACHE_LOOKUPS.with_label_values(&[name, "hit"]),
+        miss: CACHE_LOOKUPS.with_label_values(&[name, "miss"]),
+    }
+}
+
+/// The validated-credential cache's meter.
+pub static TOKENS: LazyLock<CacheMeter> = LazyLock::new(|| cache("tokens"));
+
+/// Records one plugin call of `hook` that took `elapsed`.
+pub fn plugin_call(hook: &str, elapsed: Duration) {
+    PLUGIN_CALLS
+        .with_label_values(&[hook])
+        .observe(elapsed.as_secs_f64());
+}
+
+/// The worst lag each consumer saw in its current window, and when the window began.
+static LAG_WINDOWS: LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, f64)>>,
+> = LazyLock::new(Default::default);
+
+/// How long a lag seen for one tenant stays the consumer's figure unless a worse one comes.
+const LAG_WINDOW: Duration = Duration::from_secs(10);
+
+/// Records how far behind the outbox consumer `consumer` was for one tenant just now (0: caught
+/// up). The gauge shows the worst figure of the last window (tenants are visited in turn), so
+/// it returns to 0 once every tenant is caught up.
+pub fn outbox_lag(consumer: &str, secs: f64) {
+    let secs = secs.max(0.0);
+    let mut windows = LAG_WINDOWS.lock().unwrap_or_else(|e| e.into_inner());
+    let now = std::time::Instant::now();
+    let shown = match windows.get_mut(consumer) {
+        Some((start, worst)) if now.duration_since(*start) < LAG_WINDOW => {
+            *worst = worst.max(secs);
+            *worst
+        }
+        _ => {
+            windows.insert(consumer.to_string(), (now, secs));
+            secs
+        }
+    };
+    OUTBOX_LAG.with_label_values(&[consumer]).set(shown);
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// The process-wide collectors (caches, plugin calls, outbox lag, database queries).
+    shared: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
     pool_connections: IntGaugeVec,
@@ -153,6 +261,17 @@ impl Metrics {
             "Times Redis became unreachable and its commands started failing fast",
         )
         .expect("valid metric");
+        // Process-wide collectors: every registry of this process shows the same values (the
+        // namespace is theirs already, so they go into a registry without a prefix).
+        let shared = Registry::new();
+        for c in [
+            Box::new(CACHE_LOOKUPS.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(PLUGIN_CALLS.clone()),
+            Box::new(OUTBOX_LAG.clone()),
+            Box::new(crate::db::QUERY_SECONDS.clone()),
+        ] {
+            shared.register(c).expect("unique metric");
+        }
         for c in [
             Box::new(plugin_failures.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(redis_unreachable.clone()),
@@ -173,6 +292,7 @@ impl Metrics {
         }
         Self {
             registry,
+            shared,
             requests,
             latency,
             pool_connections,
@@ -214,10 +334,33 @@ impl Metrics {
                 .with_label_values(&[p.database.as_str()])
                 .set(i64::from(p.max_size));
         }
+        let mut families = self.registry.gather();
+        families.extend(self.shared.gather());
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::new();
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
+            .encode(&families, &mut out)
             .expect("text encoding cannot fail");
         String::from_utf8(out).expect("prometheus text is utf-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_lag_shows_the_worst_of_its_window() {
+        outbox_lag("test-consumer", 5.0);
+        outbox_lag("test-consumer", 0.0);
+        let shown = OUTBOX_LAG.with_label_values(&["test-consumer"]).get();
+        assert_eq!(shown, 5.0);
+        // A new window starts from what is seen then.
+        LAG_WINDOWS.lock().unwrap().insert(
+            "test-consumer".into(),
+            (std::time::Instant::now() - LAG_WINDOW, 5.0),
+        );
+        outbox_lag("test-consumer", 0.0);
+        assert_eq!(OUTBOX_LAG.with_label_values(&["test-consumer"]).get(), 0.0);
     }
 }

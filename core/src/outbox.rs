@@ -103,6 +103,15 @@ pub async fn emit(
 }
 
 /// Up to `limit` events after `after`, only from transactions no longer running.
+/// Records, for the consumer `consumer`, how old the oldest of the `events` it just picked up
+/// for one tenant is (none: caught up): `neotenant_outbox_lag_seconds{consumer}`.
+pub fn record_lag(consumer: &str, events: &[Event]) {
+    let secs = events.first().map_or(0.0, |first| {
+        (chrono::Utc::now() - first.at).num_milliseconds() as f64 / 1000.0
+    });
+    crate::metrics::outbox_lag(consumer, secs);
+}
+
 pub async fn read_after(
     conn: &mut AsyncPgConnection,
     after: Cursor,

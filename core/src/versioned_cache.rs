@@ -39,6 +39,7 @@ pub struct VersionedCache<V> {
     redis: crate::redis_link::Link,
     channel: &'static str,
     ttl: Duration,
+    meter: crate::metrics::CacheMeter,
 }
 
 impl<V: Versioned + Send + Sync + 'static> VersionedCache<V> {
@@ -52,6 +53,8 @@ impl<V: Versioned + Send + Sync + 'static> VersionedCache<V> {
             redis,
             channel,
             ttl,
+            // Named by its channel's last part (`settings`, `flags`).
+            meter: crate::metrics::cache(channel.rsplit(':').next().unwrap_or(channel)),
         }
     }
 
@@ -61,11 +64,13 @@ impl<V: Versioned + Send + Sync + 'static> VersionedCache<V> {
             return None;
         }
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries
+        let found = entries
             .map
             .get(&tenant)
             .filter(|e| e.at.elapsed() < self.ttl)
-            .map(|e| e.value.clone())
+            .map(|e| e.value.clone());
+        self.meter.record(found.is_some());
+        found
     }
 
     /// Keeps a loaded value (unless a newer version was announced meanwhile).

@@ -54,6 +54,15 @@ async fn health_readiness_metrics_and_docs() {
         "{text}"
     );
     assert!(!text.contains("neotenant-dev"), "no secrets in metrics");
+    // Every cache counts its lookups; statements are timed by kind.
+    for family in [
+        r#"neotenant_cache_lookups_total{cache="tokens",result="#,
+        r#"neotenant_cache_lookups_total{cache="tenants",result="#,
+        r#"neotenant_db_query_duration_seconds_bucket{kind="select""#,
+        r#"neotenant_db_query_duration_seconds_bucket{kind="begin""#,
+    ] {
+        assert!(text.contains(family), "{family}\n{text}");
+    }
 
     let doc: Value = app.client.get(app.url("/openapi.json")).fetch_json().await;
     assert_eq!(doc["openapi"], "3.1.0");

@@ -294,6 +294,9 @@ impl Handler for Authenticate {
             .map(|r| TokenCache::key(&tenant.tenant.slug, r));
         // Who the caller is, if its token was validated before (no work yet for a new token).
         let known = key.as_ref().and_then(|k| state.auth.tokens.get(k, now));
+        if key.is_some() {
+            crate::metrics::TOKENS.record(known.is_some());
+        }
         let ip = client_ip(req, state.auth.limiter.config().trust_forwarded_for);
         // A machine client has a bucket of its own, apart from its owner's.
         let user_key = known.as_ref().map(|p| match &p.client_policy {

@@ -13,6 +13,9 @@
 //! [`is_identifier`] first.
 
 pub mod migrate;
+pub mod timing;
+
+pub use timing::QUERY_SECONDS;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -81,6 +84,7 @@ pub fn build_pool(url: &str, settings: &PoolSettings) -> PgPool {
         let session_sql = session_sql.clone();
         async move {
             let mut conn = AsyncPgConnection::establish(&url).await?;
+            conn.set_instrumentation(timing::QueryTimer::default());
             conn.batch_execute(&session_sql)
                 .await
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;

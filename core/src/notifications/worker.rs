@@ -736,6 +736,7 @@ async fn rules_round(state: &NotificationsState, tenant: &Arc<ResolvedTenant>) -
                     .map(service::rule_view),
             );
             let events = crate::outbox::read_after(conn, cursor, 500).await?;
+            crate::outbox::record_lag("notifications", &events);
             let Some(last) = events.last().map(|e| e.cursor()) else {
                 return Ok(0);
             };

@@ -101,6 +101,7 @@ async fn deliver_install(
             Ok::<_, ApiError>(outbox::read_after(tx.conn(), after, BATCH).await?)
         })
         .await?;
+    outbox::record_lag("plugins", &events);
     if events.is_empty() {
         return Ok(0);
     }
@@ -120,11 +121,13 @@ async fn deliver_install(
             data: ev.payload.clone(),
             occurred_at: ev.at.to_rfc3339(),
         };
+        let started = std::time::Instant::now();
         let outcome = state
             .plugins
             .runtime
             .on_event(&plugin, call.clone(), &event)
             .await;
+        crate::metrics::plugin_call("on_event", started.elapsed());
         let error = match outcome {
             Ok((Ok(()), fx)) => {
                 state

@@ -149,7 +149,27 @@ impl Bound {
 
     /// Runs a plugin call whose key-value operations execute on `conn` (the write's
     /// transaction), serving them while the call runs.
-    async fn in_tx<T, F>(&self, conn: &mut AsyncPgConnection, call: impl FnOnce(CallCtx) -> F) -> T
+    async fn in_tx<T, F>(
+        &self,
+        hook: &'static str,
+        conn: &mut AsyncPgConnection,
+        call: impl FnOnce(CallCtx) -> F,
+    ) -> T
+    where
+        F: std::future::Future<Output = T>,
+    {
+        let started = std::time::Instant::now();
+        let r = self.serve_kv(conn, call).await;
+        crate::metrics::plugin_call(hook, started.elapsed());
+        r
+    }
+
+    /// Runs a call, answering its key-value operations on `conn` meanwhile.
+    async fn serve_kv<T, F>(
+        &self,
+        conn: &mut AsyncPgConnection,
+        call: impl FnOnce(CallCtx) -> F,
+    ) -> T
     where
         F: std::future::Future<Output = T>,
     {
@@ -248,7 +268,7 @@ impl TypePlugin for Bound {
             return Ok(data.clone());
         };
         let r = self
-            .in_tx(conn, |ctx| {
+            .in_tx("validate", conn, |ctx| {
                 self.state.plugins.runtime.validate(p, ctx, data)
             })
             .await
@@ -306,7 +326,7 @@ impl TypePlugin for Bound {
             actor: seen.actor.to_string(),
         };
         let r = self
-            .in_tx(conn, |ctx| {
+            .in_tx(hook, conn, |ctx| {
                 self.state.plugins.runtime.hook(p, ctx, after, &change)
             })
             .await;
@@ -337,7 +357,7 @@ impl TypePlugin for Bound {
             .expect("closed mode answers or errs");
         let id = crate::ids::ResourceId(resource_id).to_string();
         let r = self
-            .in_tx(conn, |ctx| {
+            .in_tx("action", conn, |ctx| {
                 self.state
                     .plugins
                     .runtime

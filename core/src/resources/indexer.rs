@@ -217,6 +217,7 @@ pub async fn index_tenant(
             .transaction(async |tx| {
                 let conn = tx.conn();
                 let events = outbox::read_after(conn, cursor, BATCH).await?;
+                crate::outbox::record_lag("search", &events);
                 let Some(last) = events.last().map(|e| e.cursor()) else {
                     return Ok(None);
                 };

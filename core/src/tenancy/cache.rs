@@ -40,6 +40,7 @@ pub struct TenantCache {
     ttl: Duration,
     entries: RwLock<HashMap<String, Entry>>,
     redis: crate::redis_link::Link,
+    meter: crate::metrics::CacheMeter,
 }
 
 impl TenantCache {
@@ -48,19 +49,23 @@ impl TenantCache {
             ttl,
             entries: RwLock::new(HashMap::new()),
             redis,
+            meter: crate::metrics::cache("tenants"),
         }
     }
 
     /// `Some(hit)` when a fresh entry exists (`hit` is `None` for a known-unknown slug).
     pub fn get(&self, slug: &str) -> Option<Option<Arc<ResolvedTenant>>> {
         let entries = self.entries.read().expect("tenant cache lock");
-        let entry = entries.get(slug)?;
-        let ttl = if entry.value.is_some() {
-            self.ttl
-        } else {
-            NEGATIVE_TTL
-        };
-        (entry.at.elapsed() < ttl).then(|| entry.value.clone())
+        let fresh = entries.get(slug).and_then(|entry| {
+            let ttl = if entry.value.is_some() {
+                self.ttl
+            } else {
+                NEGATIVE_TTL
+            };
+            (entry.at.elapsed() < ttl).then(|| entry.value.clone())
+        });
+        self.meter.record(fresh.is_some());
+        fresh
     }
 
     pub fn put(&self, slug: &str, value: Option<Arc<ResolvedTenant>>) {

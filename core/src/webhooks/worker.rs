@@ -56,6 +56,7 @@ pub async fn route(db: &TenantDb) -> Result<usize, ApiError> {
                     return Ok::<_, ApiError>(0);
                 };
                 let events = outbox::read_after(conn, cursor, ROUTE_BATCH).await?;
+                crate::outbox::record_lag("webhooks", &events);
                 let Some(last) = events.last().map(outbox::Event::cursor) else {
                     return Ok(0);
                 };
