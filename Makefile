@@ -5,7 +5,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/debug/neotenant
 export NEOTENANT_CONFIG ?= neotenant.toml
 
-.PHONY: up down status build plugins sdks migrate run test lint fmt openapi bench bench-peers soak chaos
+.PHONY: up down status build plugins sdks migrate run test lint fmt openapi bench bench-peers soak chaos fuzz-api schemathesis
 
 ## Local services (PostgreSQL 17, Redis 7) on loopback under .devstack/: install if missing, start.
 up:
@@ -161,6 +161,28 @@ soak: up
 
 chaos: up
 	@SOAK_FAULTS="$${SOAK_FAULTS:-redis,keycloak,postgres,receiver,kill}" scripts/soak.sh
+
+## Schemathesis against the served /openapi.json, authenticated as a fresh tenant's owner (bearer
+## token) and with its API key (scripts/api-fuzz.sh; API_FUZZ_NO_BUILD=1 reuses the debug build,
+## API_FUZZ_BIN=path runs another): API_FUZZ_MAX_EXAMPLES (50 here) test cases per operation,
+## checked for 5xx and undocumented statuses and bodies; report in api-fuzz-report/.
+## Schemathesis comes from PyPI into .devstack/schemathesis/, installed when missing or when
+## the version below changes.
+SCHEMATHESIS_VERSION := 4.32.5
+SCHEMATHESIS_DIR := $(CURDIR)/.devstack/schemathesis
+SCHEMATHESIS_STAMP := $(SCHEMATHESIS_DIR)/.stamp-$(SCHEMATHESIS_VERSION)
+
+$(SCHEMATHESIS_STAMP):
+	@echo "fuzz-api: installing schemathesis $(SCHEMATHESIS_VERSION) (PyPI)"
+	@rm -rf $(SCHEMATHESIS_DIR)
+	@$(SDK_PIP) --target $(SCHEMATHESIS_DIR) schemathesis==$(SCHEMATHESIS_VERSION)
+	@touch $@
+
+schemathesis: $(SCHEMATHESIS_STAMP)
+	@:
+
+fuzz-api: up $(SCHEMATHESIS_STAMP)
+	@API_FUZZ_MAX_EXAMPLES="$${API_FUZZ_MAX_EXAMPLES:-50}" scripts/api-fuzz.sh
 
 # NeoTenantApi beside PocketBase and SpiceDB (installed from the Go module proxy when missing).
 bench-peers:

@@ -141,3 +141,93 @@ async fn local_users_sign_in_with_passwords_and_eddsa_tokens() {
     expect_problem(refresh(first).await.unwrap(), 401, "refresh-token-invalid").await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn user_admin_at_a_local_tenant_is_a_clear_conflict_and_keys_outlive_ended_sessions() {
+    let app = TestApp::start().await;
+    let slug = local_tenant(&app).await;
+    let made: Value = app
+        .admin(Method::POST, &format!("/admin/v1/tenants/{slug}/local-users"))
+        .json(&json!({"username": "owner", "email": "owner@example.test", "password": "a-long-Password-1"}))
+        .fetch_json()
+        .await;
+    let res = app
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/{slug}/role-assignments"),
+        )
+        .json(&json!({"role": "owner", "user_id": made["id"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let tokens: Value = app
+        .anonymous(Method::POST, &slug, "/v1/auth/login")
+        .json(&json!({"username": "owner", "password": "a-long-Password-1"}))
+        .fetch_json()
+        .await;
+    let token = tokens["access_token"].as_str().unwrap().to_string();
+    let call = |m: Method, path: &str, credential: &str| {
+        app.anonymous(m, &slug, path)
+            .bearer_auth(credential.to_string())
+    };
+    // Users of a local tenant are the operator's to make and change: 409, never a 503.
+    let id = made["id"].as_str().unwrap();
+    for (m, path, body) in [
+        (
+            Method::POST,
+            "/v1/users".to_string(),
+            json!({"username": "xuser", "email": "x1@example.test"}),
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/users/{id}"),
+            json!({"display_name": "Owner"}),
+        ),
+        (
+            Method::POST,
+            format!("/v1/users/{id}/deactivate"),
+            json!({}),
+        ),
+    ] {
+        let res = call(m, &path, &token).json(&body).send().await.unwrap();
+        expect_problem(res, 409, "conflict").await;
+    }
+
+    // Ending one's sessions ends sign-in sessions, not API keys (revoked at /v1/api-keys).
+    let key: Value = call(Method::POST, "/v1/api-keys", &token)
+        .json(&json!({"name": "ops", "scopes": ["sessions.revoke.own", "sessions.read.own"]}))
+        .fetch_json()
+        .await;
+    let secret = key["secret"].as_str().unwrap().to_string();
+    let listed: Value = call(Method::GET, "/v1/sessions", &secret)
+        .fetch_json()
+        .await;
+    let text = listed.to_string();
+    assert!(!text.contains("apikey:"), "{listed}");
+    let res = call(Method::DELETE, "/v1/sessions", &secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(
+        call(Method::GET, "/v1/me", &secret)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "the key is not a session"
+    );
+    let key_id = key["id"].as_str().unwrap();
+    let res = call(
+        Method::DELETE,
+        &format!("/v1/sessions/apikey:{key_id}"),
+        &secret,
+    )
+    .send()
+    .await
+    .unwrap();
+    expect_problem(res, 404, "not-found").await;
+    app.cleanup().await;
+}

@@ -42,8 +42,9 @@ pub struct AuditSettings {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[salvo(schema(name = "neotenant.audit.handlers.AuditSettingsView"))]
 pub struct AuditSettingsView {
-    #[serde(flatten)]
-    pub settings: AuditSettings,
+    /// As in [`AuditSettings`] (not flattened: that schema admits no other property).
+    pub retention_days: Option<i32>,
+    pub syslog: Option<Syslog>,
     /// The last entry (seq) the collector accepted.
     pub forwarded_seq: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,17 +124,15 @@ pub async fn get(db: &TenantDb) -> ApiResult<AuditSettingsView> {
         })
         .await?;
     Ok(AuditSettingsView {
-        settings: AuditSettings {
-            retention_days,
-            syslog: match (row.syslog_host, row.syslog_port) {
-                (Some(host), Some(port)) => Some(Syslog {
-                    host,
-                    port: port as u16,
-                    tls: row.syslog_tls,
-                    ca_pem: row.syslog_ca_pem,
-                }),
-                _ => None,
-            },
+        retention_days,
+        syslog: match (row.syslog_host, row.syslog_port) {
+            (Some(host), Some(port)) => Some(Syslog {
+                host,
+                port: port as u16,
+                tls: row.syslog_tls,
+                ca_pem: row.syslog_ca_pem,
+            }),
+            _ => None,
         },
         forwarded_seq: row.forwarded_seq,
         forwarded_at: row.forwarded_at,
@@ -162,7 +161,7 @@ pub async fn put(
     }
     let (db, actor) = (caller.db(), &caller.actor);
     let before = get(db).await?;
-    if before.settings.retention_days != s.retention_days {
+    if before.retention_days != s.retention_days {
         crate::settings::service::patch_for(
             settings,
             caller,
@@ -189,7 +188,8 @@ pub async fn put(
                 action: "audit.settings_changed",
                 target_type: "audit_log",
                 target_id: None,
-                data: json!({"before": before.settings, "after": s}),
+                data: json!({"before": {"retention_days": before.retention_days, "syslog": before.syslog},
+                             "after": s}),
             },
         )
         .await?;

@@ -185,6 +185,21 @@ pub fn openapi() -> OpenApi {
     for item in doc.paths.values_mut() {
         for op in item.operations.values_mut() {
             op.securities.get_or_insert_with(Vec::new);
+            // Every JSON body passes the one extractor (`extract::JsonBody`), which can answer
+            // these whatever the handler lists: malformed JSON, too large, not JSON, invalid.
+            let takes_json = op
+                .request_body
+                .as_ref()
+                .is_some_and(|b| b.contents.contains_key("application/json"));
+            if takes_json {
+                for status in ["400", "413", "415", "422"] {
+                    op.responses.entry(status.to_string()).or_insert_with(|| {
+                        salvo::oapi::RefOr::Ref(salvo::oapi::schema::Ref::from_response_name(
+                            format!("Problem{status}"),
+                        ))
+                    });
+                }
+            }
         }
     }
     doc

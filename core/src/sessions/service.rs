@@ -26,6 +26,14 @@ async fn end_in_keycloak(state: &SessionsState, tenant: &ResolvedTenant, sids: &
     }
 }
 
+/// Whether a registered id is a machine credential's (an API key's, an OAuth client's: see
+/// `apikeys::revocation_id`, `oauthclients::revocation_id`) rather than a sign-in session.
+/// Those are listed and revoked at `/v1/api-keys` and `/v1/oauth-clients`, never as sessions:
+/// ending sessions must not revoke a key behind its record's back.
+fn is_machine(sid: &str) -> bool {
+    sid.starts_with("apikey:") || sid.starts_with("oauthclient:")
+}
+
 /// A user's sessions, most recently active first; `current` is flagged.
 pub async fn list(
     state: &SessionsState,
@@ -38,6 +46,7 @@ pub async fn list(
         .list(tenant.tenant.id, subject)
         .await
         .map_err(store_down)?;
+    sessions.retain(|s| !is_machine(&s.id));
     for s in &mut sessions {
         s.current = Some(s.id.as_str()) == current;
     }
@@ -54,6 +63,7 @@ pub async fn revoke_one(
 ) -> ApiResult<()> {
     let tenant_id = tenant.tenant.id;
     if sid.len() > 128
+        || is_machine(&sid)
         || !state
             .sessions
             .owns(tenant_id, subject, &sid)
@@ -100,8 +110,10 @@ pub async fn revoke_all(
         .map_err(store_down)?
         .into_iter()
         .map(|s| s.id)
+        .filter(|id| !is_machine(id))
         .collect();
     if let Some(current) = current
+        && !is_machine(current)
         && !sids.iter().any(|s| s == current)
     {
         sids.push(current.to_string());

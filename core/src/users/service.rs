@@ -295,6 +295,13 @@ fn idp_down(e: IdpError) -> ApiError {
 }
 
 fn realm_of(tenant: &ResolvedTenant) -> ApiResult<&str> {
+    if tenant.tenant.identity.mode == crate::tenancy::model::IdentityMode::Local {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "this tenant keeps its users locally: the platform operator manages them \
+             (/admin/v1/tenants/{slug}/local-users); here, change roles, teams and attributes",
+        ));
+    }
     tenant
         .tenant
         .identity
