@@ -85,10 +85,8 @@ pub struct QueryTimer {
 impl Instrumentation for QueryTimer {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
         match event {
-            InstrumentationEvent::StartQuery { query, .. } => {
-                if self.started.len() < 64 {
-                    self.started.push_back((Instant::now(), kind_of(query)));
-                }
+            InstrumentationEvent::StartQuery { query, .. } if self.started.len() < 64 => {
+                self.started.push_back((Instant::now(), kind_of(query)));
             }
             InstrumentationEvent::FinishQuery { .. } => {
                 if let Some((at, kind)) = self.started.pop_front() {
