@@ -224,12 +224,15 @@ async fn a_slow_rate_still_refuses_after_its_burst() {
 
 #[tokio::test]
 async fn leases_on_two_instances_never_exceed_the_shared_budget() {
-    // 10,000/s with a burst of 1,000: each instance takes leases of up to 250 requests.
+    // 10,000/s with a burst of 1,000: each instance takes leases of up to 250 requests. The
+    // leases live a second (not the default 50 ms) so that a machine busy with other tests
+    // does not let them lapse unspent: a lapsed lease refuses early by design, which would
+    // make the burst's lower bound below a matter of scheduling, not of the limiter.
     let config = neotenant::config::RateLimitConfig {
         per_ip_per_sec: 10_000.0,
         per_ip_burst: 1_000,
         namespace: random_slug("rl"),
-        lease_ms: 50,
+        lease_ms: 1_000,
         ..Default::default()
     };
     let a = limiter_with(config.clone()).await;
