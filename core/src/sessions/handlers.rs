@@ -61,7 +61,7 @@ pub async fn revoke_my_sessions(
 }
 
 /// End all sessions of a user of this tenant.
-#[endpoint(tags("sessions"), status_codes(204, 401, 403, 404, 503))]
+#[endpoint(tags("sessions"), status_codes(204, 400, 401, 403, 404, 503))]
 pub async fn revoke_user_sessions(
     can: crate::rbac::Can<crate::rbac::need::SessionsRevokeAny>,
     tenant: CurrentTenant,

@@ -115,7 +115,7 @@ pub async fn patch_flag(
 #[endpoint(
     operation_id = "neotenant.flags.delete",
     tags("flags"),
-    status_codes(204, 401, 403, 404, 409, 412)
+    status_codes(204, 400, 401, 403, 404, 409, 412)
 )]
 pub async fn delete_flag(
     can: Can<FlagsUpdate>,
@@ -366,7 +366,7 @@ pub async fn put_segment(
 #[endpoint(
     operation_id = "neotenant.flags.delete_segment",
     tags("flags"),
-    status_codes(204, 401, 403, 404, 409, 412)
+    status_codes(204, 400, 401, 403, 404, 409, 412)
 )]
 pub async fn delete_segment(
     can: Can<FlagsUpdate>,
