@@ -11,7 +11,7 @@
 //! refused slightly early, never late). If Redis cannot be reached the request proceeds (fail open:
 //! availability over strict limits) and the failure is logged and counted.
 //!
-//! Machine clients (API keys) have a bucket of their own, apart from their owner's, and may
+//! Machine clients (API keys, OAuth clients) have a bucket of their own, apart from their owner's, and may
 //! have a quota of credits (Unkey-style: one per request, refilled to a set amount every
 //! period; [`RateLimiter::spend_credit`]); their requests are counted per UTC day in memory and
 //! added to Redis once a second ([`RateLimiter::flush_usage`]), so counting costs the request

@@ -83,7 +83,8 @@ pub struct Principal {
     /// For an API key, its scopes (it may do only what they and its owner allow); `None` for
     /// tokens.
     pub key_scopes: Option<Vec<String>>,
-    /// For a machine client (an API key): its own bucket, quota and pinned API version.
+    /// For a machine client (an API key, an OAuth client): its own bucket, quota and pinned
+    /// API version.
     pub client_policy: Option<ClientPolicy>,
 }
 
@@ -92,7 +93,8 @@ pub struct Principal {
 /// version it is pinned to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientPolicy {
-    /// Unique in the tenant (`apikey:<uuid>`): names its bucket, credits and usage.
+    /// Unique in the tenant (`apikey:<uuid>`, `oauth:<uuid>`): names its bucket, credits and
+    /// usage.
     pub id: String,
     /// Requests per second and burst; `None`: the tenant's per-user rate.
     pub rate: Option<(f64, u32)>,

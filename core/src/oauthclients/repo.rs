@@ -86,20 +86,23 @@ pub async fn live_of(conn: &mut AsyncPgConnection, owner: Uuid) -> QueryResult<V
         .await
 }
 
-/// One of `owner`'s live clients.
+/// One of `owner`'s live clients; with `lock`, locked for a change.
 pub async fn live(
     conn: &mut AsyncPgConnection,
     owner: Uuid,
     id: Uuid,
+    lock: bool,
 ) -> QueryResult<Option<ClientRow>> {
-    oauth_clients::table
+    let query = oauth_clients::table
         .filter(oauth_clients::id.eq(id))
         .filter(oauth_clients::owner_id.eq(owner))
         .filter(oauth_clients::revoked_at.is_null())
-        .select(ClientRow::as_select())
-        .first(conn)
-        .await
-        .optional()
+        .select(ClientRow::as_select());
+    if lock {
+        query.for_update().first(conn).await.optional()
+    } else {
+        query.first(conn).await.optional()
+    }
 }
 
 /// Replaces the policy of one of `owner`'s live clients; the row after, or `None`.
@@ -127,23 +130,6 @@ pub async fn snapshot_credits(
     snapshot: Option<(i64, i64)>,
 ) -> QueryResult<usize> {
     write_snapshot!(oauth_clients, conn, id, snapshot)
-}
-
-/// One of `owner`'s live clients, locked for a change.
-pub async fn live_for_update(
-    conn: &mut AsyncPgConnection,
-    owner: Uuid,
-    id: Uuid,
-) -> QueryResult<Option<ClientRow>> {
-    oauth_clients::table
-        .filter(oauth_clients::id.eq(id))
-        .filter(oauth_clients::owner_id.eq(owner))
-        .filter(oauth_clients::revoked_at.is_null())
-        .select(ClientRow::as_select())
-        .for_update()
-        .first(conn)
-        .await
-        .optional()
 }
 
 /// The client with this Keycloak `clientId` (revoked ones too) and its maker's subject.

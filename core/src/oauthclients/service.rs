@@ -175,7 +175,7 @@ async fn live(caller: &Caller, id: Uuid) -> ApiResult<ClientRow> {
     let owner = caller.user_id();
     caller
         .db()
-        .transaction(async |tx| Ok::<_, ApiError>(repo::live(tx.conn(), owner, id).await?))
+        .transaction(async |tx| Ok::<_, ApiError>(repo::live(tx.conn(), owner, id, false).await?))
         .await?
         .ok_or_else(|| ApiError::not_found("OAuth client"))
 }
@@ -249,7 +249,7 @@ pub async fn update_policy(
     let (row, quota_set) = caller
         .db()
         .transaction(async |tx| {
-            let Some(row) = repo::live(tx.conn(), owner, id).await? else {
+            let Some(row) = repo::live(tx.conn(), owner, id, true).await? else {
                 return Err(ApiError::not_found("OAuth client"));
             };
             let change = policy::merge(&row.stored(), patch, ceiling)?;
@@ -290,7 +290,7 @@ pub async fn revoke(
     let row = caller
         .db()
         .transaction(async |tx| {
-            let Some(row) = repo::live_for_update(tx.conn(), owner, id).await? else {
+            let Some(row) = repo::live(tx.conn(), owner, id, true).await? else {
                 return Err(ApiError::not_found("OAuth client"));
             };
             repo::mark_revoked(tx.conn(), id).await?;
