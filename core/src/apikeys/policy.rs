@@ -6,7 +6,7 @@
 
 use super::{KeyPolicyPatch, KeyQuota, KeyRate, Refill};
 use crate::apiversion::ApiVersion;
-use crate::auth::token::ClientPolicy;
+use crate::auth::token::{ClientKind, ClientPolicy};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::ratelimit::{Quota, RateLimiter};
 
@@ -78,10 +78,13 @@ impl Stored {
         }
     }
 
-    /// What the request path enforces for the client named `id` (`apikey:…`, `oauth:…`).
-    pub fn client_policy(&self, id: String) -> ClientPolicy {
+    /// What the request path enforces for the client named `id` (`apikey:…`, `oauth:…`),
+    /// whose record is `record` of `kind`.
+    pub fn client_policy(&self, id: String, kind: ClientKind, record: uuid::Uuid) -> ClientPolicy {
         ClientPolicy {
             id,
+            kind,
+            record,
             rate: self.rate().map(|r| (r.per_sec, r.burst)),
             quota: self.quota().map(|q| Quota {
                 credits: q.credits,

@@ -370,7 +370,11 @@ pub async fn authenticate(
         name: None,
         roles: Vec::new(),
         client: Some(format!("api-key:{}", row.prefix)),
-        client_policy: Some(row.stored().client_policy(client_id(ApiKeyId(row.id)))),
+        client_policy: Some(row.stored().client_policy(
+            client_id(ApiKeyId(row.id)),
+            crate::auth::token::ClientKind::ApiKey,
+            row.id,
+        )),
         expires_at: row
             .expires_at
             .map_or(now.timestamp() + 300, |e| e.timestamp()),

@@ -15,6 +15,7 @@ use salvo::prelude::*;
 use super::identity::CurrentUser;
 use super::token::{self, Expected, Principal, TokenError};
 use super::{AuthState, CurrentPrincipal, TokenCache, TokenDigest};
+use crate::auth::token::ClientKind;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::extract::dep;
 use crate::http::problem::Render;
@@ -215,27 +216,16 @@ async fn spend_client_credit(
     }
     if credit.allowed && credit.left % 50 == 0 {
         let db = tenant.db.clone();
-        let id = client.id.clone();
+        let (kind, record) = (client.kind, client.record);
         tokio::spawn(async move {
-            let (kind, hex) = id.split_once(':').unwrap_or_default();
-            let Ok(uuid) = uuid::Uuid::parse_str(hex) else {
-                return;
-            };
+            let (left, period) = (credit.left, credit.period);
             match kind {
-                "apikey" => {
-                    crate::apikeys::service::snapshot_credits(&db, uuid, credit.left, credit.period)
-                        .await
+                ClientKind::ApiKey => {
+                    crate::apikeys::service::snapshot_credits(&db, record, left, period).await
                 }
-                "oauth" => {
-                    crate::oauthclients::service::snapshot_credits(
-                        &db,
-                        uuid,
-                        credit.left,
-                        credit.period,
-                    )
-                    .await
+                ClientKind::OAuthClient => {
+                    crate::oauthclients::service::snapshot_credits(&db, record, left, period).await
                 }
-                _ => {}
             }
         });
     }

@@ -88,6 +88,13 @@ pub struct Principal {
     pub client_policy: Option<ClientPolicy>,
 }
 
+/// The kinds of machine client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    ApiKey,
+    OAuthClient,
+}
+
 /// What a machine client carries of its own: a rate-limit bucket apart from its owner's (at
 /// its own rate, or the tenant's per-user rate), an optional quota of credits, and the API
 /// version it is pinned to.
@@ -96,6 +103,9 @@ pub struct ClientPolicy {
     /// Unique in the tenant (`apikey:<uuid>`, `oauth:<uuid>`): names its bucket, credits and
     /// usage.
     pub id: String,
+    /// Which credential it is, and its record (where its credits are written back).
+    pub kind: ClientKind,
+    pub record: uuid::Uuid,
     /// Requests per second and burst; `None`: the tenant's per-user rate.
     pub rate: Option<(f64, u32)>,
     pub quota: Option<crate::ratelimit::Quota>,

@@ -382,7 +382,11 @@ pub async fn authenticate(db: &TenantDb, token: &Principal) -> Result<Principal,
     if row.revoked_at.is_some() {
         return Err(TokenError::SessionRevoked);
     }
-    let client_policy = row.stored().client_policy(client_key(row.id));
+    let client_policy = row.stored().client_policy(
+        client_key(row.id),
+        crate::auth::token::ClientKind::OAuthClient,
+        row.id,
+    );
     Ok(Principal {
         subject,
         session_id: Some(revocation_id(row.id)),
