@@ -5,7 +5,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/debug/neotenant
 export NEOTENANT_CONFIG ?= neotenant.toml
 
-.PHONY: up down status build plugins sdks migrate run test lint fmt openapi bench bench-peers soak chaos fuzz-api schemathesis
+.PHONY: up down status build plugins sdks migrate run test lint fmt openapi bench bench-peers soak chaos fuzz fuzz-api schemathesis
 
 ## Local services (PostgreSQL 17, Redis 7) on loopback under .devstack/: install if missing, start.
 up:
@@ -121,10 +121,14 @@ run: up build plugins
 	@scripts/usage.sh
 	@exec $(BIN) serve
 
-## The whole suite: formatting, unit tests and the integration tests against the real services.
+## The whole suite: formatting, unit tests, the integration tests against the real services
+## (with every fuzz seed and past crash replayed), then a short Schemathesis run with a fixed
+## seed against the debug server the tests built (3 cases per operation, as owner and as API
+## key; report in api-fuzz-report/).
 test: up plugins sdks
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --workspace --no-fail-fast
+	@API_FUZZ_NO_BUILD=1 API_FUZZ_MAX_EXAMPLES=3 API_FUZZ_SEED=$${API_FUZZ_SEED:-20261201} scripts/api-fuzz.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -161,6 +165,13 @@ soak: up
 
 chaos: up
 	@SOAK_FAULTS="$${SOAK_FAULTS:-redis,keycloak,postgres,receiver,kill}" scripts/soak.sh
+
+## Coverage-guided fuzzing (cargo fuzz, libFuzzer) of the parsers of untrusted input: tokens,
+## tenant JSON Schemas, search queries, plugin manifests, multipart uploads, CSV/JSON Lines
+## imports, webhook URLs. FUZZ_SECS (60) per target; report in fuzz-report/. The seeds and
+## every input that once crashed a target are replayed by `make test` (fuzzing/tests/replay.rs).
+fuzz:
+	@scripts/fuzz.sh
 
 ## Schemathesis against the served /openapi.json, authenticated as a fresh tenant's owner (bearer
 ## token) and with its API key (scripts/api-fuzz.sh; API_FUZZ_NO_BUILD=1 reuses the debug build,

@@ -23,8 +23,9 @@ use crate::ids::{ApiKeyId, UserId};
 use crate::rbac::Caller;
 use crate::sessions::Sessions;
 
-/// `ntk_<8 hex>_<40 alphanumerics>` → (visible prefix `ntk_<8 hex>`, secret).
-fn split(key: &str) -> Option<(&str, &str)> {
+/// `ntk_<8 hex>_<40 alphanumerics>` → (visible prefix `ntk_<8 hex>`, secret); `None` for
+/// anything else.
+pub fn split(key: &str) -> Option<(&str, &str)> {
     let rest = key.strip_prefix(KEY_PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
     let ok = id.len() == 8
@@ -88,12 +89,14 @@ pub async fn checked_grant<'a>(
 }
 
 /// `resource.action.scope`, each part `[a-z*][a-z0-9_*-]*`, scope one of own/team/tenant/*.
-/// Makes a key for the caller (who must hold every scope) and returns it with its secret.
+/// Makes a key for the caller (who must hold every scope, and has fewer than `max_live` live
+/// keys) and returns it with its secret.
 pub async fn create(
     caller: &Caller,
     server_key: &str,
     input: &NewApiKey,
     ceiling: RateCeiling,
+    max_live: usize,
 ) -> ApiResult<CreatedApiKey> {
     let mut errors = Vec::new();
     let (name, scopes) = checked_grant(caller, &input.name, &input.scopes, &mut errors).await?;
@@ -133,6 +136,11 @@ pub async fn create(
     let row = caller
         .db()
         .transaction(async |tx| {
+            let owner = caller.user_id();
+            crate::db::lock_named(tx.conn(), &format!("api-keys:{owner}")).await?;
+            if repo::count_live(tx.conn(), owner).await? >= max_live as i64 {
+                return Err(ApiError::limit_reached("live API keys per user", max_live));
+            }
             let row = repo::insert(
                 tx.conn(),
                 NewKeyRow {
@@ -182,7 +190,7 @@ pub async fn update_policy(
     caller
         .db()
         .transaction(async |tx| {
-            let Some(row) = repo::live(tx.conn(), owner, id.0).await? else {
+            let Some(row) = repo::live(tx.conn(), owner, id.0, true).await? else {
                 return Err(ApiError::not_found("API key"));
             };
             let change = policy::merge(&row.stored(), patch, ceiling)?;
@@ -213,7 +221,7 @@ async fn live(caller: &Caller, id: ApiKeyId) -> ApiResult<repo::KeyRow> {
     let owner = caller.user_id();
     caller
         .db()
-        .transaction(async |tx| Ok::<_, ApiError>(repo::live(tx.conn(), owner, id.0).await?))
+        .transaction(async |tx| Ok::<_, ApiError>(repo::live(tx.conn(), owner, id.0, false).await?))
         .await?
         .ok_or_else(|| ApiError::not_found("API key"))
 }

@@ -144,6 +144,13 @@ pub struct Parsed<'t> {
     claims: Value,
 }
 
+impl Parsed<'_> {
+    /// The decoded claims, not yet verified.
+    pub fn claims(&self) -> &Value {
+        &self.claims
+    }
+}
+
 /// Structure, size and algorithm checks, which need no key.
 pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, TokenError> {
     if token.is_empty() {
@@ -195,12 +202,13 @@ pub fn check_claims(
     let exp = claims["exp"]
         .as_i64()
         .ok_or(TokenError::Malformed("no exp claim"))?;
-    if now > exp + leeway {
+    // Claims are any i64 the issuer wrote: compare without overflow.
+    if now > exp.saturating_add(leeway) {
         return Err(TokenError::Expired);
     }
     for not_before in ["nbf", "iat"] {
         if let Some(t) = claims[not_before].as_i64()
-            && now + leeway < t
+            && now.saturating_add(leeway) < t
         {
             return Err(TokenError::NotYetValid);
         }
@@ -392,6 +400,20 @@ mod tests {
         assert!(matches!(parse(&t, 8192), Err(TokenError::Malformed(_))));
         let t = token(json!({"alg": "RS256", "kid": "k"}), claims());
         assert!(parse(&t, 8192).is_ok());
+    }
+
+    #[test]
+    fn extreme_times_neither_overflow_nor_pass() {
+        let e = expected();
+        let mut c = claims();
+        c["exp"] = json!(i64::MAX);
+        c["iat"] = json!(i64::MIN);
+        assert!(check_claims(&c, &e, i64::MAX).is_ok());
+        c["exp"] = json!(i64::MIN);
+        assert_eq!(check_claims(&c, &e, 0).err(), Some(TokenError::Expired));
+        let mut c = claims();
+        c["nbf"] = json!(i64::MAX);
+        assert_eq!(check_claims(&c, &e, 0).err(), Some(TokenError::NotYetValid));
     }
 
     #[test]

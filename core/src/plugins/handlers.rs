@@ -30,8 +30,13 @@ fn malformed(detail: impl Into<String>) -> ApiError {
 
 /// Reads an upload with salvo's `multipart/form-data` reader: the `component` (a WebAssembly
 /// component, sent as a file part, i.e. with a filename) and `manifest` (JSON, a text or file
-/// part). File parts are spooled to temporary files that go with the request.
-async fn read_upload(req: &mut Request, state: &PluginsState) -> ApiResult<(Vec<u8>, Vec<u8>)> {
+/// part). File parts are spooled to temporary files that go with the request. The upload is
+/// at most `limit` bytes in all, the component at most `max_component`.
+pub async fn read_upload(
+    req: &mut Request,
+    limit: usize,
+    max_component: usize,
+) -> ApiResult<(Vec<u8>, Vec<u8>)> {
     let is_form_data = req
         .content_type()
         .is_some_and(|m| m.type_() == mime::MULTIPART && m.subtype() == mime::FORM_DATA);
@@ -41,7 +46,6 @@ async fn read_upload(req: &mut Request, state: &PluginsState) -> ApiResult<(Vec<
             "uploads are multipart/form-data with the parts `component` and `manifest`",
         ));
     }
-    let limit = upload_limit(&state.config);
     req.set_form_limits(
         salvo::http::FormLimits::new()
             .max_parts(UPLOAD_PARTS)
@@ -88,11 +92,10 @@ async fn read_upload(req: &mut Request, state: &PluginsState) -> ApiResult<(Vec<
         }
         (None, false) => return Err(missing()),
     };
-    let max = state.config.plugins.max_component_bytes;
-    if component.size() > max as u64 {
+    if component.size() > max_component as u64 {
         return Err(ApiError::new(
             ErrorCode::PayloadTooLarge,
-            format!("components may be at most {max} bytes"),
+            format!("components may be at most {max_component} bytes"),
         ));
     }
     let manifest = match (form.files.get("manifest"), form.fields.get("manifest")) {
@@ -140,7 +143,12 @@ pub async fn upload(
     depot: &mut Depot,
 ) -> ApiResult<Reply<Plugin>> {
     let state = dep::<PluginsState>(depot)?;
-    let (component, manifest) = read_upload(req, &state).await?;
+    let (component, manifest) = read_upload(
+        req,
+        upload_limit(&state.config),
+        state.config.plugins.max_component_bytes,
+    )
+    .await?;
     let tenant = can.caller.tenant_id().0;
     let by = can.caller.user_id().to_string();
     let (p, version, created) =
@@ -340,7 +348,12 @@ pub async fn dead_letters(
 #[endpoint(tags("admin"), status_codes(200, 201, 400, 401, 409, 413, 415, 422))]
 pub async fn publish(req: &mut Request, depot: &mut Depot) -> ApiResult<Reply<Plugin>> {
     let state = dep::<PluginsState>(depot)?;
-    let (component, manifest) = read_upload(req, &state).await?;
+    let (component, manifest) = read_upload(
+        req,
+        upload_limit(&state.config),
+        state.config.plugins.max_component_bytes,
+    )
+    .await?;
     let (p, version, created) =
         service::upload(&state, None, "platform", component, &manifest).await?;
     tracing::info!(plugin = %p.name, %version, created, "marketplace publish");

@@ -143,6 +143,18 @@ fn err(pointer: &str, message: impl Into<String>) -> FieldError {
 }
 
 impl Manifest {
+    /// `plugin.json` as uploaded: parsed and [checked](Self::check) on its own.
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, Vec<FieldError>> {
+        let m: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| vec![err("/manifest", e.to_string())])?;
+        let errors = m.check();
+        if errors.is_empty() {
+            Ok(m)
+        } else {
+            Err(errors)
+        }
+    }
+
     /// Everything wrong with the manifest on its own.
     pub fn check(&self) -> Vec<FieldError> {
         let mut e = Vec::new();

@@ -327,6 +327,49 @@ struct Importer<'a> {
     batch: Vec<(usize, ResourceInput)>,
 }
 
+/// Where parsed rows go, in file order: the importer writes them in batches; a caller that
+/// only wants the rows (a dry run, a fuzzer) collects them.
+pub trait RowSink {
+    /// Data row `line` (1-based, of the file): a create input, or why it cannot be one.
+    fn row(&mut self, line: usize, row: Result<ResourceInput, Vec<FieldError>>);
+    /// Called after every row: a sink holding a full batch writes it out here.
+    fn flush_if_full(&mut self) -> impl std::future::Future<Output = ApiResult<()>> + Send;
+}
+
+impl RowSink for Importer<'_> {
+    fn row(&mut self, line: usize, row: Result<ResourceInput, Vec<FieldError>>) {
+        self.report.rows += 1;
+        match row {
+            Ok(input) => self.batch.push((line, input)),
+            Err(errors) => self.reject(line, errors),
+        }
+    }
+
+    async fn flush_if_full(&mut self) -> ApiResult<()> {
+        if self.batch.len() >= BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the rows of `body` (at most `max` bytes) in `format` into `sink`: JSON Lines line
+/// by line, CSV record by record against the columns of `t`. Problems with the file as a
+/// whole (too large, a record too long, an unknown CSV column, an unreadable body) end it
+/// with an error; a bad row goes to the sink as that row's errors.
+pub async fn read_rows<S: RowSink + Send>(
+    sink: &mut S,
+    t: &ResourceType,
+    format: Format,
+    body: ReqBody,
+    max: u64,
+) -> ApiResult<()> {
+    match format {
+        Format::JsonLines => import_lines(sink, body, max).await,
+        Format::Csv => import_csv(sink, t, body, max).await,
+    }
+}
+
 impl Importer<'_> {
     fn reject(&mut self, line: usize, errors: Vec<FieldError>) {
         self.report.rejected += 1;
@@ -397,10 +440,7 @@ pub async fn import(
         batch: Vec::new(),
     };
     let max = ctx.state.config.server.max_import_bytes;
-    match format {
-        Format::JsonLines => import_lines(&mut imp, body, max).await?,
-        Format::Csv => import_csv(&mut imp, &t, body, max).await?,
-    }
+    read_rows(&mut imp, &t, format, body, max).await?;
     imp.flush().await?;
     imp.report.errors.sort_by_key(|r| r.line);
     Ok(imp.report)
@@ -425,7 +465,11 @@ fn unreadable(e: impl std::fmt::Display) -> ApiError {
 }
 
 /// JSON Lines: one row per line, blank lines skipped.
-async fn import_lines(imp: &mut Importer<'_>, mut body: ReqBody, max: u64) -> ApiResult<()> {
+async fn import_lines<S: RowSink + Send>(
+    imp: &mut S,
+    mut body: ReqBody,
+    max: u64,
+) -> ApiResult<()> {
     let mut buf: Vec<u8> = Vec::new();
     let mut line_no = 0usize;
     let mut ended = false;
@@ -459,21 +503,14 @@ async fn import_lines(imp: &mut Importer<'_>, mut body: ReqBody, max: u64) -> Ap
             let raw: Vec<u8> = buf.drain(..=pos).collect();
             line_no += 1;
             let Ok(text) = std::str::from_utf8(&raw[..raw.len() - 1]) else {
-                imp.report.rows += 1;
-                imp.reject(line_no, not_utf8());
+                imp.row(line_no, Err(not_utf8()));
                 continue;
             };
             if text.trim().is_empty() {
                 continue;
             }
-            imp.report.rows += 1;
-            match json_row(text) {
-                Ok(input) => imp.batch.push((line_no, input)),
-                Err(errors) => imp.reject(line_no, errors),
-            }
-            if imp.batch.len() >= BATCH {
-                imp.flush().await?;
-            }
+            imp.row(line_no, json_row(text));
+            imp.flush_if_full().await?;
         }
     }
     Ok(())
@@ -512,8 +549,8 @@ impl std::error::Error for Cut {}
 /// CSV: the first record is the header (the export's columns, guards removed), every other
 /// record a row. Records are read as the body arrives; the reader holds at most one record
 /// and its buffer.
-async fn import_csv(
-    imp: &mut Importer<'_>,
+async fn import_csv<S: RowSink + Send>(
+    imp: &mut S,
     t: &ResourceType,
     body: ReqBody,
     max: u64,
@@ -600,19 +637,15 @@ async fn import_csv(
                 }]));
             }
             (Some(h), cells) => {
-                imp.report.rows += 1;
-                match cells
-                    .map_err(|_| not_utf8())
-                    .and_then(|c| csv_row(t, h, &c))
-                {
-                    Ok(input) => imp.batch.push((line, input)),
-                    Err(errors) => imp.reject(line, errors),
-                }
+                imp.row(
+                    line,
+                    cells
+                        .map_err(|_| not_utf8())
+                        .and_then(|c| csv_row(t, h, &c)),
+                );
             }
         }
-        if imp.batch.len() >= BATCH {
-            imp.flush().await?;
-        }
+        imp.flush_if_full().await?;
     }
     Ok(())
 }

@@ -46,16 +46,7 @@ pub async fn upload(
     component: Vec<u8>,
     manifest: &[u8],
 ) -> ApiResult<(Plugin, String, bool)> {
-    let m: Manifest = serde_json::from_slice(manifest).map_err(|e| {
-        refused(
-            "the manifest is not valid",
-            vec![field("/manifest", e.to_string())],
-        )
-    })?;
-    let errors = m.check();
-    if !errors.is_empty() {
-        return Err(refused("the manifest is not valid", errors));
-    }
+    let m = Manifest::parse(manifest).map_err(|e| refused("the manifest is not valid", e))?;
     let max = state.config.plugins.max_component_bytes;
     if component.len() > max {
         return Err(ApiError::new(
