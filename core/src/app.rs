@@ -263,6 +263,7 @@ impl AppState {
             tenancy: tenancy.clone(),
             audit_recent: audit_recent.clone(),
             keyring: keyring.clone(),
+            settings: settings_state.clone(),
             schedule: Arc::new(config.webhooks.schedule()),
         });
         let (nudge, invitation_nudges) = tokio::sync::mpsc::unbounded_channel();
@@ -289,6 +290,7 @@ impl AppState {
             audit_recent: audit_recent.clone(),
             tenancy: tenancy.clone(),
             keyring: keyring.clone(),
+            settings: settings_state.clone(),
         });
         let resources = Arc::new(ResourcesState {
             config: config.clone(),

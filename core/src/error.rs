@@ -106,6 +106,7 @@ error_codes! {
     InvalidImage => (UNPROCESSABLE_ENTITY, "invalid-image", "The image is damaged or not what its header says"),
     ImageTooLarge => (UNPROCESSABLE_ENTITY, "image-too-large", "The image has too many pixels"),
     UrlRefused => (UNPROCESSABLE_ENTITY, "url-refused", "The target is an address the platform may not connect to"),
+    LimitReached => (CONFLICT, "limit-reached", "As many of these exist as the platform allows"),
     RangeTooLarge => (UNPROCESSABLE_ENTITY, "range-too-large", "The range holds more than one request may take"),
     PluginInvalid => (UNPROCESSABLE_ENTITY, "plugin-invalid", "The plugin or its manifest was refused"),
     PluginVeto => (UNPROCESSABLE_ENTITY, "plugin-veto", "A plugin refused the change"),
@@ -174,6 +175,13 @@ impl ApiError {
     pub fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs.max(1));
         self
+    }
+    /// 409 `limit-reached`: `max` of `what` exist already (remove one first).
+    pub fn limit_reached(what: &str, max: usize) -> Self {
+        Self::new(
+            ErrorCode::LimitReached,
+            format!("at most {max} {what} may exist; remove one first"),
+        )
     }
     pub fn not_found(what: &str) -> Self {
         Self::new(ErrorCode::NotFound, format!("{what} not found"))

@@ -223,11 +223,7 @@ pub fn literal_permitted(url: &url::Url, allow: &AllowList) -> bool {
 /// allowed: an address literal that is not public, or `localhost`. Names are left to the
 /// connection-time checks.
 pub fn refuses_grant(grant: &str, allow: &AllowList) -> bool {
-    let (host, port) = match grant.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, p.parse::<u16>().ok()),
-        _ => (grant, None),
-    };
-    let host = host.trim_matches(['[', ']']);
+    let (host, port) = grant_parts(grant);
     let allowed = match port {
         Some(p) => allow.allows(host, p),
         None => allow.allows_name(host),
@@ -239,6 +235,15 @@ pub fn refuses_grant(grant: &str, allow: &AllowList) -> bool {
         Some(ip) => !is_public(ip),
         None => is_local_name(host),
     }
+}
+
+/// The host (without brackets) and port of a `host` or `host:port` grant.
+pub fn grant_parts(grant: &str) -> (&str, Option<u16>) {
+    let (host, port) = match grant.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, p.parse::<u16>().ok()),
+        _ => (grant, None),
+    };
+    (host.trim_matches(['[', ']']), port)
 }
 
 fn is_local_name(host: &str) -> bool {

@@ -554,6 +554,12 @@ impl Registry {
         Ok(index)
     }
 
+    /// Closes tenant `key`'s index if it is open (its writer released; the files stay), so
+    /// the next [`Self::get`] opens it again from disk.
+    pub fn close(&self, key: &str) {
+        self.open.lock().expect("index registry").pop(key);
+    }
+
     /// Closes and deletes tenant `key`'s index.
     pub fn remove(&self, key: &str) -> Result<()> {
         if !valid_key(key) {

@@ -210,3 +210,57 @@ async fn keys_are_shown_once_hashed_and_revocable() {
     );
     app.cleanup().await;
 }
+
+/// `limits.api_keys_per_user` live keys per user: one more is 409 `limit-reached`, counted
+/// per user (another user still makes keys) and freed by a revocation; concurrent creates
+/// cannot pass the cap together.
+#[tokio::test]
+async fn live_keys_per_user_are_capped() {
+    let mut config = test_config();
+    config.limits.api_keys_per_user = 3;
+    let app = TestApp::start_with(config).await;
+    let (t, _, boss, _) = neotenant_tests::tenant_with_admin(&app).await;
+    let make = |token: String| {
+        let req = app
+            .anonymous(Method::POST, &t.slug, "/v1/api-keys")
+            .bearer_auth(token)
+            .json(&json!({"name": "k", "scopes": ["notes.read.tenant"]}));
+        async move { req.send().await.unwrap() }
+    };
+    // Six at once: exactly three are made.
+    let answers = futures::future::join_all((0..6).map(|_| make(t.token.clone()))).await;
+    let mut made = Vec::new();
+    let mut refused = 0;
+    for res in answers {
+        match res.status().as_u16() {
+            201 => made.push(
+                res.json::<Value>().await.unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            ),
+            409 => {
+                expect_problem(res, 409, "limit-reached").await;
+                refused += 1;
+            }
+            s => panic!("unexpected {s}: {}", res.text().await.unwrap()),
+        }
+    }
+    assert_eq!((made.len(), refused), (3, 3));
+    // Another user has a cap of their own.
+    assert_eq!(make(boss.clone()).await.status(), 201);
+    // A revoked key frees its place.
+    let res = app
+        .tenant_req(
+            Method::DELETE,
+            &t.slug,
+            &format!("/v1/api-keys/{}", made[0]),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(make(t.token.clone()).await.status(), 201);
+    expect_problem(make(t.token.clone()).await, 409, "limit-reached").await;
+    app.cleanup().await;
+}

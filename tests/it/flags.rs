@@ -321,8 +321,17 @@ async fn segments_prerequisites_and_rollouts_decide_like_flagd() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    let segment = json!({"key": "beta", "conditions": [{"attribute": "plan", "op": "in", "values": ["beta", "pro"]}]});
+    // If-Match names a version of a segment that does not exist yet: nothing is created.
     let res = req(&app, &t.slug, &boss, Method::PUT, "/v1/flag-segments/beta")
-        .json(&json!({"key": "beta", "conditions": [{"attribute": "plan", "op": "in", "values": ["beta", "pro"]}]}))
+        .header("if-match", "\"s1\"")
+        .json(&segment)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 412, "precondition-failed").await;
+    let res = req(&app, &t.slug, &boss, Method::PUT, "/v1/flag-segments/beta")
+        .json(&segment)
         .send()
         .await
         .unwrap();

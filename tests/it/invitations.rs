@@ -789,6 +789,43 @@ async fn the_hourly_limit_answers_429_with_retry_after() {
     app.cleanup().await;
 }
 
+/// The tenant-wide hourly limit, lowered by the tenant's own setting below the platform's,
+/// is obeyed: 429 naming the tenant's limit, with `Retry-After`, though the inviter's own is far.
+#[tokio::test]
+async fn the_tenants_own_lower_hourly_limit_is_obeyed() {
+    let mut config = test_config();
+    config.invitations.per_inviter_per_hour = 100;
+    config.invitations.per_tenant_per_hour = 5;
+    let app = TestApp::start_with(config).await;
+    let (t, boss) = local_tenant_with_admin(&app).await;
+    let res = as_user(&app, Method::PATCH, &t.slug, "/v1/settings", &boss)
+        .header("content-type", "application/merge-patch+json")
+        .body(json!({"invitations": {"per_tenant_per_hour": 2}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    for _ in 0..2 {
+        assert_eq!(
+            invite(&app, &t.slug, &boss, json!({"email": address("tlim")}))
+                .await
+                .status(),
+            201
+        );
+    }
+    let res = invite(&app, &t.slug, &boss, json!({"email": address("tlim")})).await;
+    assert!(res.headers().contains_key("retry-after"));
+    let p = expect_problem(res, 429, "rate-limited").await;
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("this tenant may send 2"),
+        "{p}"
+    );
+    app.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_failing_relay_is_retried_then_the_mail_marked_failed() {
     // The devstack's relay answers 451 to every `defer-` recipient, whichever server of the

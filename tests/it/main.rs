@@ -28,6 +28,7 @@ mod rbac;
 mod resources;
 mod sdks;
 mod search;
+mod security;
 mod sessions;
 mod settings;
 mod teams;

@@ -341,3 +341,31 @@ async fn a_client_has_its_own_quota_rate_and_version() {
     assert_eq!(shown["id"], id.as_str());
     assert!(shown.get("client_secret").is_none(), "{shown}");
 }
+
+/// `limits.oauth_clients_per_user`: one more live client is 409 `limit-reached` before
+/// Keycloak is asked to make it; a revocation frees the place.
+#[tokio::test]
+async fn live_clients_per_user_are_capped() {
+    let mut config = neotenant_tests::test_config();
+    config.limits.oauth_clients_per_user = 1;
+    let app = TestApp::start_with(config).await;
+    let (t, _member, boss, _) = tenant_with_admin(&app).await;
+    let make = || {
+        app.anonymous(Method::POST, &t.slug, "/v1/oauth-clients")
+            .bearer_auth(&boss)
+            .json(&json!({"name": "sync", "scopes": ["events.read.tenant"]}))
+    };
+    let first: Value = make().fetch_json().await;
+    let id = first["id"].as_str().unwrap().to_string();
+    expect_problem(make().send().await.unwrap(), 409, "limit-reached").await;
+    let res = app
+        .anonymous(Method::DELETE, &t.slug, &format!("/v1/oauth-clients/{id}"))
+        .bearer_auth(&boss)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let res = make().send().await.unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    app.cleanup().await;
+}

@@ -242,7 +242,9 @@ async fn search_finds_what_the_caller_may_read_and_follows_every_change() {
         assert!(Instant::now() < deadline, "never caught up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(applied >= 5, "applied {applied}");
+    // A tenant with history and no index folder: built from PostgreSQL (its two resources),
+    // not replayed event by event.
+    assert!(applied >= 2, "applied {applied}");
     drop(registry);
     let registry = Arc::new(Registry::new(&dir, 2));
     assert_eq!(
@@ -269,6 +271,15 @@ async fn search_finds_what_the_caller_may_read_and_follows_every_change() {
         3
     );
     assert_eq!(registry.get(&indexer::index_key(tid)).unwrap().len(), 3);
+    // The folder lost under an open index: the next round rebuilds it, and it is whole.
+    std::fs::remove_dir_all(dir.join(&key)).unwrap();
+    assert_eq!(
+        indexer::index_tenant(&registry, tid, &tenant.db, usize::MAX)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(registry.get(&key).unwrap().len(), 3);
     registry.remove(&indexer::index_key(tid)).unwrap();
 
     // Deleting the tenant removes its index.

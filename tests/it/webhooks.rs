@@ -979,3 +979,135 @@ async fn rotating_the_master_key_rewraps_every_secret_without_changing_it() {
     app2.cleanup().await;
     app.cleanup().await;
 }
+
+fn patch_settings(
+    app: &TestApp,
+    t: &TestTenant,
+    token: &str,
+    body: Value,
+) -> reqwest::RequestBuilder {
+    call(app, t, token, Method::PATCH, "/v1/settings")
+        .header("content-type", "application/merge-patch+json")
+        .body(body.to_string())
+}
+
+/// The tenant's `integrations` settings narrow what the platform allows: an allow-list of
+/// hosts (refused at save, and at delivery for an endpoint saved before), fewer attempts; and
+/// `limits.webhook_endpoints_per_tenant` caps the endpoints.
+#[tokio::test]
+async fn a_tenants_integration_settings_narrow_hosts_and_attempts() {
+    let mut config = neotenant_tests::test_config();
+    config.limits.webhook_endpoints_per_tenant = 2;
+    let app = TestApp::start_with(config).await;
+    let (t, _member, boss, _) = tenant_with_admin(&app).await;
+    let r = Receiver::start().await;
+    r.set("/fail", Mode::Status(500));
+    let early = create_endpoint(
+        &app,
+        &t,
+        &boss,
+        json!({"url": r.url("/early"), "event_types": ["resource_type.created"]}),
+    )
+    .await;
+
+    // Only hooks.example.com (and its subdomains) from now on.
+    let res = patch_settings(
+        &app,
+        &t,
+        &boss,
+        json!({"integrations": {"allowed_hosts": ["hooks.example.com"], "webhook_max_attempts": 1}}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let res = call(&app, &t, &boss, Method::POST, "/v1/webhooks/endpoints")
+        .json(&json!({"url": r.url("/fail")}))
+        .send()
+        .await
+        .unwrap();
+    let p = expect_problem(res, 422, "url-refused").await;
+    assert_eq!(problem_pointers(&p), vec!["/url"], "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("allowed_hosts"),
+        "{p}"
+    );
+    // The endpoint saved before is not called: its attempt fails without a request, and with
+    // one attempt allowed the message is a dead letter at once.
+    make_type(&app, &t, &boss, "narrowed").await;
+    let id = early["id"].as_str().unwrap();
+    let msgs = await_messages(&app, &t, &boss, id, 30, |m| {
+        m.first().is_some_and(|x| x["status"] == "failed")
+    })
+    .await;
+    assert_eq!(msgs[0]["attempts"], 1, "{msgs:?}");
+    assert!(
+        msgs[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("allowed_hosts"),
+        "{msgs:?}"
+    );
+    assert!(r.at("/early").is_empty(), "an unlisted host got a request");
+
+    // The list emptied again: the platform's rule, but one attempt only (the tests' platform
+    // schedule has three).
+    let res = patch_settings(
+        &app,
+        &t,
+        &boss,
+        json!({"integrations": {"allowed_hosts": []}}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let failing = create_endpoint(
+        &app,
+        &t,
+        &boss,
+        json!({"url": r.url("/fail"), "event_types": ["resource_type.created"]}),
+    )
+    .await;
+    make_type(&app, &t, &boss, "once").await;
+    let fid = failing["id"].as_str().unwrap();
+    let msgs = await_messages(&app, &t, &boss, fid, 30, |m| {
+        m.first().is_some_and(|x| x["status"] == "failed")
+    })
+    .await;
+    assert_eq!(msgs[0]["attempts"], 1, "{msgs:?}");
+    assert_eq!(r.at("/fail").len(), 1);
+
+    // Two endpoints exist: the cap.
+    let res = call(&app, &t, &boss, Method::POST, "/v1/webhooks/endpoints")
+        .json(&json!({"url": r.url("/third")}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 409, "limit-reached").await;
+    let res = call(
+        &app,
+        &t,
+        &boss,
+        Method::DELETE,
+        &format!("/v1/webhooks/endpoints/{id}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 204);
+    create_endpoint(&app, &t, &boss, json!({"url": r.url("/third")})).await;
+
+    // Settings above the platform's are accepted but cannot exceed it; out of range is 422.
+    let res = patch_settings(
+        &app,
+        &t,
+        &boss,
+        json!({"integrations": {"webhook_max_attempts": 0}}),
+    )
+    .send()
+    .await
+    .unwrap();
+    expect_problem(res, 422, "validation").await;
+    app.cleanup().await;
+}

@@ -37,7 +37,7 @@ pub(crate) async fn ceiling(
 /// Create an API key acting as me (the secret is in this answer only). It may have its own
 /// rate limit (a bucket apart from mine, at most the tenant's per-user rate), a quota of
 /// credits with a periodic refill, and a pinned API version (the newest when not named).
-#[endpoint(tags("api keys"), status_codes(201, 401, 422))]
+#[endpoint(tags("api keys"), status_codes(201, 401, 409, 422))]
 pub async fn create_key(
     can: Can<ApiKeysCreateOwn>,
     tenant: CurrentTenant,
@@ -51,6 +51,7 @@ pub async fn create_key(
         state.config.auth.api_key_secret.expose(),
         &body.0,
         ceiling,
+        state.config.limits.api_keys_per_user,
     )
     .await?;
     let location = format!("/v1/api-keys/{}", created.key.id);

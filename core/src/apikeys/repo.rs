@@ -151,6 +151,16 @@ pub async fn live_of(conn: &mut AsyncPgConnection, owner: Uuid) -> QueryResult<V
         .await
 }
 
+/// How many live keys `owner` has.
+pub async fn count_live(conn: &mut AsyncPgConnection, owner: Uuid) -> QueryResult<i64> {
+    api_keys::table
+        .filter(api_keys::owner_id.eq(owner))
+        .filter(api_keys::revoked_at.is_null())
+        .count()
+        .get_result(conn)
+        .await
+}
+
 /// Marks one of `owner`'s live keys revoked; 0 when there is no such key.
 pub async fn revoke(conn: &mut AsyncPgConnection, owner: Uuid, id: Uuid) -> QueryResult<usize> {
     diesel::update(api_keys::table)
@@ -194,20 +204,23 @@ pub async fn set_policy(
         .optional()
 }
 
-/// One of `owner`'s live keys.
+/// One of `owner`'s live keys; with `lock`, locked for a change.
 pub async fn live(
     conn: &mut AsyncPgConnection,
     owner: Uuid,
     id: Uuid,
+    lock: bool,
 ) -> QueryResult<Option<KeyRow>> {
-    api_keys::table
+    let query = api_keys::table
         .filter(api_keys::id.eq(id))
         .filter(api_keys::owner_id.eq(owner))
         .filter(api_keys::revoked_at.is_null())
-        .select(KeyRow::as_select())
-        .first(conn)
-        .await
-        .optional()
+        .select(KeyRow::as_select());
+    if lock {
+        query.for_update().first(conn).await.optional()
+    } else {
+        query.first(conn).await.optional()
+    }
 }
 
 /// Stores the last known count of a key's credits, or clears it (`None`).

@@ -80,6 +80,31 @@ pub struct Config {
     pub secrets: SecretsConfig,
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// How many of the things a caller makes may exist at once (each further create is 409
+/// `limit-reached`), so one user or tenant cannot grow them without bound.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Live API keys per user.
+    pub api_keys_per_user: usize,
+    /// Live OAuth clients per user (each is a client in the tenant's Keycloak realm).
+    pub oauth_clients_per_user: usize,
+    /// Webhook endpoints per tenant.
+    pub webhook_endpoints_per_tenant: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            api_keys_per_user: 50,
+            oauth_clients_per_user: 20,
+            webhook_endpoints_per_tenant: 50,
+        }
+    }
 }
 
 /// The master keys that seal stored secrets (envelope encryption, see `crypto`).
@@ -957,6 +982,21 @@ impl Config {
         }
         if self.server.shutdown_grace_secs > 600 {
             return Err(bad("server.shutdown_grace_secs", "must be at most 600"));
+        }
+        for (key, n) in [
+            ("limits.api_keys_per_user", self.limits.api_keys_per_user),
+            (
+                "limits.oauth_clients_per_user",
+                self.limits.oauth_clients_per_user,
+            ),
+            (
+                "limits.webhook_endpoints_per_tenant",
+                self.limits.webhook_endpoints_per_tenant,
+            ),
+        ] {
+            if !(1..=100_000).contains(&n) {
+                return Err(bad(key, "must be between 1 and 100000"));
+            }
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| bad("log.level", e.to_string()))?;

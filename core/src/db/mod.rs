@@ -285,6 +285,20 @@ impl TenantDb {
     }
 }
 
+/// Takes a transaction-scoped lock named `what` in the current schema, so that a count taken
+/// after it stays true until the transaction ends: how caps on the number of things a user or
+/// tenant may make (keys, clients, endpoints) hold under concurrent creates.
+pub async fn lock_named(conn: &mut AsyncPgConnection, what: &str) -> QueryResult<()> {
+    use diesel_async::RunQueryDsl;
+    diesel::sql_query(
+        "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':' || $1, 0))",
+    )
+    .bind::<diesel::sql_types::Text, _>(what)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
 /// Runs `work` in a transaction on `pool` that `begin_sql` opens (it must start one, e.g.
 /// `"BEGIN"` on the registry): commits when `work` returns `Ok`, rolls back when it returns
 /// `Err`, and answers what `work` answered (or the commit's failure). Tenant work goes

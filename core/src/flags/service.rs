@@ -331,11 +331,21 @@ pub async fn write_in(
                 ),
             ));
         }
-    } else if if_match.is_some_and(|m| m.trim() != "*") {
-        return Err(ApiError::not_found(kind.as_str()));
     }
     let before = current.as_ref().map(|c| c.definition.clone());
     let proposed = edit(before.as_ref())?;
+    // An If-Match naming a version of a document that does not exist: an edit that needs it
+    // (a change, a delete) answered 404 above or answers it below; one that would create it
+    // (a PUT) must not, and fails its precondition (RFC 9110 §13.1.1).
+    if current.is_none() && proposed.is_some() && if_match.is_some_and(|m| m.trim() != "*") {
+        return Err(ApiError::new(
+            ErrorCode::PreconditionFailed,
+            format!(
+                "the {} does not exist, so no version matches If-Match",
+                kind.as_str()
+            ),
+        ));
+    }
     let known = known(state, conn, (kind, key)).await?;
     let after = match proposed {
         Some(doc) => Some(match kind {

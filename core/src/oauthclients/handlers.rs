@@ -35,7 +35,8 @@ pub async fn create_client(
 ) -> ApiResult<Reply<OAuthClientSecret>> {
     let users = dep::<UsersState>(depot)?;
     let ceiling = crate::apikeys::handlers::ceiling(depot, &tenant).await?;
-    let made = service::create(&can, &users.keycloak, &tenant.0, &body.0, ceiling).await?;
+    let max = users.config.limits.oauth_clients_per_user;
+    let made = service::create(&can, &users.keycloak, &tenant.0, &body.0, ceiling, max).await?;
     let location = format!("/v1/oauth-clients/{}", made.client.id);
     Ok(Reply::created(made, location))
 }

@@ -86,6 +86,19 @@ pub async fn live_of(conn: &mut AsyncPgConnection, owner: Uuid) -> QueryResult<V
         .await
 }
 
+/// Whether `owner` has fewer than `max` live clients, under a lock held until the
+/// transaction ends (so concurrent creates cannot pass the cap together).
+pub async fn under_cap(conn: &mut AsyncPgConnection, owner: Uuid, max: usize) -> QueryResult<bool> {
+    crate::db::lock_named(conn, &format!("oauth-clients:{owner}")).await?;
+    let n: i64 = oauth_clients::table
+        .filter(oauth_clients::owner_id.eq(owner))
+        .filter(oauth_clients::revoked_at.is_null())
+        .count()
+        .get_result(conn)
+        .await?;
+    Ok(n < max as i64)
+}
+
 /// One of `owner`'s live clients; with `lock`, locked for a change.
 pub async fn live(
     conn: &mut AsyncPgConnection,

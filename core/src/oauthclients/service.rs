@@ -79,7 +79,10 @@ pub async fn create(
     tenant: &ResolvedTenant,
     input: &NewOAuthClient,
     ceiling: RateCeiling,
+    max_live: usize,
 ) -> ApiResult<OAuthClientSecret> {
+    let owner = caller.user_id();
+    let full = || ApiError::limit_reached("live OAuth clients per user", max_live);
     let mut errors = Vec::new();
     let (name, scopes) =
         crate::apikeys::service::checked_grant(caller, &input.name, &input.scopes, &mut errors)
@@ -96,6 +99,16 @@ pub async fn create(
     }
     caller.require_delegable(&scopes)?;
     let realm = realm_of(tenant)?;
+    // Checked before Keycloak is asked, and again where the row is written.
+    let room = caller
+        .db()
+        .transaction(async |tx| {
+            Ok::<_, ApiError>(repo::under_cap(tx.conn(), owner, max_live).await?)
+        })
+        .await?;
+    if !room {
+        return Err(full());
+    }
     let id = Uuid::now_v7();
     let client_id = format!(
         "{}{}-{}",
@@ -111,6 +124,9 @@ pub async fn create(
     let written = caller
         .db()
         .transaction(async |tx| {
+            if !repo::under_cap(tx.conn(), owner, max_live).await? {
+                return Err(full());
+            }
             let row = repo::insert(
                 tx.conn(),
                 NewClientRow {

@@ -28,8 +28,12 @@ use crate::outbox::{self, Cursor};
 
 /// Events read per installation per round.
 const BATCH: i64 = 100;
-/// How long a lease lasts; longer than a round's worth of calls.
-const LEASE_SECS: i32 = 120;
+/// How long a lease lasts: longer than a batch of calls that each take the whole
+/// `plugins.timeout_ms`, so no other instance takes an installation mid-batch.
+fn lease_secs(cfg: &crate::config::PluginsConfig) -> i32 {
+    let secs = (BATCH as u64).saturating_mul(cfg.timeout_ms) / 1000 + 30;
+    i32::try_from(secs).unwrap_or(i32::MAX)
+}
 
 fn subscribed(install: &InstallRow, topic: &str) -> bool {
     !topic.starts_with(&format!("plugin.{}.", install.name))
@@ -70,9 +74,10 @@ pub async fn deliver_tenant(
         if pending.is_empty() {
             continue;
         }
+        let lease = lease_secs(&state.config.plugins);
         let leased = db
             .transaction(async |tx| {
-                Ok::<_, ApiError>(repo::lease(tx.conn(), &install.name, LEASE_SECS).await?)
+                Ok::<_, ApiError>(repo::lease(tx.conn(), &install.name, lease).await?)
             })
             .await?;
         let Some(install) = leased else { continue };
@@ -106,7 +111,12 @@ async fn deliver_install(
         return Ok(0);
     }
     let plugin = loaded(state, &install.hash).await?;
-    let call = call_ctx(&state.keyring, tenant, db, &install);
+    let rules = db
+        .read(async |conn| {
+            crate::settings::service::integrations(&state.settings, tenant, conn).await
+        })
+        .await?;
+    let call = call_ctx(&state.keyring, tenant, db, &install, &rules);
     let mut skipped: Option<Cursor> = None;
     let mut delivered = 0;
     for ev in events {

@@ -53,7 +53,15 @@ pub async fn bind(
     } else {
         None
     };
-    Ok(Some(Bound::new(state.clone(), tenant, db, install, plugin)))
+    let rules = crate::settings::service::integrations(&state.settings, tenant, conn).await?;
+    Ok(Some(Bound::new(
+        state.clone(),
+        tenant,
+        db,
+        install,
+        plugin,
+        &rules,
+    )))
 }
 
 /// Settings and secrets as the plugin's `config` interface serves them.
@@ -73,14 +81,20 @@ pub fn config_of(
     config
 }
 
-/// The call context of an installation.
+/// The call context of an installation. Its HTTP grants are narrowed to the hosts the
+/// tenant's settings (`integrations.allowed_hosts`) list, when they list any.
 pub fn call_ctx(
     keyring: &crate::crypto::Keyring,
     tenant: Uuid,
     db: &TenantDb,
     install: &InstallRow,
+    rules: &crate::settings::IntegrationSettings,
 ) -> CallCtx {
-    let grants: super::Grants = serde_json::from_value(install.grants.clone()).unwrap_or_default();
+    let mut grants: super::Grants =
+        serde_json::from_value(install.grants.clone()).unwrap_or_default();
+    grants
+        .http
+        .retain(|g| rules.host_allowed(crate::netguard::grant_parts(g).0));
     CallCtx {
         tenant: tenant.to_string(),
         plugin: install.name.clone(),
@@ -115,9 +129,10 @@ impl Bound {
         db: &TenantDb,
         install: InstallRow,
         plugin: Option<Arc<neotenant_runtime::Plugin>>,
+        rules: &crate::settings::IntegrationSettings,
     ) -> Bound {
         Bound {
-            call: call_ctx(&state.keyring, tenant, db, &install),
+            call: call_ctx(&state.keyring, tenant, db, &install, rules),
             state,
             modes: serde_json::from_value(install.failure_modes.clone()).unwrap_or_default(),
             plugin,

@@ -57,6 +57,8 @@ pub struct PluginsState {
     pub tenancy: Arc<crate::tenancy::TenancyState>,
     /// Seals and opens installations' secrets.
     pub keyring: Arc<crate::crypto::Keyring>,
+    /// The tenant's `integrations.allowed_hosts`, which narrows every HTTP grant.
+    pub settings: Arc<crate::settings::SettingsState>,
 }
 
 /// The runtime and the per-installation circuit breaker, shared by the instance.

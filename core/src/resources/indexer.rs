@@ -194,7 +194,8 @@ pub async fn index_tenant(
     db: &TenantDb,
     max_batches: usize,
 ) -> ApiResult<usize> {
-    if !registry.exists(&index_key(tenant)) {
+    let key = index_key(tenant);
+    if !registry.exists(&key) {
         let any = db
             .transaction(async |tx| {
                 Ok::<_, ApiError>(outbox::read_after(tx.conn(), Cursor::default(), 1).await?)
@@ -203,6 +204,12 @@ pub async fn index_tenant(
         if any.is_empty() {
             return Ok(0);
         }
+        // No index on disk for a tenant with history (new to this node, or its folder was
+        // lost): built from PostgreSQL, not replayed from an outbox that may be pruned. An
+        // index still open on a folder that is gone is closed first.
+        registry.close(&key);
+        tracing::info!(%tenant, "no search index on disk: rebuilding it");
+        return rebuild(registry, tenant, db).await;
     }
     let index = open(registry, tenant).await?;
     let mut batches = 0;
@@ -258,7 +265,11 @@ pub async fn index_tenant(
         };
         let payload = serde_json::to_string(&last).map_err(internal)?;
         let idx = index.clone();
-        blocking(move || idx.apply(&docs, &deletes, &payload)).await?;
+        if let Err(e) = blocking(move || idx.apply(&docs, &deletes, &payload)).await {
+            // Reopened from disk next round (rebuilt if its folder is gone).
+            registry.close(&key);
+            return Err(e);
+        }
         cursor = last;
         applied += n;
         batches += 1;

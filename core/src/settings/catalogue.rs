@@ -81,13 +81,17 @@ impl Catalogue {
                 },
                 "integrations": {
                     "type": "object", "additionalProperties": false,
-                    "description": "Defaults for integrations and outgoing webhooks",
+                    "description": "The tenant's outgoing calls (webhook deliveries, plugin HTTP): each value can only make them shorter, gentler or narrower than the platform's (null: the platform's)",
                     "properties": {
-                        "webhook_timeout_ms": {"type": "integer", "minimum": 100, "maximum": 30000},
-                        "webhook_max_attempts": {"type": "integer", "minimum": 1, "maximum": 20},
-                        "webhook_retry_base_ms": {"type": "integer", "minimum": 100, "maximum": 600000},
+                        "webhook_timeout_ms": nullable(json!({"type": "integer", "minimum": 100, "maximum": 30000,
+                            "description": "How long one delivery may take, at most the platform's"})),
+                        "webhook_max_attempts": nullable(json!({"type": "integer", "minimum": 1, "maximum": 20,
+                            "description": "Attempts before a message is a dead letter, at most the platform schedule's"})),
+                        "webhook_retry_base_ms": nullable(json!({"type": "integer", "minimum": 100, "maximum": 600000,
+                            "description": "The shortest wait before a retry (the platform's schedule where it waits longer)"})),
                         "allowed_hosts": {
                             "type": "array", "maxItems": 100, "uniqueItems": true,
+                            "description": "The only hosts (and their subdomains) webhooks and plugins may call; empty: any the platform allows",
                             "items": {"type": "string", "maxLength": 253, "x-format": "domain"}
                         }
                     }
@@ -159,7 +163,7 @@ impl Catalogue {
             "general": {"display_name": "", "locale": "en", "timezone": "UTC", "date_format": "iso", "support_email": null},
             "branding": {"name": "", "primary_color": "#1f6feb", "secondary_color": "#6e7781", "accent_color": "#bf3989", "logo": null},
             "notifications": {"default_channels": ["email", "in_app"], "digest": "off", "quiet_hours": null},
-            "integrations": {"webhook_timeout_ms": 5000, "webhook_max_attempts": 8, "webhook_retry_base_ms": 1000, "allowed_hosts": []},
+            "integrations": {"webhook_timeout_ms": null, "webhook_max_attempts": null, "webhook_retry_base_ms": null, "allowed_hosts": []},
             "api": {
                 "rate_limit": {"per_user_per_sec": null, "per_user_burst": null},
                 "quota": {"requests_per_day": null}

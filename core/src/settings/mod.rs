@@ -55,6 +55,7 @@ pub struct Effective {
     pub updated_at: Option<DateTime<Utc>>,
     pub updated_by: Option<Uuid>,
     pub api: ApiLimits,
+    pub integrations: IntegrationSettings,
     pub invitations: InvitationSettings,
     pub audit_retention_days: Option<i32>,
     pub flag_environments: Vec<String>,
@@ -90,6 +91,62 @@ impl ApiLimits {
             self.per_user_burst
                 .map_or(platform.per_user_burst, |b| b.min(platform.per_user_burst)),
         )
+    }
+}
+
+/// What the tenant asks of its outgoing calls (webhook deliveries, plugin HTTP). Each value can
+/// only make them shorter, gentler or narrower than the platform's `[webhooks]`, never more:
+/// `None` and an empty list leave the platform's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IntegrationSettings {
+    pub webhook_timeout_ms: Option<u64>,
+    pub webhook_max_attempts: Option<u32>,
+    pub webhook_retry_base_ms: Option<u64>,
+    /// The only hosts (and their subdomains) its webhooks and plugins may call; empty: any
+    /// the platform lets them reach.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl IntegrationSettings {
+    /// How long one delivery may take: the tenant's timeout, at most the platform's.
+    pub fn timeout(&self, platform_ms: u64) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.webhook_timeout_ms
+                .map_or(platform_ms, |t| t.min(platform_ms)),
+        )
+    }
+
+    /// Attempts a message gets before it is a dead letter: the tenant's number, at most the
+    /// platform schedule's.
+    pub fn attempts(&self, schedule_len: usize) -> usize {
+        self.webhook_max_attempts
+            .map_or(schedule_len, |n| (n as usize).min(schedule_len))
+    }
+
+    /// The wait before a retry: the platform's, but never shorter than the tenant's base.
+    pub fn retry_wait(&self, platform: std::time::Duration) -> std::time::Duration {
+        self.webhook_retry_base_ms.map_or(platform, |b| {
+            platform.max(std::time::Duration::from_millis(b))
+        })
+    }
+
+    /// Whether the tenant lets its integrations call `host` (compared in lower case; a listed
+    /// name covers its subdomains).
+    pub fn host_allowed(&self, host: &str) -> bool {
+        if self.allowed_hosts.is_empty() {
+            return true;
+        }
+        let host = host
+            .trim_matches(['[', ']'])
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        self.allowed_hosts.iter().any(|h| {
+            let h = h.trim_end_matches('.').to_ascii_lowercase();
+            host == h
+                || host
+                    .strip_suffix(h.as_str())
+                    .is_some_and(|rest| rest.ends_with('.'))
+        })
     }
 }
 
@@ -158,6 +215,15 @@ impl Effective {
                 .and_then(|b| u32::try_from(b).ok()),
             requests_per_day: at("/api/quota/requests_per_day").and_then(Value::as_u64),
         };
+        let integrations = IntegrationSettings {
+            webhook_timeout_ms: at("/integrations/webhook_timeout_ms").and_then(Value::as_u64),
+            webhook_max_attempts: at("/integrations/webhook_max_attempts")
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok()),
+            webhook_retry_base_ms: at("/integrations/webhook_retry_base_ms")
+                .and_then(Value::as_u64),
+            allowed_hosts: strings("/integrations/allowed_hosts"),
+        };
         let invitations = InvitationSettings {
             expiry_hours: at("/invitations/expiry_hours")
                 .and_then(Value::as_u64)
@@ -187,6 +253,7 @@ impl Effective {
             updated_at: stored.map(|c| c.updated_at),
             updated_by: stored.and_then(|c| c.updated_by),
             api,
+            integrations,
             invitations,
             audit_retention_days,
             flag_environments,
@@ -311,6 +378,32 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(ApiLimits::default().user_rate(&platform), None);
+        let none = super::IntegrationSettings::default();
+        assert_eq!(none.timeout(5000).as_millis(), 5000);
+        assert_eq!(none.attempts(8), 8);
+        assert!(none.host_allowed("anything.example"));
+        let narrow = super::IntegrationSettings {
+            webhook_timeout_ms: Some(60_000),
+            webhook_max_attempts: Some(3),
+            webhook_retry_base_ms: Some(2000),
+            allowed_hosts: vec!["Example.com".into()],
+        };
+        assert_eq!(
+            narrow.timeout(5000).as_millis(),
+            5000,
+            "never above the platform's"
+        );
+        assert_eq!(narrow.attempts(8), 3);
+        assert_eq!(narrow.attempts(2), 2);
+        let s = std::time::Duration::from_secs;
+        assert_eq!(narrow.retry_wait(s(1)), s(2));
+        assert_eq!(narrow.retry_wait(s(300)), s(300));
+        for ok in ["example.com", "hooks.EXAMPLE.com", "example.com."] {
+            assert!(narrow.host_allowed(ok), "{ok}");
+        }
+        for no in ["badexample.com", "example.com.evil.net", "com", "10.0.0.1"] {
+            assert!(!narrow.host_allowed(no), "{no}");
+        }
         assert_eq!(ApiLimits::default().user_ceiling(&platform), (100.0, 200));
         let higher = ApiLimits {
             per_user_per_sec: Some(100_000.0),

@@ -53,6 +53,21 @@ pub async fn effective(
     Ok(value)
 }
 
+/// The tenant's integration settings, for work that knows only the tenant's id and holds a
+/// connection: from the cached effective settings when present, else read on `conn` (and not
+/// cached: the cached value also carries the tenant's region, which the caller may not know).
+pub async fn integrations(
+    state: &SettingsState,
+    tenant: uuid::Uuid,
+    conn: &AsyncPgConnection,
+) -> ApiResult<super::IntegrationSettings> {
+    if let Some(hit) = state.cache.get(tenant) {
+        return Ok(hit.integrations.clone());
+    }
+    let (current, _) = repo::current(conn, false).await?;
+    Ok(Effective::build(&state.catalogue, current.as_ref(), None, "").integrations)
+}
+
 /// The catalogue and the tenant's custom schema.
 pub async fn catalogue(state: &SettingsState, tenant: &ResolvedTenant) -> ApiResult<CatalogueView> {
     let eff = effective(state, tenant).await?;

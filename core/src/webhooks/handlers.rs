@@ -36,7 +36,7 @@ pub async fn event_types(_can: Can<WebhooksRead>) -> ApiResult<Reply<Vec<EventTy
 #[endpoint(
     operation_id = "neotenant.webhooks.create_endpoint",
     tags("webhooks"),
-    status_codes(201, 400, 401, 403, 422)
+    status_codes(201, 400, 401, 403, 409, 422)
 )]
 pub async fn create_endpoint(
     can: Can<WebhooksConfigure>,

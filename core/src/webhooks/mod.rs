@@ -39,6 +39,8 @@ pub struct WebhooksState {
     pub tenancy: Arc<TenancyState>,
     pub audit_recent: Arc<Recent>,
     pub keyring: Arc<Keyring>,
+    /// The tenant's `integrations` settings (timeout, attempts, retry base, allowed hosts).
+    pub settings: Arc<crate::settings::SettingsState>,
     pub allow: ssrf::AllowList,
     /// The client every delivery uses: no redirects, the guarded resolver, the timeout.
     pub client: reqwest::Client,

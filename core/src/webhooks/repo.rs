@@ -76,6 +76,22 @@ pub async fn insert_endpoint(
     .await
 }
 
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// Whether the tenant has fewer than `max` endpoints, under a lock held until the transaction
+/// ends (so concurrent creates cannot pass the cap together).
+pub async fn under_cap(conn: &mut AsyncPgConnection, max: usize) -> QueryResult<bool> {
+    crate::db::lock_named(conn, "webhook-endpoints").await?;
+    let c: Count = diesel::sql_query("SELECT count(*) AS n FROM webhook_endpoints")
+        .get_result(conn)
+        .await?;
+    Ok(c.n < max as i64)
+}
+
 pub async fn endpoints(mut conn: &AsyncPgConnection) -> QueryResult<Vec<EndpointRow>> {
     diesel::sql_query(format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY created_at, id"

@@ -97,9 +97,20 @@ fn view(e: &EndpointRow) -> EndpointView {
     }
 }
 
-async fn check_url(state: &WebhooksState, raw: &str) -> ApiResult<String> {
+/// An endpoint URL as it may be saved: of the right shape, to a host the tenant's settings
+/// list (when they list any), reaching only what the platform allows.
+async fn check_url(state: &WebhooksState, caller: &Caller, raw: &str) -> ApiResult<String> {
     let url = ssrf::check_shape(raw)
         .map_err(|r| ApiError::validation(vec![field("/url", r.to_string())]))?;
+    let host = url.host_str().unwrap_or_default();
+    let settings = crate::settings::service::effective(&state.settings, &caller.tenant.0).await?;
+    if !settings.integrations.host_allowed(host) {
+        let why =
+            format!("the tenant's settings (integrations.allowed_hosts) do not list `{host}`");
+        let mut e = ApiError::new(ErrorCode::UrlRefused, why.clone());
+        e.errors.push(field("/url", why));
+        return Err(e);
+    }
     ssrf::check(&url, &state.allow).await.map_err(|r| {
         let mut e = ApiError::new(ErrorCode::UrlRefused, r.to_string());
         e.errors.push(field("/url", r.to_string()));
@@ -156,7 +167,7 @@ pub async fn create(
     input: EndpointInput,
 ) -> ApiResult<EndpointCreated> {
     check_fields(&input.description, &input.event_types, input.rate_limit)?;
-    let url = check_url(state, &input.url).await?;
+    let url = check_url(state, caller, &input.url).await?;
     let tenant = caller.tenant.0.tenant.id.0;
     let id = Uuid::now_v7();
     let secret = signing::new_secret();
@@ -196,6 +207,10 @@ pub async fn create(
         .db
         .transaction(async |tx| {
             let conn = tx.conn();
+            let max = state.config.limits.webhook_endpoints_per_tenant;
+            if !repo::under_cap(conn, max).await? {
+                return Err(ApiError::limit_reached("webhook endpoints per tenant", max));
+            }
             let saved = repo::insert_endpoint(conn, &row, Some(user)).await?;
             audit::record(
                 conn,
@@ -235,7 +250,7 @@ pub async fn update(
     patch: EndpointPatch,
 ) -> ApiResult<EndpointView> {
     let url = match &patch.url {
-        Some(u) => Some(check_url(state, u).await?),
+        Some(u) => Some(check_url(state, caller, u).await?),
         None => None,
     };
     let saved = caller

@@ -30,6 +30,7 @@ use crate::crypto::Keyring;
 use crate::db::TenantDb;
 use crate::error::ApiError;
 use crate::outbox;
+use crate::settings::IntegrationSettings;
 
 /// Events routed per transaction.
 const ROUTE_BATCH: i64 = 1000;
@@ -162,11 +163,27 @@ fn retry_after(res: &reqwest::Response) -> Option<Duration> {
 
 async fn send_one(
     state: &WebhooksState,
+    rules: &IntegrationSettings,
     url: &str,
     keys: &Keys,
     msg: &repo::DueMessage,
     body: &[u8],
 ) -> Answer {
+    let host = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    if !rules.host_allowed(&host) {
+        return Answer {
+            status: None,
+            body: None,
+            error: Some(format!(
+                "the tenant's settings (integrations.allowed_hosts) do not list `{host}`"
+            )),
+            retry_after: None,
+        };
+    }
+    let timeout = rules.timeout(state.config.webhooks.timeout_ms);
     let id = service::message_id(msg.id);
     let ts = Utc::now().timestamp();
     let secrets: Vec<&str> = keys.secrets.iter().map(String::as_str).collect();
@@ -179,6 +196,7 @@ async fn send_one(
         .header("webhook-id", &id)
         .header("webhook-timestamp", ts.to_string())
         .header("webhook-signature", signature)
+        .timeout(timeout)
         .body(body.to_vec())
         .send()
         .await;
@@ -186,12 +204,9 @@ async fn send_one(
         Ok(res) => {
             let status = res.status().as_u16();
             let after = retry_after(&res);
-            let text = tokio::time::timeout(
-                Duration::from_millis(state.config.webhooks.timeout_ms),
-                read_capped(res, max),
-            )
-            .await
-            .unwrap_or_default();
+            let text = tokio::time::timeout(timeout, read_capped(res, max))
+                .await
+                .unwrap_or_default();
             Answer {
                 status: Some(status),
                 body: Some(text),
@@ -275,6 +290,12 @@ async fn deliver_endpoint_inner(
             Ok::<_, ApiError>(repo::due_messages(tx.conn(), e.id, limit).await?)
         })
         .await?;
+    let rules = db
+        .read(async |conn| {
+            crate::settings::service::integrations(&state.settings, tenant, conn).await
+        })
+        .await?;
+    let rules = &rules;
     let keys = match open_keys(&state.keyring, tenant, e) {
         Ok(k) => k,
         Err(why) => {
@@ -290,8 +311,8 @@ async fn deliver_endpoint_inner(
             .map(move |m: repo::DueMessage| async move {
                 let body = serde_json::to_vec(&m.payload).unwrap_or_default();
                 let t0 = Instant::now();
-                let answer = send_one(state, &e.url, keys, &m, &body).await;
-                judge(state, e, &m, &body, answer, t0.elapsed())
+                let answer = send_one(state, rules, &e.url, keys, &m, &body).await;
+                judge(state, rules, e, &m, &body, answer, t0.elapsed())
             })
             .buffer_unordered(group)
             .collect()
@@ -371,6 +392,7 @@ async fn disabled_event(
 /// Turns an answer into the attempt's record: (record, the endpoint is gone, succeeded).
 fn judge(
     state: &WebhooksState,
+    rules: &IntegrationSettings,
     e: &EndpointRow,
     m: &repo::DueMessage,
     body: &[u8],
@@ -395,7 +417,12 @@ fn judge(
     } else if gone {
         ("failed", Utc::now())
     } else {
-        match next_wait(&state.schedule, n as usize) {
+        let wait = if (n as usize) < rules.attempts(state.schedule.len()) {
+            next_wait(&state.schedule, n as usize).map(|w| rules.retry_wait(w))
+        } else {
+            None
+        };
+        match wait {
             Some(wait) => {
                 // A receiver asking for a later retry gets it (up to a day).
                 let wait = a

@@ -143,6 +143,30 @@ pub(super) async fn record(
     Ok(())
 }
 
+async fn tenant_rules(
+    state: &PluginsState,
+    caller: &Caller,
+) -> ApiResult<crate::settings::IntegrationSettings> {
+    let settings = crate::settings::service::effective(&state.settings, &caller.tenant.0).await?;
+    Ok(settings.integrations.clone())
+}
+
+/// HTTP grants to hosts the tenant's settings (`integrations.allowed_hosts`) do not list.
+fn unlisted_hosts(
+    grants: &Grants,
+    rules: &crate::settings::IntegrationSettings,
+    errors: &mut Vec<FieldError>,
+) {
+    for (i, g) in grants.http.iter().enumerate() {
+        if !rules.host_allowed(crate::netguard::grant_parts(g).0) {
+            errors.push(field(
+                &format!("/grants/http/{i}"),
+                "the tenant's settings (integrations.allowed_hosts) do not list this host",
+            ));
+        }
+    }
+}
+
 pub async fn install(
     state: &PluginsState,
     resources: &ResourcesState,
@@ -164,6 +188,11 @@ pub async fn install(
         find_version(state, owner, None, &input.plugin, input.version.as_deref()).await?;
     let allow = crate::netguard::AllowList::parse(&state.config.webhooks.allow_hosts);
     let mut errors = check_grants(&m, &input.grants, &allow);
+    unlisted_hosts(
+        &input.grants,
+        &tenant_rules(state, caller).await?,
+        &mut errors,
+    );
     check_settings("/settings", &input.settings, &mut errors);
     check_settings("/secrets", &input.secrets, &mut errors);
     for k in input.settings.keys() {
@@ -290,6 +319,7 @@ pub async fn change(
     rollback: bool,
 ) -> ApiResult<Install> {
     let tenant = caller.tenant_id().0;
+    let rules = tenant_rules(state, caller).await?;
     let row = caller
         .db()
         .transaction(async |tx| {
@@ -320,6 +350,7 @@ pub async fn change(
             };
             let allow = crate::netguard::AllowList::parse(&state.config.webhooks.allow_hosts);
             let mut errors = check_grants(&m, &grants, &allow);
+            unlisted_hosts(&grants, &rules, &mut errors);
             if let Some(s) = &input.settings {
                 check_settings("/settings", s, &mut errors);
             }
