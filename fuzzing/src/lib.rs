@@ -17,8 +17,11 @@ use neotenant::resources::{ResourceInput, ResourceType, TypeInput};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+/// A harness: any bytes in, a panic only on a bug.
+pub type Harness = fn(&[u8]);
+
 /// The harnesses by name, as the targets and the replay test name them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Harness)] = &[
     ("token", token),
     ("json_schema", json_schema),
     ("search_query", search_query),
