@@ -3,7 +3,7 @@
 //! a caller with another tenant's token, before it looks at the request; the admin API
 //! refuses tenant tokens.
 
-use neotenant_tests::{TestApp, test_config};
+use neotenant_tests::{Fetch, TestApp, test_config};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -58,15 +58,7 @@ async fn no_operation_but_the_public_ones_serves_a_caller_without_credentials_or
     let app = TestApp::start_with(config).await;
     let t = app.with_tenant("us", "schema").await;
     let other = app.with_tenant("eu", "schema").await;
-    let spec: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec = app.client.get(app.url("/openapi.json")).fetch_json().await;
     let ops = operations(&spec);
     assert!(ops.len() > 200, "only {} operations", ops.len());
     let mut wrong = Vec::new();
